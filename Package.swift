@@ -1,0 +1,64 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Keel",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Keel", targets: ["Keel"]),
+        .library(name: "KeelTestKit", targets: ["KeelTestKit"]),
+        .executable(name: "keel", targets: ["keel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        // No I/O: workflow and activity protocols, history events, retry policy, the
+        // deterministic executor and the replayer.
+        .target(
+            name: "KeelCore",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The SQLite event store: runs, events, durable timers, the task outbox.
+        .target(
+            name: "KeelHistory",
+            dependencies: [
+                "KeelCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // The coordinator and the activity worker, wired to a store and a transport.
+        .target(
+            name: "KeelRuntime",
+            dependencies: [
+                "KeelCore",
+                "KeelHistory",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // What users import.
+        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime"]),
+        // In-memory transport, manual clock, fault injection, history fixtures.
+        .target(name: "KeelTestKit", dependencies: ["Keel"]),
+        .executableTarget(
+            name: "keel",
+            dependencies: [
+                "Keel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
+        .testTarget(
+            name: "KeelRuntimeTests",
+            dependencies: ["Keel", "KeelTestKit"],
+            resources: [.copy("Fixtures")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,94 @@
+import Foundation
+
+/// How an activity is dispatched, timed and retried.
+///
+/// At least one of `startToCloseTimeout` and `scheduleToCloseTimeout` is required.
+public struct ActivityOptions: Codable, Sendable, Hashable {
+    /// The queue the task is published to (`default`, `llm`, `gpu`, or any name).
+    public var taskQueue: String
+    /// Time a task may wait in the queue before a worker starts it. Not retried.
+    public var scheduleToStartTimeout: Double?
+    /// Time one attempt may run. Retried.
+    public var startToCloseTimeout: Double?
+    /// Time all attempts together may take, backoff included.
+    public var scheduleToCloseTimeout: Double?
+    /// Maximum time between heartbeats of a running attempt. Retried.
+    public var heartbeatTimeout: Double?
+    public var retryPolicy: RetryPolicy
+    /// When attempts are exhausted, the activity waits in the dead-letter queue for an operator
+    /// instead of failing the workflow.
+    public var parkOnExhaustion: Bool
+
+    public init(
+        taskQueue: String = "default", scheduleToStartTimeout: Duration? = nil,
+        startToCloseTimeout: Duration? = nil, scheduleToCloseTimeout: Duration? = nil,
+        heartbeatTimeout: Duration? = nil, retryPolicy: RetryPolicy = .default,
+        parkOnExhaustion: Bool = false
+    ) {
+        self.taskQueue = taskQueue
+        self.scheduleToStartTimeout = scheduleToStartTimeout?.seconds
+        self.startToCloseTimeout = startToCloseTimeout?.seconds
+        self.scheduleToCloseTimeout = scheduleToCloseTimeout?.seconds
+        self.heartbeatTimeout = heartbeatTimeout?.seconds
+        self.retryPolicy = retryPolicy
+        self.parkOnExhaustion = parkOnExhaustion
+    }
+
+    /// Checks the options; the message names the activity and what to change.
+    public func validate(activityType: String) throws {
+        if startToCloseTimeout == nil && scheduleToCloseTimeout == nil {
+            throw InvalidOptionsError(
+                message: "activity \(activityType) needs startToCloseTimeout or scheduleToCloseTimeout "
+                    + "(e.g. ActivityOptions(startToCloseTimeout: .seconds(60)))")
+        }
+        for (name, value) in [
+            ("scheduleToStartTimeout", scheduleToStartTimeout), ("startToCloseTimeout", startToCloseTimeout),
+            ("scheduleToCloseTimeout", scheduleToCloseTimeout), ("heartbeatTimeout", heartbeatTimeout),
+        ] {
+            if let value, value <= 0 {
+                throw InvalidOptionsError(message: "activity \(activityType): \(name) must be positive")
+            }
+        }
+        if taskQueue.isEmpty || taskQueue.contains(where: { $0.isWhitespace }) {
+            throw InvalidOptionsError(message: "activity \(activityType): task queue name '\(taskQueue)' is not valid")
+        }
+        do { try retryPolicy.validate() } catch let error as InvalidOptionsError {
+            throw InvalidOptionsError(message: "activity \(activityType): \(error.message)")
+        }
+    }
+}
+
+/// What happens when a start names a workflow id that has an open run.
+public enum WorkflowIdConflictPolicy: String, Codable, Sendable, CaseIterable {
+    /// Refuse the start.
+    case fail
+    /// Return the open run (the default): a start submitted twice makes one run.
+    case useExisting
+    /// Terminate the open run and start a new one.
+    case terminateExisting
+}
+
+/// What happens when a start names a workflow id whose runs are all closed.
+public enum WorkflowIdReusePolicy: String, Codable, Sendable, CaseIterable {
+    case allowDuplicate
+    /// Only when the last run did not complete successfully.
+    case allowDuplicateFailedOnly
+    case rejectDuplicate
+}
+
+/// Options of a workflow run.
+public struct WorkflowOptions: Codable, Sendable, Hashable {
+    public var idConflictPolicy: WorkflowIdConflictPolicy
+    public var idReusePolicy: WorkflowIdReusePolicy
+    /// Time the whole run (all continue-as-new runs included) may take, seconds.
+    public var executionTimeout: Double?
+
+    public init(
+        idConflictPolicy: WorkflowIdConflictPolicy = .useExisting,
+        idReusePolicy: WorkflowIdReusePolicy = .allowDuplicate, executionTimeout: Duration? = nil
+    ) {
+        self.idConflictPolicy = idConflictPolicy
+        self.idReusePolicy = idReusePolicy
+        self.executionTimeout = executionTimeout?.seconds
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+
+/// One attempt of an activity, as sent to a worker.
+public struct ActivityTask: Codable, Sendable, Hashable {
+    public var workflowId: String
+    public var runId: String
+    public var workflowType: String
+    /// The activity's command sequence number in its run; with `runId` it identifies the activity.
+    public var activityId: Int64
+    public var activityType: String
+    public var attempt: Int
+    public var input: Payload
+    public var taskQueue: String
+    public var scheduledAt: Date
+    public var attemptScheduledAt: Date
+    public var startToCloseTimeout: Double?
+    public var scheduleToCloseTimeout: Double?
+    public var heartbeatTimeout: Double?
+    /// Details of the last heartbeat of an earlier attempt, for resuming long work.
+    public var heartbeatDetails: Payload?
+
+    public init(
+        workflowId: String, runId: String, workflowType: String, activityId: Int64,
+        activityType: String, attempt: Int, input: Payload, taskQueue: String, scheduledAt: Date,
+        attemptScheduledAt: Date, startToCloseTimeout: Double?, scheduleToCloseTimeout: Double?,
+        heartbeatTimeout: Double?, heartbeatDetails: Payload?
+    ) {
+        self.workflowId = workflowId
+        self.runId = runId
+        self.workflowType = workflowType
+        self.activityId = activityId
+        self.activityType = activityType
+        self.attempt = attempt
+        self.input = input
+        self.taskQueue = taskQueue
+        self.scheduledAt = scheduledAt
+        self.attemptScheduledAt = attemptScheduledAt
+        self.startToCloseTimeout = startToCloseTimeout
+        self.scheduleToCloseTimeout = scheduleToCloseTimeout
+        self.heartbeatTimeout = heartbeatTimeout
+        self.heartbeatDetails = heartbeatDetails
+    }
+
+    /// A key stable across attempts and replays of this step, for deduplicating side effects
+    /// (an accounting system's `Idempotency-Key` header).
+    public var idempotencyKey: String { "\(workflowId)/\(runId)/\(activityId)" }
+
+    /// Identifies this attempt; results are de-duplicated by it.
+    public var attemptKey: String { "\(runId)/\(activityId)/\(attempt)" }
+}
+
+/// A worker's report that it began an attempt.
+public struct ActivityStarted: Codable, Sendable, Hashable {
+    public var runId: String
+    public var activityId: Int64
+    public var attempt: Int
+    public var worker: String
+    public var time: Date
+
+    public init(runId: String, activityId: Int64, attempt: Int, worker: String, time: Date) {
+        self.runId = runId
+        self.activityId = activityId
+        self.attempt = attempt
+        self.worker = worker
+        self.time = time
+    }
+}
+
+/// A running attempt's heartbeat.
+public struct ActivityHeartbeat: Codable, Sendable, Hashable {
+    public var runId: String
+    public var activityId: Int64
+    public var attempt: Int
+    public var details: Payload?
+
+    public init(runId: String, activityId: Int64, attempt: Int, details: Payload?) {
+        self.runId = runId
+        self.activityId = activityId
+        self.attempt = attempt
+        self.details = details
+    }
+}
+
+/// The end of one attempt.
+public struct ActivityResult: Codable, Sendable, Hashable {
+    public enum Outcome: Codable, Sendable, Hashable {
+        case completed(Payload)
+        case failed(Failure)
+    }
+
+    public var runId: String
+    public var activityId: Int64
+    public var attempt: Int
+    public var worker: String
+    public var outcome: Outcome
+
+    public init(runId: String, activityId: Int64, attempt: Int, worker: String, outcome: Outcome) {
+        self.runId = runId
+        self.activityId = activityId
+        self.attempt = attempt
+        self.worker = worker
+        self.outcome = outcome
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+
+/// A JSON-encoded value as it is stored in history and sent on the wire.
+///
+/// Payloads stay opaque bytes until the code that knows their type decodes them, so replay never
+/// pays for decoding values it does not need.
+public struct Payload: Sendable, Hashable {
+    /// The UTF-8 JSON bytes.
+    public var data: Data
+
+    public init(data: Data) { self.data = data }
+
+    /// The size limit applied when nothing else is configured: 2 MB.
+    public static let defaultSizeLimit = 2 * 1024 * 1024
+
+    /// Encodes `value` as JSON; `field` names the value in the error when it is too large.
+    public init<T: Encodable>(
+        encoding value: T, field: String, limit: Int = Payload.defaultSizeLimit
+    ) throws {
+        let data: Data
+        do {
+            data = try JSONCoding.encoder.encode(value)
+        } catch {
+            throw PayloadError(
+                field: field, kind: .encodingFailed,
+                message: "\(field) could not be encoded as JSON: \(error)")
+        }
+        guard data.count <= limit else {
+            throw PayloadError(
+                field: field, kind: .tooLarge,
+                message: "\(field) is \(data.count) bytes, over the \(limit)-byte payload limit; "
+                    + "store large data elsewhere (a file, an object store) and pass a reference")
+        }
+        self.data = data
+    }
+
+    /// Decodes the JSON as `T`; `field` names the value in the error.
+    public func decode<T: Decodable>(_ type: T.Type, field: String = "payload") throws -> T {
+        do {
+            return try JSONCoding.decoder.decode(T.self, from: data)
+        } catch {
+            throw PayloadError(
+                field: field, kind: .decodingFailed,
+                message: "\(field) is not a valid \(T.self): \(error). JSON was: \(preview)")
+        }
+    }
+
+    /// The JSON text, shortened for messages.
+    public var preview: String {
+        let text = String(decoding: data.prefix(200), as: UTF8.self)
+        return data.count > 200 ? text + "…" : text
+    }
+
+    /// The JSON text.
+    public var json: String { String(decoding: data, as: UTF8.self) }
+
+    /// The JSON `null` payload, the result of a workflow or activity that returns nothing.
+    public static let null = Payload(data: Data("null".utf8))
+}
+
+extension Payload: Codable {
+    // Stored and exported as the JSON value itself, so histories stay readable.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let value = try container.decode(JSONValue.self)
+        self.data = try JSONCoding.encoder.encode(value)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(try JSONCoding.decoder.decode(JSONValue.self, from: data))
+    }
+}
+
+/// Why a payload could not be made or read.
+public struct PayloadError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: String, Sendable { case tooLarge, encodingFailed, decodingFailed }
+    public var field: String
+    public var kind: Kind
+    public var message: String
+    public var description: String { message }
+}
+
+/// Shared JSON coders. Foundation's coders are safe to share once configured.
+enum JSONCoding {
+    nonisolated(unsafe) static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+    nonisolated(unsafe) static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+}
+
+/// Any JSON value; lets payloads be embedded verbatim in exported histories.
+public enum JSONValue: Codable, Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value):
+            if value.rounded() == value, abs(value) < 1e15 {
+                try container.encode(Int64(value))
+            } else {
+                try container.encode(value)
+            }
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+}
