@@ -152,6 +152,7 @@ public struct CancelledError: KeelError {
 /// Thrown when activity options cannot work.
 public struct InvalidOptionsError: KeelError {
     public var message: String
+    public init(message: String) { self.message = message }
     public var errorType: String { "InvalidOptions" }
     public var isNonRetryable: Bool { true }
 }

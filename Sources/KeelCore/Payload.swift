@@ -78,6 +78,11 @@ public struct PayloadError: Error, CustomStringConvertible, Sendable {
     public var field: String
     public var kind: Kind
     public var message: String
+    public init(field: String, kind: Kind, message: String) {
+        self.field = field
+        self.kind = kind
+        self.message = message
+    }
     public var description: String { message }
 }
 

@@ -84,6 +84,11 @@ public struct UnknownTypeError: KeelError {
     public var kind: String
     public var name: String
     public var known: [String]
+    public init(kind: String, name: String, known: [String]) {
+        self.kind = kind
+        self.name = name
+        self.known = known
+    }
     public var errorType: String { "Unknown\(kind.capitalized)Type" }
     public var isNonRetryable: Bool { true }
     public var message: String {

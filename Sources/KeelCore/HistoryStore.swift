@@ -1,0 +1,228 @@
+import Foundation
+
+/// Where a run stands.
+public enum RunStatus: String, Codable, Sendable, CaseIterable {
+    case running
+    case completed
+    case failed
+    case cancelled
+    case terminated
+    case timedOut
+    case continuedAsNew
+    /// Its code diverged from its history; it waits for matching code (see NonDeterminismError).
+    case blocked
+
+    public var isOpen: Bool { self == .running || self == .blocked }
+}
+
+/// A workflow run as the store keeps it.
+public struct RunRecord: Codable, Sendable, Hashable {
+    public var workflowId: String
+    public var runId: String
+    public var workflowType: String
+    public var status: RunStatus
+    public var input: Payload
+    public var result: Payload?
+    public var failure: Failure?
+    /// De-duplicates start requests: a start with a known request id returns its run.
+    public var requestId: String?
+    public var parentRunId: String?
+    public var parentSeq: Int64?
+    public var continuedFromRunId: String?
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var closedAt: Date?
+    public var historyLength: Int64
+    public var randomSeed: UInt64
+    public var options: WorkflowOptions
+    /// When the execution timeout ends the run.
+    public var executionDeadline: Date?
+    // Spend, filled by the LLM layer.
+    public var inputTokens: Int64
+    public var outputTokens: Int64
+    public var costUSD: Double
+
+    public init(
+        workflowId: String, runId: String, workflowType: String, status: RunStatus, input: Payload,
+        requestId: String?, parentRunId: String? = nil, parentSeq: Int64? = nil,
+        continuedFromRunId: String? = nil, createdAt: Date, randomSeed: UInt64,
+        options: WorkflowOptions, executionDeadline: Date?
+    ) {
+        self.workflowId = workflowId
+        self.runId = runId
+        self.workflowType = workflowType
+        self.status = status
+        self.input = input
+        self.requestId = requestId
+        self.parentRunId = parentRunId
+        self.parentSeq = parentSeq
+        self.continuedFromRunId = continuedFromRunId
+        self.createdAt = createdAt
+        self.updatedAt = createdAt
+        self.historyLength = 0
+        self.randomSeed = randomSeed
+        self.options = options
+        self.executionDeadline = executionDeadline
+        self.inputTokens = 0
+        self.outputTokens = 0
+        self.costUSD = 0
+    }
+}
+
+/// An activity that has not ended: the coordinator's mutable state for it.
+public struct ActivityRecord: Codable, Sendable, Hashable {
+    public enum State: String, Codable, Sendable {
+        /// Published, not yet started by a worker.
+        case scheduled
+        case started
+        /// Waiting for its retry timer.
+        case backoff
+        /// Exhausted and parked for an operator.
+        case parked
+    }
+
+    public var runId: String
+    public var activityId: Int64
+    public var activityType: String
+    public var input: Payload
+    public var options: ActivityOptions
+    public var attempt: Int
+    public var state: State
+    public var scheduledAt: Date
+    public var attemptScheduledAt: Date
+    public var startedAt: Date?
+    public var heartbeatDetails: Payload?
+
+    public init(
+        runId: String, activityId: Int64, activityType: String, input: Payload,
+        options: ActivityOptions, scheduledAt: Date
+    ) {
+        self.runId = runId
+        self.activityId = activityId
+        self.activityType = activityType
+        self.input = input
+        self.options = options
+        self.attempt = 0
+        self.state = .scheduled
+        self.scheduledAt = scheduledAt
+        self.attemptScheduledAt = scheduledAt
+    }
+}
+
+/// A durable timer: workflow sleeps, retry backoff, and every timeout.
+public struct TimerRecord: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable {
+        case workflowTimer = "t"
+        case retry
+        case scheduleToStart = "sts"
+        case startToClose = "stc"
+        case heartbeat = "hb"
+        case scheduleToClose = "s2c"
+        case executionTimeout = "wft"
+    }
+
+    public var runId: String
+    public var kind: Kind
+    /// The command sequence number (timer or activity); 0 for run-level timers.
+    public var seq: Int64
+    public var fireAt: Date
+    /// The attempt an attempt-level timeout belongs to; a stale one is ignored.
+    public var attempt: Int?
+
+    public init(runId: String, kind: Kind, seq: Int64, fireAt: Date, attempt: Int? = nil) {
+        self.runId = runId
+        self.kind = kind
+        self.seq = seq
+        self.fireAt = fireAt
+        self.attempt = attempt
+    }
+
+    public var key: String { "\(kind.rawValue):\(seq)" }
+}
+
+/// Everything one unit of coordinator work changes, committed in one transaction.
+///
+/// Timer and activity rows are keyed, so a row written and removed within the same batch ends
+/// up removed, whatever order the changes came in.
+public struct StoreBatch: Sendable {
+    public var runs: [RunRecord] = []
+    public var events: [(runId: String, event: HistoryEvent)] = []
+    /// Activity rows to write, or to delete (nil), by `runId/activityId`.
+    public var activities: [String: ActivityChange] = [:]
+    /// Timer rows to write, or to delete (nil), by `runId/key`.
+    public var timers: [String: TimerChange] = [:]
+    /// Runs whose every timer and activity row goes (the run closed). Applied first.
+    public var clearedRuns: [String] = []
+    public var outbox: [ActivityTask] = []
+    public var deletedOutbox: [String] = []
+
+    public struct ActivityChange: Sendable {
+        public var runId: String
+        public var activityId: Int64
+        public var record: ActivityRecord?
+    }
+
+    public struct TimerChange: Sendable {
+        public var runId: String
+        public var key: String
+        public var record: TimerRecord?
+    }
+
+    public init() {}
+
+    public var isEmpty: Bool {
+        runs.isEmpty && events.isEmpty && activities.isEmpty && timers.isEmpty && clearedRuns.isEmpty
+            && outbox.isEmpty && deletedOutbox.isEmpty
+    }
+
+    public mutating func save(_ activity: ActivityRecord) {
+        activities["\(activity.runId)/\(activity.activityId)"] = ActivityChange(
+            runId: activity.runId, activityId: activity.activityId, record: activity)
+    }
+
+    public mutating func deleteActivity(runId: String, activityId: Int64) {
+        activities["\(runId)/\(activityId)"] = ActivityChange(runId: runId, activityId: activityId, record: nil)
+    }
+
+    public mutating func set(_ timer: TimerRecord) {
+        timers["\(timer.runId)/\(timer.key)"] = TimerChange(runId: timer.runId, key: timer.key, record: timer)
+    }
+
+    public mutating func deleteTimer(runId: String, kind: TimerRecord.Kind, seq: Int64) {
+        let key = "\(kind.rawValue):\(seq)"
+        timers["\(runId)/\(key)"] = TimerChange(runId: runId, key: key, record: nil)
+    }
+
+    /// Drops every timer and activity row of a closed run.
+    public mutating func clear(runId: String) {
+        clearedRuns.append(runId)
+        activities = activities.filter { $0.value.runId != runId }
+        timers = timers.filter { $0.value.runId != runId }
+    }
+}
+
+/// The coordinator's durable state. Implementations commit a batch atomically.
+public protocol HistoryStore: Sendable {
+    func commit(_ batch: StoreBatch) throws
+    func run(runId: String) throws -> RunRecord?
+    func latestRun(workflowId: String) throws -> RunRecord?
+    func run(requestId: String) throws -> RunRecord?
+    func runs(status: RunStatus?, limit: Int) throws -> [RunRecord]
+    func openRuns() throws -> [RunRecord]
+    func events(runId: String) throws -> [HistoryEvent]
+    func activities(runId: String) throws -> [ActivityRecord]
+    func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord]
+    func nextTimerDeadline() throws -> Date?
+    func outbox() throws -> [ActivityTask]
+}
+
+/// Where time comes from. Tests use a manual clock.
+public protocol WallClock: Sendable {
+    func now() -> Date
+}
+
+/// The system clock.
+public struct SystemWallClock: WallClock {
+    public init() {}
+    public func now() -> Date { Date() }
+}

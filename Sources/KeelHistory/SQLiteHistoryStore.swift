@@ -1,0 +1,358 @@
+import Foundation
+import GRDB
+import KeelCore
+
+/// The SQLite event store: one WAL database file per coordinator, opened once.
+///
+/// ```swift
+/// let store = try SQLiteHistoryStore(path: ".keel/keel.sqlite")
+/// ```
+public final class SQLiteHistoryStore: HistoryStore {
+    /// How hard commits are pushed to disk.
+    public enum Durability: String, Sendable, CaseIterable {
+        /// `synchronous=NORMAL`: a power loss may lose the last commits, a crash never does.
+        case normal
+        /// `synchronous=FULL`: fsync on every commit.
+        case full
+    }
+
+    private let pool: DatabasePool
+    public let path: String
+
+    public init(path: String, durability: Durability = .normal) throws {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError(message: "cannot open the history database at \(path): \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE runs (
+                    run_id TEXT PRIMARY KEY NOT NULL,
+                    workflow_id TEXT NOT NULL,
+                    workflow_type TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    input BLOB NOT NULL,
+                    result BLOB,
+                    failure TEXT,
+                    request_id TEXT,
+                    parent_run_id TEXT,
+                    parent_seq INTEGER,
+                    continued_from_run_id TEXT,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL,
+                    closed_at REAL,
+                    history_length INTEGER NOT NULL,
+                    random_seed INTEGER NOT NULL,
+                    options TEXT NOT NULL,
+                    execution_deadline REAL,
+                    input_tokens INTEGER NOT NULL DEFAULT 0,
+                    output_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost_usd REAL NOT NULL DEFAULT 0
+                );
+                CREATE INDEX runs_by_workflow ON runs(workflow_id, created_at);
+                CREATE INDEX runs_by_status ON runs(status, created_at);
+                CREATE UNIQUE INDEX runs_by_request ON runs(request_id) WHERE request_id IS NOT NULL;
+                CREATE TABLE events (
+                    run_id TEXT NOT NULL,
+                    id INTEGER NOT NULL,
+                    time REAL NOT NULL,
+                    kind TEXT NOT NULL,
+                    ref INTEGER,
+                    name TEXT,
+                    attempt INTEGER,
+                    payload BLOB,
+                    failure TEXT,
+                    attributes BLOB,
+                    PRIMARY KEY (run_id, id)
+                ) WITHOUT ROWID;
+                CREATE TABLE activities (
+                    run_id TEXT NOT NULL,
+                    activity_id INTEGER NOT NULL,
+                    record BLOB NOT NULL,
+                    PRIMARY KEY (run_id, activity_id)
+                ) WITHOUT ROWID;
+                CREATE TABLE timers (
+                    run_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    fire_at REAL NOT NULL,
+                    attempt INTEGER,
+                    PRIMARY KEY (run_id, key)
+                ) WITHOUT ROWID;
+                CREATE INDEX timers_by_time ON timers(fire_at);
+                CREATE TABLE outbox (
+                    attempt_key TEXT PRIMARY KEY NOT NULL,
+                    task BLOB NOT NULL,
+                    created_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: Writing
+
+    public func commit(_ batch: StoreBatch) throws {
+        guard !batch.isEmpty else { return }
+        let encoder = JSONEncoder()
+        try wrap("commit") {
+            try pool.write { db in
+                for run in batch.runs {
+                    try db.cachedStatement(sql: """
+                        INSERT INTO runs (run_id, workflow_id, workflow_type, status, input, result, failure,
+                            request_id, parent_run_id, parent_seq, continued_from_run_id, created_at, updated_at,
+                            closed_at, history_length, random_seed, options, execution_deadline,
+                            input_tokens, output_tokens, cost_usd)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, result = excluded.result,
+                            failure = excluded.failure, updated_at = excluded.updated_at,
+                            closed_at = excluded.closed_at, history_length = excluded.history_length,
+                            input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                            cost_usd = excluded.cost_usd
+                        """).execute(arguments: [
+                            run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
+                            run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
+                            run.requestId, run.parentRunId, run.parentSeq, run.continuedFromRunId,
+                            run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
+                            run.closedAt?.timeIntervalSince1970, run.historyLength,
+                            Int64(bitPattern: run.randomSeed),
+                            String(decoding: try encoder.encode(run.options), as: UTF8.self),
+                            run.executionDeadline?.timeIntervalSince1970,
+                            run.inputTokens, run.outputTokens, run.costUSD,
+                        ])
+                }
+                let insertEvent = try db.cachedStatement(sql: """
+                    INSERT INTO events (run_id, id, time, kind, ref, name, attempt, payload, failure, attributes)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+                for (runId, event) in batch.events {
+                    try insertEvent.execute(arguments: [
+                        runId, event.id, event.time.timeIntervalSince1970, event.kind.rawValue, event.ref,
+                        event.name, event.attempt, event.payload?.data,
+                        try event.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
+                        event.attributes?.data,
+                    ])
+                }
+                for runId in batch.clearedRuns {
+                    try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ?").execute(arguments: [runId])
+                    try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ?").execute(arguments: [runId])
+                }
+                for change in batch.activities.values {
+                    if let activity = change.record {
+                        try db.cachedStatement(sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)")
+                            .execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
+                    } else {
+                        try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
+                            .execute(arguments: [change.runId, change.activityId])
+                    }
+                }
+                for change in batch.timers.values {
+                    if let timer = change.record {
+                        try db.cachedStatement(sql: """
+                            INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
+                            """).execute(arguments: [
+                                timer.runId, timer.key, timer.kind.rawValue, timer.seq,
+                                timer.fireAt.timeIntervalSince1970, timer.attempt,
+                            ])
+                    } else {
+                        try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ? AND key = ?")
+                            .execute(arguments: [change.runId, change.key])
+                    }
+                }
+                for task in batch.outbox {
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO outbox (attempt_key, task, created_at) VALUES (?, ?, ?)")
+                        .execute(arguments: [task.attemptKey, try encoder.encode(task), Date().timeIntervalSince1970])
+                }
+                for key in batch.deletedOutbox {
+                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE attempt_key = ?").execute(arguments: [key])
+                }
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func run(runId: String) throws -> RunRecord? {
+        try wrap("read run") {
+            try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE run_id = ?", arguments: [runId]).map(Self.run) }
+        }
+    }
+
+    public func latestRun(workflowId: String) throws -> RunRecord? {
+        try wrap("read run") {
+            try pool.read { db in
+                try Row.fetchOne(
+                    db, sql: "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    arguments: [workflowId]
+                ).map(Self.run)
+            }
+        }
+    }
+
+    public func run(requestId: String) throws -> RunRecord? {
+        try wrap("read run") {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE request_id = ?", arguments: [requestId]).map(Self.run)
+            }
+        }
+    }
+
+    public func runs(status: RunStatus?, limit: Int) throws -> [RunRecord] {
+        try wrap("list runs") {
+            try pool.read { db in
+                if let status {
+                    return try Row.fetchAll(
+                        db, sql: "SELECT * FROM runs WHERE status = ? ORDER BY created_at DESC LIMIT ?",
+                        arguments: [status.rawValue, limit]
+                    ).map(Self.run)
+                }
+                return try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", arguments: [limit])
+                    .map(Self.run)
+            }
+        }
+    }
+
+    public func openRuns() throws -> [RunRecord] {
+        try wrap("list open runs") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE status IN ('running', 'blocked') ORDER BY created_at")
+                    .map(Self.run)
+            }
+        }
+    }
+
+    public func events(runId: String) throws -> [HistoryEvent] {
+        try wrap("read history") {
+            try pool.read { db in
+                var events: [HistoryEvent] = []
+                let rows = try Row.fetchCursor(
+                    db, sql: """
+                        SELECT id, time, kind, ref, name, attempt, payload, failure, attributes
+                        FROM events WHERE run_id = ? ORDER BY id
+                        """, arguments: [runId])
+                while let row = try rows.next() {
+                    let kindName: String = row[2]
+                    guard let kind = EventKind(rawValue: kindName) else {
+                        throw StoreError(message: "run \(runId) event \(row[0] as Int64) has unknown kind '\(kindName)'")
+                    }
+                    let failureText: String? = row[7]
+                    events.append(HistoryEvent(
+                        id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
+                        name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
+                        failure: try failureText.map { try JSONDecoder().decode(Failure.self, from: Data($0.utf8)) },
+                        attributes: (row[8] as Data?).map(Payload.init(data:))))
+                }
+                return events
+            }
+        }
+    }
+
+    public func activities(runId: String) throws -> [ActivityRecord] {
+        try wrap("read activities") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(
+                    db, sql: "SELECT record FROM activities WHERE run_id = ? ORDER BY activity_id", arguments: [runId]
+                ).map { try decoder.decode(ActivityRecord.self, from: $0) }
+            }
+        }
+    }
+
+    public func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord] {
+        try wrap("read timers") {
+            try pool.read { db in
+                try Row.fetchAll(
+                    db, sql: """
+                        SELECT run_id, kind, seq, fire_at, attempt FROM timers
+                        WHERE fire_at <= ? AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'blocked')
+                        ORDER BY fire_at LIMIT ?
+                        """,
+                    arguments: [time.timeIntervalSince1970, limit]
+                ).map { row in
+                    TimerRecord(
+                        runId: row[0], kind: TimerRecord.Kind(rawValue: row[1]) ?? .workflowTimer, seq: row[2],
+                        fireAt: Date(timeIntervalSince1970: row[3]), attempt: row[4])
+                }
+            }
+        }
+    }
+
+    public func nextTimerDeadline() throws -> Date? {
+        try wrap("read timers") {
+            try pool.read { db in
+                try Double.fetchOne(db, sql: "SELECT MIN(fire_at) FROM timers").map(Date.init(timeIntervalSince1970:))
+            }
+        }
+    }
+
+    public func outbox() throws -> [ActivityTask] {
+        try wrap("read outbox") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT task FROM outbox ORDER BY created_at")
+                    .map { try decoder.decode(ActivityTask.self, from: $0) }
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    private static func run(_ row: Row) throws -> RunRecord {
+        let decoder = JSONDecoder()
+        let failureText: String? = row["failure"]
+        let optionsText: String = row["options"]
+        var run = RunRecord(
+            workflowId: row["workflow_id"], runId: row["run_id"], workflowType: row["workflow_type"],
+            status: RunStatus(rawValue: row["status"]) ?? .failed, input: Payload(data: row["input"]),
+            requestId: row["request_id"], parentRunId: row["parent_run_id"], parentSeq: row["parent_seq"],
+            continuedFromRunId: row["continued_from_run_id"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            randomSeed: UInt64(bitPattern: row["random_seed"]),
+            options: try decoder.decode(WorkflowOptions.self, from: Data(optionsText.utf8)),
+            executionDeadline: (row["execution_deadline"] as Double?).map(Date.init(timeIntervalSince1970:)))
+        run.result = (row["result"] as Data?).map(Payload.init(data:))
+        run.failure = try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) }
+        run.updatedAt = Date(timeIntervalSince1970: row["updated_at"])
+        run.closedAt = (row["closed_at"] as Double?).map(Date.init(timeIntervalSince1970:))
+        run.historyLength = row["history_length"]
+        run.inputTokens = row["input_tokens"]
+        run.outputTokens = row["output_tokens"]
+        run.costUSD = row["cost_usd"]
+        return run
+    }
+
+    private func wrap<T>(_ what: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as StoreError {
+            throw error
+        } catch let error as DatabaseError {
+            throw StoreError(message: "history database \(path): \(what) failed: \(error.message ?? "\(error)") (SQLite code \(error.resultCode.rawValue))")
+        } catch {
+            throw StoreError(message: "history database \(path): \(what) failed: \(error)")
+        }
+    }
+}
+
+/// The history database failed.
+public struct StoreError: KeelError {
+    public var message: String
+    public var errorType: String { "StoreError" }
+}

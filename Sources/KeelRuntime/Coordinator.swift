@@ -1,0 +1,670 @@
+import Foundation
+import KeelCore
+import Logging
+
+/// Runs workflows: records every step in the history store, publishes activity tasks, applies
+/// results, fires durable timers, and after a restart replays history to resume where it was.
+///
+/// Every public operation is one unit of work: its events, timers, activity state and outbox
+/// rows are committed in one transaction before it returns, and tasks are published only after
+/// that commit (transactional outbox). A caller acknowledges the message that caused the work
+/// only after the call returns.
+///
+/// ```swift
+/// let coordinator = Coordinator(store: store, workflows: registry, publisher: broker)
+/// try await coordinator.recover()
+/// let run = try await coordinator.start(StartRequest(Summarize.self, id: "doc-1", input: doc))
+/// ```
+public actor Coordinator {
+    public let store: any HistoryStore
+    let workflows: WorkflowRegistry
+    let publisher: any TaskPublisher
+    let clock: any WallClock
+    let configuration: CoordinatorConfiguration
+    let logger: Logger
+
+    var runs: [String: LiveRun] = [:]
+    var openRunByWorkflowId: [String: String] = [:]
+    var completionWaiters: [String: [CheckedContinuation<RunRecord, Never>]] = [:]
+    var generator = SystemRandomNumberGenerator()
+
+    /// An open run held in memory.
+    final class LiveRun {
+        var record: RunRecord
+        var instance: WorkflowInstance?
+        var activities: [Int64: ActivityRecord] = [:]
+        var nextEventId: Int64 = 1
+
+        init(record: RunRecord) { self.record = record }
+        var runId: String { record.runId }
+    }
+
+    /// One transaction's worth of changes.
+    struct Work {
+        var now: Date
+        var batch = StoreBatch()
+        var touched: [String: LiveRun] = [:]
+        var closed: [RunRecord] = []
+    }
+
+    public init(
+        store: any HistoryStore, workflows: WorkflowRegistry, publisher: any TaskPublisher,
+        clock: any WallClock = SystemWallClock(), configuration: CoordinatorConfiguration = .init(),
+        logger: Logger = Logger(label: "keel.coordinator")
+    ) {
+        self.store = store
+        self.workflows = workflows
+        self.publisher = publisher
+        self.clock = clock
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: Recovery
+
+    /// What ``recover()`` found.
+    public struct RecoveryReport: Sendable {
+        public var runs = 0
+        public var events = 0
+        public var blocked = 0
+        public var republished = 0
+    }
+
+    /// Loads every open run, replays its history and republishes the outbox. Call once at start.
+    @discardableResult
+    public func recover() async throws -> RecoveryReport {
+        var report = RecoveryReport()
+        var work = Work(now: clock.now())
+        for record in try store.openRuns() {
+            let run = LiveRun(record: record)
+            for activity in try store.activities(runId: record.runId) {
+                run.activities[activity.activityId] = activity
+            }
+            let events = try store.events(runId: record.runId)
+            run.nextEventId = (events.last?.id ?? 0) + 1
+            runs[run.runId] = run
+            openRunByWorkflowId[record.workflowId] = run.runId
+            report.runs += 1
+            report.events += events.count
+            guard let definition = try? workflows.definition(named: record.workflowType) else {
+                let error = UnknownTypeError(kind: "workflow", name: record.workflowType, known: workflows.names)
+                block(run, Failure(error), &work)
+                report.blocked += 1
+                continue
+            }
+            let instance = makeInstance(record, definition)
+            let activation = instance.replay(events)
+            if let divergence = activation.nondeterminism {
+                instance.evict()
+                block(run, Failure(divergence), &work)
+                report.blocked += 1
+                continue
+            }
+            run.instance = instance
+            if run.record.status == .blocked {
+                run.record.status = .running
+                run.record.failure = nil
+                work.touched[run.runId] = run
+                logger.info("run unblocked: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
+            }
+            process(activation.commands, in: run, &work)
+        }
+        try await finish(&work)
+        report.republished = try await flushOutbox()
+        logger.info("recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)")
+        return report
+    }
+
+    /// Publishes tasks left in the outbox (after a crash or a failed publish). Returns how many.
+    @discardableResult
+    public func flushOutbox() async throws -> Int {
+        let tasks = try store.outbox()
+        guard !tasks.isEmpty else { return 0 }
+        try await publisher.publish(tasks)
+        var batch = StoreBatch()
+        batch.deletedOutbox = tasks.map(\.attemptKey)
+        try store.commit(batch)
+        return tasks.count
+    }
+
+    /// Releases every in-memory run (their state is in the store). For shutdown and tests.
+    public func shutdown() {
+        for run in runs.values { run.instance?.evict() }
+        runs.removeAll()
+        openRunByWorkflowId.removeAll()
+    }
+
+    // MARK: Starting, signalling, cancelling
+
+    /// Starts a run, following the id conflict and reuse policies. A start with a request id that
+    /// already made a run returns that run.
+    public func start(_ request: StartRequest) async throws -> StartResult {
+        let definition = try workflows.definition(named: request.workflowType)
+        guard !request.workflowId.isEmpty else {
+            throw InvalidOptionsError(message: "a workflow id is required to start \(request.workflowType)")
+        }
+        try checkSize(request.input, field: "input of workflow \(request.workflowType)")
+        if let requestId = request.requestId, let existing = try store.run(requestId: requestId) {
+            return StartResult(workflowId: existing.workflowId, runId: existing.runId, started: false)
+        }
+        var work = Work(now: clock.now())
+        if let openId = openRunByWorkflowId[request.workflowId], let open = runs[openId] {
+            switch request.options.idConflictPolicy {
+            case .fail:
+                throw WorkflowAlreadyStartedError(
+                    workflowId: request.workflowId, runId: openId, status: open.record.status,
+                    policy: "idConflictPolicy fail")
+            case .useExisting:
+                return StartResult(workflowId: request.workflowId, runId: openId, started: false)
+            case .terminateExisting:
+                terminate(open, reason: "terminated by a new start (idConflictPolicy terminateExisting)", &work)
+            }
+        } else if let last = try store.latestRun(workflowId: request.workflowId) {
+            switch request.options.idReusePolicy {
+            case .allowDuplicate:
+                break
+            case .allowDuplicateFailedOnly where last.status != .completed:
+                break
+            case .allowDuplicateFailedOnly, .rejectDuplicate:
+                throw WorkflowAlreadyStartedError(
+                    workflowId: request.workflowId, runId: last.runId, status: last.status,
+                    policy: "idReusePolicy \(request.options.idReusePolicy.rawValue)")
+            }
+        }
+        let run = startRun(
+            definition, workflowId: request.workflowId, input: request.input, options: request.options,
+            requestId: request.requestId, parent: nil, continuedFrom: nil, &work)
+        try await finish(&work)
+        return StartResult(workflowId: run.record.workflowId, runId: run.runId, started: true)
+    }
+
+    /// Delivers a signal to the open run of `workflowId`.
+    public func signal(workflowId: String, name: String, input: Payload = .null) async throws {
+        let run = try openRun(workflowId, for: "signal")
+        try checkSize(input, field: "signal \(name)")
+        var work = Work(now: clock.now())
+        apply(HistoryEvent(id: 0, time: work.now, kind: .signalReceived, name: name, payload: input), to: run, &work)
+        try await finish(&work)
+    }
+
+    /// Asks the open run of `workflowId` to cancel: its pending awaits throw `CancelledError`.
+    public func cancel(workflowId: String) async throws {
+        let run = try openRun(workflowId, for: "cancel")
+        var work = Work(now: clock.now())
+        apply(HistoryEvent(id: 0, time: work.now, kind: .cancelRequested), to: run, &work)
+        try await finish(&work)
+    }
+
+    /// Ends the open run of `workflowId` at once, without running any more of its code.
+    public func terminate(workflowId: String, reason: String) async throws {
+        let run = try openRun(workflowId, for: "terminate")
+        var work = Work(now: clock.now())
+        terminate(run, reason: reason, &work)
+        try await finish(&work)
+    }
+
+    /// Answers a query from the run's current state; a closed run is replayed to answer.
+    public func query(workflowId: String, name: String, argument: Payload? = nil) async throws -> Payload {
+        if let runId = openRunByWorkflowId[workflowId], let instance = runs[runId]?.instance {
+            return try instance.query(name, argument: argument)
+        }
+        guard let record = try store.latestRun(workflowId: workflowId) else {
+            throw WorkflowNotFoundError(workflowId: workflowId, detail: "no run with this id")
+        }
+        let instance = makeInstance(record, try workflows.definition(named: record.workflowType))
+        defer { instance.evict() }
+        _ = instance.replay(try store.events(runId: record.runId))
+        return try instance.query(name, argument: argument)
+    }
+
+    /// Waits until the workflow's last run closes (following continue-as-new) and returns it.
+    public func result(workflowId: String) async throws -> RunRecord {
+        guard let latest = try store.latestRun(workflowId: workflowId) else {
+            throw WorkflowNotFoundError(workflowId: workflowId, detail: "no run with this id")
+        }
+        if !latest.status.isOpen, latest.status != .continuedAsNew { return latest }
+        return await withCheckedContinuation { continuation in
+            completionWaiters[workflowId, default: []].append(continuation)
+        }
+    }
+
+    private func openRun(_ workflowId: String, for action: String) throws -> LiveRun {
+        if let runId = openRunByWorkflowId[workflowId], let run = runs[runId] { return run }
+        if let last = try store.latestRun(workflowId: workflowId) {
+            throw WorkflowNotFoundError(
+                workflowId: workflowId, detail: "cannot \(action): its last run \(last.runId) is \(last.status.rawValue)")
+        }
+        throw WorkflowNotFoundError(workflowId: workflowId, detail: "cannot \(action): no run with this id")
+    }
+
+    private func checkSize(_ payload: Payload, field: String) throws {
+        if payload.data.count > configuration.payloadLimit {
+            throw PayloadError(
+                field: field, kind: .tooLarge,
+                message: "\(field) is \(payload.data.count) bytes, over the \(configuration.payloadLimit)-byte payload limit")
+        }
+    }
+
+    // MARK: Worker reports
+
+    /// A worker began an attempt.
+    public func activityStarted(_ message: ActivityStarted) async throws {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt, activity.state == .scheduled
+        else { return }
+        var work = Work(now: clock.now())
+        markStarted(&activity, worker: message.worker, in: run, &work)
+        try await finish(&work)
+    }
+
+    /// A running attempt is alive; its details go to the next attempt if this one fails.
+    public func activityHeartbeat(_ message: ActivityHeartbeat) async throws {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt, activity.state == .started
+        else { return }
+        var work = Work(now: clock.now())
+        if let details = message.details { activity.heartbeatDetails = details }
+        if let timeout = activity.options.heartbeatTimeout {
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .heartbeat, seq: activity.activityId,
+                fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
+        }
+        save(activity, in: run, &work)
+        try await finish(&work)
+    }
+
+    /// An attempt ended. Returns false when the result was stale or a duplicate (already applied,
+    /// or for an attempt that timed out); such results change nothing.
+    @discardableResult
+    public func activityResult(_ message: ActivityResult) async throws -> Bool {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt, activity.state == .scheduled || activity.state == .started
+        else { return false }
+        var work = Work(now: clock.now())
+        if activity.state == .scheduled {
+            markStarted(&activity, worker: message.worker, in: run, &work)
+        }
+        switch message.outcome {
+        case .completed(let payload):
+            endActivity(activity, in: run, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: .activityCompleted, ref: activity.activityId,
+                             attempt: activity.attempt, payload: payload),
+                to: run, &work)
+        case .failed(let failure):
+            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
+        }
+        try await finish(&work)
+        return true
+    }
+
+    // MARK: Timers
+
+    /// Fires every timer that is due. Returns how many fired.
+    @discardableResult
+    public func fireDueTimers() async throws -> Int {
+        let now = clock.now()
+        let due = try store.dueTimers(at: now, limit: configuration.timerBatchSize)
+        guard !due.isEmpty else { return 0 }
+        var work = Work(now: now)
+        for timer in due {
+            work.batch.deleteTimer(runId: timer.runId, kind: timer.kind, seq: timer.seq)
+            guard let run = runs[timer.runId], run.record.status == .running else { continue }
+            fire(timer, in: run, &work)
+        }
+        try await finish(&work)
+        return due.count
+    }
+
+    /// When the next timer is due, if any.
+    public func nextTimerDeadline() throws -> Date? {
+        try store.nextTimerDeadline()
+    }
+
+    private func fire(_ timer: TimerRecord, in run: LiveRun, _ work: inout Work) {
+        let seq = timer.seq
+        switch timer.kind {
+        case .workflowTimer:
+            apply(HistoryEvent(id: 0, time: work.now, kind: .timerFired, ref: seq), to: run, &work)
+        case .executionTimeout:
+            let failure = Failure(
+                type: "WorkflowTimedOut", message: "the workflow execution timeout passed", nonRetryable: true)
+            append(HistoryEvent(id: 0, time: work.now, kind: .workflowTimedOut, failure: failure), to: run, &work)
+            close(run, status: .timedOut, result: nil, failure: failure, &work)
+        case .retry:
+            guard var activity = run.activities[seq], activity.state == .backoff else { return }
+            dispatch(&activity, in: run, &work)
+        case .scheduleToStart:
+            guard let activity = run.activities[seq], activity.state == .scheduled, activity.attempt == timer.attempt
+            else { return }
+            var failure = Failure.timeout(.scheduleToStart)
+            failure.retryState = .timeout
+            endActivity(activity, in: run, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: seq, attempt: activity.attempt,
+                             failure: failure),
+                to: run, &work)
+        case .startToClose, .heartbeat:
+            guard var activity = run.activities[seq], activity.state == .started, activity.attempt == timer.attempt
+            else { return }
+            let failure = Failure.timeout(timer.kind == .heartbeat ? .heartbeat : .startToClose)
+            attemptFailed(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
+        case .scheduleToClose:
+            guard let activity = run.activities[seq] else { return }
+            var failure = Failure.timeout(.scheduleToClose)
+            failure.retryState = .timeout
+            endActivity(activity, in: run, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: seq, attempt: activity.attempt,
+                             failure: failure),
+                to: run, &work)
+        }
+    }
+
+    // MARK: Applying events and commands
+
+    private func makeInstance(_ record: RunRecord, _ definition: WorkflowDefinition) -> WorkflowInstance {
+        WorkflowInstance(
+            definition: definition,
+            info: WorkflowInfo(
+                workflowId: record.workflowId, runId: record.runId, workflowType: record.workflowType,
+                parentWorkflowId: nil, parentRunId: record.parentRunId),
+            randomSeed: record.randomSeed, startTime: record.createdAt,
+            payloadLimit: configuration.payloadLimit, logger: logger)
+    }
+
+    private func startRun(
+        _ definition: WorkflowDefinition, workflowId: String, input: Payload, options: WorkflowOptions,
+        requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, _ work: inout Work
+    ) -> LiveRun {
+        let deadline = continuedFrom?.executionDeadline
+            ?? options.executionTimeout.map { work.now.addingTimeInterval($0) }
+        let record = RunRecord(
+            workflowId: workflowId, runId: UUID().uuidString.lowercased(), workflowType: definition.name,
+            status: .running, input: input, requestId: requestId,
+            parentRunId: parent?.runId ?? continuedFrom?.parentRunId,
+            parentSeq: parent?.seq ?? continuedFrom?.parentSeq, continuedFromRunId: continuedFrom?.runId,
+            createdAt: work.now, randomSeed: generator.next(), options: options, executionDeadline: deadline)
+        let run = LiveRun(record: record)
+        runs[run.runId] = run
+        openRunByWorkflowId[workflowId] = run.runId
+        work.touched[run.runId] = run
+        if let deadline {
+            work.batch.set(TimerRecord(runId: run.runId, kind: .executionTimeout, seq: 0, fireAt: deadline))
+        }
+        let attributes = WorkflowStartedAttributes(
+            workflowType: definition.name, workflowId: workflowId, randomSeed: record.randomSeed,
+            options: options, parentRunId: record.parentRunId, continuedFromRunId: continuedFrom?.runId)
+        run.instance = makeInstance(record, definition)
+        apply(
+            HistoryEvent(id: 0, time: work.now, kind: .workflowStarted, name: definition.name, payload: input,
+                         attributes: try? Payload(encoding: attributes, field: "start attributes", limit: .max)),
+            to: run, &work)
+        return run
+    }
+
+    /// Records `event` and, for a running run, lets the workflow react to it.
+    private func apply(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) {
+        let event = append(event, to: run, &work)
+        guard run.record.status == .running, let instance = run.instance else { return }
+        let activation = instance.apply(event)
+        if let divergence = activation.nondeterminism {
+            instance.evict()
+            block(run, Failure(divergence), &work)
+            return
+        }
+        process(activation.commands, in: run, &work)
+    }
+
+    @discardableResult
+    private func append(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) -> HistoryEvent {
+        var event = event
+        event.id = run.nextEventId
+        event.time = work.now
+        run.nextEventId += 1
+        work.batch.events.append((run.runId, event))
+        run.record.historyLength = event.id
+        run.record.updatedAt = work.now
+        work.touched[run.runId] = run
+        if event.id == configuration.historyWarningThreshold {
+            logger.warning(
+                "run history passed \(event.id) events; replay slows as it grows. Use context.continueAsNew(input:) to start a fresh history.",
+                metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+        }
+        return event
+    }
+
+    private func process(_ commands: [Command], in run: LiveRun, _ work: inout Work) {
+        for command in commands {
+            guard run.record.status == .running else { return }
+            let event = append(command.event(id: 0, time: work.now), to: run, &work)
+            switch command {
+            case .scheduleActivity(let seq, let type, let input, let options):
+                var activity = ActivityRecord(
+                    runId: run.runId, activityId: seq, activityType: type, input: input, options: options,
+                    scheduledAt: work.now)
+                if let timeout = options.scheduleToCloseTimeout {
+                    work.batch.set(TimerRecord(
+                        runId: run.runId, kind: .scheduleToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout)))
+                }
+                dispatch(&activity, in: run, &work)
+            case .cancelActivity(let seq):
+                if let activity = run.activities[seq] { endActivity(activity, in: run, &work) }
+            case .startTimer(let seq, let seconds):
+                work.batch.set(TimerRecord(
+                    runId: run.runId, kind: .workflowTimer, seq: seq, fireAt: work.now.addingTimeInterval(seconds)))
+            case .cancelTimer(let seq):
+                work.batch.deleteTimer(runId: run.runId, kind: .workflowTimer, seq: seq)
+            case .recordMarker:
+                break
+            case .startChildWorkflow(let seq, let type, let workflowId, let input, let options):
+                startChild(seq: seq, type: type, workflowId: workflowId, input: input, options: options, parent: run, &work)
+            case .completeWorkflow(let result):
+                close(run, status: .completed, result: result, failure: nil, &work)
+            case .failWorkflow(let failure):
+                close(run, status: .failed, result: nil, failure: failure, &work)
+            case .cancelWorkflow:
+                close(run, status: .cancelled, result: nil, failure: Failure(CancelledError()), &work)
+            case .continueAsNew(let input):
+                close(run, status: .continuedAsNew, result: nil, failure: nil, &work)
+                if let definition = try? workflows.definition(named: run.record.workflowType) {
+                    startRun(
+                        definition, workflowId: run.record.workflowId, input: input, options: run.record.options,
+                        requestId: nil, parent: nil, continuedFrom: run.record, &work)
+                }
+            }
+            _ = event
+        }
+    }
+
+    private func startChild(
+        seq: Int64, type: String, workflowId: String, input: Payload, options: WorkflowOptions, parent: LiveRun,
+        _ work: inout Work
+    ) {
+        let refused: Failure?
+        if let openId = openRunByWorkflowId[workflowId] {
+            refused = Failure(
+                type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",
+                nonRetryable: true)
+        } else if let definition = try? workflows.definition(named: type) {
+            startRun(
+                definition, workflowId: workflowId, input: input, options: options, requestId: nil,
+                parent: (parent.runId, seq), continuedFrom: nil, &work)
+            refused = nil
+        } else {
+            refused = Failure(UnknownTypeError(kind: "workflow", name: type, known: workflows.names))
+        }
+        if let refused {
+            apply(HistoryEvent(id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: type, failure: refused),
+                  to: parent, &work)
+        }
+    }
+
+    private func close(_ run: LiveRun, status: RunStatus, result: Payload?, failure: Failure?, _ work: inout Work) {
+        run.record.status = status
+        run.record.result = result
+        run.record.failure = failure
+        run.record.closedAt = work.now
+        run.record.updatedAt = work.now
+        work.touched[run.runId] = run
+        work.batch.clear(runId: run.runId)
+        run.activities.removeAll()
+        runs.removeValue(forKey: run.runId)
+        if openRunByWorkflowId[run.record.workflowId] == run.runId {
+            openRunByWorkflowId.removeValue(forKey: run.record.workflowId)
+        }
+        if run.instance?.outcome == nil { run.instance?.evict() }
+        run.instance = nil
+        work.closed.append(run.record)
+        if status != .continuedAsNew, let parentId = run.record.parentRunId, let seq = run.record.parentSeq,
+            let parent = runs[parentId]
+        {
+            let event: HistoryEvent
+            if status == .completed {
+                event = HistoryEvent(
+                    id: 0, time: work.now, kind: .childWorkflowCompleted, ref: seq, name: run.record.workflowType,
+                    payload: result)
+            } else {
+                event = HistoryEvent(
+                    id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: run.record.workflowType,
+                    failure: failure ?? Failure(type: "Workflow\(status.rawValue.capitalized)", message: "child run \(status.rawValue)"))
+            }
+            apply(event, to: parent, &work)
+        }
+    }
+
+    private func terminate(_ run: LiveRun, reason: String, _ work: inout Work) {
+        let failure = Failure(type: "Terminated", message: reason, nonRetryable: true)
+        append(HistoryEvent(id: 0, time: work.now, kind: .workflowTerminated, failure: failure), to: run, &work)
+        close(run, status: .terminated, result: nil, failure: failure, &work)
+    }
+
+    private func block(_ run: LiveRun, _ failure: Failure, _ work: inout Work) {
+        run.instance = nil
+        run.record.status = .blocked
+        run.record.failure = failure
+        run.record.updatedAt = work.now
+        work.touched[run.runId] = run
+        logger.error(
+            "run stopped: \(failure.message)",
+            metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+    }
+
+    // MARK: Activities
+
+    private func dispatch(_ activity: inout ActivityRecord, in run: LiveRun, _ work: inout Work) {
+        activity.attempt += 1
+        activity.state = .scheduled
+        activity.attemptScheduledAt = work.now
+        activity.startedAt = nil
+        let options = activity.options
+        work.batch.outbox.append(ActivityTask(
+            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+            activityId: activity.activityId, activityType: activity.activityType, attempt: activity.attempt,
+            input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
+            attemptScheduledAt: work.now, startToCloseTimeout: options.startToCloseTimeout,
+            scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
+            heartbeatDetails: activity.heartbeatDetails))
+        if let timeout = options.scheduleToStartTimeout {
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .scheduleToStart, seq: activity.activityId,
+                fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
+        }
+        save(activity, in: run, &work)
+    }
+
+    private func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {
+        append(
+            HistoryEvent(id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
+                         attempt: activity.attempt),
+            to: run, &work)
+        activity.state = .started
+        activity.startedAt = work.now
+        let seq = activity.activityId
+        work.batch.deleteTimer(runId: run.runId, kind: .scheduleToStart, seq: seq)
+        if let timeout = activity.options.startToCloseTimeout {
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .startToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
+                attempt: activity.attempt))
+        }
+        if let timeout = activity.options.heartbeatTimeout {
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .heartbeat, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
+                attempt: activity.attempt))
+        }
+        save(activity, in: run, &work)
+    }
+
+    /// Records a failed attempt and either schedules the next one or ends the activity.
+    private func attemptFailed(
+        _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
+    ) {
+        let deadline = activity.options.scheduleToCloseTimeout.map { activity.scheduledAt.addingTimeInterval($0) }
+        let decision = activity.options.retryPolicy.decide(
+            attempt: activity.attempt, failure: failure, now: work.now, deadline: deadline,
+            random: Double.random(in: 0..<1, using: &generator))
+        var failure = failure
+        let seq = activity.activityId
+        switch decision {
+        case .retry(let delay):
+            failure.retryState = .willRetry
+            failure.nextAttemptAt = work.now.addingTimeInterval(delay)
+            append(
+                HistoryEvent(id: 0, time: work.now, kind: kind, ref: seq, attempt: activity.attempt, failure: failure),
+                to: run, &work)
+            activity.state = .backoff
+            activity.startedAt = nil
+            for timer in [TimerRecord.Kind.scheduleToStart, .startToClose, .heartbeat] {
+                work.batch.deleteTimer(runId: run.runId, kind: timer, seq: seq)
+            }
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
+                attempt: activity.attempt))
+            save(activity, in: run, &work)
+        case .stop(let state):
+            failure.retryState = state
+            endActivity(activity, in: run, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: kind, ref: seq, attempt: activity.attempt, failure: failure),
+                to: run, &work)
+        }
+    }
+
+    private func save(_ activity: ActivityRecord, in run: LiveRun, _ work: inout Work) {
+        run.activities[activity.activityId] = activity
+        work.batch.save(activity)
+    }
+
+    private func endActivity(_ activity: ActivityRecord, in run: LiveRun, _ work: inout Work) {
+        let seq = activity.activityId
+        run.activities.removeValue(forKey: seq)
+        work.batch.deleteActivity(runId: run.runId, activityId: seq)
+        for kind in [TimerRecord.Kind.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose] {
+            work.batch.deleteTimer(runId: run.runId, kind: kind, seq: seq)
+        }
+    }
+
+    // MARK: Commit
+
+    /// Commits the work, wakes waiters of closed runs, then publishes the new tasks.
+    private func finish(_ work: inout Work) async throws {
+        for run in work.touched.values { work.batch.runs.append(run.record) }
+        try store.commit(work.batch)
+        for record in work.closed where record.status != .continuedAsNew {
+            for waiter in completionWaiters.removeValue(forKey: record.workflowId) ?? [] {
+                waiter.resume(returning: record)
+            }
+        }
+        let tasks = work.batch.outbox
+        guard !tasks.isEmpty else { return }
+        do {
+            try await publisher.publish(tasks)
+            var cleared = StoreBatch()
+            cleared.deletedOutbox = tasks.map(\.attemptKey)
+            try store.commit(cleared)
+        } catch {
+            // The tasks stay in the outbox; flushOutbox() publishes them later.
+            logger.warning("publishing \(tasks.count) task(s) failed, kept in the outbox: \(error)")
+        }
+    }
+}

@@ -1,0 +1,27 @@
+import KeelCore
+
+/// A start named a workflow id that policy does not allow to start again.
+public struct WorkflowAlreadyStartedError: KeelError {
+    public var workflowId: String
+    public var runId: String
+    public var status: RunStatus
+    public var policy: String
+    public var errorType: String { "WorkflowAlreadyStarted" }
+    public var isNonRetryable: Bool { true }
+    public var message: String {
+        "workflow \(workflowId) already has run \(runId) (\(status.rawValue)) and \(policy) forbids another"
+    }
+}
+
+/// No run with that workflow id exists, or none is open.
+public struct WorkflowNotFoundError: KeelError {
+    public var workflowId: String
+    public var detail: String
+    public init(workflowId: String, detail: String) {
+        self.workflowId = workflowId
+        self.detail = detail
+    }
+    public var errorType: String { "WorkflowNotFound" }
+    public var isNonRetryable: Bool { true }
+    public var message: String { "workflow \(workflowId): \(detail)" }
+}

@@ -1,0 +1,19 @@
+import KeelCore
+
+/// Sends activity tasks to workers. Returns once the transport holds them durably
+/// (publisher confirms); the coordinator clears its outbox only then.
+public protocol TaskPublisher: Sendable {
+    func publish(_ tasks: [ActivityTask]) async throws
+}
+
+/// Configuration of a coordinator.
+public struct CoordinatorConfiguration: Sendable {
+    /// Largest payload (input, result, signal) accepted, bytes.
+    public var payloadLimit: Int = Payload.defaultSizeLimit
+    /// A run whose history passes this many events gets a warning suggesting continue-as-new.
+    public var historyWarningThreshold: Int64 = 10_000
+    /// How many due timers are handled per pass.
+    public var timerBatchSize: Int = 500
+
+    public init() {}
+}
