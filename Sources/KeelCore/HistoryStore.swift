@@ -211,7 +211,9 @@ public protocol HistoryStore: Sendable {
     func openRuns() throws -> [RunRecord]
     func events(runId: String) throws -> [HistoryEvent]
     func activities(runId: String) throws -> [ActivityRecord]
+    /// Due timers of running runs (a blocked run's timers wait until it is unblocked).
     func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord]
+    /// The earliest timer of a running run, with the same rule as `dueTimers`.
     func nextTimerDeadline() throws -> Date?
     func outbox() throws -> [ActivityTask]
 }

@@ -297,7 +297,10 @@ public final class SQLiteHistoryStore: HistoryStore {
     public func nextTimerDeadline() throws -> Date? {
         try wrap("read timers") {
             try pool.read { db in
-                try Double.fetchOne(db, sql: "SELECT MIN(fire_at) FROM timers").map(Date.init(timeIntervalSince1970:))
+                try Double.fetchOne(db, sql: """
+                    SELECT MIN(fire_at) FROM timers
+                    WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = 'blocked')
+                    """).map(Date.init(timeIntervalSince1970:))
             }
         }
     }

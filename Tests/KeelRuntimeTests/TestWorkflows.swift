@@ -95,12 +95,14 @@ let testWorkflows: WorkflowRegistry = {
     registry.register(FanOut.self)
     registry.register(SleepThenApprove.self)
     registry.register(CountWithContinueAsNew.self)
+    registry.register(RateLimited.self)
     return registry
 }()
 
 let testActivities: ActivityRegistry = {
     var registry = ActivityRegistry()
     registry.register(StepActivity())
+    registry.register(FlakyRateLimit())
     return registry
 }()
 
@@ -113,11 +115,14 @@ final class Engine: @unchecked Sendable {
     var coordinator: Coordinator
     var store: any HistoryStore
     let workflows: WorkflowRegistry
+    /// The workflow code the next ``restart()`` deploys.
+    var coordinatorWorkflows: WorkflowRegistry
 
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
 
     init(workflows: WorkflowRegistry = testWorkflows, activities: ActivityRegistry = testActivities, crashAfterEvents: Int? = nil) throws {
         self.workflows = workflows
+        self.coordinatorWorkflows = workflows
         workers = InProcessWorkers(broker: broker, activities: activities)
         let base = try SQLiteHistoryStore(path: directory.appendingPathComponent("keel.sqlite").path)
         store = crashAfterEvents.map { FaultInjectingStore(base, crashAfterEvents: $0) } ?? base
@@ -128,7 +133,7 @@ final class Engine: @unchecked Sendable {
     func restart() async throws {
         await coordinator.shutdown()
         store = try SQLiteHistoryStore(path: databasePath)
-        coordinator = Coordinator(store: store, workflows: workflows, publisher: broker, clock: clock)
+        coordinator = Coordinator(store: store, workflows: coordinatorWorkflows, publisher: broker, clock: clock)
         try await coordinator.recover()
     }
 
