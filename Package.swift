@@ -50,6 +50,7 @@ let package = Package(
             name: "keel",
             dependencies: [
                 "Keel",
+                "KeelTestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

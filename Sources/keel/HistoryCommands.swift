@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import Keel
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List workflow runs, newest first.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Only runs with this status (\(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var status: String?
+    @Option(help: "At most this many runs.") var limit = 100
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        var filter: RunStatus?
+        if let status {
+            guard let parsed = RunStatus(rawValue: status) else {
+                throw ValidationError("unknown status '\(status)'; use one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            filter = parsed
+        }
+        let runs = try database.openStore().runs(status: filter, limit: limit)
+        if json { return try printJSON(runs) }
+        print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "STARTED")
+        for run in runs {
+            print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
+                  + "\(run.historyLength)".padding(8) + run.createdAt.formatted(.iso8601))
+        }
+    }
+}
+
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show a run's history as a timeline: every attempt, its worker, duration and error.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "Workflow id.") var workflowId: String
+    @Option(help: "A specific run (default: the latest).") var runId: String?
+    @Flag(help: "Print the history export JSON.") var json = false
+
+    func run() async throws {
+        let store = try database.openStore()
+        let history = try store.export(workflowId: workflowId, runId: runId)
+        if json { return try printJSON(history) }
+        let record = try store.run(runId: history.runId)
+        print("workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)")
+        if let record {
+            print("status \(record.status.rawValue)" + (record.failure.map { "  error \($0)" } ?? ""))
+            if let result = record.result { print("result \(result.preview)") }
+        }
+        print("")
+        for line in Timeline(history.events).lines { print(line) }
+    }
+}
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history", abstract: "Export run histories.", subcommands: [Export.self])
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a run's history as JSON, for `keel replay --file` and replay tests.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "Workflow id.") var workflowId: String
+        @Option(help: "A specific run (default: the latest).") var runId: String?
+        @Option(help: "Output file (default: standard output).") var out: String?
+
+        func run() async throws {
+            let data = try database.openStore().export(workflowId: workflowId, runId: runId).encoded()
+            if let out {
+                try data.write(to: URL(fileURLWithPath: out))
+            } else {
+                print(String(decoding: data, as: UTF8.self))
+            }
+        }
+    }
+}
+
+struct ReplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay a recorded history against this binary's workflow code; exit 1 if the code diverges.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "Workflow id to replay from the database.") var workflowId: String?
+    @Option(help: "A history export JSON file instead of the database.") var file: String?
+
+    func run() async throws {
+        let history: HistoryExport
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+            history = try HistoryExport.decode(data, source: file)
+        } else if let workflowId {
+            history = try database.openStore().export(workflowId: workflowId)
+        } else {
+            throw ValidationError("give a workflow id or --file FILE")
+        }
+        let report = try HistoryReplayer(workflows: BuiltIn.workflows).replay(history)
+        if let divergence = report.nondeterminism {
+            print("NON-DETERMINISTIC: \(divergence.message)")
+            throw ExitCode(1)
+        }
+        let outcome = report.outcome.map(\.summary) ?? "still open (\(report.pendingCommands.count) command(s) would be issued next)"
+        print("replayed \(report.events) events of \(history.workflowType) \(history.workflowId): deterministic; outcome \(outcome)")
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}
