@@ -16,6 +16,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
+        // rabbitmq-c (Debian: librabbitmq-dev) and the few C helpers Swift cannot do without.
+        .target(name: "CAMQP", linkerSettings: [.linkedLibrary("rabbitmq")]),
+        // The RabbitMQ transport: connections, confirms, consumers, topology, reconnects.
+        .target(
+            name: "KeelAMQP",
+            dependencies: [
+                "CAMQP", "KeelCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // No I/O: workflow and activity protocols, history events, retry policy, the
         // deterministic executor and the replayer.
         .target(
@@ -39,6 +49,7 @@ let package = Package(
             dependencies: [
                 "KeelCore",
                 "KeelHistory",
+                "KeelAMQP",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -54,6 +65,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
         .testTarget(
             name: "KeelRuntimeTests",

@@ -373,6 +373,7 @@ public actor Coordinator {
             payloadLimit: configuration.payloadLimit, logger: logger)
     }
 
+    @discardableResult
     private func startRun(
         _ definition: WorkflowDefinition, workflowId: String, input: Payload, options: WorkflowOptions,
         requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, _ work: inout Work
@@ -437,7 +438,7 @@ public actor Coordinator {
     private func process(_ commands: [Command], in run: LiveRun, _ work: inout Work) {
         for command in commands {
             guard run.record.status == .running else { return }
-            let event = append(command.event(id: 0, time: work.now), to: run, &work)
+            append(command.event(id: 0, time: work.now), to: run, &work)
             switch command {
             case .scheduleActivity(let seq, let type, let input, let options):
                 var activity = ActivityRecord(
@@ -473,7 +474,6 @@ public actor Coordinator {
                         requestId: nil, parent: nil, continuedFrom: run.record, &work)
                 }
             }
-            _ = event
         }
     }
 

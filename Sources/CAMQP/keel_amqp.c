@@ -1,0 +1,131 @@
+#include "keel_amqp.h"
+#include <stdio.h>
+#include <string.h>
+
+int keel_amqp_describe_reply(amqp_rpc_reply_t reply, char *out, size_t out_len) {
+    switch (reply.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        snprintf(out, out_len, "ok");
+        return 0;
+    case AMQP_RESPONSE_NONE:
+        snprintf(out, out_len, "missing RPC reply");
+        return -1;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(out, out_len, "%s", amqp_error_string2(reply.library_error));
+        return -1;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = (amqp_connection_close_t *)reply.reply.decoded;
+            snprintf(out, out_len, "server closed the connection: %u %.*s", m->reply_code,
+                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else if (reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = (amqp_channel_close_t *)reply.reply.decoded;
+            snprintf(out, out_len, "server closed the channel: %u %.*s", m->reply_code,
+                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else {
+            snprintf(out, out_len, "server error, method 0x%08X", reply.reply.id);
+        }
+        return -1;
+    }
+    snprintf(out, out_len, "unknown reply");
+    return -1;
+}
+
+int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_max, int heartbeat,
+                    const char *user, const char *password, char *error, size_t error_len) {
+    amqp_rpc_reply_t reply = amqp_login(conn, vhost, 0, frame_max, heartbeat, AMQP_SASL_METHOD_PLAIN, user, password);
+    return keel_amqp_describe_reply(reply, error, error_len);
+}
+
+int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
+                            const char *dead_letter_exchange, char *error, size_t error_len) {
+    amqp_table_entry_t entries[1];
+    amqp_table_t arguments = amqp_empty_table;
+    if (dead_letter_exchange != NULL) {
+        entries[0].key = amqp_cstring_bytes("x-dead-letter-exchange");
+        entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[0].value.value.bytes = amqp_cstring_bytes(dead_letter_exchange);
+        arguments.num_entries = 1;
+        arguments.entries = entries;
+    }
+    amqp_queue_declare(conn, channel, amqp_cstring_bytes(queue), 0, 1, 0, 0, arguments);
+    return keel_amqp_describe_reply(amqp_get_rpc_reply(conn), error, error_len);
+}
+
+int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, const char *exchange,
+                      const char *routing_key, const void *body, size_t body_len, int persistent,
+                      const char *message_id, const char *type, const char *reply_to,
+                      const char *correlation_id, int header_count, const char *const *header_keys,
+                      const char *const *header_values) {
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = persistent ? 2 : 1;
+    if (message_id) { props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG; props.message_id = amqp_cstring_bytes(message_id); }
+    if (type) { props._flags |= AMQP_BASIC_TYPE_FLAG; props.type = amqp_cstring_bytes(type); }
+    if (reply_to) { props._flags |= AMQP_BASIC_REPLY_TO_FLAG; props.reply_to = amqp_cstring_bytes(reply_to); }
+    if (correlation_id) { props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG; props.correlation_id = amqp_cstring_bytes(correlation_id); }
+    amqp_table_entry_t entries[16];
+    if (header_count > 16) header_count = 16;
+    if (header_count > 0) {
+        for (int i = 0; i < header_count; i++) {
+            entries[i].key = amqp_cstring_bytes(header_keys[i]);
+            entries[i].value.kind = AMQP_FIELD_KIND_UTF8;
+            entries[i].value.value.bytes = amqp_cstring_bytes(header_values[i]);
+        }
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers.num_entries = header_count;
+        props.headers.entries = entries;
+    }
+    amqp_bytes_t payload;
+    payload.len = body_len;
+    payload.bytes = (void *)body;
+    return amqp_basic_publish(conn, channel, amqp_cstring_bytes(exchange), amqp_cstring_bytes(routing_key), 0, 0,
+                              &props, payload);
+}
+
+static int copy_bytes(amqp_bytes_t bytes, char *out, size_t out_len) {
+    size_t n = bytes.len < out_len - 1 ? bytes.len : out_len - 1;
+    memcpy(out, bytes.bytes, n);
+    out[n] = 0;
+    return (int)n;
+}
+
+int keel_amqp_header_string(const amqp_basic_properties_t *properties, const char *key, char *out, size_t out_len) {
+    if (!(properties->_flags & AMQP_BASIC_HEADERS_FLAG)) return -1;
+    for (int i = 0; i < properties->headers.num_entries; i++) {
+        amqp_table_entry_t *entry = &properties->headers.entries[i];
+        if (entry->key.len == strlen(key) && memcmp(entry->key.bytes, key, entry->key.len) == 0) {
+            if (entry->value.kind == AMQP_FIELD_KIND_UTF8 || entry->value.kind == AMQP_FIELD_KIND_BYTES) {
+                return copy_bytes(entry->value.value.bytes, out, out_len);
+            }
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static amqp_field_value_t *table_get(amqp_table_t *table, const char *key) {
+    for (int i = 0; i < table->num_entries; i++) {
+        amqp_table_entry_t *entry = &table->entries[i];
+        if (entry->key.len == strlen(key) && memcmp(entry->key.bytes, key, entry->key.len) == 0) return &entry->value;
+    }
+    return NULL;
+}
+
+int keel_amqp_first_death(const amqp_basic_properties_t *properties, char *reason, size_t reason_len,
+                          char *queue, size_t queue_len, int64_t *count) {
+    if (!(properties->_flags & AMQP_BASIC_HEADERS_FLAG)) return -1;
+    amqp_field_value_t *deaths = table_get((amqp_table_t *)&properties->headers, "x-death");
+    if (!deaths || deaths->kind != AMQP_FIELD_KIND_ARRAY || deaths->value.array.num_entries < 1) return -1;
+    amqp_field_value_t *first = &deaths->value.array.entries[0];
+    if (first->kind != AMQP_FIELD_KIND_TABLE) return -1;
+    amqp_field_value_t *value = table_get(&first->value.table, "reason");
+    if (value && value->kind == AMQP_FIELD_KIND_UTF8) copy_bytes(value->value.bytes, reason, reason_len); else reason[0] = 0;
+    value = table_get(&first->value.table, "queue");
+    if (value && value->kind == AMQP_FIELD_KIND_UTF8) copy_bytes(value->value.bytes, queue, queue_len); else queue[0] = 0;
+    value = table_get(&first->value.table, "count");
+    *count = (value && value->kind == AMQP_FIELD_KIND_I64) ? value->value.i64 : 1;
+    return 0;
+}

@@ -1,0 +1,338 @@
+import CAMQP
+import Foundation
+
+/// A message as received.
+public struct AMQPDelivery: Sendable {
+    public var deliveryTag: UInt64
+    public var exchange: String
+    public var routingKey: String
+    public var redelivered: Bool
+    public var body: Data
+    public var type: String?
+    public var messageId: String?
+    public var replyTo: String?
+    public var correlationId: String?
+    /// String headers that Keel reads (`keel-*`).
+    public var headers: [String: String]
+    /// RabbitMQ's record of why the message was dead-lettered (first `x-death` entry).
+    public var death: (reason: String, queue: String, count: Int64)?
+}
+
+/// A message to send.
+public struct AMQPMessage: Sendable {
+    public var exchange: String
+    public var routingKey: String
+    public var body: Data
+    public var type: String?
+    public var messageId: String?
+    public var replyTo: String?
+    public var correlationId: String?
+    public var headers: [String: String]
+    public var persistent: Bool
+
+    public init(
+        exchange: String, routingKey: String, body: Data, type: String? = nil, messageId: String? = nil,
+        replyTo: String? = nil, correlationId: String? = nil, headers: [String: String] = [:], persistent: Bool = true
+    ) {
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.body = body
+        self.type = type
+        self.messageId = messageId
+        self.replyTo = replyTo
+        self.correlationId = correlationId
+        self.headers = headers
+        self.persistent = persistent
+    }
+}
+
+/// One rabbitmq-c connection with one channel. rabbitmq-c is synchronous and not thread-safe:
+/// an instance must be used by one thread at a time (its owner serialises calls).
+public final class AMQPConnection: @unchecked Sendable {
+    private let state: amqp_connection_state_t
+    private let channel: amqp_channel_t = 1
+    public let url: AMQPURL
+    private var confirms = false
+    private var published: UInt64 = 0
+    private var confirmed: UInt64 = 0
+    private var nacked = false
+    private var isOpen = false
+
+    /// Keel headers copied out of received messages.
+    static let knownHeaders = ["keel-type", "keel-version", "keel-error", "keel-queue", "keel-activity-type",
+                               "keel-workflow-id", "keel-run-id", "keel-origin"]
+
+    public init(url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5) throws {
+        self.url = url
+        guard let state = amqp_new_connection() else { throw AMQPError(.connectionFailed, "out of memory") }
+        self.state = state
+        let socket: OpaquePointer?
+        if url.tls {
+            socket = amqp_ssl_socket_new(state)
+            if let socket {
+                amqp_ssl_socket_set_verify_peer(socket, 1)
+                amqp_ssl_socket_set_verify_hostname(socket, 1)
+            }
+        } else {
+            socket = amqp_tcp_socket_new(state)
+        }
+        guard let socket else {
+            amqp_destroy_connection(state)
+            throw AMQPError(.connectionFailed, "cannot create a socket")
+        }
+        var timeout = timeval(tv_sec: Int(connectTimeout), tv_usec: 0)
+        let status = amqp_socket_open_noblock(socket, url.host, Int32(url.port), &timeout)
+        guard status == AMQP_STATUS_OK.rawValue else {
+            amqp_destroy_connection(state)
+            throw AMQPError(.connectionFailed, "cannot reach RabbitMQ at \(url): \(String(cString: amqp_error_string2(status)))")
+        }
+        var error = [CChar](repeating: 0, count: 512)
+        if keel_amqp_login(state, url.vhost, 131_072, Int32(heartbeat), url.user, url.password, &error, error.count) != 0 {
+            amqp_destroy_connection(state)
+            throw AMQPError(.loginFailed, "login to \(url) failed: \(cText(error))")
+        }
+        amqp_channel_open(state, channel)
+        try check(.channelFailed, "opening a channel")
+        isOpen = true
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard isOpen else { return }
+        isOpen = false
+        amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
+        amqp_connection_close(state, AMQP_REPLY_SUCCESS)
+        amqp_destroy_connection(state)
+    }
+
+    private func check(_ code: AMQPError.Code, _ what: String) throws {
+        var text = [CChar](repeating: 0, count: 512)
+        if keel_amqp_describe_reply(amqp_get_rpc_reply(state), &text, text.count) != 0 {
+            throw AMQPError(code, "\(what): \(cText(text))")
+        }
+    }
+
+    // MARK: Topology
+
+    public func declareExchange(_ name: String, type: String) throws {
+        withBytes(name, type) { amqp_exchange_declare(state, channel, $0[0], $0[1], 0, 1, 0, 0, amqp_empty_table) }
+        try check(.declareFailed, "declaring exchange \(name)")
+    }
+
+    public func declareQueue(_ name: String, deadLetterExchange: String?) throws {
+        var error = [CChar](repeating: 0, count: 512)
+        if keel_amqp_queue_declare(state, channel, name, deadLetterExchange, &error, error.count) != 0 {
+            throw AMQPError(.declareFailed, "declaring queue \(name): \(cText(error))")
+        }
+    }
+
+    public func bind(queue: String, exchange: String, routingKey: String) throws {
+        withBytes(queue, exchange, routingKey) { amqp_queue_bind(state, channel, $0[0], $0[1], $0[2], amqp_empty_table) }
+        try check(.declareFailed, "binding \(queue) to \(exchange) with key \(routingKey)")
+    }
+
+    /// Messages in `queue` ready for delivery (passive declare).
+    public func messageCount(queue: String) throws -> Int {
+        guard let ok = withBytes(queue, body: { amqp_queue_declare(state, channel, $0[0], 1, 0, 0, 0, amqp_empty_table) }) else {
+            try check(.declareFailed, "inspecting queue \(queue)")
+            return 0
+        }
+        return Int(ok.pointee.message_count)
+    }
+
+    public func purge(queue: String) throws {
+        withBytes(queue) { _ = amqp_queue_purge(state, channel, $0[0]) }
+        try check(.declareFailed, "purging \(queue)")
+    }
+
+    // MARK: Publishing
+
+    /// Switches the channel to publisher confirms.
+    public func enableConfirms() throws {
+        amqp_confirm_select(state, channel)
+        try check(.channelFailed, "enabling publisher confirms")
+        confirms = true
+    }
+
+    /// Publishes without waiting; with confirms enabled, ``waitForConfirms(timeout:)`` waits for all.
+    public func publish(_ message: AMQPMessage) throws {
+        let keys = Array(message.headers.keys)
+        let status: Int32 = message.body.withUnsafeBytes { body in
+            withCStrings(keys) { keyPointers in
+                withCStrings(keys.map { message.headers[$0]! }) { valuePointers in
+                    keel_amqp_publish(
+                        state, channel, message.exchange, message.routingKey, body.baseAddress, body.count,
+                        message.persistent ? 1 : 0, message.messageId, message.type, message.replyTo,
+                        message.correlationId, Int32(keys.count), keyPointers, valuePointers)
+                }
+            }
+        }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            throw AMQPError(.publishFailed, "publishing to \(message.exchange)/\(message.routingKey): \(String(cString: amqp_error_string2(status)))")
+        }
+        published += 1
+    }
+
+    /// Waits until the broker confirmed every message published so far.
+    public func waitForConfirms(timeout: Double = 30) throws {
+        guard confirms else { return }
+        let deadline = Date().addingTimeInterval(timeout)
+        while confirmed < published {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else {
+                throw AMQPError(.publishNotConfirmed,
+                    "RabbitMQ at \(url) did not confirm \(published - confirmed) message(s) within \(Int(timeout)) s; "
+                    + "it may be blocking publishers (memory or disk alarm: see `rabbitmqctl status`)")
+            }
+            try readFrame(timeout: min(remaining, 1))
+        }
+        if nacked {
+            nacked = false
+            throw AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message")
+        }
+    }
+
+    /// Reads one frame and handles confirms and channel closes. Returns false on timeout.
+    @discardableResult
+    private func readFrame(timeout: Double) throws -> Bool {
+        var frame = amqp_frame_t()
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1_000_000))
+        let status = amqp_simple_wait_frame_noblock(state, &frame, &tv)
+        if status == AMQP_STATUS_TIMEOUT.rawValue { return false }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            throw AMQPError(.connectionLost, "connection to \(url) lost: \(String(cString: amqp_error_string2(status)))")
+        }
+        guard frame.frame_type == AMQP_FRAME_METHOD else { return true }
+        switch frame.payload.method.id {
+        case AMQP_BASIC_ACK_METHOD:
+            let ack = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            confirmed = ack.multiple != 0 ? max(confirmed, ack.delivery_tag) : max(confirmed, ack.delivery_tag)
+        case AMQP_BASIC_NACK_METHOD:
+            let nack = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            confirmed = max(confirmed, nack.delivery_tag)
+            nacked = true
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            let close = frame.payload.method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            let text = String(decoding: UnsafeRawBufferPointer(start: close.reply_text.bytes, count: close.reply_text.len), as: UTF8.self)
+            throw AMQPError(.connectionLost, "RabbitMQ closed the channel: \(close.reply_code) \(text)")
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            throw AMQPError(.connectionLost, "RabbitMQ closed the connection")
+        default:
+            break
+        }
+        return true
+    }
+
+    // MARK: Consuming
+
+    public func qos(prefetch: Int) throws {
+        amqp_basic_qos(state, channel, 0, UInt16(clamping: prefetch), 0)
+        try check(.consumeFailed, "setting prefetch \(prefetch)")
+    }
+
+    public func consume(queue: String, noAck: Bool = false) throws {
+        withBytes(queue) { _ = amqp_basic_consume(state, channel, $0[0], amqp_empty_bytes, 0, noAck ? 1 : 0, 0, amqp_empty_table) }
+        try check(.consumeFailed, "consuming \(queue)")
+    }
+
+    /// The next delivery, or nil when none arrived within `timeout` seconds.
+    public func next(timeout: Double) throws -> AMQPDelivery? {
+        amqp_maybe_release_buffers(state)
+        var envelope = amqp_envelope_t()
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1_000_000))
+        let reply = amqp_consume_message(state, &envelope, &tv, 0)
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            defer { amqp_destroy_envelope(&envelope) }
+            return delivery(from: envelope)
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
+            return nil
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_UNEXPECTED_STATE.rawValue:
+            // A frame that is not a delivery: a confirm, or the broker closing the channel.
+            try readFrame(timeout: 0.01)
+            return nil
+        default:
+            var text = [CChar](repeating: 0, count: 512)
+            keel_amqp_describe_reply(reply, &text, text.count)
+            throw AMQPError(.connectionLost, "consuming from \(url): \(cText(text))")
+        }
+    }
+
+    public func ack(_ deliveryTag: UInt64) throws {
+        let status = amqp_basic_ack(state, channel, deliveryTag, 0)
+        guard status == AMQP_STATUS_OK.rawValue else {
+            throw AMQPError(.connectionLost, "ack failed: \(String(cString: amqp_error_string2(status)))")
+        }
+    }
+
+    /// Rejects without requeue: the queue's dead-letter exchange receives the message.
+    public func reject(_ deliveryTag: UInt64, requeue: Bool = false) throws {
+        let status = amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0)
+        guard status == AMQP_STATUS_OK.rawValue else {
+            throw AMQPError(.connectionLost, "reject failed: \(String(cString: amqp_error_string2(status)))")
+        }
+    }
+
+    /// Takes one message without a consumer (basic.get); nil when the queue is empty.
+    public func get(queue: String) throws -> AMQPDelivery? {
+        let reply = withBytes(queue) { amqp_basic_get(state, channel, $0[0], 0) }
+        try check(.consumeFailed, "reading \(queue)")
+        guard reply.reply.id == AMQP_BASIC_GET_OK_METHOD else { return nil }
+        let ok = reply.reply.decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        var message = amqp_message_t()
+        let read = amqp_read_message(state, channel, &message, 0)
+        guard read.reply_type == AMQP_RESPONSE_NORMAL else { throw AMQPError(.consumeFailed, "reading a message body from \(queue)") }
+        defer { amqp_destroy_message(&message) }
+        var envelope = amqp_envelope_t()
+        envelope.delivery_tag = ok.delivery_tag
+        envelope.redelivered = ok.redelivered
+        envelope.exchange = ok.exchange
+        envelope.routing_key = ok.routing_key
+        envelope.message = message
+        return delivery(from: envelope)
+    }
+
+    private func delivery(from envelope: amqp_envelope_t) -> AMQPDelivery {
+        var properties = envelope.message.properties
+        func bytes(_ value: amqp_bytes_t) -> String { String(decoding: UnsafeRawBufferPointer(start: value.bytes, count: value.len), as: UTF8.self) }
+        func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? { (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil }
+        var headers: [String: String] = [:]
+        var buffer = [CChar](repeating: 0, count: 4096)
+        for key in Self.knownHeaders where keel_amqp_header_string(&properties, key, &buffer, buffer.count) >= 0 {
+            headers[key] = cText(buffer)
+        }
+        var reason = [CChar](repeating: 0, count: 256), queue = [CChar](repeating: 0, count: 256)
+        var count: Int64 = 0
+        let death = keel_amqp_first_death(&properties, &reason, reason.count, &queue, queue.count, &count) == 0
+            ? (cText(reason), cText(queue), count) : nil
+        return AMQPDelivery(
+            deliveryTag: envelope.delivery_tag, exchange: bytes(envelope.exchange), routingKey: bytes(envelope.routing_key),
+            redelivered: envelope.redelivered != 0,
+            body: Data(UnsafeRawBufferPointer(start: envelope.message.body.bytes, count: envelope.message.body.len)),
+            type: optional(AMQP_BASIC_TYPE_FLAG, properties.type),
+            messageId: optional(AMQP_BASIC_MESSAGE_ID_FLAG, properties.message_id),
+            replyTo: optional(AMQP_BASIC_REPLY_TO_FLAG, properties.reply_to),
+            correlationId: optional(AMQP_BASIC_CORRELATION_ID_FLAG, properties.correlation_id),
+            headers: headers, death: death)
+    }
+}
+
+/// Calls `body` with a C array of C strings that live for the call.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+    let duplicates = strings.map { UnsafePointer(strdup($0)) }
+    defer { duplicates.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
+    return duplicates.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+/// The text of a NUL-terminated C buffer.
+private func cText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Calls `body` with `amqp_bytes_t` views of `strings` that stay valid for the whole call.
+private func withBytes<R>(_ strings: String..., body: ([amqp_bytes_t]) -> R) -> R {
+    let copies = strings.map { strdup($0)! }
+    defer { copies.forEach { free($0) } }
+    return body(copies.map { amqp_bytes_t(len: strlen($0), bytes: UnsafeMutableRawPointer($0)) })
+}
