@@ -54,7 +54,7 @@ let package = Package(
             ]
         ),
         // What users import.
-        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime"]),
+        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP"]),
         // In-memory transport, manual clock, fault injection, history fixtures.
         .target(name: "KeelTestKit", dependencies: ["Keel"]),
         .executableTarget(

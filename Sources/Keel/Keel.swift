@@ -2,3 +2,4 @@
 @_exported import KeelCore
 @_exported import KeelHistory
 @_exported import KeelRuntime
+@_exported import KeelAMQP

@@ -69,6 +69,24 @@ public struct Failure: Error, Codable, Sendable, Hashable, CustomStringConvertib
         }
     }
 
+    enum CodingKeys: String, CodingKey {
+        case type, message, nonRetryable, nextRetryDelay, details, timeoutKind, retryState, nextAttemptAt
+    }
+
+    // Only `type` and `message` are required, so workers in other languages report failures simply.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            type: try container.decode(String.self, forKey: .type),
+            message: try container.decodeIfPresent(String.self, forKey: .message) ?? "",
+            nonRetryable: try container.decodeIfPresent(Bool.self, forKey: .nonRetryable) ?? false,
+            nextRetryDelay: try container.decodeIfPresent(Double.self, forKey: .nextRetryDelay),
+            details: try container.decodeIfPresent(Payload.self, forKey: .details),
+            timeoutKind: try container.decodeIfPresent(TimeoutKind.self, forKey: .timeoutKind),
+            retryState: try container.decodeIfPresent(RetryState.self, forKey: .retryState),
+            nextAttemptAt: try container.decodeIfPresent(Date.self, forKey: .nextAttemptAt))
+    }
+
     public static func timeout(_ kind: TimeoutKind) -> Failure {
         Failure(type: "Timeout", message: "activity \(kind.rawValue) timeout", timeoutKind: kind)
     }

@@ -8,7 +8,9 @@ struct KeelCommand: AsyncParsableCommand {
         commandName: "keel",
         abstract: "Durable execution for LLM pipelines.",
         subcommands: [
-            ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self, BenchCommand.self,
+            CoordinatorCommand.self, WorkerCommand.self, StartCommand.self, SignalCommand.self, CancelCommand.self,
+            QueryCommand.self, ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self,
+            BenchCommand.self,
         ])
 }
 

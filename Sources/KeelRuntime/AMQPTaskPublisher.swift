@@ -1,0 +1,43 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// Publishes activity tasks to `keel.tasks`, routed by task queue, with confirms.
+public struct AMQPTaskPublisher: TaskPublisher {
+    let publisher: AMQPPublisher
+
+    public init(publisher: AMQPPublisher) { self.publisher = publisher }
+
+    public func publish(_ tasks: [ActivityTask]) async throws {
+        let messages = try tasks.map { task in
+            AMQPMessage(
+                exchange: Topology.tasksExchange, routingKey: task.taskQueue, body: try Wire.encode(task),
+                type: WireType.task.rawValue, messageId: task.attemptKey,
+                headers: ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
+                          "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType])
+        }
+        try await publisher.publish(messages, taskQueues: Set(tasks.map(\.taskQueue)))
+    }
+}
+
+extension AMQPPublisher {
+    /// Sends `delivery` to the dead-letter exchange with the reason it could not be processed,
+    /// keeping its body and Keel headers.
+    public func deadLetter(_ delivery: AMQPDelivery, from queue: String, reason: String) async throws {
+        var headers = delivery.headers
+        headers["keel-error"] = String(reason.prefix(1000))
+        headers["keel-origin"] = queue
+        try await publish([AMQPMessage(
+            exchange: Topology.deadLetterExchange, routingKey: queue, body: delivery.body, type: delivery.type,
+            messageId: delivery.messageId, headers: headers)])
+    }
+
+    /// Publishes a wire message of `type` to `exchange`.
+    public func send<T: Encodable>(
+        _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
+    ) async throws {
+        try await publish([AMQPMessage(
+            exchange: exchange, routingKey: routingKey, body: try Wire.encode(body), type: type.rawValue,
+            messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])])
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// Talks to a coordinator through RabbitMQ: publishes jobs (confirmed, persistent) and asks
+/// queries over direct reply-to. What `keel start`, `keel signal` and friends use.
+public final class KeelClient: Sendable {
+    let url: AMQPURL
+    let publisher: AMQPPublisher
+
+    public init(url: AMQPURL) {
+        self.url = url
+        publisher = AMQPPublisher(url: url)
+    }
+
+    public func close() { publisher.close() }
+
+    /// Publishes a start; the message id (default: the request id) de-duplicates repeated publishes.
+    public func start(_ request: StartRequest, messageId: String? = nil) async throws {
+        try await publisher.send(
+            .start, StartJob(request), exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
+            messageId: messageId ?? request.requestId ?? UUID().uuidString)
+    }
+
+    /// Publishes a start and waits for the coordinator's answer: the run it resolved to, or why
+    /// it refused (unknown type, id policy, payload too large).
+    public func startAndConfirm(_ request: StartRequest, timeout: Double = 30) async throws -> StartResult {
+        let reply = try await self.request(.start, StartJob(request), persistent: true, messageId: request.requestId, timeout: timeout)
+        guard let result = reply.result else { throw WireError(message: "start reply without a result") }
+        return try result.decode(StartResult.self, field: "start result")
+    }
+
+    public func signal(workflowId: String, name: String, input: Payload) async throws {
+        try await publisher.send(.signal, WorkflowJob(workflowId: workflowId, name: name, input: input),
+                                 exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+    }
+
+    public func cancel(workflowId: String) async throws {
+        try await publisher.send(.cancel, WorkflowJob(workflowId: workflowId), exchange: Topology.jobsExchange,
+                                 routingKey: Topology.jobsRoutingKey)
+    }
+
+    public func terminate(workflowId: String, reason: String) async throws {
+        try await publisher.send(.terminate, WorkflowJob(workflowId: workflowId, reason: reason),
+                                 exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+    }
+
+    /// Asks the coordinator a query; throws the coordinator's error if it could not answer.
+    public func query(workflowId: String, name: String, argument: Payload? = nil, timeout: Double = 10) async throws -> Payload {
+        let reply = try await request(.query, WorkflowJob(workflowId: workflowId, name: name, input: argument), timeout: timeout)
+        return reply.result ?? .null
+    }
+
+    /// The latest run of `workflowId` as the coordinator's store has it.
+    public func describe(workflowId: String, timeout: Double = 10) async throws -> RunRecord {
+        let reply = try await request(.describe, WorkflowJob(workflowId: workflowId), timeout: timeout)
+        guard let run = reply.run else { throw WireError(message: "describe reply without a run") }
+        return run
+    }
+
+    /// Polls until the workflow's last run is closed (following continue-as-new).
+    public func waitForResult(workflowId: String, timeout: Double = 3600, poll: Double = 0.2) async throws -> RunRecord {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            do {
+                let run = try await describe(workflowId: workflowId)
+                if !run.status.isOpen, run.status != .continuedAsNew { return run }
+            } catch let error as Failure where error.type == "WorkflowNotFound" {
+                // Not started yet: the start job may still be in the queue.
+            }
+            guard Date() < deadline else { throw WireError(message: "workflow \(workflowId) did not finish within \(Int(timeout)) s") }
+            try await Task.sleep(for: .seconds(double: poll))
+        }
+    }
+
+    private func request<Body: Encodable & Sendable>(
+        _ type: WireType, _ job: Body, persistent: Bool = false, messageId: String? = nil, timeout: Double
+    ) async throws -> JobReply {
+        let url = self.url
+        let reply: JobReply = try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                do {
+                    let connection = try AMQPConnection(url: url)
+                    defer { connection.close() }
+                    try connection.consume(queue: Topology.replyTo, noAck: true)
+                    let correlation = UUID().uuidString
+                    try connection.publish(AMQPMessage(
+                        exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(job),
+                        type: type.rawValue, messageId: messageId, replyTo: Topology.replyTo, correlationId: correlation,
+                        headers: ["keel-type": type.rawValue, "keel-version": wireVersion], persistent: persistent))
+                    let deadline = Date().addingTimeInterval(timeout)
+                    while Date() < deadline {
+                        if let message = try connection.next(timeout: 0.2), message.correlationId == correlation {
+                            continuation.resume(returning: try Wire.decode(JobReply.self, from: message.body, what: "reply"))
+                            return
+                        }
+                    }
+                    throw WireError(message: "no reply from a coordinator within \(Int(timeout)) s (is `keel coordinator` running against \(url)?)")
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+        if let error = reply.error { throw error }
+        return reply
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+import Logging
+import Synchronization
+
+/// A worker process's loop for one task queue.
+///
+/// For each task it publishes `started` (confirmed), then acknowledges the task, so a long
+/// activity never holds an unacknowledged delivery into RabbitMQ's `consumer_timeout`; from then
+/// on the coordinator's heartbeat and start-to-close timeouts detect a worker that died. A
+/// worker that dies before `started` is confirmed leaves the delivery unacknowledged, and
+/// RabbitMQ gives it to another worker.
+public final class WorkerService: Sendable {
+    public struct Configuration: Sendable {
+        public var url: AMQPURL
+        public var taskQueue: String
+        public var concurrency: Int
+        public var identity: String
+        /// How long in-flight activities may take to finish after `stop()`.
+        public var shutdownGrace: Duration = .seconds(30)
+
+        public init(url: AMQPURL, taskQueue: String, concurrency: Int, identity: String? = nil) {
+            self.url = url
+            self.taskQueue = taskQueue
+            self.concurrency = max(concurrency, 1)
+            self.identity = identity ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+        }
+    }
+
+    let configuration: Configuration
+    let runner: ActivityRunner
+    let logger: Logger
+    private let stopped = Mutex(false)
+
+    public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
+        self.configuration = configuration
+        self.runner = ActivityRunner(activities: activities, identity: configuration.identity)
+        self.logger = logger
+    }
+
+    public func stop() { stopped.withLock { $0 = true } }
+    private var isStopped: Bool { stopped.withLock { $0 } }
+
+    public func run() async throws {
+        let queueName = Topology.queue(forTaskQueue: configuration.taskQueue)
+        let taskQueue = configuration.taskQueue
+        let consumer = AMQPConsumer(
+            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, logger: logger,
+            declare: { connection in
+                try Topology.declare(on: connection)
+                try Topology.declareTaskQueue(taskQueue, on: connection)
+            })
+        let publisher = AMQPPublisher(url: configuration.url, logger: logger)
+        defer { publisher.close() }
+        consumer.start()
+        logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !self.isStopped { try? await Task.sleep(for: .milliseconds(50)) }
+                consumer.stop()
+            }
+            for await delivery in consumer.deliveries {
+                if isStopped { break }
+                group.addTask { await self.handle(delivery, consumer, publisher, queueName) }
+            }
+            // Consuming stopped: let in-flight activities finish within the grace period.
+            let grace = configuration.shutdownGrace
+            group.addTask { try? await Task.sleep(for: grace) }
+            _ = await group.next()
+            group.cancelAll()
+        }
+        logger.info("worker \(configuration.identity) stopped")
+    }
+
+    private func handle(_ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ queueName: String) async {
+        let message = delivery.message
+        let task: ActivityTask
+        do {
+            task = try Wire.decode(ActivityTask.self, from: message.body, what: "task")
+        } catch {
+            logger.warning("undecodable task dead-lettered: \(error)")
+            await deadLetter(message, queueName, "\(error)", publisher, consumer, delivery)
+            return
+        }
+        guard runner.activities.names.contains(task.activityType) else {
+            let error = UnknownTypeError(kind: "activity", name: task.activityType, known: runner.activities.names)
+            logger.warning("task for an unknown activity dead-lettered: \(error)")
+            // The workflow learns at once instead of waiting for a timeout.
+            try? await report(.result, ActivityResult(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+                outcome: .failed(Failure(error))), publisher)
+            await deadLetter(message, queueName, error.description, publisher, consumer, delivery)
+            return
+        }
+        do {
+            try await report(.started, ActivityStarted(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+                time: Date()), publisher)
+        } catch {
+            // Not acknowledged: RabbitMQ redelivers the task.
+            logger.error("could not report the start of \(task.attemptKey): \(error)")
+            return
+        }
+        consumer.ack(delivery)
+        let heartbeats = HeartbeatThrottle(task: task) { [self] details in
+            try? await report(.heartbeat, ActivityHeartbeat(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details), publisher)
+        }
+        let outcome = await runner.run(task) { details in heartbeats.beat(details) }
+        heartbeats.finish()
+        let result = ActivityResult(
+            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+            outcome: outcome)
+        var delay = 0.5
+        while true {
+            do {
+                try await report(.result, result, publisher)
+                return
+            } catch {
+                // The coordinator times the attempt out if this never gets through.
+                logger.error("could not report the result of \(task.attemptKey): \(error); retrying in \(delay) s")
+                if isStopped { return }
+                try? await Task.sleep(for: .seconds(double: delay))
+                delay = min(delay * 2, 30)
+            }
+        }
+    }
+
+    private func report<T: Encodable>(_ type: WireType, _ body: T, _ publisher: AMQPPublisher) async throws {
+        try await publisher.send(type, body, exchange: Topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+    }
+
+    private func deadLetter(
+        _ message: AMQPDelivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher,
+        _ consumer: AMQPConsumer, _ delivery: AMQPConsumer.Delivery
+    ) async {
+        do {
+            try await publisher.deadLetter(message, from: queueName, reason: reason)
+            consumer.ack(delivery)
+        } catch {
+            consumer.reject(delivery)  // the queue's own dead-letter exchange still keeps it
+        }
+    }
+}
+
+/// Sends heartbeats at most once per 0.8 × heartbeat timeout (and at least every 30 s while
+/// the activity keeps beating), always with the latest details.
+final class HeartbeatThrottle: Sendable {
+    private let interval: Double
+    private let send: @Sendable (Payload?) async -> Void
+    private let state = Mutex((lastSent: Date.distantPast, pending: Payload??.none, flushScheduled: false, finished: false))
+
+    init(task: ActivityTask, send: @escaping @Sendable (Payload?) async -> Void) {
+        interval = min((task.heartbeatTimeout ?? 37.5) * 0.8, 30)
+        self.send = send
+    }
+
+    func beat(_ details: Payload?) {
+        let now = Date()
+        let action: (sendNow: Bool, scheduleIn: Double?) = state.withLock { state in
+            if state.finished { return (false, nil) }
+            let wait = interval - now.timeIntervalSince(state.lastSent)
+            if wait <= 0 {
+                state.lastSent = now
+                state.pending = nil
+                return (true, nil)
+            }
+            state.pending = .some(details)
+            if state.flushScheduled { return (false, nil) }
+            state.flushScheduled = true
+            return (false, wait)
+        }
+        if action.sendNow {
+            Task { await send(details) }
+        } else if let wait = action.scheduleIn {
+            Task {
+                try? await Task.sleep(for: .seconds(double: wait))
+                let latest: Payload?? = state.withLock { state in
+                    state.flushScheduled = false
+                    guard !state.finished, let pending = state.pending else { return nil }
+                    state.pending = nil
+                    state.lastSent = Date()
+                    return .some(pending)
+                }
+                if let latest { await send(latest) }
+            }
+        }
+    }
+
+    func finish() { state.withLock { $0.finished = true } }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Keel
+import KeelAMQP
+import Logging
+
+/// `--amqp-url URL`, falling back to `KEEL_AMQP_URL`, then a local broker on `KEEL_AMQP_PORT`.
+struct BrokerOptions: ParsableArguments {
+    @Option(name: .customLong("amqp-url"), help: "RabbitMQ URL (default: $KEEL_AMQP_URL or amqp://guest:guest@localhost:5672).")
+    var amqpURL: String?
+
+    func url() throws -> AMQPURL {
+        if let amqpURL { return try AMQPURL(amqpURL) }
+        return try AMQPURL.fromEnvironment()
+    }
+}
+
+/// Calls `stop` on SIGTERM and SIGINT.
+func onTermination(_ stop: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    [SIGTERM, SIGINT].map { signalNumber in
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler(handler: stop)
+        source.resume()
+        return source
+    }
+}
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator", abstract: "Run the coordinator: history, timers, task dispatch. Stops cleanly on SIGTERM.")
+    @OptionGroup var broker: BrokerOptions
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "SQLite durability: normal or full (fsync every commit); default $KEEL_DURABILITY or normal.")
+    var durability: String?
+
+    func run() async throws {
+        var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
+        let level = durability ?? ProcessInfo.processInfo.environment["KEEL_DURABILITY"] ?? "normal"
+        guard let parsed = SQLiteHistoryStore.Durability(rawValue: level) else {
+            throw ValidationError("durability must be normal or full, not '\(level)'")
+        }
+        configuration.durability = parsed
+        let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
+        let signals = onTermination { service.stop() }
+        try await service.run()
+        _ = signals
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Serve one task queue. Stops taking tasks on SIGTERM and lets running ones finish.")
+    @OptionGroup var broker: BrokerOptions
+    @Option(help: "Task queue to serve (default: $KEEL_QUEUE or default).") var queue: String?
+    @Option(help: "Activities run at once, and the prefetch (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let concurrency = self.concurrency ?? environment["KEEL_CONCURRENCY"].flatMap(Int.init) ?? 4
+        guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
+        let configuration = WorkerService.Configuration(
+            url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
+        let service = WorkerService(configuration: configuration, activities: BuiltIn.activities)
+        let signals = onTermination { service.stop() }
+        try await service.run()
+        _ = signals
+    }
+}
+
+/// JSON from the argument, or from a file with `@path`.
+func readInput(_ text: String?) throws -> Payload {
+    guard var text else { return .null }
+    if text.hasPrefix("@") {
+        let path = String(text.dropFirst())
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read input file \(path)") }
+        text = String(decoding: data, as: UTF8.self)
+    }
+    do {
+        let value = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        return try Payload(encoding: value, field: "input")
+    } catch {
+        throw ValidationError("input is not valid JSON: \(text.prefix(200))")
+    }
+}
+
+struct StartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "start", abstract: "Start a workflow through the jobs queue.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument(help: "Workflow type.") var type: String
+    @Option(help: "Workflow id.") var id: String
+    @Option(help: "Input JSON, or @file.") var input: String?
+    @Option(help: "Request id: repeated starts with it make one run (default: a new one).") var requestId: String?
+    @Flag(help: "Wait for the result; exit 0 if it completed, 1 otherwise.") var wait = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        let request = StartRequest(workflowType: type, workflowId: id, input: try readInput(input), requestId: requestId ?? UUID().uuidString)
+        guard wait else {
+            try await client.start(request)
+            if json { try printJSON(["workflowId": id, "requestId": request.requestId ?? ""]) } else { print("start of \(type) \(id) published") }
+            return
+        }
+        let started = try await client.startAndConfirm(request)
+        if !json { print(started.started ? "started run \(started.runId)" : "joined the existing run \(started.runId)") }
+        let run = try await client.waitForResult(workflowId: id)
+        if json { try printJSON(run) } else {
+            print("\(run.status.rawValue): " + (run.result?.json ?? run.failure?.description ?? ""))
+        }
+        if run.status != .completed { throw ExitCode(1) }
+    }
+}
+
+struct SignalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "signal", abstract: "Send a signal to a workflow.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument var workflowId: String
+    @Argument var name: String
+    @Option(help: "Signal input JSON, or @file.") var input: String?
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        try await client.signal(workflowId: workflowId, name: name, input: try readInput(input))
+        print("signal \(name) to \(workflowId) published")
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Ask a workflow to cancel.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument var workflowId: String
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        try await client.cancel(workflowId: workflowId)
+        print("cancellation of \(workflowId) published")
+    }
+}
+
+struct QueryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "query", abstract: "Ask a workflow a query; prints the JSON answer.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument var workflowId: String
+    @Argument var name: String
+    @Option(help: "Query argument JSON.") var input: String?
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        let input = try self.input.map { try readInput($0) }
+        print(try await client.query(workflowId: workflowId, name: name, argument: input).json)
+    }
+}
