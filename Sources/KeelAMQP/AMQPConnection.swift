@@ -282,7 +282,10 @@ public final class AMQPConnection: @unchecked Sendable {
         let ok = reply.reply.decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
         var message = amqp_message_t()
         let read = amqp_read_message(state, channel, &message, 0)
-        guard read.reply_type == AMQP_RESPONSE_NORMAL else { throw AMQPError(.consumeFailed, "reading a message body from \(queue)") }
+        var text = [CChar](repeating: 0, count: 512)
+        guard keel_amqp_describe_reply(read, &text, text.count) == 0 else {
+            throw AMQPError(.consumeFailed, "reading a message body from \(queue): \(cText(text))")
+        }
         defer { amqp_destroy_message(&message) }
         var envelope = amqp_envelope_t()
         envelope.delivery_tag = ok.delivery_tag

@@ -19,6 +19,9 @@ public final class WorkerService: Sendable {
         public var identity: String
         /// How long in-flight activities may take to finish after `stop()`.
         public var shutdownGrace: Duration = .seconds(30)
+        /// A file that gets one line per activity execution (`time workflowId runId activityId
+        /// attempt worker`), for counting executions across processes (`KEEL_EXECUTION_LOG`).
+        public var executionLog: String? = ProcessInfo.processInfo.environment["KEEL_EXECUTION_LOG"]
 
         public init(url: AMQPURL, taskQueue: String, concurrency: Int, identity: String? = nil) {
             self.url = url
@@ -103,6 +106,7 @@ public final class WorkerService: Sendable {
             return
         }
         consumer.ack(delivery)
+        if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
             try? await report(.heartbeat, ActivityHeartbeat(
                 runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details), publisher)
@@ -189,4 +193,35 @@ final class HeartbeatThrottle: Sendable {
     }
 
     func finish() { state.withLock { $0.finished = true } }
+}
+
+/// One line per activity execution, appended atomically (O_APPEND) so many processes can share a file.
+public enum ExecutionLog {
+    public struct Entry: Sendable, Hashable {
+        public var time: Date
+        public var workflowId: String
+        public var runId: String
+        public var activityId: Int64
+        public var attempt: Int
+        public var worker: String
+    }
+
+    static func append(_ task: ActivityTask, worker: String, to path: String) {
+        let line = String(format: "%.6f", Date().timeIntervalSince1970)
+            + " \(task.workflowId) \(task.runId) \(task.activityId) \(task.attempt) \(worker)\n"
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        _ = line.withCString { write(descriptor, $0, strlen($0)) }
+    }
+
+    public static func read(_ path: String) -> [Entry] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count == 6, let time = Double(fields[0]), let activity = Int64(fields[3]), let attempt = Int(fields[4]) else { return nil }
+            return Entry(time: Date(timeIntervalSince1970: time), workflowId: String(fields[1]), runId: String(fields[2]),
+                         activityId: activity, attempt: attempt, worker: String(fields[5]))
+        }
+    }
 }

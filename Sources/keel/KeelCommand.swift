@@ -34,12 +34,14 @@ enum BuiltIn {
     static var workflows: WorkflowRegistry {
         var registry = WorkflowRegistry()
         registry.register(BenchSequential.self)
+        registry.register(BenchSteps.self)
         return registry
     }
 
     static var activities: ActivityRegistry {
         var registry = ActivityRegistry()
         registry.register(NoOp())
+        registry.register(Sleep())
         return registry
     }
 }

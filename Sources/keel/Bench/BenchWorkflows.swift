@@ -1,9 +1,26 @@
+import Foundation
 import Keel
 
 /// Returns its input; the cheapest possible activity.
 struct NoOp: Activity {
     static let name = "noop"
     func run(context: ActivityContext, input: Int) async throws -> Int { input }
+}
+
+/// Sleeps `milliseconds`, heartbeating every 100 ms with its progress.
+struct Sleep: Activity {
+    static let name = "sleep"
+    struct Input: Codable, Sendable { var step: Int; var milliseconds: Int }
+    func run(context: ActivityContext, input: Input) async throws -> Int {
+        var slept = context.lastHeartbeatDetails(as: Int.self) ?? 0
+        while slept < input.milliseconds {
+            let slice = min(100, input.milliseconds - slept)
+            try await Task.sleep(for: .milliseconds(slice))
+            slept += slice
+            context.heartbeat(slept)
+        }
+        return input.step
+    }
 }
 
 /// `input` sequential no-op activities.
@@ -13,6 +30,29 @@ struct BenchSequential: Workflow {
         var sum = 0
         for step in 0..<input {
             sum += try await context.execute(NoOp.self, input: step, options: ActivityOptions(startToCloseTimeout: .seconds(60)))
+        }
+        return sum
+    }
+}
+
+/// Sequential steps that each take a while, for fault tests and benches.
+struct BenchSteps: Workflow {
+    static let name = "bench-steps"
+    /// Only `steps` is required.
+    struct Input: Codable, Sendable {
+        var steps: Int
+        var milliseconds: Int?
+        var heartbeatTimeoutSeconds: Double?
+        var maximumAttempts: Int?
+    }
+    func run(context: WorkflowContext, input: Input) async throws -> Int {
+        let options = ActivityOptions(
+            startToCloseTimeout: .seconds(120), heartbeatTimeout: .seconds(double: input.heartbeatTimeoutSeconds ?? 5),
+            retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 5))
+        var sum = 0
+        for step in 0..<max(input.steps, 0) {
+            sum += try await context.execute(
+                Sleep.self, input: .init(step: step, milliseconds: input.milliseconds ?? 0), options: options)
         }
         return sum
     }

@@ -1,0 +1,106 @@
+import Foundation
+import Keel
+import KeelTestKit
+
+/// Real `keel coordinator` and `keel worker` processes against the broker at `KEEL_AMQP_URL`
+/// (or the local one), with their own SQLite file and execution log.
+final class Deployment: @unchecked Sendable {
+    let directory = makeTemporaryDirectory("keel-deploy")
+    let url: AMQPURL
+    let client: KeelClient
+    private(set) var coordinator: KeelProcess?
+    private(set) var workers: [KeelProcess] = []
+
+    var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
+    var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
+
+    init() throws {
+        url = try AMQPURL.fromEnvironment()
+        client = KeelClient(url: url)
+        // Start from empty queues: the suite is serialized, nothing else uses these names.
+        let connection = try AMQPConnection(url: url)
+        try Topology.declare(on: connection)
+        for queue in [Topology.jobsQueue, Topology.resultsQueue, Topology.deadLetterQueue]
+            + Topology.standardTaskQueues.map(Topology.queue(forTaskQueue:)) {
+            try connection.purge(queue: queue)
+        }
+        connection.close()
+    }
+
+    var environment: [String: String] {
+        ["KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
+         "KEEL_EXECUTION_LOG": executionLogPath]
+    }
+
+    func startCoordinator() throws {
+        coordinator = try KeelProcess(["coordinator"], environment: environment, log: directory.appendingPathComponent("coordinator.log"))
+    }
+
+    @discardableResult
+    func startWorker(queue: String = "default", concurrency: Int = 4) throws -> KeelProcess {
+        let worker = try KeelProcess(
+            ["worker", "--queue", queue, "--concurrency", "\(concurrency)"], environment: environment,
+            log: directory.appendingPathComponent("worker-\(workers.count).log"))
+        workers.append(worker)
+        return worker
+    }
+
+    func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
+
+    var executions: [ExecutionLog.Entry] { ExecutionLog.read(executionLogPath) }
+
+    func stopAll() {
+        coordinator?.terminate()
+        workers.forEach { $0.terminate() }
+        client.close()
+    }
+
+    deinit {
+        stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// A child process running the `keel` binary built next to the tests.
+final class KeelProcess: @unchecked Sendable {
+    let process = Process()
+
+    static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("keel")
+    }
+
+    init(_ arguments: [String], environment: [String: String], log: URL) throws {
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let output = try FileHandle(forWritingTo: log)
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    /// `kill -9`.
+    func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM, then waits.
+    func terminate() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `seconds` pass.
+func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try condition()
+}

@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import Keel
+import KeelTestKit
+
+struct StepsInput: Codable, Sendable {
+    var steps: Int
+    var milliseconds: Int
+    var heartbeatTimeoutSeconds: Double = 5
+}
+
+/// Fault tests with real processes and a real broker. Serialized: they share the broker's queues.
+@Suite("Faults across processes", .tags(.integration), .serialized, .timeLimit(.minutes(5)))
+struct ProcessFaultTests {
+    @Test func killingTheCoordinatorMidRunLosesNothingAndRerunsNoCompletedStep() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 4)
+        try deployment.startWorker(concurrency: 4)
+        let ids = (1...10).map { "kill-coordinator-\($0)" }
+        for id in ids {
+            try await deployment.client.start(StartRequest(
+                workflowType: "bench-steps", workflowId: id,
+                input: Payload(encoding: StepsInput(steps: 8, milliseconds: 60), field: "input"), requestId: id))
+        }
+        #expect(eventually(20) { deployment.executions.count >= 20 }, "the run got going")
+        deployment.coordinator?.kill()
+        let killedAt = Date()
+        let completedBeforeKill = try deployment.store().runs(status: .completed, limit: 100).count
+        try await Task.sleep(for: .milliseconds(500))
+        try deployment.startCoordinator()
+        for id in ids {
+            let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
+            #expect(run.status == .completed, "\(id): \(run.failure?.description ?? "")")
+            #expect(run.result?.json == "28")
+        }
+        #expect(completedBeforeKill < ids.count, "the kill happened mid-run")
+        // No activity whose completion was committed before the kill ran again after it.
+        let store = try deployment.store()
+        var completedBefore: Set<String> = []
+        for id in ids {
+            let run = try #require(try store.latestRun(workflowId: id))
+            for event in try store.events(runId: run.runId) where event.kind == .activityCompleted && event.time < killedAt {
+                completedBefore.insert("\(run.runId)/\(event.ref!)")
+            }
+        }
+        let rerun = deployment.executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }
+        #expect(!completedBefore.isEmpty)
+        #expect(rerun.isEmpty, "re-executed: \(rerun)")
+        #expect(Set(deployment.executions.map { "\($0.runId)/\($0.activityId)" }).count == 80)
+    }
+
+    @Test func killingAWorkerMidActivityRetriesTheAttemptElsewhere() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        let doomed = try deployment.startWorker(concurrency: 1)
+        try await deployment.client.start(StartRequest(
+            workflowType: "bench-steps", workflowId: "kill-worker",
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 2500, heartbeatTimeoutSeconds: 1), field: "input")))
+        #expect(eventually(20) { !deployment.executions.isEmpty })
+        try await Task.sleep(for: .milliseconds(600))
+        doomed.kill()
+        try deployment.startWorker(concurrency: 1)
+        let run = try await deployment.client.waitForResult(workflowId: "kill-worker", timeout: 60)
+        #expect(run.status == .completed)
+        let attempts = deployment.executions.map(\.attempt)
+        #expect(attempts == [1, 2])
+        let events = try deployment.store().events(runId: run.runId)
+        let timedOut = try #require(events.first { $0.kind == .activityTimedOut })
+        #expect(timedOut.failure?.timeoutKind == .heartbeat)
+        #expect(timedOut.failure?.retryState == .willRetry)
+        let workers = Set(events.filter { $0.kind == .activityStarted }.compactMap(\.name))
+        #expect(workers.count == 2, "the retry ran on the other worker")
+    }
+
+    @Test func theSameJobPublishedTwiceMakesOneRun() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker()
+        let request = StartRequest(
+            workflowType: "bench-sequential", workflowId: "twice", input: try Payload(encoding: 3, field: "input"),
+            requestId: "job-twice")
+        try await deployment.client.start(request)
+        try await deployment.client.start(request)
+        let run = try await deployment.client.waitForResult(workflowId: "twice", timeout: 30)
+        #expect(run.status == .completed)
+        // A third copy after completion still resolves to that run.
+        let again = try await deployment.client.startAndConfirm(request)
+        #expect(!again.started && again.runId == run.runId)
+        #expect(try deployment.store().runs(status: nil, limit: 10).filter { $0.workflowId == "twice" }.count == 1)
+        #expect(deployment.executions.count == 3)
+    }
+
+    @Test func undecodableMessagesAreDeadLetteredWithTheirReasonAndNothingStops() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker()
+        let connection = try AMQPConnection(url: deployment.url)
+        defer { connection.close() }
+        try connection.enableConfirms()
+        let garbage = Data("{not json".utf8)
+        try connection.publish(AMQPMessage(exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: garbage, type: "start"))
+        try connection.publish(AMQPMessage(exchange: Topology.resultsExchange, routingKey: Topology.resultsRoutingKey, body: garbage, type: "result"))
+        try connection.publish(AMQPMessage(exchange: Topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
+        try connection.publish(AMQPMessage(exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8), type: "launch"))
+        try connection.waitForConfirms()
+        #expect(try eventually(20) { try connection.messageCount(queue: Topology.deadLetterQueue) == 4 })
+        var reasons: [String: String] = [:]
+        let reader = try AMQPConnection(url: deployment.url)  // a plain connection, not in confirm mode
+        defer { reader.close() }
+        while let message = try reader.get(queue: Topology.deadLetterQueue) {
+            reasons[message.headers["keel-origin"] ?? "?", default: ""] += (message.headers["keel-error"] ?? "") + ";"
+            #expect(message.body == garbage || message.type == "launch")
+            try reader.ack(message.deliveryTag)
+        }
+        #expect(reasons["keel.jobs"]?.contains("start job body is not valid") == true)
+        #expect(reasons["keel.jobs"]?.contains("unknown job type 'launch'") == true)
+        #expect(reasons["keel.results"]?.contains("result body is not valid") == true)
+        #expect(reasons["keel.q.default"]?.contains("task body is not valid") == true)
+        // Both processes still work.
+        try await deployment.client.start(StartRequest(workflowType: "bench-sequential", workflowId: "after-garbage", input: try Payload(encoding: 2, field: "input")))
+        let run = try await deployment.client.waitForResult(workflowId: "after-garbage", timeout: 30)
+        #expect(run.status == .completed)
+    }
+}
