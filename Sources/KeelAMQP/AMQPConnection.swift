@@ -141,6 +141,16 @@ public final class AMQPConnection: @unchecked Sendable {
         return Int(ok.pointee.message_count)
     }
 
+    public func deleteQueue(_ queue: String) throws {
+        withBytes(queue) { _ = amqp_queue_delete(state, channel, $0[0], 0, 0) }
+        try check(.declareFailed, "deleting queue \(queue)")
+    }
+
+    public func deleteExchange(_ exchange: String) throws {
+        withBytes(exchange) { _ = amqp_exchange_delete(state, channel, $0[0], 0) }
+        try check(.declareFailed, "deleting exchange \(exchange)")
+    }
+
     public func purge(queue: String) throws {
         withBytes(queue) { _ = amqp_queue_purge(state, channel, $0[0]) }
         try check(.declareFailed, "purging \(queue)")

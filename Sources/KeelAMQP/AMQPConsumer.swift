@@ -30,7 +30,7 @@ public final class AMQPConsumer: Sendable {
 
     public init(
         url: AMQPURL, queue: String, prefetch: Int, logger: Logger = Logger(label: "keel.amqp"),
-        declare: @escaping @Sendable (AMQPConnection) throws -> Void = { try Topology.declare(on: $0) }
+        declare: @escaping @Sendable (AMQPConnection) throws -> Void
     ) {
         self.url = url
         self.queue = queue

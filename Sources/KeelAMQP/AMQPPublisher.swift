@@ -7,14 +7,16 @@ import Logging
 /// Reconnects (re-declaring the topology) when the connection is lost.
 public final class AMQPPublisher: @unchecked Sendable {
     private let url: AMQPURL
+    public let topology: Topology
     private let queue = DispatchQueue(label: "keel.amqp.publisher")
     private let logger: Logger
     // Touched only on `queue`.
     private var connection: AMQPConnection?
     private var declaredTaskQueues: Set<String> = []
 
-    public init(url: AMQPURL, logger: Logger = Logger(label: "keel.amqp")) {
+    public init(url: AMQPURL, topology: Topology, logger: Logger = Logger(label: "keel.amqp")) {
         self.url = url
+        self.topology = topology
         self.logger = logger
     }
 
@@ -29,7 +31,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                     do {
                         let connection = try connected()
                         for name in taskQueues where !declaredTaskQueues.contains(name) {
-                            try Topology.declareTaskQueue(name, on: connection)
+                            try topology.declareTaskQueue(name, on: connection)
                             declaredTaskQueues.insert(name)
                         }
                         for message in messages { try connection.publish(message) }
@@ -52,7 +54,7 @@ public final class AMQPPublisher: @unchecked Sendable {
     private func connected() throws -> AMQPConnection {
         if let connection { return connection }
         let connection = try AMQPConnection(url: url)
-        try Topology.declare(on: connection)
+        try topology.declare(on: connection)
         try connection.enableConfirms()
         declaredTaskQueues = Set(Topology.standardTaskQueues)
         self.connection = connection

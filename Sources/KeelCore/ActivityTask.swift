@@ -102,3 +102,44 @@ public struct ActivityResult: Codable, Sendable, Hashable {
         self.outcome = outcome
     }
 }
+
+extension ActivityResult {
+    // The documented wire shape (docs/protocol.md), so workers in any language can report.
+    enum CodingKeys: String, CodingKey { case runId, activityId, attempt, worker, status, result, failure }
+
+    // {"status": "completed", "result": …} or {"status": "failed", "failure": {"type": …, "message": …}}
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let status = try container.decode(String.self, forKey: .status)
+        let outcome: Outcome
+        switch status {
+        case "completed": outcome = .completed(try container.decodeIfPresent(Payload.self, forKey: .result) ?? .null)
+        case "failed": outcome = .failed(try container.decode(Failure.self, forKey: .failure))
+        default:
+            throw DecodingError.dataCorruptedError(
+                forKey: .status, in: container, debugDescription: "status must be 'completed' or 'failed', not '\(status)'")
+        }
+        self.init(
+            runId: try container.decode(String.self, forKey: .runId),
+            activityId: try container.decode(Int64.self, forKey: .activityId),
+            attempt: try container.decode(Int.self, forKey: .attempt),
+            worker: try container.decodeIfPresent(String.self, forKey: .worker) ?? "unknown",
+            outcome: outcome)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(runId, forKey: .runId)
+        try container.encode(activityId, forKey: .activityId)
+        try container.encode(attempt, forKey: .attempt)
+        try container.encode(worker, forKey: .worker)
+        switch outcome {
+        case .completed(let payload):
+            try container.encode("completed", forKey: .status)
+            try container.encode(payload, forKey: .result)
+        case .failed(let failure):
+            try container.encode("failed", forKey: .status)
+            try container.encode(failure, forKey: .failure)
+        }
+    }
+}

@@ -11,7 +11,7 @@ public struct AMQPTaskPublisher: TaskPublisher {
     public func publish(_ tasks: [ActivityTask]) async throws {
         let messages = try tasks.map { task in
             AMQPMessage(
-                exchange: Topology.tasksExchange, routingKey: task.taskQueue, body: try Wire.encode(task),
+                exchange: publisher.topology.tasksExchange, routingKey: task.taskQueue, body: try Wire.encode(task),
                 type: WireType.task.rawValue, messageId: task.attemptKey,
                 headers: ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
                           "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType])
@@ -28,7 +28,7 @@ extension AMQPPublisher {
         headers["keel-error"] = String(reason.prefix(1000))
         headers["keel-origin"] = queue
         try await publish([AMQPMessage(
-            exchange: Topology.deadLetterExchange, routingKey: queue, body: delivery.body, type: delivery.type,
+            exchange: topology.deadLetterExchange, routingKey: queue, body: delivery.body, type: delivery.type,
             messageId: delivery.messageId, headers: headers)])
     }
 

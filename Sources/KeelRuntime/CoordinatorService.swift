@@ -11,6 +11,7 @@ import Synchronization
 public final class CoordinatorService: Sendable {
     public struct Configuration: Sendable {
         public var url: AMQPURL
+        public var topology: Topology = .fromEnvironment()
         public var databasePath: String
         public var durability: SQLiteHistoryStore.Durability = .normal
         public var coordinator = CoordinatorConfiguration()
@@ -39,7 +40,8 @@ public final class CoordinatorService: Sendable {
 
     public func run() async throws {
         let store = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
-        let publisher = AMQPPublisher(url: configuration.url, logger: logger)
+        let topology = configuration.topology
+        let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         defer { publisher.close() }
         let coordinator = Coordinator(
             store: store, workflows: workflows, publisher: AMQPTaskPublisher(publisher: publisher),
@@ -49,8 +51,10 @@ public final class CoordinatorService: Sendable {
         } catch let error as AMQPError {
             logger.warning("recovered, but the outbox could not be published yet: \(error)")
         }
-        let jobs = AMQPConsumer(url: configuration.url, queue: Topology.jobsQueue, prefetch: 64, logger: logger)
-        let results = AMQPConsumer(url: configuration.url, queue: Topology.resultsQueue, prefetch: 512, logger: logger)
+        let declare: @Sendable (AMQPConnection) throws -> Void = { try topology.declare(on: $0) }
+        let jobs = AMQPConsumer(url: configuration.url, queue: topology.jobsQueue, prefetch: 64, logger: logger, declare: declare)
+        let results = AMQPConsumer(
+            url: configuration.url, queue: topology.resultsQueue, prefetch: 512, logger: logger, declare: declare)
         jobs.start()
         results.start()
         logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
@@ -80,14 +84,18 @@ public final class CoordinatorService: Sendable {
                         correlationId: message.correlationId, persistent: false)])
                 }
             } catch let error as any KeelError where !(error is StoreError) {
-                // The request cannot succeed as sent: keep it, with the reason, in the dead-letter queue.
-                logger.warning("job \(message.type ?? "?") rejected: \(error)")
                 if let replyTo = message.replyTo {
                     try? await publisher.publish([AMQPMessage(
                         exchange: "", routingKey: replyTo, body: try Wire.encode(JobReply(ok: false, error: Failure(error))),
                         type: "reply", correlationId: message.correlationId, persistent: false)])
                 }
-                try await publisher.deadLetter(message, from: Topology.jobsQueue, reason: error.description)
+                // A request that changes something and cannot succeed as sent is kept, with the
+                // reason, in the dead-letter queue; a read-only one was answered and is done.
+                let readOnly = message.replyTo != nil && [WireType.query.rawValue, WireType.describe.rawValue].contains(message.type ?? "")
+                if !readOnly {
+                    logger.warning("job \(message.type ?? "?") dead-lettered: \(error)")
+                    try await publisher.deadLetter(message, from: publisher.topology.jobsQueue, reason: error.description)
+                }
             }
             consumer.ack(delivery)
         }
@@ -124,7 +132,7 @@ public final class CoordinatorService: Sendable {
             }
             return JobReply(ok: true, run: run)
         default:
-            throw WireError(message: "'\(typeName)' messages do not belong on \(Topology.jobsQueue)")
+            throw WireError(message: "'\(typeName)' messages do not belong on the jobs queue")
         }
         return nil
     }
@@ -145,7 +153,7 @@ public final class CoordinatorService: Sendable {
                 }
             } catch let error as WireError {
                 logger.warning("report rejected: \(error)")
-                try await publisher.deadLetter(message, from: Topology.resultsQueue, reason: error.description)
+                try await publisher.deadLetter(message, from: publisher.topology.resultsQueue, reason: error.description)
             }
             consumer.ack(delivery)
         }

@@ -6,11 +6,13 @@ import KeelCore
 /// queries over direct reply-to. What `keel start`, `keel signal` and friends use.
 public final class KeelClient: Sendable {
     let url: AMQPURL
+    let topology: Topology
     let publisher: AMQPPublisher
 
-    public init(url: AMQPURL) {
+    public init(url: AMQPURL, topology: Topology = .fromEnvironment()) {
         self.url = url
-        publisher = AMQPPublisher(url: url)
+        self.topology = topology
+        publisher = AMQPPublisher(url: url, topology: topology)
     }
 
     public func close() { publisher.close() }
@@ -18,7 +20,7 @@ public final class KeelClient: Sendable {
     /// Publishes a start; the message id (default: the request id) de-duplicates repeated publishes.
     public func start(_ request: StartRequest, messageId: String? = nil) async throws {
         try await publisher.send(
-            .start, StartJob(request), exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
+            .start, StartJob(request), exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
             messageId: messageId ?? request.requestId ?? UUID().uuidString)
     }
 
@@ -32,17 +34,17 @@ public final class KeelClient: Sendable {
 
     public func signal(workflowId: String, name: String, input: Payload) async throws {
         try await publisher.send(.signal, WorkflowJob(workflowId: workflowId, name: name, input: input),
-                                 exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+                                 exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
     }
 
     public func cancel(workflowId: String) async throws {
-        try await publisher.send(.cancel, WorkflowJob(workflowId: workflowId), exchange: Topology.jobsExchange,
+        try await publisher.send(.cancel, WorkflowJob(workflowId: workflowId), exchange: topology.jobsExchange,
                                  routingKey: Topology.jobsRoutingKey)
     }
 
     public func terminate(workflowId: String, reason: String) async throws {
         try await publisher.send(.terminate, WorkflowJob(workflowId: workflowId, reason: reason),
-                                 exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+                                 exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
     }
 
     /// Asks the coordinator a query; throws the coordinator's error if it could not answer.
@@ -77,15 +79,18 @@ public final class KeelClient: Sendable {
         _ type: WireType, _ job: Body, persistent: Bool = false, messageId: String? = nil, timeout: Double
     ) async throws -> JobReply {
         let url = self.url
+        let topology = self.topology
         let reply: JobReply = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 do {
                     let connection = try AMQPConnection(url: url)
                     defer { connection.close() }
+                    // Jobs sent before any coordinator ran wait in the queue instead of failing.
+                    try topology.declare(on: connection)
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     let correlation = UUID().uuidString
                     try connection.publish(AMQPMessage(
-                        exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(job),
+                        exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(job),
                         type: type.rawValue, messageId: messageId, replyTo: Topology.replyTo, correlationId: correlation,
                         headers: ["keel-type": type.rawValue, "keel-version": wireVersion], persistent: persistent))
                     let deadline = Date().addingTimeInterval(timeout)

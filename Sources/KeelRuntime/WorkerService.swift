@@ -14,6 +14,7 @@ import Synchronization
 public final class WorkerService: Sendable {
     public struct Configuration: Sendable {
         public var url: AMQPURL
+        public var topology: Topology = .fromEnvironment()
         public var taskQueue: String
         public var concurrency: Int
         public var identity: String
@@ -46,15 +47,16 @@ public final class WorkerService: Sendable {
     private var isStopped: Bool { stopped.withLock { $0 } }
 
     public func run() async throws {
-        let queueName = Topology.queue(forTaskQueue: configuration.taskQueue)
+        let topology = configuration.topology
+        let queueName = topology.queue(forTaskQueue: configuration.taskQueue)
         let taskQueue = configuration.taskQueue
         let consumer = AMQPConsumer(
             url: configuration.url, queue: queueName, prefetch: configuration.concurrency, logger: logger,
             declare: { connection in
-                try Topology.declare(on: connection)
-                try Topology.declareTaskQueue(taskQueue, on: connection)
+                try topology.declare(on: connection)
+                try topology.declareTaskQueue(taskQueue, on: connection)
             })
-        let publisher = AMQPPublisher(url: configuration.url, logger: logger)
+        let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         defer { publisher.close() }
         consumer.start()
         logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
@@ -132,7 +134,7 @@ public final class WorkerService: Sendable {
     }
 
     private func report<T: Encodable>(_ type: WireType, _ body: T, _ publisher: AMQPPublisher) async throws {
-        try await publisher.send(type, body, exchange: Topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+        try await publisher.send(type, body, exchange: publisher.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
     }
 
     private func deadLetter(

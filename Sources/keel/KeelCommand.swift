@@ -35,6 +35,7 @@ enum BuiltIn {
         var registry = WorkflowRegistry()
         registry.register(BenchSequential.self)
         registry.register(BenchSteps.self)
+        registry.register(CallActivity.self)
         return registry
     }
 

@@ -7,6 +7,8 @@ import KeelTestKit
 final class Deployment: @unchecked Sendable {
     let directory = makeTemporaryDirectory("keel-deploy")
     let url: AMQPURL
+    /// Each deployment has its own namespace, so deployments tested in parallel never share queues.
+    let topology = Topology(namespace: "test-\(UUID().uuidString.prefix(8).lowercased())")
     let client: KeelClient
     private(set) var coordinator: KeelProcess?
     private(set) var workers: [KeelProcess] = []
@@ -16,20 +18,12 @@ final class Deployment: @unchecked Sendable {
 
     init() throws {
         url = try AMQPURL.fromEnvironment()
-        client = KeelClient(url: url)
-        // Start from empty queues: the suite is serialized, nothing else uses these names.
-        let connection = try AMQPConnection(url: url)
-        try Topology.declare(on: connection)
-        for queue in [Topology.jobsQueue, Topology.resultsQueue, Topology.deadLetterQueue]
-            + Topology.standardTaskQueues.map(Topology.queue(forTaskQueue:)) {
-            try connection.purge(queue: queue)
-        }
-        connection.close()
+        client = KeelClient(url: url, topology: topology)
     }
 
     var environment: [String: String] {
         ["KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
-         "KEEL_EXECUTION_LOG": executionLogPath]
+         "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace]
     }
 
     func startCoordinator() throws {
@@ -53,6 +47,20 @@ final class Deployment: @unchecked Sendable {
         coordinator?.terminate()
         workers.forEach { $0.terminate() }
         client.close()
+        deleteQueues()
+    }
+
+    /// Removes this deployment's exchanges and queues from the broker.
+    private func deleteQueues() {
+        guard let connection = try? AMQPConnection(url: url) else { return }
+        defer { connection.close() }
+        for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue, topology.queue(forTaskQueue: "python")]
+            + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:)) {
+            try? connection.deleteQueue(queue)
+        }
+        for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange] {
+            try? connection.deleteExchange(exchange)
+        }
     }
 
     deinit {
@@ -87,12 +95,18 @@ final class KeelProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// SIGTERM, then waits.
-    func terminate() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+    /// SIGTERM, then waits (SIGKILL after 10 s).
+    func terminate() { stopProcess(process) }
+}
+
+/// SIGTERM, then SIGKILL if the process is still running after `grace` seconds.
+func stopProcess(_ process: Process, grace: Double = 10) {
+    guard process.isRunning else { return }
+    process.terminate()
+    if !eventually(grace, { !process.isRunning }) {
+        kill(process.processIdentifier, SIGKILL)
     }
+    process.waitUntilExit()
 }
 
 /// Polls `condition` every 50 ms until it holds or `seconds` pass.

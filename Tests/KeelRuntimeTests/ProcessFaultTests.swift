@@ -10,7 +10,7 @@ struct StepsInput: Codable, Sendable {
 }
 
 /// Fault tests with real processes and a real broker. Serialized: they share the broker's queues.
-@Suite("Faults across processes", .tags(.integration), .serialized, .timeLimit(.minutes(5)))
+@Suite("Faults across processes", .tags(.integration), .timeLimit(.minutes(5)))
 struct ProcessFaultTests {
     @Test func killingTheCoordinatorMidRunLosesNothingAndRerunsNoCompletedStep() async throws {
         let deployment = try Deployment()
@@ -97,26 +97,27 @@ struct ProcessFaultTests {
         try deployment.startWorker()
         let connection = try AMQPConnection(url: deployment.url)
         defer { connection.close() }
+        try deployment.topology.declare(on: connection)
         try connection.enableConfirms()
         let garbage = Data("{not json".utf8)
-        try connection.publish(AMQPMessage(exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: garbage, type: "start"))
-        try connection.publish(AMQPMessage(exchange: Topology.resultsExchange, routingKey: Topology.resultsRoutingKey, body: garbage, type: "result"))
-        try connection.publish(AMQPMessage(exchange: Topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
-        try connection.publish(AMQPMessage(exchange: Topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8), type: "launch"))
+        try connection.publish(AMQPMessage(exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: garbage, type: "start"))
+        try connection.publish(AMQPMessage(exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey, body: garbage, type: "result"))
+        try connection.publish(AMQPMessage(exchange: deployment.topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
+        try connection.publish(AMQPMessage(exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8), type: "launch"))
         try connection.waitForConfirms()
-        #expect(try eventually(20) { try connection.messageCount(queue: Topology.deadLetterQueue) == 4 })
+        #expect(try eventually(20) { try connection.messageCount(queue: deployment.topology.deadLetterQueue) == 4 })
         var reasons: [String: String] = [:]
         let reader = try AMQPConnection(url: deployment.url)  // a plain connection, not in confirm mode
         defer { reader.close() }
-        while let message = try reader.get(queue: Topology.deadLetterQueue) {
+        while let message = try reader.get(queue: deployment.topology.deadLetterQueue) {
             reasons[message.headers["keel-origin"] ?? "?", default: ""] += (message.headers["keel-error"] ?? "") + ";"
             #expect(message.body == garbage || message.type == "launch")
             try reader.ack(message.deliveryTag)
         }
-        #expect(reasons["keel.jobs"]?.contains("start job body is not valid") == true)
-        #expect(reasons["keel.jobs"]?.contains("unknown job type 'launch'") == true)
-        #expect(reasons["keel.results"]?.contains("result body is not valid") == true)
-        #expect(reasons["keel.q.default"]?.contains("task body is not valid") == true)
+        #expect(reasons[deployment.topology.jobsQueue]?.contains("start job body is not valid") == true)
+        #expect(reasons[deployment.topology.jobsQueue]?.contains("unknown job type 'launch'") == true)
+        #expect(reasons[deployment.topology.resultsQueue]?.contains("result body is not valid") == true)
+        #expect(reasons[deployment.topology.queue(forTaskQueue: "default")]?.contains("task body is not valid") == true)
         // Both processes still work.
         try await deployment.client.start(StartRequest(workflowType: "bench-sequential", workflowId: "after-garbage", input: try Payload(encoding: 2, field: "input")))
         let run = try await deployment.client.waitForResult(workflowId: "after-garbage", timeout: 30)

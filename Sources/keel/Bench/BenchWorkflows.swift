@@ -57,3 +57,23 @@ struct BenchSteps: Workflow {
         return sum
     }
 }
+
+/// Runs one activity by type name on a task queue and returns its JSON result: lets scripts
+/// call activities implemented in any language.
+struct CallActivity: Workflow {
+    static let name = "call-activity"
+    struct Input: Codable, Sendable {
+        var activityType: String
+        var taskQueue: String?
+        var input: JSONValue?
+        var startToCloseSeconds: Double?
+        var maximumAttempts: Int?
+    }
+    func run(context: WorkflowContext, input: Input) async throws -> JSONValue {
+        let options = ActivityOptions(
+            taskQueue: input.taskQueue ?? "default", startToCloseTimeout: .seconds(double: input.startToCloseSeconds ?? 60),
+            retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3))
+        let result = try await context.execute(activityType: input.activityType, input: input.input ?? .null, options: options)
+        return try result.decode(JSONValue.self)
+    }
+}

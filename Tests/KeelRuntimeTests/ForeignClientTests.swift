@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+import Keel
+import KeelTestKit
+
+/// The wire protocol from outside Swift: jobs from bash (amqp-publish), a worker in Python.
+@Suite("Jobs and workers in other languages", .tags(.integration), .timeLimit(.minutes(3)))
+struct ForeignClientTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func run(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        let pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = root
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    @Test func publishJobStartsAWorkflowAndAJobPublishedTwiceMakesOneRun() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker()
+        for _ in 0..<2 {
+            let published = try Self.run(["scripts/publish-job", "bench-sequential", "from-bash", "4"], environment: deployment.environment)
+            #expect(published.status == 0, "\(published.output)")
+        }
+        let run = try await deployment.client.waitForResult(workflowId: "from-bash", timeout: 30)
+        #expect(run.status == .completed)
+        #expect(run.result?.json == "6")
+        #expect(try deployment.store().runs(status: nil, limit: 10).filter { $0.workflowId == "from-bash" }.count == 1)
+        let bad = try Self.run(["scripts/publish-job", "bench-sequential", "bad", "{oops"], environment: deployment.environment)
+        #expect(bad.status == 2)
+        #expect(bad.output.contains("input is not valid JSON"))
+    }
+
+    @Test func aPythonWorkerServesAQueue() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "scripts/examples/python_worker.py", "python"]
+        python.currentDirectoryURL = Self.root
+        python.environment = ProcessInfo.processInfo.environment.merging(deployment.environment) { $1 }
+        let log = deployment.directory.appendingPathComponent("python.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        python.standardOutput = try FileHandle(forWritingTo: log)
+        python.standardError = try FileHandle(forWritingTo: log)
+        try python.run()
+        defer { stopProcess(python) }
+
+        let upper = try JSONValue.object(["activityType": .string("py-upper"), "taskQueue": .string("python"), "input": .string("keel")])
+        _ = try await deployment.client.startAndConfirm(StartRequest(workflowType: "call-activity", workflowId: "py-1", input: Payload(encoding: upper, field: "input")))
+        let done = try await deployment.client.waitForResult(workflowId: "py-1", timeout: 60)
+        #expect(done.status == .completed, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        #expect(done.result?.json == "\"KEEL\"")
+
+        let failing = JSONValue.object([
+            "activityType": .string("py-fail"), "taskQueue": .string("python"),
+            "input": .object(["type": .string("LLMBadRequest"), "message": .string("400 from python"), "nonRetryable": .bool(true)]),
+        ])
+        _ = try await deployment.client.startAndConfirm(StartRequest(workflowType: "call-activity", workflowId: "py-2", input: Payload(encoding: failing, field: "input")))
+        let failed = try await deployment.client.waitForResult(workflowId: "py-2", timeout: 60)
+        #expect(failed.status == .failed)
+        #expect(failed.failure?.message.contains("LLMBadRequest: 400 from python") == true)
+        let started = try deployment.store().events(runId: failed.runId).filter { $0.kind == .activityStarted }
+        #expect(started.count == 1, "non-retryable: one attempt")
+        #expect(started.first?.name?.hasPrefix("python:") == true)
+    }
+}
