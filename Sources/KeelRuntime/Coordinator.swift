@@ -337,13 +337,7 @@ public actor Coordinator {
         case .scheduleToStart:
             guard let activity = run.activities[seq], activity.state == .scheduled, activity.attempt == timer.attempt
             else { return }
-            var failure = Failure.timeout(.scheduleToStart)
-            failure.retryState = .timeout
-            endActivity(activity, in: run, &work)
-            apply(
-                HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: seq, attempt: activity.attempt,
-                             failure: failure),
-                to: run, &work)
+            timeOut(activity, .scheduleToStart, in: run, &work)
         case .startToClose, .heartbeat:
             guard var activity = run.activities[seq], activity.state == .started, activity.attempt == timer.attempt
             else { return }
@@ -351,14 +345,19 @@ public actor Coordinator {
             attemptFailed(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
         case .scheduleToClose:
             guard let activity = run.activities[seq] else { return }
-            var failure = Failure.timeout(.scheduleToClose)
-            failure.retryState = .timeout
-            endActivity(activity, in: run, &work)
-            apply(
-                HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: seq, attempt: activity.attempt,
-                             failure: failure),
-                to: run, &work)
+            timeOut(activity, .scheduleToClose, in: run, &work)
         }
+    }
+
+    /// Ends an activity on a timeout that is never retried (schedule-to-start, schedule-to-close).
+    private func timeOut(_ activity: ActivityRecord, _ kind: TimeoutKind, in run: LiveRun, _ work: inout Work) {
+        var failure = Failure.timeout(kind)
+        failure.retryState = .timeout
+        endActivity(activity, in: run, &work)
+        apply(
+            HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: activity.activityId,
+                         attempt: activity.attempt, failure: failure),
+            to: run, &work)
     }
 
     // MARK: Applying events and commands
