@@ -1,0 +1,53 @@
+import Foundation
+
+/// A child process running a `keel` binary, its output going to a log file.
+public final class KeelProcess: @unchecked Sendable {
+    public let process = Process()
+
+    /// The `keel` binary next to the running executable (the tests' bundle, or `keel` itself).
+    public static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("keel")
+    }
+
+    public init(_ arguments: [String], environment: [String: String], log: URL, binary: URL = KeelProcess.binary) throws {
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let output = try FileHandle(forWritingTo: log)
+        process.executableURL = binary
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    /// `kill -9`.
+    public func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM, then waits (SIGKILL after 10 s).
+    public func terminate() { stopProcess(process) }
+}
+
+/// SIGTERM, then SIGKILL if the process is still running after `grace` seconds.
+public func stopProcess(_ process: Process, grace: Double = 10) {
+    guard process.isRunning else { return }
+    process.terminate()
+    if !eventually(grace, { !process.isRunning }) {
+        kill(process.processIdentifier, SIGKILL)
+    }
+    process.waitUntilExit()
+}
+
+/// Polls `condition` every 50 ms until it holds or `seconds` pass.
+public func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try condition()
+}

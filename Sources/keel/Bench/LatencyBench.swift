@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Keel
+import KeelTestKit
+
+/// A coordinator and workers as child processes of the bench, in their own namespace and
+/// database, against the broker at `KEEL_AMQP_URL`; stopped and cleaned up at the end.
+struct BenchDeployment {
+    let directory = makeTemporaryDirectory("keel-bench")
+    let topology = Topology(namespace: "bench-\(UUID().uuidString.prefix(8).lowercased())")
+    let url: AMQPURL
+    var processes: [KeelProcess] = []
+
+    init(url: AMQPURL, durability: String, workers: Int, concurrency: Int) throws {
+        self.url = url
+        var environment = ["KEEL_DB": directory.appendingPathComponent("bench.sqlite").path,
+                           "KEEL_NAMESPACE": topology.namespace, "KEEL_DURABILITY": durability]
+        environment["KEEL_AMQP_URL"] = "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)/\(url.vhost == "/" ? "" : url.vhost)"
+        processes.append(try KeelProcess(["coordinator"], environment: environment, log: directory.appendingPathComponent("coordinator.log")))
+        for index in 0..<workers {
+            processes.append(try KeelProcess(
+                ["worker", "--queue", "default", "--concurrency", "\(concurrency)"], environment: environment,
+                log: directory.appendingPathComponent("worker-\(index).log")))
+        }
+    }
+
+    var databasePath: String { directory.appendingPathComponent("bench.sqlite").path }
+
+    func stop() {
+        processes.forEach { $0.terminate() }
+        if let connection = try? AMQPConnection(url: url) {
+            for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue]
+                + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:)) { try? connection.deleteQueue(queue) }
+            for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange] {
+                try? connection.deleteExchange(exchange)
+            }
+            connection.close()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+struct LatencyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "latency",
+        abstract: "Per-step latency of a sequential workflow through real coordinator and worker processes and RabbitMQ.")
+
+    @OptionGroup var broker: BrokerOptions
+    @Option(help: "Sequential no-op steps.") var steps = 200
+    @Option(help: "SQLite durability: normal or full.") var durability = "normal"
+
+    func run() async throws {
+        let deployment = try BenchDeployment(url: try broker.url(), durability: durability, workers: 1, concurrency: 1)
+        defer { deployment.stop() }
+        let client = KeelClient(url: deployment.url, topology: deployment.topology)
+        defer { client.close() }
+        // Warm up connections and code paths, then measure.
+        _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 5, field: "input")))
+        _ = try await client.waitForResult(workflowId: "warm-up", timeout: 60, poll: 0.05)
+        let begin = ContinuousClock.now
+        _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "latency", input: Payload(encoding: steps, field: "input")))
+        let run = try await client.waitForResult(workflowId: "latency", timeout: 600, poll: 0.05)
+        let wall = ContinuousClock.now - begin
+        guard run.status == .completed else { throw ValidationError("the bench workflow ended \(run.status.rawValue)") }
+        let events = try SQLiteHistoryStore(path: deployment.databasePath).events(runId: run.runId)
+        var scheduled: [Int64: Date] = [:], started: [Int64: Date] = [:]
+        var latencies: [Double] = [], toStart: [Double] = [], toComplete: [Double] = []
+        for event in events {
+            guard let ref = event.ref else { continue }
+            switch event.kind {
+            case .activityScheduled: scheduled[ref] = event.time
+            case .activityStarted: started[ref] = event.time
+            case .activityCompleted:
+                guard let begin = scheduled[ref], let middle = started[ref] else { continue }
+                latencies.append(event.time.timeIntervalSince(begin) * 1000)
+                toStart.append(middle.timeIntervalSince(begin) * 1000)
+                toComplete.append(event.time.timeIntervalSince(middle) * 1000)
+            default: continue
+            }
+        }
+        latencies.sort()
+        toStart.sort()
+        toComplete.sort()
+        func percentile(_ p: Double, of values: [Double]? = nil) -> Double {
+            let values = values ?? latencies
+            return values[min(Int(Double(values.count) * p), values.count - 1)]
+        }
+        print("\(latencies.count) steps, durability \(durability), one worker process, wall \(String(format: "%.2f", wall.seconds)) s")
+        print("per step (activity scheduled -> completion recorded, coordinator clock):")
+        print(String(format: "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last ?? 0))
+        print(String(format: "split, p50: scheduled -> started recorded %.2f ms, started -> completed recorded %.2f ms",
+                     percentile(0.5, of: toStart), percentile(0.5, of: toComplete)))
+        print(String(format: "p50_ms=%.2f p99_ms=%.2f", percentile(0.5), percentile(0.99)))
+    }
+}
