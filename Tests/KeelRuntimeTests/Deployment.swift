@@ -16,9 +16,9 @@ final class Deployment: @unchecked Sendable {
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
     var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
 
-    init() throws {
-        url = try AMQPURL.fromEnvironment()
-        client = KeelClient(url: url, topology: topology)
+    init(url: AMQPURL? = nil) throws {
+        self.url = try url ?? AMQPURL.fromEnvironment()
+        client = KeelClient(url: self.url, topology: topology)
     }
 
     var environment: [String: String] {

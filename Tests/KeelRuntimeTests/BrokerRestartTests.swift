@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+import Keel
+import KeelTestKit
+
+/// Restarts RabbitMQ under running coordinator and workers. Uses a broker of its own (port 5679)
+/// so the other tests' broker stays up.
+@Suite("Broker restart", .tags(.integration), .timeLimit(.minutes(5)))
+struct BrokerRestartTests {
+    static let port = "5679"
+
+    /// Runs `scripts/rabbitmq COMMAND` for this suite's broker. Through `system()`: Foundation's
+    /// `Process.waitUntilExit` does not return once the script has left a broker daemon behind.
+    static func rabbitmq(_ command: String) throws {
+        let script = ForeignClientTests.root.appendingPathComponent("scripts/rabbitmq").path
+        let status = system("KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >/dev/null 2>&1")
+        if command == "start" && status != 0 { throw WireError(message: "scripts/rabbitmq start failed (\(status))") }
+    }
+
+    @Test func everythingCompletesOnceTheBrokerIsBack() async throws {
+        try Self.rabbitmq("start")
+        defer { try? Self.rabbitmq("stop") }
+        let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
+        defer { deployment.stopAll() }
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 4)
+        let ids = (1...6).map { "restart-\($0)" }
+        for id in ids {
+            try await deployment.client.start(StartRequest(
+                workflowType: "bench-steps", workflowId: id,
+                input: Payload(encoding: StepsInput(steps: 20, milliseconds: 300), field: "input"), requestId: id))
+        }
+        #expect(eventually(30) { deployment.executions.count >= 6 }, "the run got going")
+        try Self.rabbitmq("stop")
+        let executionsWhileDown = deployment.executions.count
+        try await Task.sleep(for: .seconds(2))
+        try Self.rabbitmq("start")
+        for id in ids {
+            let run = try await deployment.client.waitForResult(workflowId: id, timeout: 120)
+            #expect(run.status == .completed, "\(id): \(run.status) \(run.failure?.description ?? "")")
+            #expect(run.result?.json == "190")
+        }
+        #expect(executionsWhileDown < 120, "the restart happened mid-run")
+        #expect(Set(deployment.executions.map { "\($0.runId)/\($0.activityId)" }).count == 120)
+    }
+}
