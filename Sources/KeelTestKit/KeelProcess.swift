@@ -23,10 +23,13 @@ public final class KeelProcess: @unchecked Sendable {
 
     /// `kill -9`.
     public func kill() {
-        guard process.isRunning else { return }
+        // Unconditionally: a test that kills a process must not skip it on a stale `isRunning`.
         Foundation.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
+
+    /// Whether the process still exists, asked of the kernel.
+    public var exists: Bool { Foundation.kill(process.processIdentifier, 0) == 0 }
 
     /// SIGTERM, then waits (SIGKILL after 10 s).
     public func terminate() { stopProcess(process) }

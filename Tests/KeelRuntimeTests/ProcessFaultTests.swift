@@ -56,10 +56,12 @@ struct ProcessFaultTests {
         let doomed = try deployment.startWorker(concurrency: 1)
         try await deployment.client.start(StartRequest(
             workflowType: "bench-steps", workflowId: "kill-worker",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 2500, heartbeatTimeoutSeconds: 1), field: "input")))
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 5000, heartbeatTimeoutSeconds: 1), field: "input")))
         #expect(eventually(20) { !deployment.executions.isEmpty })
-        try await Task.sleep(for: .milliseconds(600))
+        try await Task.sleep(for: .milliseconds(300))
         doomed.kill()
+        #expect(!doomed.exists)
+        #expect(try deployment.store().runs(status: .completed, limit: 10).isEmpty, "killed mid-activity")
         try deployment.startWorker(concurrency: 1)
         let run = try await deployment.client.waitForResult(workflowId: "kill-worker", timeout: 60)
         #expect(run.status == .completed)
