@@ -42,17 +42,12 @@ struct ForeignClientTests {
     @Test func aPythonWorkerServesAQueue() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        python.arguments = ["python3", "scripts/examples/python_worker.py", "python"]
-        python.currentDirectoryURL = Self.root
-        python.environment = ProcessInfo.processInfo.environment.merging(deployment.environment) { $1 }
+        let python = try KeelProcess(
+            ["python3", Self.root.appendingPathComponent("scripts/examples/python_worker.py").path, "python"],
+            environment: deployment.environment, log: deployment.directory.appendingPathComponent("python.log"),
+            binary: URL(fileURLWithPath: "/usr/bin/env"))
         let log = deployment.directory.appendingPathComponent("python.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        python.standardOutput = try FileHandle(forWritingTo: log)
-        python.standardError = try FileHandle(forWritingTo: log)
-        try python.run()
-        defer { stopProcess(python) }
+        defer { python.terminate() }
 
         let upper = try JSONValue.object(["activityType": .string("py-upper"), "taskQueue": .string("python"), "input": .string("keel")])
         _ = try await deployment.client.startAndConfirm(StartRequest(workflowType: "call-activity", workflowId: "py-1", input: Payload(encoding: upper, field: "input")))
