@@ -33,8 +33,6 @@ final class DeterministicExecutor: TaskExecutor, SerialExecutor {
                 isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
         }
     }
-
-    var hasPendingJobs: Bool { jobs.withLock { !$0.isEmpty } }
 }
 
 // The Swift runtime's identifier of the task a job belongs to; the only stable way to tell

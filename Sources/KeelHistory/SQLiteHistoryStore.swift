@@ -241,6 +241,7 @@ public final class SQLiteHistoryStore: HistoryStore {
     public func events(runId: String) throws -> [HistoryEvent] {
         try wrap("read history") {
             try pool.read { db in
+                let decoder = JSONDecoder()
                 var events: [HistoryEvent] = []
                 let rows = try Row.fetchCursor(
                     db, sql: """
@@ -256,7 +257,7 @@ public final class SQLiteHistoryStore: HistoryStore {
                     events.append(HistoryEvent(
                         id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
                         name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
-                        failure: try failureText.map { try JSONDecoder().decode(Failure.self, from: Data($0.utf8)) },
+                        failure: try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) },
                         attributes: (row[8] as Data?).map(Payload.init(data:))))
                 }
                 return events

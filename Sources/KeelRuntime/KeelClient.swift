@@ -1,6 +1,7 @@
 import Foundation
 import KeelAMQP
 import KeelCore
+import Synchronization
 
 /// Talks to a coordinator through RabbitMQ: publishes jobs (confirmed, persistent) and asks
 /// queries over direct reply-to. What `keel start`, `keel signal` and friends use.
@@ -8,6 +9,8 @@ public final class KeelClient: Sendable {
     let url: AMQPURL
     let topology: Topology
     let publisher: AMQPPublisher
+    /// Set once this client has declared the topology for its request/reply connections.
+    private let declared = Mutex(false)
 
     public init(url: AMQPURL, topology: Topology = .fromEnvironment()) {
         self.url = url
@@ -80,13 +83,15 @@ public final class KeelClient: Sendable {
     ) async throws -> JobReply {
         let url = self.url
         let topology = self.topology
+        let mustDeclare = !declared.withLock { $0 }
         let reply: JobReply = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
                 do {
                     let connection = try AMQPConnection(url: url)
                     defer { connection.close() }
                     // Jobs sent before any coordinator ran wait in the queue instead of failing.
-                    try topology.declare(on: connection)
+                    // Once per client: waitForResult polls through here.
+                    if mustDeclare { try topology.declare(on: connection) }
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     let correlation = UUID().uuidString
                     try connection.publish(AMQPMessage(
@@ -106,6 +111,7 @@ public final class KeelClient: Sendable {
                 }
             }
         }
+        declared.withLock { $0 = true }
         if let error = reply.error { throw error }
         return reply
     }
