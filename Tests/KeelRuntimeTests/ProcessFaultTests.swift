@@ -21,7 +21,7 @@ struct ProcessFaultTests {
         for id in ids {
             try await deployment.client.start(StartRequest(
                 workflowType: "bench-steps", workflowId: id,
-                input: Payload(encoding: StepsInput(steps: 8, milliseconds: 60), field: "input"), requestId: id))
+                input: Payload(encoding: StepsInput(steps: 8, milliseconds: 250), field: "input"), requestId: id))
         }
         #expect(eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()
