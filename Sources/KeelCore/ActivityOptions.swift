@@ -15,8 +15,10 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
     /// Maximum time between heartbeats of a running attempt. Retried.
     public var heartbeatTimeout: Double?
     public var retryPolicy: RetryPolicy
-    /// When attempts are exhausted, the activity waits in the dead-letter queue for an operator
-    /// instead of failing the workflow.
+    /// When the last attempt fails (attempts used up, a non-retryable error, a schedule-to-close
+    /// timeout), the activity waits in the dead-letter queue for an operator instead of failing
+    /// the workflow: `keel dlq redrive` gives it fresh attempts, `keel dlq discard` hands the
+    /// workflow the failure. Either way the activity is dead-lettered with its context.
     public var parkOnExhaustion: Bool
 
     public init(

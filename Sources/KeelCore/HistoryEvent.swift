@@ -20,6 +20,7 @@ public enum EventKind: String, Codable, Sendable, CaseIterable {
     case activityTimedOut
     case activityCancelRequested
     case activityParked
+    case activityRedriven
     case timerStarted
     case timerFired
     case timerCancelled
@@ -94,7 +95,7 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
     /// Whether this failure event ends its activity (rather than leading to another attempt).
     public var endsActivity: Bool {
         switch kind {
-        case .activityCompleted, .activityParked: return true
+        case .activityCompleted: return true
         case .activityFailed, .activityTimedOut: return failure?.retryState != .willRetry
         default: return false
         }

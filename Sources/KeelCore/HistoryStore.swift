@@ -92,6 +92,14 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     public var attemptScheduledAt: Date
     public var startedAt: Date?
     public var heartbeatDetails: Payload?
+    /// Attempts used before the last redrive from the dead-letter queue; the retry policy
+    /// counts only the attempts after it.
+    public var attemptsBeforeRedrive: Int?
+    /// The failure that parked the activity (see `ActivityOptions.parkOnExhaustion`).
+    public var parkedFailure: Failure?
+
+    /// Attempts counted by the retry policy: those since the last redrive.
+    public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) }
 
     public init(
         runId: String, activityId: Int64, activityType: String, input: Payload,
@@ -155,6 +163,9 @@ public struct StoreBatch: Sendable {
     public var clearedRuns: [String] = []
     public var outbox: [ActivityTask] = []
     public var deletedOutbox: [String] = []
+    /// Dead-letter entries to publish after the commit (their own outbox).
+    public var deadLetters: [DeadLetterEntry] = []
+    public var deletedDeadLetters: [String] = []
 
     public struct ActivityChange: Sendable {
         public var runId: String
@@ -172,7 +183,7 @@ public struct StoreBatch: Sendable {
 
     public var isEmpty: Bool {
         runs.isEmpty && events.isEmpty && activities.isEmpty && timers.isEmpty && clearedRuns.isEmpty
-            && outbox.isEmpty && deletedOutbox.isEmpty
+            && outbox.isEmpty && deletedOutbox.isEmpty && deadLetters.isEmpty && deletedDeadLetters.isEmpty
     }
 
     public mutating func save(_ activity: ActivityRecord) {
@@ -216,6 +227,8 @@ public protocol HistoryStore: Sendable {
     /// The earliest timer of a running run, with the same rule as `dueTimers`.
     func nextTimerDeadline() throws -> Date?
     func outbox() throws -> [ActivityTask]
+    /// Dead-letter entries committed but not yet published.
+    func deadLetterOutbox() throws -> [DeadLetterEntry]
 }
 
 /// Where time comes from. Tests use a manual clock.

@@ -104,6 +104,15 @@ public final class SQLiteHistoryStore: HistoryStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v2: dead-letter outbox") { db in
+            try db.execute(sql: """
+                CREATE TABLE dead_letter_outbox (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    entry BLOB NOT NULL,
+                    created_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 
@@ -182,6 +191,13 @@ public final class SQLiteHistoryStore: HistoryStore {
                 }
                 for key in batch.deletedOutbox {
                     try db.cachedStatement(sql: "DELETE FROM outbox WHERE attempt_key = ?").execute(arguments: [key])
+                }
+                for entry in batch.deadLetters {
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO dead_letter_outbox (id, entry, created_at) VALUES (?, ?, ?)")
+                        .execute(arguments: [entry.id, try encoder.encode(entry), Date().timeIntervalSince1970])
+                }
+                for id in batch.deletedDeadLetters {
+                    try db.cachedStatement(sql: "DELETE FROM dead_letter_outbox WHERE id = ?").execute(arguments: [id])
                 }
             }
         }
@@ -312,6 +328,16 @@ public final class SQLiteHistoryStore: HistoryStore {
                 let decoder = JSONDecoder()
                 return try Data.fetchAll(db, sql: "SELECT task FROM outbox ORDER BY created_at")
                     .map { try decoder.decode(ActivityTask.self, from: $0) }
+            }
+        }
+    }
+
+    public func deadLetterOutbox() throws -> [DeadLetterEntry] {
+        try wrap("read dead-letter outbox") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT entry FROM dead_letter_outbox ORDER BY created_at")
+                    .map { try decoder.decode(DeadLetterEntry.self, from: $0) }
             }
         }
     }

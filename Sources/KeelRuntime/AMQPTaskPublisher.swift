@@ -18,6 +18,20 @@ public struct AMQPTaskPublisher: TaskPublisher {
         }
         try await publisher.publish(messages, taskQueues: Set(tasks.map(\.taskQueue)))
     }
+
+    public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
+        let messages = try entries.map { entry in
+            AMQPMessage(
+                exchange: publisher.topology.deadLetterExchange, routingKey: entry.taskQueue, body: try Wire.encode(entry),
+                type: WireType.deadLetter.rawValue, messageId: entry.id,
+                headers: ["keel-type": WireType.deadLetter.rawValue, "keel-version": wireVersion,
+                          "keel-workflow-id": entry.workflowId, "keel-run-id": entry.runId,
+                          "keel-activity-type": entry.activityType,
+                          "keel-origin": publisher.topology.queue(forTaskQueue: entry.taskQueue),
+                          "keel-error": String("\(entry.failure.type): \(entry.failure.message)".prefix(1000))])
+        }
+        try await publisher.publish(messages)
+    }
 }
 
 extension AMQPPublisher {

@@ -27,6 +27,9 @@ public actor Coordinator {
     var openRunByWorkflowId: [String: String] = [:]
     var completionWaiters: [String: [CheckedContinuation<RunRecord, Never>]] = [:]
     var generator = SystemRandomNumberGenerator()
+    /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
+    /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
+    var publishing: Set<String> = []
 
     /// An open run held in memory.
     final class LiveRun {
@@ -115,16 +118,28 @@ public actor Coordinator {
         return report
     }
 
-    /// Publishes tasks left in the outbox (after a crash or a failed publish). Returns how many.
+    /// Publishes tasks and dead-letter entries left in their outboxes (after a crash or a failed
+    /// publish). Returns how many.
     @discardableResult
     public func flushOutbox() async throws -> Int {
-        let tasks = try store.outbox()
-        guard !tasks.isEmpty else { return 0 }
-        try await publisher.publish(tasks)
+        let tasks = try store.outbox().filter { !publishing.contains($0.attemptKey) }
+        let deadLetters = try store.deadLetterOutbox().filter { !publishing.contains($0.id) }
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
+        let keys = tasks.map(\.attemptKey) + deadLetters.map(\.id)
+        publishing.formUnion(keys)
+        do {
+            try await publisher.publish(tasks)
+            if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
+        } catch {
+            publishing.subtract(keys)
+            throw error
+        }
+        publishing.subtract(keys)
         var batch = StoreBatch()
         batch.deletedOutbox = tasks.map(\.attemptKey)
+        batch.deletedDeadLetters = deadLetters.map(\.id)
         try store.commit(batch)
-        return tasks.count
+        return tasks.count + deadLetters.count
     }
 
     /// Releases every in-memory run (their state is in the store). For shutdown and tests.
@@ -201,6 +216,55 @@ public actor Coordinator {
         var work = Work(now: clock.now())
         terminate(run, reason: reason, &work)
         try await finish(&work)
+    }
+
+    /// Gives a parked activity fresh attempts (its retry policy starts counting again, its
+    /// schedule-to-close deadline restarts); the workflow continues where it was when one succeeds.
+    public func redrive(runId: String, activityId: Int64) async throws {
+        let (run, activity) = try parkedActivity(runId: runId, activityId: activityId, for: "redrive")
+        var work = Work(now: clock.now())
+        var redriven = activity
+        append(
+            HistoryEvent(id: 0, time: work.now, kind: .activityRedriven, ref: activityId, attempt: activity.attempt),
+            to: run, &work)
+        redriven.attemptsBeforeRedrive = activity.attempt
+        redriven.parkedFailure = nil
+        redriven.scheduledAt = work.now
+        if let timeout = activity.options.scheduleToCloseTimeout {
+            work.batch.set(TimerRecord(
+                runId: runId, kind: .scheduleToClose, seq: activityId, fireAt: work.now.addingTimeInterval(timeout)))
+        }
+        dispatch(&redriven, in: run, &work)
+        try await finish(&work)
+    }
+
+    /// Hands a parked activity's failure to its workflow, as if it had not been parked.
+    public func discard(runId: String, activityId: Int64) async throws {
+        let (run, activity) = try parkedActivity(runId: runId, activityId: activityId, for: "discard")
+        var work = Work(now: clock.now())
+        endActivity(activity, in: run, &work)
+        apply(
+            HistoryEvent(id: 0, time: work.now, kind: .activityFailed, ref: activityId, attempt: activity.attempt,
+                         failure: activity.parkedFailure ?? Failure(type: "Discarded", message: "discarded from the dead-letter queue", nonRetryable: true)),
+            to: run, &work)
+        try await finish(&work)
+    }
+
+    private func parkedActivity(runId: String, activityId: Int64, for action: String) throws -> (LiveRun, ActivityRecord) {
+        guard let run = runs[runId] else {
+            let status = try store.run(runId: runId)?.status.rawValue ?? "unknown to this coordinator"
+            throw ActivityNotParkedError(
+                message: "cannot \(action) activity \(activityId) of run \(runId): the run is \(status)")
+        }
+        guard let activity = run.activities[activityId] else {
+            throw ActivityNotParkedError(
+                message: "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is not pending (already completed, failed or discarded)")
+        }
+        guard activity.state == .parked else {
+            throw ActivityNotParkedError(
+                message: "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is \(activity.state.rawValue), not parked")
+        }
+        return (run, activity)
     }
 
     /// Answers a query from the run's current state; a closed run is replayed to answer.
@@ -344,7 +408,7 @@ public actor Coordinator {
             let failure = Failure.timeout(timer.kind == .heartbeat ? .heartbeat : .startToClose)
             attemptFailed(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
         case .scheduleToClose:
-            guard let activity = run.activities[seq] else { return }
+            guard let activity = run.activities[seq], activity.state != .parked else { return }
             timeOut(activity, .scheduleToClose, in: run, &work)
         }
     }
@@ -353,11 +417,8 @@ public actor Coordinator {
     private func timeOut(_ activity: ActivityRecord, _ kind: TimeoutKind, in run: LiveRun, _ work: inout Work) {
         var failure = Failure.timeout(kind)
         failure.retryState = .timeout
-        endActivity(activity, in: run, &work)
-        apply(
-            HistoryEvent(id: 0, time: work.now, kind: .activityTimedOut, ref: activity.activityId,
-                         attempt: activity.attempt, failure: failure),
-            to: run, &work)
+        var activity = activity
+        activityFailedFinally(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
     }
 
     // MARK: Applying events and commands
@@ -600,7 +661,7 @@ public actor Coordinator {
     ) {
         let deadline = activity.options.scheduleToCloseTimeout.map { activity.scheduledAt.addingTimeInterval($0) }
         let decision = activity.options.retryPolicy.decide(
-            attempt: activity.attempt, failure: failure, now: work.now, deadline: deadline,
+            attempt: activity.attemptsSinceRedrive, failure: failure, now: work.now, deadline: deadline,
             random: Double.random(in: 0..<1, using: &generator))
         var failure = failure
         let seq = activity.activityId
@@ -622,11 +683,74 @@ public actor Coordinator {
             save(activity, in: run, &work)
         case .stop(let state):
             failure.retryState = state
+            activityFailedFinally(&activity, failure: failure, kind: kind, in: run, &work)
+        }
+    }
+
+    /// Ends an activity whose last attempt failed with no attempt to follow. The activity goes to
+    /// the dead-letter queue with its context, in the same transaction; then either the workflow
+    /// receives the failure, or (``ActivityOptions/parkOnExhaustion``) the activity is parked
+    /// and the workflow waits for an operator's redrive or discard.
+    private func activityFailedFinally(
+        _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
+    ) {
+        let seq = activity.activityId
+        let park = activity.options.parkOnExhaustion
+        work.batch.deadLetters.append(DeadLetterEntry(
+            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+            activityId: seq, activityType: activity.activityType, taskQueue: activity.options.taskQueue,
+            input: activity.input, failure: failure, attempts: attempts(of: activity, in: run, final: failure, work),
+            parked: park, scheduledAt: activity.scheduledAt, deadLetteredAt: work.now))
+        guard park else {
             endActivity(activity, in: run, &work)
             apply(
                 HistoryEvent(id: 0, time: work.now, kind: kind, ref: seq, attempt: activity.attempt, failure: failure),
                 to: run, &work)
+            return
         }
+        append(
+            HistoryEvent(id: 0, time: work.now, kind: .activityParked, ref: seq, attempt: activity.attempt, failure: failure),
+            to: run, &work)
+        for kind in [TimerRecord.Kind.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose] {
+            work.batch.deleteTimer(runId: run.runId, kind: kind, seq: seq)
+        }
+        activity.state = .parked
+        activity.startedAt = nil
+        activity.parkedFailure = failure
+        save(activity, in: run, &work)
+        logger.warning(
+            "activity parked after its last attempt failed; `keel dlq redrive` retries it, `keel dlq discard` fails it",
+            metadata: ["workflow_id": "\(run.record.workflowId)", "activity": "\(activity.activityType)#\(seq)",
+                       "error": "\(failure.type)"])
+    }
+
+    /// Every failed attempt of `activity` as its history has it, the last one ending with `final`.
+    private func attempts(
+        of activity: ActivityRecord, in run: LiveRun, final: Failure, _ work: Work
+    ) -> [DeadLetterEntry.Attempt] {
+        let seq = activity.activityId
+        let committed = (try? store.events(runId: run.runId)) ?? []
+        let pending = work.batch.events.lazy.filter { $0.runId == run.runId }.map(\.event)
+        var started: [Int: (worker: String?, at: Date)] = [:]
+        var attempts: [DeadLetterEntry.Attempt] = []
+        for event in committed + pending where event.ref == seq {
+            guard let attempt = event.attempt else { continue }
+            switch event.kind {
+            case .activityStarted:
+                started[attempt] = (event.name, event.time)
+            case .activityFailed, .activityTimedOut, .activityParked:
+                guard let failure = event.failure else { continue }
+                attempts.append(DeadLetterEntry.Attempt(
+                    attempt: attempt, worker: started[attempt]?.worker, startedAt: started[attempt]?.at,
+                    endedAt: event.time, failure: failure))
+            default:
+                continue
+            }
+        }
+        let last = activity.attempt
+        attempts.append(DeadLetterEntry.Attempt(
+            attempt: last, worker: started[last]?.worker, startedAt: started[last]?.at, endedAt: work.now, failure: final))
+        return attempts
     }
 
     private func save(_ activity: ActivityRecord, in run: LiveRun, _ work: inout Work) {
@@ -654,16 +778,25 @@ public actor Coordinator {
                 waiter.resume(returning: record)
             }
         }
-        let tasks = work.batch.outbox
-        guard !tasks.isEmpty else { return }
+        await publish(work.batch.outbox, work.batch.deadLetters)
+    }
+
+    /// Publishes tasks and dead-letter entries already committed to their outboxes, then clears
+    /// those rows. On failure they stay, and ``flushOutbox()`` publishes them later.
+    private func publish(_ tasks: [ActivityTask], _ deadLetters: [DeadLetterEntry]) async {
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return }
+        let keys = tasks.map(\.attemptKey) + deadLetters.map(\.id)
+        publishing.formUnion(keys)
         do {
             try await publisher.publish(tasks)
+            if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
             var cleared = StoreBatch()
             cleared.deletedOutbox = tasks.map(\.attemptKey)
+            cleared.deletedDeadLetters = deadLetters.map(\.id)
             try store.commit(cleared)
         } catch {
-            // The tasks stay in the outbox; flushOutbox() publishes them later.
-            logger.warning("publishing \(tasks.count) task(s) failed, kept in the outbox: \(error)")
+            logger.warning("publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
         }
+        publishing.subtract(keys)
     }
 }

@@ -25,3 +25,10 @@ public struct WorkflowNotFoundError: KeelError {
     public var isNonRetryable: Bool { true }
     public var message: String { "workflow \(workflowId): \(detail)" }
 }
+
+/// A redrive or discard named an activity that is not parked.
+public struct ActivityNotParkedError: KeelError {
+    public var message: String
+    public var errorType: String { "ActivityNotParked" }
+    public var isNonRetryable: Bool { true }
+}

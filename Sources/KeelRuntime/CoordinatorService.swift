@@ -90,9 +90,10 @@ public final class CoordinatorService: Sendable {
                         type: "reply", correlationId: message.correlationId, persistent: false)])
                 }
                 // A request that changes something and cannot succeed as sent is kept, with the
-                // reason, in the dead-letter queue; a read-only one was answered and is done.
-                let readOnly = message.replyTo != nil && [WireType.query.rawValue, WireType.describe.rawValue].contains(message.type ?? "")
-                if !readOnly {
+                // reason, in the dead-letter queue; a read-only one, or an operator's redrive or
+                // discard (its entry stays in the dead-letter queue), was answered and is done.
+                let answered: Set<String> = [WireType.query.rawValue, WireType.describe.rawValue, WireType.redrive.rawValue, WireType.discard.rawValue]
+                if message.replyTo == nil || !answered.contains(message.type ?? "") {
                     logger.warning("job \(message.type ?? "?") dead-lettered: \(error)")
                     try await publisher.deadLetter(message, from: publisher.topology.jobsQueue, reason: error.description)
                 }
@@ -104,7 +105,7 @@ public final class CoordinatorService: Sendable {
     private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
         let typeName = message.type ?? message.headers["keel-type"] ?? ""
         guard let type = WireType(rawValue: typeName) else {
-            throw WireError(message: "unknown job type '\(typeName)'; expected start, signal, cancel, terminate, query or describe")
+            throw WireError(message: "unknown job type '\(typeName)'; expected start, signal, cancel, terminate, query, describe, redrive or discard")
         }
         switch type {
         case .start:
@@ -125,6 +126,17 @@ public final class CoordinatorService: Sendable {
             let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "query job")
             guard let name = job.name else { throw WireError(message: "query job needs 'name'") }
             return JobReply(ok: true, result: try await coordinator.query(workflowId: job.workflowId, name: name, argument: job.input))
+        case .redrive, .discard:
+            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
+            guard let runId = job.runId, let activityId = job.activityId else {
+                throw WireError(message: "\(type.rawValue) job needs 'runId' and 'activityId'")
+            }
+            if type == .redrive {
+                try await coordinator.redrive(runId: runId, activityId: activityId)
+            } else {
+                try await coordinator.discard(runId: runId, activityId: activityId)
+            }
+            return JobReply(ok: true)
         case .describe:
             let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "describe job")
             guard let run = try coordinator.store.latestRun(workflowId: job.workflowId) else {

@@ -56,6 +56,16 @@ public final class KeelClient: Sendable {
         return reply.result ?? .null
     }
 
+    /// Asks the coordinator to give a parked activity fresh attempts; throws why it cannot.
+    public func redrive(workflowId: String, runId: String, activityId: Int64, timeout: Double = 30) async throws {
+        _ = try await request(.redrive, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
+    }
+
+    /// Asks the coordinator to hand a parked activity's failure to its workflow.
+    public func discard(workflowId: String, runId: String, activityId: Int64, timeout: Double = 30) async throws {
+        _ = try await request(.discard, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
+    }
+
     /// The latest run of `workflowId` as the coordinator's store has it.
     public func describe(workflowId: String, timeout: Double = 10) async throws -> RunRecord {
         let reply = try await request(.describe, WorkflowJob(workflowId: workflowId), timeout: timeout)

@@ -4,6 +4,8 @@ import KeelCore
 /// (publisher confirms); the coordinator clears its outbox only then.
 public protocol TaskPublisher: Sendable {
     func publish(_ tasks: [ActivityTask]) async throws
+    /// Sends entries to the dead-letter queue, durably; their outbox rows are cleared after.
+    func deadLetter(_ entries: [DeadLetterEntry]) async throws
 }
 
 /// Configuration of a coordinator.

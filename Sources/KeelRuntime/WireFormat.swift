@@ -5,11 +5,13 @@ import KeelCore
 /// docs/protocol.md describes every body.
 public enum WireType: String, Sendable, CaseIterable {
     // keel.jobs
-    case start, signal, cancel, terminate, query, describe
+    case start, signal, cancel, terminate, query, describe, redrive, discard
     // keel.q.<queue>
     case task
     // keel.results
     case started, heartbeat, result
+    // keel.dead
+    case deadLetter = "dead-letter"
 }
 
 /// The protocol version in the `keel-version` header.
@@ -84,7 +86,7 @@ public struct StartJob: Codable, Sendable {
     }
 }
 
-/// Body of `signal`, `cancel`, `terminate`, `query` and `describe` jobs.
+/// Body of `signal`, `cancel`, `terminate`, `query`, `describe`, `redrive` and `discard` jobs.
 public struct WorkflowJob: Codable, Sendable {
     public var workflowId: String
     /// Signal or query name.
@@ -93,12 +95,20 @@ public struct WorkflowJob: Codable, Sendable {
     public var input: Payload?
     /// Why a run is terminated.
     public var reason: String?
+    /// The run and activity a `redrive` or `discard` job is about.
+    public var runId: String?
+    public var activityId: Int64?
 
-    public init(workflowId: String, name: String? = nil, input: Payload? = nil, reason: String? = nil) {
+    public init(
+        workflowId: String, name: String? = nil, input: Payload? = nil, reason: String? = nil, runId: String? = nil,
+        activityId: Int64? = nil
+    ) {
         self.workflowId = workflowId
         self.name = name
         self.input = input
         self.reason = reason
+        self.runId = runId
+        self.activityId = activityId
     }
 }
 

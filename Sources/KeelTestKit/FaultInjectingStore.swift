@@ -45,4 +45,5 @@ public final class FaultInjectingStore: HistoryStore {
     public func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord] { try base.dueTimers(at: time, limit: limit) }
     public func nextTimerDeadline() throws -> Date? { try base.nextTimerDeadline() }
     public func outbox() throws -> [ActivityTask] { try base.outbox() }
+    public func deadLetterOutbox() throws -> [DeadLetterEntry] { try base.deadLetterOutbox() }
 }

@@ -8,6 +8,7 @@ import Synchronization
 public final class InMemoryBroker: TaskPublisher {
     private let queues = Mutex([String: [ActivityTask]]())
     private let published = Mutex(0)
+    private let dead = Mutex([DeadLetterEntry]())
 
     public init() {}
 
@@ -17,6 +18,13 @@ public final class InMemoryBroker: TaskPublisher {
         }
         published.withLock { $0 += tasks.count }
     }
+
+    public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
+        dead.withLock { $0.append(contentsOf: entries) }
+    }
+
+    /// Dead-letter entries published so far, oldest first.
+    public var deadLetters: [DeadLetterEntry] { dead.withLock { $0 } }
 
     /// Takes the oldest task of `queue`, or of any queue.
     public func take(queue: String? = nil) -> ActivityTask? {

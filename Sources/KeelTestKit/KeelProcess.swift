@@ -39,18 +39,20 @@ public final class KeelProcess: @unchecked Sendable {
 public func stopProcess(_ process: Process, grace: Double = 10) {
     guard process.isRunning else { return }
     process.terminate()
-    if !eventually(grace, { !process.isRunning }) {
-        kill(process.processIdentifier, SIGKILL)
-    }
+    let deadline = Date().addingTimeInterval(grace)
+    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
 }
 
-/// Polls `condition` every 50 ms until it holds or `seconds` pass.
-public func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+/// Polls `condition` every 50 ms until it holds or `seconds` pass. Suspends instead of blocking
+/// a thread: tests run in parallel on a small cooperative pool, and a blocked thread there
+/// delays every other test's tasks (in-process workers, timers) by seconds.
+public func eventually(_ seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
-        if try condition() { return true }
-        Thread.sleep(forTimeInterval: 0.05)
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
     }
-    return try condition()
+    return try await condition()
 }

@@ -120,12 +120,15 @@ struct SignalCommand: AsyncParsableCommand {
     @Argument var workflowId: String
     @Argument var name: String
     @Option(help: "Signal input JSON, or @file.") var input: String?
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
         try await client.signal(workflowId: workflowId, name: name, input: try readInput(input))
-        print("signal \(name) to \(workflowId) published")
+        if json { try printJSON(["workflowId": workflowId, "signal": name, "published": "true"]) } else {
+            print("signal \(name) to \(workflowId) published")
+        }
     }
 }
 
@@ -133,12 +136,15 @@ struct CancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Ask a workflow to cancel.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
         try await client.cancel(workflowId: workflowId)
-        print("cancellation of \(workflowId) published")
+        if json { try printJSON(["workflowId": workflowId, "cancel": "published"]) } else {
+            print("cancellation of \(workflowId) published")
+        }
     }
 }
 

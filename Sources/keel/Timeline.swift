@@ -25,7 +25,7 @@ struct Timeline {
                 started[ref] = (event.time, event.name ?? "?")
                 text += "  on \(event.name ?? "?")"
             }
-            if [.activityCompleted, .activityFailed, .activityTimedOut].contains(event.kind), let ref = event.ref,
+            if [.activityCompleted, .activityFailed, .activityTimedOut, .activityParked].contains(event.kind), let ref = event.ref,
                 let begin = started[ref]
             {
                 text += String(format: "  %.3fs on %@", event.time.timeIntervalSince(begin.time), begin.worker)

@@ -28,9 +28,9 @@ struct BrokerRestartTests {
         for id in ids {
             try await deployment.client.start(StartRequest(
                 workflowType: "bench-steps", workflowId: id,
-                input: Payload(encoding: StepsInput(steps: 20, milliseconds: 300), field: "input"), requestId: id))
+                input: Payload(encoding: StepsInput(steps: 40, milliseconds: 300), field: "input"), requestId: id))
         }
-        #expect(eventually(30) { deployment.executions.count >= 6 }, "the run got going")
+        #expect(await eventually(30) { deployment.executions.count >= 6 }, "the run got going")
         try Self.rabbitmq("stop")
         let executionsWhileDown = deployment.executions.count
         try await Task.sleep(for: .seconds(2))
@@ -38,9 +38,9 @@ struct BrokerRestartTests {
         for id in ids {
             let run = try await deployment.client.waitForResult(workflowId: id, timeout: 120)
             #expect(run.status == .completed, "\(id): \(run.status) \(run.failure?.description ?? "")")
-            #expect(run.result?.json == "190")
+            #expect(run.result?.json == "780")
         }
-        #expect(executionsWhileDown < 120, "the restart happened mid-run")
-        #expect(Set(deployment.executions.map { "\($0.runId)/\($0.activityId)" }).count == 120)
+        #expect(executionsWhileDown < 240, "the restart happened mid-run")
+        #expect(Set(deployment.executions.map { "\($0.runId)/\($0.activityId)" }).count == 240)
     }
 }

@@ -39,6 +39,11 @@ final class Deployment: @unchecked Sendable {
         return worker
     }
 
+    /// Runs `keel ARGUMENTS` against this deployment to the end.
+    func keel(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        try runToEnd(KeelProcess.binary, arguments, environment: environment)
+    }
+
     func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
 
     var executions: [ExecutionLog.Entry] { ExecutionLog.read(executionLogPath) }
@@ -69,3 +74,21 @@ final class Deployment: @unchecked Sendable {
     }
 }
 
+
+/// Runs a program to the end; returns its exit status and its output and errors together.
+func runToEnd(
+    _ executable: URL, _ arguments: [String], environment: [String: String], directory: URL? = nil
+) throws -> (status: Int32, output: String) {
+    let process = Process()
+    let pipe = Pipe()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.currentDirectoryURL = directory
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}

@@ -23,7 +23,7 @@ struct ProcessFaultTests {
                 workflowType: "bench-steps", workflowId: id,
                 input: Payload(encoding: StepsInput(steps: 8, milliseconds: 250), field: "input"), requestId: id))
         }
-        #expect(eventually(20) { deployment.executions.count >= 20 }, "the run got going")
+        #expect(await eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()
         let killedAt = Date()
         let completedBeforeKill = try deployment.store().runs(status: .completed, limit: 100).count
@@ -56,8 +56,8 @@ struct ProcessFaultTests {
         let doomed = try deployment.startWorker(concurrency: 1)
         try await deployment.client.start(StartRequest(
             workflowType: "bench-steps", workflowId: "kill-worker",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 5000, heartbeatTimeoutSeconds: 1), field: "input")))
-        #expect(eventually(20) { !deployment.executions.isEmpty })
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 1), field: "input")))
+        #expect(await eventually(20) { !deployment.executions.isEmpty })
         try await Task.sleep(for: .milliseconds(300))
         doomed.kill()
         #expect(!doomed.exists)
@@ -107,7 +107,7 @@ struct ProcessFaultTests {
         try connection.publish(AMQPMessage(exchange: deployment.topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
         try connection.publish(AMQPMessage(exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8), type: "launch"))
         try connection.waitForConfirms()
-        #expect(try eventually(20) { try connection.messageCount(queue: deployment.topology.deadLetterQueue) == 4 })
+        #expect(try await eventually(20) { try connection.messageCount(queue: deployment.topology.deadLetterQueue) == 4 })
         var reasons: [String: String] = [:]
         let reader = try AMQPConnection(url: deployment.url)  // a plain connection, not in confirm mode
         defer { reader.close() }

@@ -68,11 +68,14 @@ struct CallActivity: Workflow {
         var input: JSONValue?
         var startToCloseSeconds: Double?
         var maximumAttempts: Int?
+        /// Park the activity in the dead-letter queue when its attempts are used up, instead of failing.
+        var park: Bool?
     }
     func run(context: WorkflowContext, input: Input) async throws -> JSONValue {
         let options = ActivityOptions(
             taskQueue: input.taskQueue ?? "default", startToCloseTimeout: .seconds(double: input.startToCloseSeconds ?? 60),
-            retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3))
+            retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3),
+            parkOnExhaustion: input.park ?? false)
         let result = try await context.execute(activityType: input.activityType, input: input.input ?? .null, options: options)
         return try result.decode(JSONValue.self)
     }
