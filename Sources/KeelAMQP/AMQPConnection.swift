@@ -1,5 +1,6 @@
 import CAMQP
 import Foundation
+import Logging
 
 /// A message as received.
 public struct AMQPDelivery: Sendable {
@@ -53,8 +54,12 @@ public final class AMQPConnection: @unchecked Sendable {
     private let channel: amqp_channel_t = 1
     public let url: AMQPURL
     private var confirms = false
-    private var published: UInt64 = 0
-    private var confirmed: UInt64 = 0
+    private let logger: Logger
+    /// Delivery tags published in confirm mode and not yet confirmed.
+    private var unconfirmed: Set<UInt64> = []
+    private var lastTag: UInt64 = 0
+    /// The broker has blocked publishing on this connection (a memory or disk alarm).
+    public private(set) var isBlocked = false
     private var nacked = false
     private var isOpen = false
 
@@ -62,8 +67,11 @@ public final class AMQPConnection: @unchecked Sendable {
     static let knownHeaders = ["keel-type", "keel-version", "keel-error", "keel-queue", "keel-activity-type",
                                "keel-workflow-id", "keel-run-id", "keel-origin"]
 
-    public init(url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5) throws {
+    public init(
+        url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5, logger: Logger = Logger(label: "keel.amqp")
+    ) throws {
         self.url = url
+        self.logger = logger
         guard let state = amqp_new_connection() else { throw AMQPError(.connectionFailed, "out of memory") }
         self.state = state
         let socket: OpaquePointer?
@@ -181,19 +189,27 @@ public final class AMQPConnection: @unchecked Sendable {
         guard status == AMQP_STATUS_OK.rawValue else {
             throw AMQPError(.publishFailed, "publishing to \(message.exchange)/\(message.routingKey): \(String(cString: amqp_error_string2(status)))")
         }
-        published += 1
+        if confirms {
+            lastTag += 1
+            unconfirmed.insert(lastTag)
+        }
     }
 
-    /// Waits until the broker confirmed every message published so far.
+    /// Waits until the broker confirmed every message published so far. While the broker blocks
+    /// publishers (an alarm), it keeps waiting, and says so in the log every `timeout` seconds.
     public func waitForConfirms(timeout: Double = 30) throws {
         guard confirms else { return }
-        let deadline = Date().addingTimeInterval(timeout)
-        while confirmed < published {
+        var deadline = Date().addingTimeInterval(timeout)
+        while !unconfirmed.isEmpty {
             let remaining = deadline.timeIntervalSinceNow
-            guard remaining > 0 else {
-                throw AMQPError(.publishNotConfirmed,
-                    "RabbitMQ at \(url) did not confirm \(published - confirmed) message(s) within \(Int(timeout)) s; "
-                    + "it may be blocking publishers (memory or disk alarm: see `rabbitmqctl status`)")
+            if remaining <= 0 {
+                guard isBlocked else {
+                    throw AMQPError(.publishNotConfirmed,
+                        "RabbitMQ at \(url) did not confirm \(unconfirmed.count) message(s) within \(Int(timeout)) s")
+                }
+                logger.warning("RabbitMQ at \(url) still blocks publishing; \(unconfirmed.count) message(s) wait for it")
+                deadline = Date().addingTimeInterval(timeout)
+                continue
             }
             try readFrame(timeout: min(remaining, 1))
         }
@@ -217,11 +233,21 @@ public final class AMQPConnection: @unchecked Sendable {
         switch frame.payload.method.id {
         case AMQP_BASIC_ACK_METHOD:
             let ack = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
-            confirmed = ack.multiple != 0 ? max(confirmed, ack.delivery_tag) : max(confirmed, ack.delivery_tag)
+            settle(ack.delivery_tag, multiple: ack.multiple != 0)
         case AMQP_BASIC_NACK_METHOD:
             let nack = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
-            confirmed = max(confirmed, nack.delivery_tag)
+            settle(nack.delivery_tag, multiple: nack.multiple != 0)
             nacked = true
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            let blocked = frame.payload.method.decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
+            let reason = String(decoding: UnsafeRawBufferPointer(start: blocked.reason.bytes, count: blocked.reason.len), as: UTF8.self)
+            isBlocked = true
+            let why = reason.isEmpty ? "resource alarm" : reason
+            logger.warning(
+                "RabbitMQ at \(url) blocks publishing (\(why)); messages wait until it unblocks. Free memory or disk on the broker: `rabbitmqctl status` shows the alarm")
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            isBlocked = false
+            logger.notice("RabbitMQ at \(url) unblocked publishing")
         case AMQP_CHANNEL_CLOSE_METHOD:
             let close = frame.payload.method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
             let text = String(decoding: UnsafeRawBufferPointer(start: close.reply_text.bytes, count: close.reply_text.len), as: UTF8.self)
@@ -232,6 +258,15 @@ public final class AMQPConnection: @unchecked Sendable {
             break
         }
         return true
+    }
+
+    /// Marks `tag` (and with `multiple`, every earlier tag) confirmed.
+    private func settle(_ tag: UInt64, multiple: Bool) {
+        if multiple {
+            unconfirmed = unconfirmed.filter { $0 > tag }
+        } else {
+            unconfirmed.remove(tag)
+        }
     }
 
     // MARK: Consuming

@@ -9,13 +9,7 @@ import KeelTestKit
 struct BrokerRestartTests {
     static let port = "5679"
 
-    /// Runs `scripts/rabbitmq COMMAND` for this suite's broker. Through `system()`: Foundation's
-    /// `Process.waitUntilExit` does not return once the script has left a broker daemon behind.
-    static func rabbitmq(_ command: String) throws {
-        let script = ForeignClientTests.root.appendingPathComponent("scripts/rabbitmq").path
-        let status = system("KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >/dev/null 2>&1")
-        if command == "start" && status != 0 { throw WireError(message: "scripts/rabbitmq start failed (\(status))") }
-    }
+    static func rabbitmq(_ command: String) throws { try localBroker(command, port: port) }
 
     @Test func everythingCompletesOnceTheBrokerIsBack() async throws {
         try Self.rabbitmq("start")

@@ -92,3 +92,12 @@ func runToEnd(
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
+
+/// Runs `scripts/rabbitmq COMMAND` for a broker of a test's own on `port`. Through `system()`:
+/// Foundation's `Process.waitUntilExit` does not return once the script has left a broker daemon
+/// behind.
+func localBroker(_ command: String, port: String, environment: String = "") throws {
+    let script = ForeignClientTests.root.appendingPathComponent("scripts/rabbitmq").path
+    let status = system("\(environment) KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >/dev/null 2>&1")
+    if command == "start" && status != 0 { throw WireError(message: "scripts/rabbitmq start failed (\(status))") }
+}

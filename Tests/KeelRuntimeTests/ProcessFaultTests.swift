@@ -7,6 +7,7 @@ struct StepsInput: Codable, Sendable {
     var steps: Int
     var milliseconds: Int
     var heartbeatTimeoutSeconds: Double = 5
+    var maximumAttempts: Int? = nil
 }
 
 /// Fault tests with real processes and a real broker. Serialized: they share the broker's queues.
@@ -73,6 +74,40 @@ struct ProcessFaultTests {
         #expect(timedOut.failure?.retryState == .willRetry)
         let workers = Set(events.filter { $0.kind == .activityStarted }.compactMap(\.name))
         #expect(workers.count == 2, "the retry ran on the other worker")
+    }
+
+    @Test func aTaskThatKillsItsWorkerEveryTimeEndsInTheDeadLetterQueue() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try await deployment.client.start(StartRequest(
+            workflowType: "bench-steps", workflowId: "poison",
+            input: Payload(
+                encoding: StepsInput(steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 1, maximumAttempts: 3),
+                field: "input")))
+        // Every attempt takes its worker down with it.
+        for attempt in 1...3 {
+            let worker = try deployment.startWorker(concurrency: 1)
+            #expect(await eventually(30) { deployment.executions.count == attempt }, "attempt \(attempt) started")
+            worker.kill()
+        }
+        let run = try await deployment.client.waitForResult(workflowId: "poison", timeout: 30)
+        #expect(run.status == .failed)
+        #expect(run.failure?.type == "ActivityFailed", "\(run.failure?.description ?? "")")
+        var items: [DeadLetterItem] = []
+        #expect(try await eventually(10) {
+            items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
+            return !items.isEmpty
+        })
+        let entry = try #require(items.first?.entry)
+        #expect(entry.workflowId == "poison")
+        #expect(entry.attempts.map(\.attempt) == [1, 2, 3])
+        #expect(entry.attempts.allSatisfy { $0.failure.timeoutKind == .heartbeat })
+        #expect(entry.failure.retryState == .maximumAttemptsReached)
+        #expect(Set(entry.attempts.compactMap(\.worker)).count == 3, "each attempt died on its own worker")
+        // Nothing is redelivered: a healthy worker gets no fourth execution.
+        try deployment.startWorker()
+        try await Task.sleep(for: .seconds(3))
+        #expect(deployment.executions.count == 3)
     }
 
     @Test func theSameJobPublishedTwiceMakesOneRun() async throws {
