@@ -304,8 +304,9 @@ public final class AMQPConnection: @unchecked Sendable {
         }
     }
 
-    public func ack(_ deliveryTag: UInt64) throws {
-        let status = amqp_basic_ack(state, channel, deliveryTag, 0)
+    /// Acknowledges a delivery; with `multiple`, every earlier unacknowledged one too.
+    public func ack(_ deliveryTag: UInt64, multiple: Bool = false) throws {
+        let status = amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0)
         guard status == AMQP_STATUS_OK.rawValue else {
             throw AMQPError(.connectionLost, "ack failed: \(String(cString: amqp_error_string2(status)))")
         }

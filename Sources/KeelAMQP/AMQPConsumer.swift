@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 
 /// Consumes one queue on a dedicated thread (rabbitmq-c blocks) and hands deliveries to async
-/// code. Acknowledgements are queued back to the thread, which owns the connection. After a
+/// code in batches: everything that arrived since the last ``nextBatch()`` (up to `maxBatch`),
+/// so a slow consumer gets larger batches and can commit each in one transaction. Acknowledgements are queued back to the thread, which owns the connection. After a
 /// lost connection it reconnects with backoff, re-declares the topology and consumes again;
 /// deliveries of the old connection are then redelivered by the broker, and their late acks
 /// are dropped.
@@ -16,6 +17,7 @@ public final class AMQPConsumer: Sendable {
 
     private enum Settlement: Sendable {
         case ack(UInt64)
+        case ackThrough(UInt64)
         case reject(UInt64)
     }
 
@@ -25,19 +27,19 @@ public final class AMQPConsumer: Sendable {
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
     private let state = Mutex((stopped: false, generation: 0, pending: [(generation: Int, settlement: Settlement)]()))
-    public let deliveries: AsyncStream<Delivery>
-    private let continuation: AsyncStream<Delivery>.Continuation
+    private let maxBatch: Int
+    private let buffer = Mutex((deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false))
 
     public init(
-        url: AMQPURL, queue: String, prefetch: Int, logger: Logger = Logger(label: "keel.amqp"),
+        url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int = 1, logger: Logger = Logger(label: "keel.amqp"),
         declare: @escaping @Sendable (AMQPConnection) throws -> Void
     ) {
         self.url = url
         self.queue = queue
         self.prefetch = prefetch
+        self.maxBatch = max(maxBatch, 1)
         self.declare = declare
         self.logger = logger
-        (deliveries, continuation) = AsyncStream.makeStream(of: Delivery.self)
     }
 
     /// Starts the consuming thread.
@@ -52,7 +54,57 @@ public final class AMQPConsumer: Sendable {
         state.withLock { $0.stopped = true }
     }
 
+    /// The deliveries received since the last call (at most `maxBatch`), waiting for one if there
+    /// are none; nil once the consumer stopped.
+    public func nextBatch() async -> [Delivery]? {
+        await withCheckedContinuation { continuation in
+            let ready: [Delivery]?? = buffer.withLock { buffer in
+                if !buffer.deliveries.isEmpty { return .some(take(&buffer.deliveries)) }
+                if buffer.finished { return .some(nil) }
+                buffer.waiter = continuation
+                return .none
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    private func take(_ deliveries: inout [Delivery]) -> [Delivery] {
+        let count = min(maxBatch, deliveries.count)
+        defer { deliveries.removeFirst(count) }
+        return Array(deliveries.prefix(count))
+    }
+
+    private func hand(_ deliveries: [Delivery]) {
+        let (waiter, batch) = buffer.withLock { buffer -> (CheckedContinuation<[Delivery]?, Never>?, [Delivery]) in
+            buffer.deliveries += deliveries
+            guard let waiter = buffer.waiter else { return (nil, []) }
+            buffer.waiter = nil
+            return (waiter, take(&buffer.deliveries))
+        }
+        waiter?.resume(returning: batch)
+    }
+
+    private func finish() {
+        let waiter = buffer.withLock { buffer in
+            buffer.finished = true
+            defer { buffer.waiter = nil }
+            return buffer.deliveries.isEmpty ? buffer.waiter : nil
+        }
+        waiter?.resume(returning: nil)
+    }
+
     public func ack(_ delivery: Delivery) { settle(delivery, .ack(delivery.message.deliveryTag)) }
+
+    /// Acknowledges `batch` with one frame (`multiple`): for consumers that finish deliveries in
+    /// the order they came, so that nothing earlier is still being worked on.
+    public func ackInOrder(_ batch: [Delivery]) {
+        guard let last = batch.last else { return }
+        if batch.contains(where: { $0.generation != last.generation }) {
+            batch.forEach(ack)
+        } else {
+            settle(last, .ackThrough(last.message.deliveryTag))
+        }
+    }
 
     /// Rejects without requeue: the queue's dead-letter exchange gets the message.
     public func reject(_ delivery: Delivery) { settle(delivery, .reject(delivery.message.deliveryTag)) }
@@ -84,16 +136,24 @@ public final class AMQPConsumer: Sendable {
                     for (from, settlement) in settlements where from == generation {
                         switch settlement {
                         case .ack(let tag): try connection.ack(tag)
+                        case .ackThrough(let tag): try connection.ack(tag, multiple: true)
                         case .reject(let tag): try connection.reject(tag)
                         }
                     }
-                    if let message = try connection.next(timeout: 0.002) {
-                        continuation.yield(Delivery(message: message, generation: generation))
+                    guard let first = try connection.next(timeout: 0.002) else { continue }
+                    var batch = [Delivery(message: first, generation: generation)]
+                    while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
+                        batch.append(Delivery(message: message, generation: generation))
                     }
+                    hand(batch)
                 }
                 // Settle what finished before the stop, then close.
                 for (from, settlement) in state.withLock({ $0.pending }) where from == generation {
-                    if case .ack(let tag) = settlement { try? connection.ack(tag) }
+                    switch settlement {
+                    case .ack(let tag): try? connection.ack(tag)
+                    case .ackThrough(let tag): try? connection.ack(tag, multiple: true)
+                    case .reject: break
+                    }
                 }
                 connection.close()
             } catch {
@@ -103,6 +163,6 @@ public final class AMQPConsumer: Sendable {
                 backoff = min(backoff * 2, 10)
             }
         }
-        continuation.finish()
+        finish()
     }
 }

@@ -155,11 +155,9 @@ public struct TimerRecord: Codable, Sendable, Hashable {
 public struct StoreBatch: Sendable {
     public var runs: [RunRecord] = []
     public var events: [(runId: String, event: HistoryEvent)] = []
-    /// Activity rows to write, or to delete (nil), by `runId/activityId`.
-    public var activities: [String: ActivityChange] = [:]
-    /// Timer rows to write, or to delete (nil), by `runId/key`.
-    public var timers: [String: TimerChange] = [:]
-    /// Runs whose every timer and activity row goes (the run closed). Applied first.
+    /// Activity and timer changes by run, so that clearing a closed run does not scan the batch.
+    public private(set) var activityChanges: [String: [Int64: ActivityChange]] = [:]
+    public private(set) var timerChanges: [String: [String: TimerChange]] = [:]
     public var clearedRuns: [String] = []
     public var outbox: [ActivityTask] = []
     public var deletedOutbox: [String] = []
@@ -182,37 +180,41 @@ public struct StoreBatch: Sendable {
     public init() {}
 
     public var isEmpty: Bool {
-        runs.isEmpty && events.isEmpty && activities.isEmpty && timers.isEmpty && clearedRuns.isEmpty
+        runs.isEmpty && events.isEmpty && activityChanges.isEmpty && timerChanges.isEmpty && clearedRuns.isEmpty
             && outbox.isEmpty && deletedOutbox.isEmpty && deadLetters.isEmpty && deletedDeadLetters.isEmpty
     }
 
+    /// Every activity change (an upsert, or a delete when `record` is nil).
+    public var activities: [ActivityChange] { activityChanges.values.flatMap(\.values) }
+
+    /// Every timer change (an upsert, or a delete when `record` is nil).
+    public var timers: [TimerChange] { timerChanges.values.flatMap(\.values) }
+
     public mutating func save(_ activity: ActivityRecord) {
-        activities["\(activity.runId)/\(activity.activityId)"] = ActivityChange(
+        activityChanges[activity.runId, default: [:]][activity.activityId] = ActivityChange(
             runId: activity.runId, activityId: activity.activityId, record: activity)
     }
 
     public mutating func deleteActivity(runId: String, activityId: Int64) {
-        activities["\(runId)/\(activityId)"] = ActivityChange(runId: runId, activityId: activityId, record: nil)
+        activityChanges[runId, default: [:]][activityId] = ActivityChange(runId: runId, activityId: activityId, record: nil)
     }
 
     public mutating func set(_ timer: TimerRecord) {
-        timers["\(timer.runId)/\(timer.key)"] = TimerChange(runId: timer.runId, key: timer.key, record: timer)
+        timerChanges[timer.runId, default: [:]][timer.key] = TimerChange(runId: timer.runId, key: timer.key, record: timer)
     }
 
     public mutating func deleteTimer(runId: String, kind: TimerRecord.Kind, seq: Int64) {
         let key = "\(kind.rawValue):\(seq)"
-        timers["\(runId)/\(key)"] = TimerChange(runId: runId, key: key, record: nil)
+        timerChanges[runId, default: [:]][key] = TimerChange(runId: runId, key: key, record: nil)
     }
 
-    /// Drops every timer and activity row of a closed run.
     public mutating func clear(runId: String) {
         clearedRuns.append(runId)
-        activities = activities.filter { $0.value.runId != runId }
-        timers = timers.filter { $0.value.runId != runId }
+        activityChanges.removeValue(forKey: runId)
+        timerChanges.removeValue(forKey: runId)
     }
 }
 
-/// The coordinator's durable state. Implementations commit a batch atomically.
 public protocol HistoryStore: Sendable {
     func commit(_ batch: StoreBatch) throws
     func run(runId: String) throws -> RunRecord?

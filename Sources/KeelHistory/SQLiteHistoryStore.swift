@@ -163,7 +163,7 @@ public final class SQLiteHistoryStore: HistoryStore {
                     try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ?").execute(arguments: [runId])
                     try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ?").execute(arguments: [runId])
                 }
-                for change in batch.activities.values {
+                for change in batch.activities {
                     if let activity = change.record {
                         try db.cachedStatement(sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)")
                             .execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
@@ -172,7 +172,7 @@ public final class SQLiteHistoryStore: HistoryStore {
                             .execute(arguments: [change.runId, change.activityId])
                     }
                 }
-                for change in batch.timers.values {
+                for change in batch.timers {
                     if let timer = change.record {
                         try db.cachedStatement(sql: """
                             INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
@@ -241,6 +241,28 @@ public final class SQLiteHistoryStore: HistoryStore {
                 }
                 return try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", arguments: [limit])
                     .map(Self.run)
+            }
+        }
+    }
+
+    /// How many runs have `status`.
+    public func count(status: RunStatus) throws -> Int {
+        try wrap("count runs") {
+            try pool.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runs WHERE status = ?", arguments: [status.rawValue]) ?? 0
+            }
+        }
+    }
+
+    /// Run id and `ref` of events of `kind` recorded in `[from, to)`, oldest first, for
+    /// benchmarks and audits across runs.
+    public func eventRefs(kind: EventKind, from: Date = .distantPast, to: Date = .distantFuture, limit: Int = .max) throws -> [(runId: String, ref: Int64)] {
+        try wrap("read events") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT run_id, ref FROM events WHERE kind = ? AND time >= ? AND time < ? ORDER BY time LIMIT ?
+                    """, arguments: [kind.rawValue, from.timeIntervalSince1970, to.timeIntervalSince1970, limit]
+                ).map { ($0[0], $0[1] ?? 0) }
             }
         }
     }

@@ -122,24 +122,26 @@ public actor Coordinator {
     /// publish). Returns how many.
     @discardableResult
     public func flushOutbox() async throws -> Int {
-        let tasks = try store.outbox().filter { !publishing.contains($0.attemptKey) }
-        let deadLetters = try store.deadLetterOutbox().filter { !publishing.contains($0.id) }
-        guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
-        let keys = tasks.map(\.attemptKey) + deadLetters.map(\.id)
-        publishing.formUnion(keys)
-        do {
-            try await publisher.publish(tasks)
-            if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
-        } catch {
-            publishing.subtract(keys)
-            throw error
+        let skip = publishing
+        var stale = StoreBatch()
+        let tasks = try store.outbox().filter { task in
+            guard !skip.contains(task.attemptKey) else { return false }
+            // Only an attempt still waiting for a worker needs its task; one that started (or a
+            // closed run) was delivered already, and sending it again would run it twice.
+            guard let activity = runs[task.runId]?.activities[task.activityId], activity.attempt == task.attempt,
+                activity.state == .scheduled
+            else {
+                stale.deletedOutbox.append(task.attemptKey)
+                return false
+            }
+            return true
         }
-        publishing.subtract(keys)
-        var batch = StoreBatch()
-        batch.deletedOutbox = tasks.map(\.attemptKey)
-        batch.deletedDeadLetters = deadLetters.map(\.id)
-        try store.commit(batch)
-        return tasks.count + deadLetters.count
+        let deadLetters = try store.deadLetterOutbox().filter { !skip.contains($0.id) }
+        try store.commit(stale)
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
+        let outgoing = Outgoing(tasks: tasks, deadLetters: deadLetters)
+        publishing.formUnion(outgoing.keys)
+        return await publish(outgoing) ? tasks.count + deadLetters.count : 0
     }
 
     /// Releases every in-memory run (their state is in the store). For shutdown and tests.
@@ -154,15 +156,47 @@ public actor Coordinator {
     /// Starts a run, following the id conflict and reuse policies. A start with a request id that
     /// already made a run returns that run.
     public func start(_ request: StartRequest) async throws -> StartResult {
+        try await start([request])[0].get()
+    }
+
+    /// Starts many runs in one transaction (group commit). Each request succeeds or fails on its
+    /// own; a failed commit throws for all.
+    public func start(_ requests: [StartRequest]) async throws -> [Result<StartResult, any Error>] {
+        let (results, outgoing) = try commitStarts(requests)
+        await publish(outgoing)
+        return results
+    }
+
+    /// Like ``start(_:)-([StartRequest])``, but returns once committed; the caller publishes the
+    /// outcome with ``publish(_:)``.
+    public func commitStarts(_ requests: [StartRequest]) throws -> ([Result<StartResult, any Error>], Outgoing) {
+        var work = Work(now: clock.now())
+        var byRequestId: [String: StartResult] = [:]
+        var results: [Result<StartResult, any Error>] = []
+        for request in requests {
+            do {
+                results.append(.success(try start(request, byRequestId: &byRequestId, &work)))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return (results, try commit(&work))
+    }
+
+    private func start(
+        _ request: StartRequest, byRequestId: inout [String: StartResult], _ work: inout Work
+    ) throws -> StartResult {
         let definition = try workflows.definition(named: request.workflowType)
         guard !request.workflowId.isEmpty else {
             throw InvalidOptionsError(message: "a workflow id is required to start \(request.workflowType)")
         }
         try checkSize(request.input, field: "input of workflow \(request.workflowType)")
-        if let requestId = request.requestId, let existing = try store.run(requestId: requestId) {
-            return StartResult(workflowId: existing.workflowId, runId: existing.runId, started: false)
+        if let requestId = request.requestId {
+            if let earlier = byRequestId[requestId] { return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false) }
+            if let existing = try store.run(requestId: requestId) {
+                return StartResult(workflowId: existing.workflowId, runId: existing.runId, started: false)
+            }
         }
-        var work = Work(now: clock.now())
         if let openId = openRunByWorkflowId[request.workflowId], let open = runs[openId] {
             switch request.options.idConflictPolicy {
             case .fail:
@@ -189,8 +223,9 @@ public actor Coordinator {
         let run = startRun(
             definition, workflowId: request.workflowId, input: request.input, options: request.options,
             requestId: request.requestId, parent: nil, continuedFrom: nil, &work)
-        try await finish(&work)
-        return StartResult(workflowId: run.record.workflowId, runId: run.runId, started: true)
+        let result = StartResult(workflowId: run.record.workflowId, runId: run.runId, started: true)
+        if let requestId = request.requestId { byRequestId[requestId] = result }
+        return result
     }
 
     /// Delivers a signal to the open run of `workflowId`.
@@ -311,22 +346,74 @@ public actor Coordinator {
 
     // MARK: Worker reports
 
+    /// A worker's report, for ``apply(_:)``.
+    public enum WorkerReport: Sendable {
+        case started(ActivityStarted)
+        case heartbeat(ActivityHeartbeat)
+        case result(ActivityResult)
+    }
+
+    /// Applies worker reports in order, in one transaction (group commit). Returns, per report,
+    /// whether it changed anything (false: stale or duplicate, as for ``activityResult(_:)``).
+    @discardableResult
+    public func apply(_ reports: [WorkerReport]) async throws -> [Bool] {
+        var work = Work(now: clock.now())
+        var applied: [Bool] = []
+        for report in reports {
+            switch report {
+            case .started(let message): applied.append(started(message, &work))
+            case .heartbeat(let message): applied.append(heartbeat(message, &work))
+            case .result(let message): applied.append(result(message, &work))
+            }
+        }
+        try await finish(&work)
+        return applied
+    }
+
+    /// Like ``apply(_:)``, but returns once the reports are committed: the caller may acknowledge
+    /// them, and publishes the outcome with ``publish(_:)`` (meanwhile the next batch can be
+    /// applied: the coordinator keeps committing while confirms are on their way).
+    public func commit(_ reports: [WorkerReport]) throws -> Outgoing {
+        var work = Work(now: clock.now())
+        for report in reports {
+            switch report {
+            case .started(let message): _ = started(message, &work)
+            case .heartbeat(let message): _ = heartbeat(message, &work)
+            case .result(let message): _ = result(message, &work)
+            }
+        }
+        return try commit(&work)
+    }
+
     /// A worker began an attempt.
     public func activityStarted(_ message: ActivityStarted) async throws {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt, activity.state == .scheduled
-        else { return }
-        var work = Work(now: clock.now())
-        markStarted(&activity, worker: message.worker, in: run, &work)
-        try await finish(&work)
+        try await apply([.started(message)])
     }
 
     /// A running attempt is alive; its details go to the next attempt if this one fails.
     public func activityHeartbeat(_ message: ActivityHeartbeat) async throws {
+        try await apply([.heartbeat(message)])
+    }
+
+    /// An attempt ended. Returns false when the result was stale or a duplicate (already applied,
+    /// or for an attempt that timed out); such results change nothing.
+    @discardableResult
+    public func activityResult(_ message: ActivityResult) async throws -> Bool {
+        try await apply([.result(message)])[0]
+    }
+
+    private func started(_ message: ActivityStarted, _ work: inout Work) -> Bool {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt, activity.state == .scheduled
+        else { return false }
+        markStarted(&activity, worker: message.worker, in: run, &work)
+        return true
+    }
+
+    private func heartbeat(_ message: ActivityHeartbeat, _ work: inout Work) -> Bool {
         guard let run = runs[message.runId], var activity = run.activities[message.activityId],
             activity.attempt == message.attempt, activity.state == .started
-        else { return }
-        var work = Work(now: clock.now())
+        else { return false }
         if let details = message.details { activity.heartbeatDetails = details }
         if let timeout = activity.options.heartbeatTimeout {
             work.batch.set(TimerRecord(
@@ -334,17 +421,13 @@ public actor Coordinator {
                 fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
         }
         save(activity, in: run, &work)
-        try await finish(&work)
+        return true
     }
 
-    /// An attempt ended. Returns false when the result was stale or a duplicate (already applied,
-    /// or for an attempt that timed out); such results change nothing.
-    @discardableResult
-    public func activityResult(_ message: ActivityResult) async throws -> Bool {
+    private func result(_ message: ActivityResult, _ work: inout Work) -> Bool {
         guard let run = runs[message.runId], var activity = run.activities[message.activityId],
             activity.attempt == message.attempt, activity.state == .scheduled || activity.state == .started
         else { return false }
-        var work = Work(now: clock.now())
         if activity.state == .scheduled {
             markStarted(&activity, worker: message.worker, in: run, &work)
         }
@@ -358,7 +441,6 @@ public actor Coordinator {
         case .failed(let failure):
             attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
         }
-        try await finish(&work)
         return true
     }
 
@@ -641,7 +723,7 @@ public actor Coordinator {
         activity.state = .started
         activity.startedAt = work.now
         let seq = activity.activityId
-        work.batch.deleteTimer(runId: run.runId, kind: .scheduleToStart, seq: seq)
+        deleteTimers([.scheduleToStart], of: activity, in: run, &work)
         if let timeout = activity.options.startToCloseTimeout {
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .startToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
@@ -674,9 +756,7 @@ public actor Coordinator {
                 to: run, &work)
             activity.state = .backoff
             activity.startedAt = nil
-            for timer in [TimerRecord.Kind.scheduleToStart, .startToClose, .heartbeat] {
-                work.batch.deleteTimer(runId: run.runId, kind: timer, seq: seq)
-            }
+            deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
                 attempt: activity.attempt))
@@ -711,9 +791,7 @@ public actor Coordinator {
         append(
             HistoryEvent(id: 0, time: work.now, kind: .activityParked, ref: seq, attempt: activity.attempt, failure: failure),
             to: run, &work)
-        for kind in [TimerRecord.Kind.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose] {
-            work.batch.deleteTimer(runId: run.runId, kind: kind, seq: seq)
-        }
+        deleteTimers([.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose], of: activity, in: run, &work)
         activity.state = .parked
         activity.startedAt = nil
         activity.parkedFailure = failure
@@ -762,8 +840,27 @@ public actor Coordinator {
         let seq = activity.activityId
         run.activities.removeValue(forKey: seq)
         work.batch.deleteActivity(runId: run.runId, activityId: seq)
-        for kind in [TimerRecord.Kind.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose] {
-            work.batch.deleteTimer(runId: run.runId, kind: kind, seq: seq)
+        deleteTimers([.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose], of: activity, in: run, &work)
+    }
+
+    /// Deletes the activity's timers of `kinds` that can exist: a timeout the options leave
+    /// unset never had a timer, and a retry timer exists only in backoff. (Saves a statement
+    /// per missing timer on the hot path.)
+    private func deleteTimers(
+        _ kinds: [TimerRecord.Kind], of activity: ActivityRecord, in run: LiveRun, _ work: inout Work
+    ) {
+        let options = activity.options
+        for kind in kinds {
+            let armed: Bool
+            switch kind {
+            case .retry: armed = activity.state == .backoff
+            case .scheduleToStart: armed = options.scheduleToStartTimeout != nil
+            case .startToClose: armed = options.startToCloseTimeout != nil
+            case .heartbeat: armed = options.heartbeatTimeout != nil
+            case .scheduleToClose: armed = options.scheduleToCloseTimeout != nil
+            case .workflowTimer, .executionTimeout: armed = true
+            }
+            if armed { work.batch.deleteTimer(runId: run.runId, kind: kind, seq: activity.activityId) }
         }
     }
 
@@ -771,6 +868,19 @@ public actor Coordinator {
 
     /// Commits the work, wakes waiters of closed runs, then publishes the new tasks.
     private func finish(_ work: inout Work) async throws {
+        await publish(try commit(&work))
+    }
+
+    /// What a committed unit of work sends: its tasks and dead-letter entries, already in their
+    /// outboxes. ``publish(_:)`` sends them; until then ``flushOutbox()`` leaves them alone.
+    public struct Outgoing: Sendable {
+        var tasks: [ActivityTask] = []
+        var deadLetters: [DeadLetterEntry] = []
+        var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
+    }
+
+    /// Commits the work and wakes waiters of closed runs.
+    private func commit(_ work: inout Work) throws -> Outgoing {
         for run in work.touched.values { work.batch.runs.append(run.record) }
         try store.commit(work.batch)
         for record in work.closed where record.status != .continuedAsNew {
@@ -778,15 +888,19 @@ public actor Coordinator {
                 waiter.resume(returning: record)
             }
         }
-        await publish(work.batch.outbox, work.batch.deadLetters)
+        let outgoing = Outgoing(tasks: work.batch.outbox, deadLetters: work.batch.deadLetters)
+        publishing.formUnion(outgoing.keys)
+        return outgoing
     }
 
-    /// Publishes tasks and dead-letter entries already committed to their outboxes, then clears
-    /// those rows. On failure they stay, and ``flushOutbox()`` publishes them later.
-    private func publish(_ tasks: [ActivityTask], _ deadLetters: [DeadLetterEntry]) async {
-        guard !tasks.isEmpty || !deadLetters.isEmpty else { return }
-        let keys = tasks.map(\.attemptKey) + deadLetters.map(\.id)
-        publishing.formUnion(keys)
+    /// Publishes what a commit produced, then deletes those outbox rows. On failure they stay,
+    /// and ``flushOutbox()`` publishes them later.
+    @discardableResult
+    public func publish(_ outgoing: Outgoing) async -> Bool {
+        let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
+        let keys = outgoing.keys
+        defer { publishing.subtract(keys) }
         do {
             try await publisher.publish(tasks)
             if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
@@ -794,9 +908,10 @@ public actor Coordinator {
             cleared.deletedOutbox = tasks.map(\.attemptKey)
             cleared.deletedDeadLetters = deadLetters.map(\.id)
             try store.commit(cleared)
+            return true
         } catch {
             logger.warning("publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
+            return false
         }
-        publishing.subtract(keys)
     }
 }

@@ -52,9 +52,10 @@ public final class CoordinatorService: Sendable {
             logger.warning("recovered, but the outbox could not be published yet: \(error)")
         }
         let declare: @Sendable (AMQPConnection) throws -> Void = { try topology.declare(on: $0) }
-        let jobs = AMQPConsumer(url: configuration.url, queue: topology.jobsQueue, prefetch: 64, logger: logger, declare: declare)
+        let jobs = AMQPConsumer(
+            url: configuration.url, queue: topology.jobsQueue, prefetch: 512, maxBatch: 256, logger: logger, declare: declare)
         let results = AMQPConsumer(
-            url: configuration.url, queue: topology.resultsQueue, prefetch: 512, logger: logger, declare: declare)
+            url: configuration.url, queue: topology.resultsQueue, prefetch: 1024, maxBatch: 512, logger: logger, declare: declare)
         jobs.start()
         results.start()
         logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
@@ -74,31 +75,67 @@ public final class CoordinatorService: Sendable {
     }
 
     private func serveJobs(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
-        for await delivery in consumer.deliveries {
-            let message = delivery.message
-            do {
-                let reply = try await handleJob(message, coordinator)
-                if let reply, let replyTo = message.replyTo {
-                    try await publisher.publish([AMQPMessage(
-                        exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
-                        correlationId: message.correlationId, persistent: false)])
+        while let batch = await consumer.nextBatch() {
+            // Consecutive starts are committed together; anything else is handled in order after them.
+            var starts: [(message: AMQPDelivery, request: StartRequest)] = []
+            for delivery in batch {
+                let message = delivery.message
+                if (message.type ?? message.headers["keel-type"]) == WireType.start.rawValue {
+                    do {
+                        let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
+                        starts.append((message, job.request(messageId: message.messageId)))
+                    } catch let error as WireError {
+                        try await refuse(message, error, publisher)
+                    }
+                    continue
                 }
-            } catch let error as any KeelError where !(error is StoreError) {
-                if let replyTo = message.replyTo {
-                    try? await publisher.publish([AMQPMessage(
-                        exchange: "", routingKey: replyTo, body: try Wire.encode(JobReply(ok: false, error: Failure(error))),
-                        type: "reply", correlationId: message.correlationId, persistent: false)])
-                }
-                // A request that changes something and cannot succeed as sent is kept, with the
-                // reason, in the dead-letter queue; a read-only one, or an operator's redrive or
-                // discard (its entry stays in the dead-letter queue), was answered and is done.
-                let answered: Set<String> = [WireType.query.rawValue, WireType.describe.rawValue, WireType.redrive.rawValue, WireType.discard.rawValue]
-                if message.replyTo == nil || !answered.contains(message.type ?? "") {
-                    logger.warning("job \(message.type ?? "?") dead-lettered: \(error)")
-                    try await publisher.deadLetter(message, from: publisher.topology.jobsQueue, reason: error.description)
+                try await startAll(&starts, coordinator, publisher)
+                do {
+                    try await reply(to: message, with: try await handleJob(message, coordinator), publisher)
+                } catch let error as any KeelError where !(error is StoreError) {
+                    try await refuse(message, error, publisher)
                 }
             }
-            consumer.ack(delivery)
+            try await startAll(&starts, coordinator, publisher)
+            consumer.ackInOrder(batch)
+        }
+    }
+
+    /// Starts the runs of `starts` in one transaction, answers each, and empties the list.
+    private func startAll(
+        _ starts: inout [(message: AMQPDelivery, request: StartRequest)], _ coordinator: Coordinator, _ publisher: AMQPPublisher
+    ) async throws {
+        guard !starts.isEmpty else { return }
+        let results = try await coordinator.start(starts.map(\.request))
+        for (start, result) in zip(starts, results) {
+            switch result {
+            case .success(let started):
+                try await reply(to: start.message, with: JobReply(ok: true, result: try Payload(encoding: started, field: "start result")), publisher)
+            case .failure(let error as any KeelError) where !(error is StoreError):
+                try await refuse(start.message, error, publisher)
+            case .failure(let error):
+                throw error
+            }
+        }
+        starts.removeAll()
+    }
+
+    private func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async throws {
+        guard let reply, let replyTo = message.replyTo else { return }
+        try await publisher.publish([AMQPMessage(
+            exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
+            correlationId: message.correlationId, persistent: false)])
+    }
+
+    /// Answers a job that cannot succeed as sent with the error. One that changes something is
+    /// kept, with the reason, in the dead-letter queue; a read-only one, or an operator's redrive
+    /// or discard (its entry stays in the dead-letter queue), was answered and is done.
+    private func refuse(_ message: AMQPDelivery, _ error: any KeelError, _ publisher: AMQPPublisher) async throws {
+        try? await reply(to: message, with: JobReply(ok: false, error: Failure(error)), publisher)
+        let answered: Set<String> = [WireType.query.rawValue, WireType.describe.rawValue, WireType.redrive.rawValue, WireType.discard.rawValue]
+        if message.replyTo == nil || !answered.contains(message.type ?? "") {
+            logger.warning("job \(message.type ?? "?") dead-lettered: \(error)")
+            try await publisher.deadLetter(message, from: publisher.topology.jobsQueue, reason: error.description)
         }
     }
 
@@ -150,25 +187,37 @@ public final class CoordinatorService: Sendable {
     }
 
     private func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
-        for await delivery in consumer.deliveries {
-            let message = delivery.message
-            do {
-                switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
-                case .started:
-                    try await coordinator.activityStarted(Wire.decode(ActivityStarted.self, from: message.body, what: "started report"))
-                case .heartbeat:
-                    try await coordinator.activityHeartbeat(Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat"))
-                case .result:
-                    try await coordinator.activityResult(Wire.decode(ActivityResult.self, from: message.body, what: "result"))
-                default:
-                    throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, heartbeat or result")
+        let publishing = BoundedTasks(limit: 8)
+        while let batch = await consumer.nextBatch() {
+            var reports: [Coordinator.WorkerReport] = []
+            for delivery in batch {
+                let message = delivery.message
+                do {
+                    switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
+                    case .started:
+                        reports.append(.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report")))
+                    case .heartbeat:
+                        reports.append(.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat")))
+                    case .result:
+                        reports.append(.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result")))
+                    case .reports:
+                        let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
+                        reports += (batch.started ?? []).map { .started($0) } + (batch.heartbeats ?? []).map { .heartbeat($0) }
+                            + (batch.results ?? []).map { .result($0) }
+                    default:
+                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, heartbeat, result or reports")
+                    }
+                } catch let error as WireError {
+                    logger.warning("report rejected: \(error)")
+                    try await publisher.deadLetter(message, from: publisher.topology.resultsQueue, reason: error.description)
                 }
-            } catch let error as WireError {
-                logger.warning("report rejected: \(error)")
-                try await publisher.deadLetter(message, from: publisher.topology.resultsQueue, reason: error.description)
             }
-            consumer.ack(delivery)
+            // Committed: acknowledge, and publish the next tasks while the next batch is applied.
+            let outgoing = try await coordinator.commit(reports)
+            consumer.ackInOrder(batch)
+            await publishing.add { await coordinator.publish(outgoing) }
         }
+        await publishing.finish()
     }
 
     private func runTimers(_ coordinator: Coordinator) async throws {
@@ -186,5 +235,23 @@ public final class CoordinatorService: Sendable {
             }
             try await Task.sleep(for: .seconds(double: pause))
         }
+    }
+}
+
+/// Runs background tasks, at most `limit` at a time: ``add(_:)`` waits for the oldest when full.
+actor BoundedTasks {
+    private let limit: Int
+    private var running: [Task<Void, Never>] = []
+
+    init(limit: Int) { self.limit = limit }
+
+    func add(_ body: @escaping @Sendable () async -> Void) async {
+        if running.count >= limit { await running.removeFirst().value }
+        running.append(Task { await body() })
+    }
+
+    func finish() async {
+        for task in running { await task.value }
+        running.removeAll()
     }
 }

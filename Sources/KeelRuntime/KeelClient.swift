@@ -27,6 +27,17 @@ public final class KeelClient: Sendable {
             messageId: messageId ?? request.requestId ?? UUID().uuidString)
     }
 
+    /// Publishes many starts in one confirmed batch (each with its request id as message id).
+    public func start(_ requests: [StartRequest]) async throws {
+        let messages = try requests.map { request in
+            AMQPMessage(
+                exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(StartJob(request)),
+                type: WireType.start.rawValue, messageId: request.requestId ?? UUID().uuidString,
+                headers: ["keel-type": WireType.start.rawValue, "keel-version": wireVersion])
+        }
+        try await publisher.publish(messages)
+    }
+
     /// Publishes a start and waits for the coordinator's answer: the run it resolved to, or why
     /// it refused (unknown type, id policy, payload too large).
     public func startAndConfirm(_ request: StartRequest, timeout: Double = 30) async throws -> StartResult {

@@ -9,7 +9,7 @@ public enum WireType: String, Sendable, CaseIterable {
     // keel.q.<queue>
     case task
     // keel.results
-    case started, heartbeat, result
+    case started, heartbeat, result, reports
     // keel.dead
     case deadLetter = "dead-letter"
 }
@@ -124,5 +124,19 @@ public struct JobReply: Codable, Sendable {
         self.result = result
         self.run = run
         self.error = error
+    }
+}
+
+/// Body of a `reports` message: several worker reports in one message. Applied in this order:
+/// starts, then heartbeats, then results.
+public struct ReportBatch: Codable, Sendable {
+    public var started: [ActivityStarted]?
+    public var heartbeats: [ActivityHeartbeat]?
+    public var results: [ActivityResult]?
+
+    public init(started: [ActivityStarted] = [], heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []) {
+        self.started = started.isEmpty ? nil : started
+        self.heartbeats = heartbeats.isEmpty ? nil : heartbeats
+        self.results = results.isEmpty ? nil : results
     }
 }

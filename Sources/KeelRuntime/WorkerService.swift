@@ -51,13 +51,14 @@ public final class WorkerService: Sendable {
         let queueName = topology.queue(forTaskQueue: configuration.taskQueue)
         let taskQueue = configuration.taskQueue
         let consumer = AMQPConsumer(
-            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, logger: logger,
+            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, maxBatch: configuration.concurrency, logger: logger,
             declare: { connection in
                 try topology.declare(on: connection)
                 try topology.declareTaskQueue(taskQueue, on: connection)
             })
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         defer { publisher.close() }
+        let reports = ReportSender(publisher: publisher)
         consumer.start()
         logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
         await withTaskGroup(of: Void.self) { group in
@@ -65,20 +66,34 @@ public final class WorkerService: Sendable {
                 while !self.isStopped { try? await Task.sleep(for: .milliseconds(50)) }
                 consumer.stop()
             }
-            for await delivery in consumer.deliveries {
-                if isStopped { break }
-                group.addTask { await self.handle(delivery, consumer, publisher, queueName) }
+            let inFlight = InFlight()
+            consuming: while let batch = await consumer.nextBatch() {
+                for delivery in batch {
+                    if isStopped { break consuming }
+                    inFlight.count.withLock { $0 += 1 }
+                    group.addTask {
+                        await self.handle(delivery, consumer, publisher, reports, queueName)
+                        inFlight.count.withLock { $0 -= 1 }
+                    }
+                }
             }
-            // Consuming stopped: let in-flight activities finish within the grace period.
-            let grace = configuration.shutdownGrace
-            group.addTask { try? await Task.sleep(for: grace) }
-            _ = await group.next()
+            // Consuming stopped (deliveries not taken go back to the queue): let in-flight
+            // activities finish within the grace period, then cancel what is left.
+            let deadline = ContinuousClock.now + configuration.shutdownGrace
+            let running = inFlight.count.withLock { $0 }
+            if running > 0 { logger.info("stopping: waiting for \(running) running activit\(running == 1 ? "y" : "ies")") }
+            while inFlight.count.withLock({ $0 }) > 0, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
             group.cancelAll()
         }
         logger.info("worker \(configuration.identity) stopped")
     }
 
-    private func handle(_ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ queueName: String) async {
+    private func handle(
+        _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ reports: ReportSender,
+        _ queueName: String
+    ) async {
         let message = delivery.message
         let task: ActivityTask
         do {
@@ -92,16 +107,16 @@ public final class WorkerService: Sendable {
             let error = UnknownTypeError(kind: "activity", name: task.activityType, known: runner.activities.names)
             logger.warning("task for an unknown activity dead-lettered: \(error)")
             // The workflow learns at once instead of waiting for a timeout.
-            try? await report(.result, ActivityResult(
+            try? await reports.send(.result(ActivityResult(
                 runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                outcome: .failed(Failure(error))), publisher)
+                outcome: .failed(Failure(error)))))
             await deadLetter(message, queueName, error.description, publisher, consumer, delivery)
             return
         }
         do {
-            try await report(.started, ActivityStarted(
+            try await reports.send(.started(ActivityStarted(
                 runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                time: Date()), publisher)
+                time: Date())))
         } catch {
             // Not acknowledged: RabbitMQ redelivers the task.
             logger.error("could not report the start of \(task.attemptKey): \(error)")
@@ -110,8 +125,8 @@ public final class WorkerService: Sendable {
         consumer.ack(delivery)
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
-            try? await report(.heartbeat, ActivityHeartbeat(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details), publisher)
+            try? await reports.send(.heartbeat(ActivityHeartbeat(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
         }
         let outcome = await runner.run(task) { details in heartbeats.beat(details) }
         heartbeats.finish()
@@ -121,7 +136,7 @@ public final class WorkerService: Sendable {
         var delay = 0.5
         while true {
             do {
-                try await report(.result, result, publisher)
+                try await reports.send(.result(result))
                 return
             } catch {
                 // The coordinator times the attempt out if this never gets through.
@@ -133,9 +148,6 @@ public final class WorkerService: Sendable {
         }
     }
 
-    private func report<T: Encodable>(_ type: WireType, _ body: T, _ publisher: AMQPPublisher) async throws {
-        try await publisher.send(type, body, exchange: publisher.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
-    }
 
     private func deadLetter(
         _ message: AMQPDelivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher,
@@ -226,4 +238,9 @@ public enum ExecutionLog {
                          activityId: activity, attempt: attempt, worker: String(fields[5]))
         }
     }
+}
+
+/// How many activities a worker is running.
+private final class InFlight: Sendable {
+    let count = Mutex(0)
 }

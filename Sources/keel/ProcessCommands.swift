@@ -16,7 +16,8 @@ struct BrokerOptions: ParsableArguments {
     }
 }
 
-/// Calls `stop` on SIGTERM and SIGINT.
+/// Calls `stop` on SIGTERM and SIGINT, for as long as the returned sources live: keep them
+/// until the service returned (a released source silently drops the signal).
 func onTermination(_ stop: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
     [SIGTERM, SIGINT].map { signalNumber in
         signal(signalNumber, SIG_IGN)
@@ -44,8 +45,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.durability = parsed
         let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
         let signals = onTermination { service.stop() }
+        defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         try await service.run()
-        _ = signals
     }
 }
 
@@ -64,8 +65,8 @@ struct WorkerCommand: AsyncParsableCommand {
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
         let service = WorkerService(configuration: configuration, activities: BuiltIn.activities)
         let signals = onTermination { service.stop() }
+        defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         try await service.run()
-        _ = signals
     }
 }
 

@@ -11,20 +11,47 @@ struct BenchDeployment {
     let url: AMQPURL
     var processes: [KeelProcess] = []
 
-    init(url: AMQPURL, durability: String, workers: Int, concurrency: Int) throws {
+    let environment: [String: String]
+    let concurrency: Int
+    private(set) var coordinatorStarts = 0
+
+    /// With `countExecutions`, workers log every execution to ``executionLogPath``.
+    init(url: AMQPURL, durability: String, workers: Int, concurrency: Int, countExecutions: Bool = false) throws {
         self.url = url
         var environment = ["KEEL_DB": directory.appendingPathComponent("bench.sqlite").path,
                            "KEEL_NAMESPACE": topology.namespace, "KEEL_DURABILITY": durability]
         environment["KEEL_AMQP_URL"] = "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)/\(url.vhost == "/" ? "" : url.vhost)"
-        processes.append(try KeelProcess(["coordinator"], environment: environment, log: directory.appendingPathComponent("coordinator.log")))
-        for index in 0..<workers {
+        if countExecutions { environment["KEEL_EXECUTION_LOG"] = directory.appendingPathComponent("executions.log").path }
+        self.environment = environment
+        self.concurrency = concurrency
+        try startCoordinator()
+        try startWorkers(workers)
+    }
+
+    /// Starts `count` more worker processes on `default`.
+    mutating func startWorkers(_ count: Int) throws {
+        for _ in 0..<count {
             processes.append(try KeelProcess(
                 ["worker", "--queue", "default", "--concurrency", "\(concurrency)"], environment: environment,
-                log: directory.appendingPathComponent("worker-\(index).log")))
+                log: directory.appendingPathComponent("worker-\(processes.count).log")))
         }
     }
 
     var databasePath: String { directory.appendingPathComponent("bench.sqlite").path }
+    var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
+    var coordinatorLogPath: String { directory.appendingPathComponent("coordinator-\(coordinatorStarts).log").path }
+
+    /// Starts a coordinator process; each start logs to its own file.
+    mutating func startCoordinator() throws {
+        coordinatorStarts += 1
+        processes.insert(
+            try KeelProcess(["coordinator"], environment: environment, log: URL(fileURLWithPath: coordinatorLogPath)), at: 0)
+    }
+
+    /// `kill -9` of the coordinator process.
+    mutating func killCoordinator() {
+        processes.removeFirst().kill()
+    }
 
     func stop() {
         processes.forEach { $0.terminate() }

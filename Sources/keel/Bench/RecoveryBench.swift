@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import Keel
+import KeelTestKit
+
+struct RecoveryBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recovery",
+        abstract: "kill -9 the coordinator with --workflows open workflows mid-run; time until they are replayed and progressing again, then check that none is lost and no completed step runs again.")
+
+    @OptionGroup var broker: BrokerOptions
+    @Option(help: "Open workflows when the coordinator is killed.") var workflows = 10_000
+    @Option(help: "Sequential no-op activities per workflow.") var steps = 5
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Activities each worker runs at once.") var concurrency = 64
+    @Option(help: "Seconds of progress between the workers starting and the kill.") var runFor = 1.0
+
+    func run() async throws {
+        // Workers join once every workflow is recorded, so all of them are open at the kill.
+        var deployment = try BenchDeployment(
+            url: try broker.url(), durability: "normal", workers: 0, concurrency: concurrency, countExecutions: true)
+        defer { deployment.stop() }
+        let client = KeelClient(url: deployment.url, topology: deployment.topology)
+        defer { client.close() }
+        let store = try SQLiteHistoryStore(path: deployment.databasePath)
+
+        let requests = try (0..<workflows).map { index in
+            StartRequest(workflowType: BenchSequential.name, workflowId: "rec-\(index)", input: try Payload(encoding: steps, field: "input"),
+                         requestId: "rec-\(index)")
+        }
+        try await client.start(requests)
+        try await until("all \(workflows) workflows recorded", timeout: 300) { try store.count(status: .running) >= workflows }
+        try deployment.startWorkers(workers)
+        try await Task.sleep(for: .seconds(double: runFor))
+
+        let open = try store.count(status: .running)
+        let killedAt = Date()
+        deployment.killCoordinator()
+        let completedBefore = Set(try store.eventRefs(kind: .activityCompleted, to: killedAt).map { "\($0.runId)/\($0.ref)" })
+        print("killed the coordinator with \(open) open workflows, \(completedBefore.count) activities completed")
+
+        let restart = ContinuousClock.now
+        let restartedAt = Date()
+        try deployment.startCoordinator()
+        try await until("the coordinator recovered", timeout: 120) {
+            ((try? String(contentsOfFile: deployment.coordinatorLogPath, encoding: .utf8)) ?? "").contains("coordinator running")
+        }
+        let serving = ContinuousClock.now - restart
+        try await until("a result applied after the restart", timeout: 120, poll: 0.005) {
+            try !store.eventRefs(kind: .activityCompleted, from: restartedAt, limit: 1).isEmpty
+        }
+        let progressing = ContinuousClock.now - restart
+        let log = (try? String(contentsOfFile: deployment.coordinatorLogPath, encoding: .utf8)) ?? ""
+        if let line = log.split(separator: "\n").first(where: { $0.contains("recovered") }) { print(line) }
+
+        try await until("every workflow completed", timeout: 600, stall: 60) { try store.count(status: .completed) >= workflows }
+        let completed = try store.count(status: .completed)
+        let executions = ExecutionLog.read(deployment.executionLogPath)
+        let reexecuted = executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }.count
+        let attempts = executions.map { "\($0.runId)/\($0.activityId)/\($0.attempt)" }
+        let duplicates = attempts.count - Set(attempts).count
+        print(String(format: "restart -> recovered and consuming: %.2f s; restart -> first result applied: %.2f s", serving.seconds, progressing.seconds))
+        print("\(completed) of \(workflows) completed; \(executions.count) executions (\(duplicates) duplicate attempt deliveries)")
+        print(String(format: "recovery_s=%.2f lost=%d reexecuted=%d", progressing.seconds, workflows - completed, reexecuted))
+    }
+
+    /// Polls `condition` until it holds; fails after `timeout`, or after `stall` seconds if given.
+    private func until(
+        _ what: String, timeout: Double, poll: Double = 0.05, stall: Double? = nil, _ condition: () throws -> Bool
+    ) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while try !condition() {
+            guard Date() < deadline else { throw ValidationError("timed out waiting for \(what)") }
+            try await Task.sleep(for: .seconds(double: poll))
+        }
+    }
+}
