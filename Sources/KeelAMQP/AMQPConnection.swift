@@ -58,6 +58,9 @@ public final class AMQPConnection: @unchecked Sendable {
     /// Delivery tags published in confirm mode and not yet confirmed.
     private var unconfirmed: Set<UInt64> = []
     private var lastTag: UInt64 = 0
+    private var lowestUnsettled: UInt64 = 1
+    /// Nacked delivery tags not yet reported by ``takeRefusals(in:)``.
+    private var refusedTags: Set<UInt64> = []
     /// The broker has blocked publishing on this connection (a memory or disk alarm).
     public private(set) var isBlocked = false
     private var nacked = false
@@ -236,6 +239,11 @@ public final class AMQPConnection: @unchecked Sendable {
             settle(ack.delivery_tag, multiple: ack.multiple != 0)
         case AMQP_BASIC_NACK_METHOD:
             let nack = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            if nack.multiple != 0 {
+                refusedTags.formUnion(unconfirmed.filter { $0 <= nack.delivery_tag })
+            } else {
+                refusedTags.insert(nack.delivery_tag)
+            }
             settle(nack.delivery_tag, multiple: nack.multiple != 0)
             nacked = true
         case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -267,6 +275,38 @@ public final class AMQPConnection: @unchecked Sendable {
         } else {
             unconfirmed.remove(tag)
         }
+    }
+
+    // MARK: Windowed confirms
+
+    /// The delivery tag of the last message published in confirm mode.
+    public var lastPublishedTag: UInt64 { lastTag }
+
+    /// Reads what the broker sent within `timeout` seconds (confirms, alarms, channel closes)
+    /// without waiting for anything in particular: for publishers that keep publishing while
+    /// earlier confirms are on their way.
+    public func readConfirms(timeout: Double) throws {
+        guard try readFrame(timeout: timeout) else { return }
+        while try readFrame(timeout: 0) {}
+    }
+
+    /// The socket, for waiting on it together with other descriptors (`poll`).
+    public var socketDescriptor: Int32 { amqp_get_sockfd(state) }
+
+    /// Whether rabbitmq-c already holds input that `poll` on the socket would not report.
+    public var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
+
+    /// Whether every message up to `tag` was confirmed (acked or nacked).
+    public func isSettled(through tag: UInt64) -> Bool {
+        while lowestUnsettled <= lastTag, !unconfirmed.contains(lowestUnsettled) { lowestUnsettled += 1 }
+        return lowestUnsettled > tag
+    }
+
+    /// Whether the broker refused (nacked) any message in `tags`; forgets those refusals.
+    public func takeRefusals(in tags: ClosedRange<UInt64>) -> Bool {
+        let refused = refusedTags.contains { tags.contains($0) }
+        refusedTags = refusedTags.filter { !tags.contains($0) }
+        return refused
     }
 
     // MARK: Consuming

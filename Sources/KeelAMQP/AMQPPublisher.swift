@@ -1,25 +1,51 @@
 import Dispatch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 
-/// Publishes with publisher confirms on its own connection and thread. Concurrent callers are
-/// coalesced: everything requested while a batch is in flight goes out as the next batch, whose
-/// confirms are awaited together (not one round trip per message, nor per caller). Reconnects
-/// (re-declaring the topology) when the connection is lost.
+/// Publishes with publisher confirms, windowed, on its own connection and thread: requests are
+/// published as soon as they arrive while earlier ones still wait for their confirms, and each
+/// caller resumes when all of its messages are confirmed (not one round trip per message, nor a
+/// stop-and-wait per batch). After a lost connection it reconnects (re-declaring the topology)
+/// and publishes what was unconfirmed again (at-least-once, like every Keel message).
 public final class AMQPPublisher: @unchecked Sendable {
-    private struct Request {
-        var messages: [AMQPMessage]
-        var taskQueues: Set<String>
-        var continuation: CheckedContinuation<Void, any Error>
+    /// Handed from the caller to the publishing thread, then touched only there.
+    private final class Request: @unchecked Sendable {
+        let messages: [AMQPMessage]
+        let taskQueues: Set<String>
+        let continuation: CheckedContinuation<Void, any Error>
+        var attempts = 0
+        var lastTag: UInt64 = 0
+        var firstTag: UInt64 = 0
+        var sentAt = Date()
+
+        init(messages: [AMQPMessage], taskQueues: Set<String>, continuation: CheckedContinuation<Void, any Error>) {
+            self.messages = messages
+            self.taskQueues = taskQueues
+            self.continuation = continuation
+        }
     }
 
     private let url: AMQPURL
     public let topology: Topology
-    private let queue = DispatchQueue(label: "keel.amqp.publisher")
     private let logger: Logger
-    private let waiting = Mutex((requests: [Request](), draining: false))
-    // Touched only on `queue`.
+    /// How long a message may wait for its confirm before the connection is deemed broken
+    /// (not while the broker says it blocks publishers).
+    private let confirmTimeout: Double = 30
+    private let waiting = Mutex((requests: [Request](), running: false, closed: false))
+    /// Written by callers, polled by the publishing thread together with the socket, so the
+    /// thread sleeps until there is a request to publish or a confirm to read.
+    private let wakeup: (read: Int32, write: Int32) = {
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        return (fds[0], fds[1])
+    }()
+    private let finished = DispatchSemaphore(value: 0)
+    // Touched only by the publishing thread.
     private var connection: AMQPConnection?
     private var declaredTaskQueues: Set<String> = []
 
@@ -34,54 +60,113 @@ public final class AMQPPublisher: @unchecked Sendable {
     public func publish(_ messages: [AMQPMessage], taskQueues: Set<String> = []) async throws {
         guard !messages.isEmpty else { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let startDraining = waiting.withLock { waiting in
-                waiting.requests.append(Request(messages: messages, taskQueues: taskQueues, continuation: continuation))
-                defer { waiting.draining = true }
-                return !waiting.draining
+            let request = Request(messages: messages, taskQueues: taskQueues, continuation: continuation)
+            let (accepted, start) = waiting.withLock { waiting -> (Bool, Bool) in
+                guard !waiting.closed else { return (false, false) }
+                waiting.requests.append(request)
+                defer { waiting.running = true }
+                return (true, !waiting.running)
             }
-            if startDraining { queue.async { [self] in drain() } }
+            guard accepted else {
+                return continuation.resume(throwing: AMQPError(.publishFailed, "the publisher to \(url) is closed"))
+            }
+            if start {
+                let thread = Thread { [self] in run() }
+                thread.name = "keel.amqp.publisher"
+                thread.start()
+            }
+            signalWakeup()
         }
     }
 
-    /// Publishes what is waiting, batch after batch, until nothing is.
-    private func drain() {
+    private func signalWakeup() {
+        var one: UInt8 = 1
+        _ = write(wakeup.write, &one, 1)
+    }
+
+    /// Sleeps until a request arrives, or (with `socket`) the broker sent something, or `timeout`.
+    private func sleep(socket: Int32?, timeout: Double) {
+        var descriptors = [pollfd(fd: wakeup.read, events: Int16(POLLIN), revents: 0)]
+        if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
+        _ = poll(&descriptors, nfds_t(descriptors.count), Int32(max(timeout, 0) * 1000))
+        if descriptors[0].revents != 0 {
+            var drained = [UInt8](repeating: 0, count: 256)
+            while read(wakeup.read, &drained, drained.count) > 0 {}
+        }
+    }
+
+    /// Publishes what was asked and settles what was confirmed until closed and idle.
+    private func run() {
+        var inFlight: [Request] = []
+        var backoff = 0.2
         while true {
-            let batch = waiting.withLock { waiting in
+            let (arrived, closed) = waiting.withLock { waiting in
                 defer { waiting.requests.removeAll() }
-                if waiting.requests.isEmpty { waiting.draining = false }
-                return waiting.requests
+                return (waiting.requests, waiting.closed)
             }
-            guard !batch.isEmpty else { return }
-            do {
-                try send(batch.flatMap(\.messages), taskQueues: batch.reduce(into: Set()) { $0.formUnion($1.taskQueues) })
-                for request in batch { request.continuation.resume() }
-            } catch {
-                for request in batch { request.continuation.resume(throwing: error) }
-            }
-        }
-    }
-
-    private func send(_ messages: [AMQPMessage], taskQueues: Set<String>) throws {
-        var lastError: (any Error)?
-        for attempt in 0..<3 {
+            if closed && arrived.isEmpty && inFlight.isEmpty { break }
+            var pending = arrived
             do {
                 let connection = try connected()
-                for name in taskQueues where !declaredTaskQueues.contains(name) {
-                    try topology.declareTaskQueue(name, on: connection)
-                    declaredTaskQueues.insert(name)
+                for request in pending {
+                    for name in request.taskQueues where !declaredTaskQueues.contains(name) {
+                        try topology.declareTaskQueue(name, on: connection)
+                        declaredTaskQueues.insert(name)
+                    }
+                    request.firstTag = connection.lastPublishedTag + 1
+                    for message in request.messages { try connection.publish(message) }
+                    request.lastTag = connection.lastPublishedTag
+                    request.sentAt = Date()
+                    inFlight.append(request)
                 }
-                for message in messages { try connection.publish(message) }
-                try connection.waitForConfirms()
-                return
+                pending.removeAll()
+                if inFlight.isEmpty {
+                    sleep(socket: nil, timeout: 1)
+                    continue
+                }
+                if !connection.hasBufferedInput { sleep(socket: connection.socketDescriptor, timeout: 1) }
+                try connection.readConfirms(timeout: 0)
+                while let first = inFlight.first, connection.isSettled(through: first.lastTag) {
+                    inFlight.removeFirst()
+                    if connection.takeRefusals(in: first.firstTag...first.lastTag) {
+                        first.continuation.resume(throwing: AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message"))
+                    } else {
+                        first.continuation.resume()
+                    }
+                }
+                if let oldest = inFlight.first, -oldest.sentAt.timeIntervalSinceNow > confirmTimeout {
+                    if connection.isBlocked {
+                        logger.warning("RabbitMQ at \(url) still blocks publishing; \(inFlight.count) publish(es) wait for it")
+                        oldest.sentAt = Date()
+                    } else {
+                        throw AMQPError(.publishNotConfirmed,
+                            "RabbitMQ at \(url) did not confirm a publish within \(Int(confirmTimeout)) s")
+                    }
+                }
+                backoff = 0.2
             } catch {
-                lastError = error
-                logger.warning("publish to \(url) failed (attempt \(attempt + 1) of 3): \(error)")
-                self.connection?.close()
-                self.connection = nil
-                Thread.sleep(forTimeInterval: 0.2 * Double(attempt + 1))
+                // Whatever was not confirmed is published again on a new connection, three tries each.
+                connection?.close()
+                connection = nil
+                var retry: [Request] = []
+                for request in inFlight + pending {
+                    request.attempts += 1
+                    if request.attempts >= 3 {
+                        request.continuation.resume(throwing: error)
+                    } else {
+                        retry.append(request)
+                    }
+                }
+                inFlight.removeAll()
+                logger.warning("publish to \(url) failed: \(error); \(retry.isEmpty ? "gave up" : "retrying \(retry.count) publish(es) in \(backoff) s")")
+                waiting.withLock { $0.requests.insert(contentsOf: retry, at: 0) }
+                Thread.sleep(forTimeInterval: backoff)
+                backoff = min(backoff * 2, 2)
             }
         }
-        throw lastError!
+        connection?.close()
+        connection = nil
+        finished.signal()
     }
 
     private func connected() throws -> AMQPConnection {
@@ -94,10 +179,21 @@ public final class AMQPPublisher: @unchecked Sendable {
         return connection
     }
 
+    /// Waits for what is in flight, then closes the connection. Later publishes fail; closing
+    /// again does nothing.
     public func close() {
-        queue.sync {
-            connection?.close()
-            connection = nil
+        let running = waiting.withLock { waiting in
+            waiting.closed = true
+            defer { waiting.running = false }  // a second close() returns at once
+            return waiting.running
         }
+        guard running else { return }
+        signalWakeup()
+        finished.wait()
+    }
+
+    deinit {
+        Glibc.close(wakeup.read)
+        Glibc.close(wakeup.write)
     }
 }

@@ -44,10 +44,33 @@ struct ThroughputBench: AsyncParsableCommand {
         let elapsed = (ContinuousClock.now - begin).seconds
         let failed = try store.runs(status: .failed, limit: 10)
         guard failed.isEmpty else { throw ValidationError("\(failed.count) bench workflow(s) failed: \(failed[0].failure?.description ?? "")") }
+        // Where a step's time goes, from the coordinator's clock, over a sample of runs.
+        var toStart: [Double] = [], toComplete: [Double] = []
+        for run in try store.runs(status: .completed, limit: 200) {
+            var scheduled: [Int64: Date] = [:], started: [Int64: Date] = [:]
+            for event in try store.events(runId: run.runId) {
+                guard let ref = event.ref else { continue }
+                switch event.kind {
+                case .activityScheduled: scheduled[ref] = event.time
+                case .activityStarted:
+                    started[ref] = event.time
+                    if let at = scheduled[ref] { toStart.append(event.time.timeIntervalSince(at) * 1000) }
+                case .activityCompleted:
+                    if let at = started[ref] { toComplete.append(event.time.timeIntervalSince(at) * 1000) }
+                default: continue
+                }
+            }
+        }
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? 0 : sorted[min(Int(Double(sorted.count) * p), sorted.count - 1)]
+        }
         let activities = workflows * steps
         print("\(workflows) workflows x \(steps) no-op activities, \(workers) worker process(es) x \(concurrency), durability \(durability)")
         print(String(format: "starts published and confirmed in %.2f s; all completed in %.2f s", published.seconds, elapsed))
         print(String(format: "%.0f activities/s, %.0f workflows/s end to end", Double(activities) / elapsed, Double(workflows) / elapsed))
+        print(String(format: "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
+                     percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
         print(String(format: "activities_per_s=%.0f workflows_per_s=%.0f", Double(activities) / elapsed, Double(workflows) / elapsed))
     }
 }
