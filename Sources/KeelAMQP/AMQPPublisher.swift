@@ -189,7 +189,9 @@ public final class AMQPPublisher: @unchecked Sendable {
         }
         guard running else { return }
         signalWakeup()
-        finished.wait()
+        if finished.wait(timeout: .now() + 15) == .timedOut {
+            logger.warning("closing the publisher to \(url): publishes still unconfirmed after 15 s are abandoned")
+        }
     }
 
     deinit {

@@ -15,7 +15,7 @@ struct BrokerLimitTests {
     /// that: workers acknowledge a task once its start is reported, and liveness is the
     /// coordinator's heartbeat timeout.
     @Test func anActivityLongerThanTheConsumerTimeoutRunsOnceAndCompletes() async throws {
-        try localBroker("start", port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
+        try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
         defer { try? localBroker("stop", port: Self.port) }
         let url = try AMQPURL("amqp://guest:guest@localhost:\(Self.port)")
 
@@ -60,7 +60,7 @@ struct BrokerLimitTests {
     /// A broker in a memory alarm blocks publishers. Keel says so in its log and waits; once the
     /// alarm clears, the publish completes.
     @Test func aBlockedBrokerIsReportedAndPublishingResumesWhenItUnblocks() async throws {
-        try localBroker("start", port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
+        try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
         defer { try? localBroker("stop", port: Self.port) }
         let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
         defer { deployment.stopAll() }

@@ -12,7 +12,7 @@ struct BrokerRestartTests {
     static func rabbitmq(_ command: String) throws { try localBroker(command, port: port) }
 
     @Test func everythingCompletesOnceTheBrokerIsBack() async throws {
-        try Self.rabbitmq("start")
+        try await startLocalBroker(port: Self.port)
         defer { try? Self.rabbitmq("stop") }
         let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
         defer { deployment.stopAll() }
@@ -25,10 +25,10 @@ struct BrokerRestartTests {
                 input: Payload(encoding: StepsInput(steps: 40, milliseconds: 300), field: "input"), requestId: id))
         }
         #expect(await eventually(30) { deployment.executions.count >= 6 }, "the run got going")
-        try Self.rabbitmq("stop")
+        try await offPool { try Self.rabbitmq("stop") }
         let executionsWhileDown = deployment.executions.count
         try await Task.sleep(for: .seconds(2))
-        try Self.rabbitmq("start")
+        try await startLocalBroker(port: Self.port)
         for id in ids {
             let run = try await deployment.client.waitForResult(workflowId: id, timeout: 120)
             #expect(run.status == .completed, "\(id): \(run.status) \(run.failure?.description ?? "")")

@@ -51,7 +51,7 @@ struct DeadLetterTests {
             items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
             return items.count == 2
         })
-        let listed = try deployment.keel(["dlq", "list", "--json"])
+        let listed = try await deployment.keel(["dlq", "list", "--json"])
         #expect(listed.status == 0, "\(listed.output)")
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -76,12 +76,12 @@ struct DeadLetterTests {
         #expect(message.bodyText == "{not json")
 
         // Not parked: its workflow already has the failure, so a redrive is refused and the entry stays.
-        let refused = try deployment.keel(["dlq", "redrive", activity.id])
+        let refused = try await deployment.keel(["dlq", "redrive", activity.id])
         #expect(refused.status == 1)
         #expect(refused.output.contains("not parked"))
 
         let file = deployment.directory.appendingPathComponent("dead.jsonl")
-        let drained = try deployment.keel(["dlq", "drain", "--out", file.path])
+        let drained = try await deployment.keel(["dlq", "drain", "--out", file.path])
         #expect(drained.status == 0, "\(drained.output)")
         #expect(drained.output.contains("drained 2 item(s)"))
         let lines = try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
@@ -128,7 +128,7 @@ struct DeadLetterTests {
 
         flaky.fixed.withLock { $0 = true }
         let first = try #require(items.first { $0.entry?.workflowId == "parked-1" })
-        let redriven = try deployment.keel(["dlq", "redrive", first.id])
+        let redriven = try await deployment.keel(["dlq", "redrive", first.id])
         #expect(redriven.status == 0, "\(redriven.output)")
         let done = try await deployment.client.waitForResult(workflowId: "parked-1", timeout: 30)
         #expect(done.status == .completed)
@@ -136,7 +136,7 @@ struct DeadLetterTests {
         #expect(try deployment.store().events(runId: done.runId).contains { $0.kind == .activityRedriven })
 
         let second = try #require(items.first { $0.entry?.workflowId == "parked-2" })
-        let discarded = try deployment.keel(["dlq", "discard", second.id])
+        let discarded = try await deployment.keel(["dlq", "discard", second.id])
         #expect(discarded.status == 0, "\(discarded.output)")
         let gaveUp = try await deployment.client.waitForResult(workflowId: "parked-2", timeout: 30)
         #expect(gaveUp.status == .failed)
@@ -145,7 +145,7 @@ struct DeadLetterTests {
         #expect(try queue.list().isEmpty)
 
         // Gone from the queue: a second redrive names nothing.
-        let again = try deployment.keel(["dlq", "redrive", first.id])
+        let again = try await deployment.keel(["dlq", "redrive", first.id])
         #expect(again.status == 1)
         #expect(again.output.contains("no such entry"))
         worker.stop()

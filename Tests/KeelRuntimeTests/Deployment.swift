@@ -40,8 +40,9 @@ final class Deployment: @unchecked Sendable {
     }
 
     /// Runs `keel ARGUMENTS` against this deployment to the end.
-    func keel(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        try runToEnd(KeelProcess.binary, arguments, environment: environment)
+    func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let environment = self.environment
+        return try await offPool { try runToEnd(KeelProcess.binary, arguments, environment: environment) }
     }
 
     func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
@@ -100,4 +101,18 @@ func localBroker(_ command: String, port: String, environment: String = "") thro
     let script = ForeignClientTests.root.appendingPathComponent("scripts/rabbitmq").path
     let status = system("\(environment) KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >/dev/null 2>&1")
     if command == "start" && status != 0 { throw WireError(message: "scripts/rabbitmq start failed (\(status))") }
+}
+
+/// Runs blocking `body` on a thread of its own. Tests run in parallel on a two-thread
+/// cooperative pool; a test blocked there for seconds (a broker starting, a child process)
+/// would stall every other test's tasks and skew their timing.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+/// ``localBroker(_:port:environment:)`` off the cooperative pool.
+func startLocalBroker(port: String, environment: String = "") async throws {
+    try await offPool { try localBroker("start", port: port, environment: environment) }
 }

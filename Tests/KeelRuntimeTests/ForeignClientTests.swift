@@ -8,8 +8,8 @@ import KeelTestKit
 struct ForeignClientTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static func run(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String) {
-        try runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root)
+    static func run(_ arguments: [String], environment: [String: String]) async throws -> (status: Int32, output: String) {
+        try await offPool { try runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root) }
     }
 
     @Test func publishJobStartsAWorkflowAndAJobPublishedTwiceMakesOneRun() async throws {
@@ -17,14 +17,14 @@ struct ForeignClientTests {
         try deployment.startCoordinator()
         try deployment.startWorker()
         for _ in 0..<2 {
-            let published = try Self.run(["scripts/publish-job", "bench-sequential", "from-bash", "4"], environment: deployment.environment)
+            let published = try await Self.run(["scripts/publish-job", "bench-sequential", "from-bash", "4"], environment: deployment.environment)
             #expect(published.status == 0, "\(published.output)")
         }
         let run = try await deployment.client.waitForResult(workflowId: "from-bash", timeout: 30)
         #expect(run.status == .completed)
         #expect(run.result?.json == "6")
         #expect(try deployment.store().runs(status: nil, limit: 10).filter { $0.workflowId == "from-bash" }.count == 1)
-        let bad = try Self.run(["scripts/publish-job", "bench-sequential", "bad", "{oops"], environment: deployment.environment)
+        let bad = try await Self.run(["scripts/publish-job", "bench-sequential", "bad", "{oops"], environment: deployment.environment)
         #expect(bad.status == 2)
         #expect(bad.output.contains("input is not valid JSON"))
     }
