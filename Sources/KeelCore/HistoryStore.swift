@@ -222,6 +222,8 @@ public protocol HistoryStore: Sendable {
     func run(requestId: String) throws -> RunRecord?
     func runs(status: RunStatus?, limit: Int) throws -> [RunRecord]
     func openRuns() throws -> [RunRecord]
+    /// Every open run's history and pending activities, by run id, read in bulk (recovery).
+    func openRunState() throws -> (events: [String: [HistoryEvent]], activities: [String: [ActivityRecord]])
     func events(runId: String) throws -> [HistoryEvent]
     func activities(runId: String) throws -> [ActivityRecord]
     /// Due timers of running runs (a blocked run's timers wait until it is unblocked).

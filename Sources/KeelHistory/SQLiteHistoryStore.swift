@@ -279,28 +279,54 @@ public final class SQLiteHistoryStore: HistoryStore {
     public func events(runId: String) throws -> [HistoryEvent] {
         try wrap("read history") {
             try pool.read { db in
-                let decoder = JSONDecoder()
-                var events: [HistoryEvent] = []
-                let rows = try Row.fetchCursor(
-                    db, sql: """
-                        SELECT id, time, kind, ref, name, attempt, payload, failure, attributes
-                        FROM events WHERE run_id = ? ORDER BY id
-                        """, arguments: [runId])
-                while let row = try rows.next() {
-                    let kindName: String = row[2]
-                    guard let kind = EventKind(rawValue: kindName) else {
-                        throw StoreError(message: "run \(runId) event \(row[0] as Int64) has unknown kind '\(kindName)'")
-                    }
-                    let failureText: String? = row[7]
-                    events.append(HistoryEvent(
-                        id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
-                        name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
-                        failure: try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) },
-                        attributes: (row[8] as Data?).map(Payload.init(data:))))
-                }
-                return events
+                try Self.events(db, sql: """
+                    SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
+                    FROM events WHERE run_id = ? ORDER BY id
+                    """, arguments: [runId])[runId] ?? []
             }
         }
+    }
+
+    public func openRunState() throws -> (events: [String: [HistoryEvent]], activities: [String: [ActivityRecord]]) {
+        try wrap("read open runs") {
+            try pool.read { db in
+                let open = "SELECT run_id FROM runs WHERE status IN ('running', 'blocked')"
+                let events = try Self.events(db, sql: """
+                    SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
+                    FROM events WHERE run_id IN (\(open)) ORDER BY run_id, id
+                    """)
+                let decoder = JSONDecoder()
+                var activities: [String: [ActivityRecord]] = [:]
+                let rows = try Row.fetchCursor(
+                    db, sql: "SELECT run_id, record FROM activities WHERE run_id IN (\(open)) ORDER BY run_id, activity_id")
+                while let row = try rows.next() {
+                    activities[row[0], default: []].append(try decoder.decode(ActivityRecord.self, from: row[1] as Data))
+                }
+                return (events, activities)
+            }
+        }
+    }
+
+    /// Events from `sql` (columns: id, time, kind, ref, name, attempt, payload, failure,
+    /// attributes, run_id), by run, in the order the query gives.
+    private static func events(_ db: Database, sql: String, arguments: StatementArguments = []) throws -> [String: [HistoryEvent]] {
+        let decoder = JSONDecoder()
+        var events: [String: [HistoryEvent]] = [:]
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let runId: String = row[9]
+            let kindName: String = row[2]
+            guard let kind = EventKind(rawValue: kindName) else {
+                throw StoreError(message: "run \(runId) event \(row[0] as Int64) has unknown kind '\(kindName)'")
+            }
+            let failureText: String? = row[7]
+            events[runId, default: []].append(HistoryEvent(
+                id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
+                name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
+                failure: try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) },
+                attributes: (row[8] as Data?).map(Payload.init(data:))))
+        }
+        return events
     }
 
     public func activities(runId: String) throws -> [ActivityRecord] {

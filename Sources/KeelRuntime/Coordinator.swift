@@ -78,12 +78,13 @@ public actor Coordinator {
     public func recover() async throws -> RecoveryReport {
         var report = RecoveryReport()
         var work = Work(now: clock.now())
+        let state = try store.openRunState()
         for record in try store.openRuns() {
             let run = LiveRun(record: record)
-            for activity in try store.activities(runId: record.runId) {
+            for activity in state.activities[record.runId] ?? [] {
                 run.activities[activity.activityId] = activity
             }
-            let events = try store.events(runId: record.runId)
+            let events = state.events[record.runId] ?? []
             run.nextEventId = (events.last?.id ?? 0) + 1
             runs[run.runId] = run
             openRunByWorkflowId[record.workflowId] = run.runId

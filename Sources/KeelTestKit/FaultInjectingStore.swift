@@ -40,6 +40,9 @@ public final class FaultInjectingStore: HistoryStore {
     public func run(requestId: String) throws -> RunRecord? { try base.run(requestId: requestId) }
     public func runs(status: RunStatus?, limit: Int) throws -> [RunRecord] { try base.runs(status: status, limit: limit) }
     public func openRuns() throws -> [RunRecord] { try base.openRuns() }
+    public func openRunState() throws -> (events: [String: [HistoryEvent]], activities: [String: [ActivityRecord]]) {
+        try base.openRunState()
+    }
     public func events(runId: String) throws -> [HistoryEvent] { try base.events(runId: runId) }
     public func activities(runId: String) throws -> [ActivityRecord] { try base.activities(runId: runId) }
     public func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord] { try base.dueTimers(at: time, limit: limit) }
