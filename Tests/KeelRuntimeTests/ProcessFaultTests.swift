@@ -57,7 +57,7 @@ struct ProcessFaultTests {
         let doomed = try deployment.startWorker(concurrency: 1)
         try await deployment.client.start(StartRequest(
             workflowType: "bench-steps", workflowId: "kill-worker",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 1), field: "input")))
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 3), field: "input")))
         #expect(await eventually(20) { !deployment.executions.isEmpty })
         try await Task.sleep(for: .milliseconds(300))
         doomed.kill()
