@@ -25,7 +25,7 @@ public final class KeelProcess: @unchecked Sendable {
     public func kill() {
         // Unconditionally: a test that kills a process must not skip it on a stale `isRunning`.
         Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        waitForExit(process, seconds: 10)
     }
 
     /// Whether the process still exists, asked of the kernel.
@@ -39,10 +39,19 @@ public final class KeelProcess: @unchecked Sendable {
 public func stopProcess(_ process: Process, grace: Double = 10) {
     guard process.isRunning else { return }
     process.terminate()
-    let deadline = Date().addingTimeInterval(grace)
-    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
+    waitForExit(process, seconds: grace)
+    if process.isRunning {
+        kill(process.processIdentifier, SIGKILL)
+        waitForExit(process, seconds: 10)
+    }
+}
+
+/// Polls until `process` has exited, at most `seconds`. Not `waitUntilExit()`: on Linux it can
+/// wait forever when called from a thread of the cooperative pool (the exit is noticed on a
+/// queue that then gets no thread), which stalled the whole test run.
+private func waitForExit(_ process: Process, seconds: Double) {
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
 }
 
 /// Polls `condition` every 50 ms until it holds or `seconds` pass. Suspends instead of blocking

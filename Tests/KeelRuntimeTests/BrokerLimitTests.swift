@@ -73,7 +73,6 @@ struct BrokerLimitTests {
         #expect(start.process.isRunning, "waits instead of failing")
         #expect(Self.watermark("0.4") == 0, "memory alarm cleared")
         #expect(await eventually(20) { !start.process.isRunning })
-        start.process.waitUntilExit()
         let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         #expect(start.process.terminationStatus == 0, "\(output)")
         #expect(output.contains("unblocked publishing"))

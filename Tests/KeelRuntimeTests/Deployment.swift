@@ -90,7 +90,7 @@ func runToEnd(
     process.standardError = pipe
     try process.run()
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
+    while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }  // not waitUntilExit: see KeelProcess
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
