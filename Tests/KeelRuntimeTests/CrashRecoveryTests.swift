@@ -60,6 +60,32 @@ struct CrashRecoveryTests {
         return try totalEvents(engine)
     }
 
+    @Test func anExhaustedStepIsDeadLetteredWhateverTheCrashPosition() async throws {
+        let scenario = Scenario(
+            request: try StartRequest(CatchExhausted.self, id: "exhausted", input: 0, requestId: "req-exhausted"),
+            expectedResult: #""failed-after-2,step-2""#, expectedExecutions: 3)
+        let total = try await Self.check(scenario, crashAfter: nil)
+        #expect(total > 8)
+        for position in [nil] + (0..<total).map(Optional.some) {
+            let engine = try Engine(crashAfterEvents: position)
+            do {
+                try await Self.drive(engine, scenario)
+            } catch is FaultInjectingStore.Crash {
+                try await engine.restart()
+                try await Self.drive(engine, scenario)
+            }
+            #expect(try engine.latest("exhausted").result?.json == scenario.expectedResult)
+            let entries = engine.broker.deadLetters
+            // At least once (a crash between publish and outbox delete republishes), always the same entry.
+            #expect(!entries.isEmpty, "crash after event \(position ?? -1): no dead letter")
+            #expect(Set(entries.map(\.id)).count == 1, "crash after event \(position ?? -1): \(entries.map(\.id))")
+            let entry = try #require(entries.first)
+            #expect(entry.activityType == "step" && entry.attempts.map(\.attempt) == [1, 2])
+            #expect(entry.failure.retryState == .maximumAttemptsReached)
+            #expect(entry.input.json.contains("\"succeedOnAttempt\":99"))
+        }
+    }
+
     static func sweep(_ scenario: Scenario) async throws {
         let total = try await check(scenario, crashAfter: nil)
         #expect(total > 5)

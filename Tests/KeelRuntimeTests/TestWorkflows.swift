@@ -34,6 +34,23 @@ struct TwelveSteps: Workflow {
     }
 }
 
+/// Step 1 never succeeds within its 2 attempts; the workflow records that and goes on with step 2.
+struct CatchExhausted: Workflow {
+    static let name = "catch-exhausted"
+    func run(context: WorkflowContext, input: Int) async throws -> String {
+        let options = ActivityOptions(
+            startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumAttempts: 2))
+        var outcome: String
+        do {
+            outcome = try await context.execute(StepActivity.self, input: .init(step: 1, succeedOnAttempt: 99), options: options)
+        } catch let error as ActivityFailedError {
+            outcome = "failed-after-\(error.attempts)"
+        }
+        let next = try await context.execute(StepActivity.self, input: .init(step: 2), options: stepOptions)
+        return "\(outcome),\(next)"
+    }
+}
+
 /// Two `async let` branches and a task group.
 struct FanOut: Workflow {
     static let name = "fan-out"
@@ -96,6 +113,7 @@ let testWorkflows: WorkflowRegistry = {
     registry.register(SleepThenApprove.self)
     registry.register(CountWithContinueAsNew.self)
     registry.register(RateLimited.self)
+    registry.register(CatchExhausted.self)
     return registry
 }()
 
