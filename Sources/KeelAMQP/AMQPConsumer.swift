@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 
@@ -26,8 +29,16 @@ public final class AMQPConsumer: Sendable {
     private let prefetch: Int
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
-    private let state = Mutex((stopped: false, generation: 0, pending: [(generation: Int, settlement: Settlement)]()))
+    private typealias Pending = (generation: Int, settlement: Settlement, sent: CheckedContinuation<Bool, Never>?)
+    private let state = Mutex((stopped: false, generation: 0, pending: [Pending]()))
     private let maxBatch: Int
+    /// Written when there is something to settle; the thread polls it with the socket.
+    private let wakeup: (read: Int32, write: Int32) = {
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        return (fds[0], fds[1])
+    }()
     private let buffer = Mutex((deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false))
 
     public init(
@@ -40,6 +51,11 @@ public final class AMQPConsumer: Sendable {
         self.maxBatch = max(maxBatch, 1)
         self.declare = declare
         self.logger = logger
+    }
+
+    deinit {
+        Glibc.close(wakeup.read)
+        Glibc.close(wakeup.write)
     }
 
     /// Starts the consuming thread.
@@ -85,6 +101,11 @@ public final class AMQPConsumer: Sendable {
     }
 
     private func finish() {
+        let unsent = state.withLock { state in
+            defer { state.pending.removeAll() }
+            return state.pending
+        }
+        for item in unsent { item.sent?.resume(returning: false) }
         let waiter = buffer.withLock { buffer in
             buffer.finished = true
             defer { buffer.waiter = nil }
@@ -109,8 +130,36 @@ public final class AMQPConsumer: Sendable {
     /// Rejects without requeue: the queue's dead-letter exchange gets the message.
     public func reject(_ delivery: Delivery) { settle(delivery, .reject(delivery.message.deliveryTag)) }
 
+    /// Acknowledges and returns once the ack was written to the connection that delivered it
+    /// (false if that connection is gone: the broker redelivers). A worker runs an activity only
+    /// after this, so that dying right after starting it cannot leave the task to be delivered
+    /// again.
+    public func ackSent(_ delivery: Delivery) async -> Bool {
+        await withCheckedContinuation { continuation in
+            state.withLock { $0.pending.append((delivery.generation, .ack(delivery.message.deliveryTag), continuation)) }
+            signalWakeup()
+        }
+    }
+
+    private func signalWakeup() {
+        var one: UInt8 = 1
+        _ = write(wakeup.write, &one, 1)
+    }
+
+    /// Sleeps until the broker sent something, a settlement is queued, or `timeout` passes.
+    private func sleep(socket: Int32, timeout: Double) {
+        var descriptors = [pollfd(fd: wakeup.read, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&descriptors, 2, Int32(timeout * 1000))
+        if descriptors[0].revents != 0 {
+            var drained = [UInt8](repeating: 0, count: 256)
+            while read(wakeup.read, &drained, drained.count) > 0 {}
+        }
+    }
+
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
-        state.withLock { $0.pending.append((delivery.generation, settlement)) }
+        state.withLock { $0.pending.append((delivery.generation, settlement, nil)) }
+        signalWakeup()
     }
 
     private func loop() {
@@ -121,11 +170,12 @@ public final class AMQPConsumer: Sendable {
                 try declare(connection)
                 try connection.qos(prefetch: prefetch)
                 try connection.consume(queue: queue)
-                let generation = state.withLock { state in
+                let (generation, dropped) = state.withLock { state in
                     state.generation += 1
-                    state.pending.removeAll()
-                    return state.generation
+                    defer { state.pending.removeAll() }
+                    return (state.generation, state.pending)
                 }
+                for item in dropped { item.sent?.resume(returning: false) }
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
                 while !state.withLock({ $0.stopped }) {
@@ -133,14 +183,25 @@ public final class AMQPConsumer: Sendable {
                         defer { state.pending.removeAll() }
                         return state.pending
                     }
-                    for (from, settlement) in settlements where from == generation {
-                        switch settlement {
-                        case .ack(let tag): try connection.ack(tag)
-                        case .ackThrough(let tag): try connection.ack(tag, multiple: true)
-                        case .reject(let tag): try connection.reject(tag)
+                    for item in settlements {
+                        guard item.generation == generation else {
+                            item.sent?.resume(returning: false)
+                            continue
                         }
+                        do {
+                            switch item.settlement {
+                            case .ack(let tag): try connection.ack(tag)
+                            case .ackThrough(let tag): try connection.ack(tag, multiple: true)
+                            case .reject(let tag): try connection.reject(tag)
+                            }
+                        } catch {
+                            item.sent?.resume(returning: false)
+                            throw error
+                        }
+                        item.sent?.resume(returning: true)
                     }
-                    guard let first = try connection.next(timeout: 0.002) else { continue }
+                    if !connection.hasBufferedInput { sleep(socket: connection.socketDescriptor, timeout: 0.05) }
+                    guard let first = try connection.next(timeout: 0) else { continue }
                     var batch = [Delivery(message: first, generation: generation)]
                     while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
                         batch.append(Delivery(message: message, generation: generation))
@@ -148,12 +209,20 @@ public final class AMQPConsumer: Sendable {
                     hand(batch)
                 }
                 // Settle what finished before the stop, then close.
-                for (from, settlement) in state.withLock({ $0.pending }) where from == generation {
-                    switch settlement {
-                    case .ack(let tag): try? connection.ack(tag)
-                    case .ackThrough(let tag): try? connection.ack(tag, multiple: true)
-                    case .reject: break
+                let remaining = state.withLock { state in
+                    defer { state.pending.removeAll() }
+                    return state.pending
+                }
+                for item in remaining {
+                    var sent = false
+                    if item.generation == generation {
+                        switch item.settlement {
+                        case .ack(let tag): sent = (try? connection.ack(tag)) != nil
+                        case .ackThrough(let tag): sent = (try? connection.ack(tag, multiple: true)) != nil
+                        case .reject: break
+                        }
                     }
+                    item.sent?.resume(returning: sent)
                 }
                 connection.close()
             } catch {

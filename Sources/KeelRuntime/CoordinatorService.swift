@@ -215,7 +215,11 @@ public final class CoordinatorService: Sendable {
             // Committed: acknowledge, and publish the next tasks while the next batch is applied.
             let outgoing = try await coordinator.commit(reports)
             consumer.ackInOrder(batch)
-            await publishing.add { await coordinator.publish(outgoing) }
+            if batch.count < 8 {
+                await coordinator.publish(outgoing)  // no backlog: the shortest path for latency
+            } else {
+                await publishing.add { await coordinator.publish(outgoing) }
+            }
         }
         await publishing.finish()
     }

@@ -122,7 +122,12 @@ public final class WorkerService: Sendable {
             logger.error("could not report the start of \(task.attemptKey): \(error)")
             return
         }
-        consumer.ack(delivery)
+        guard await consumer.ackSent(delivery) else {
+            // The connection that delivered the task is gone: RabbitMQ delivers it again, and
+            // that delivery is the one to run.
+            logger.warning("could not acknowledge \(task.attemptKey) (connection lost); leaving it to its redelivery")
+            return
+        }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
             try? await reports.send(.heartbeat(ActivityHeartbeat(
