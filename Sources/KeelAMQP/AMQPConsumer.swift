@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Synchronization
 
@@ -33,12 +30,7 @@ public final class AMQPConsumer: Sendable {
     private let state = Mutex((stopped: false, generation: 0, pending: [Pending]()))
     private let maxBatch: Int
     /// Written when there is something to settle; the thread polls it with the socket.
-    private let wakeup: (read: Int32, write: Int32) = {
-        var fds: [Int32] = [-1, -1]
-        _ = pipe(&fds)
-        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        return (fds[0], fds[1])
-    }()
+    private let wakeup = Wakeup()
     private let buffer = Mutex((deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false))
 
     public init(
@@ -53,10 +45,6 @@ public final class AMQPConsumer: Sendable {
         self.logger = logger
     }
 
-    deinit {
-        Glibc.close(wakeup.read)
-        Glibc.close(wakeup.write)
-    }
 
     /// Starts the consuming thread.
     public func start() {
@@ -137,29 +125,15 @@ public final class AMQPConsumer: Sendable {
     public func ackSent(_ delivery: Delivery) async -> Bool {
         await withCheckedContinuation { continuation in
             state.withLock { $0.pending.append((delivery.generation, .ack(delivery.message.deliveryTag), continuation)) }
-            signalWakeup()
+            wakeup.signal()
         }
     }
 
-    private func signalWakeup() {
-        var one: UInt8 = 1
-        _ = write(wakeup.write, &one, 1)
-    }
 
-    /// Sleeps until the broker sent something, a settlement is queued, or `timeout` passes.
-    private func sleep(socket: Int32, timeout: Double) {
-        var descriptors = [pollfd(fd: wakeup.read, events: Int16(POLLIN), revents: 0),
-                           pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
-        _ = poll(&descriptors, 2, Int32(timeout * 1000))
-        if descriptors[0].revents != 0 {
-            var drained = [UInt8](repeating: 0, count: 256)
-            while read(wakeup.read, &drained, drained.count) > 0 {}
-        }
-    }
 
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
         state.withLock { $0.pending.append((delivery.generation, settlement, nil)) }
-        signalWakeup()
+        wakeup.signal()
     }
 
     private func loop() {
@@ -200,7 +174,7 @@ public final class AMQPConsumer: Sendable {
                         }
                         item.sent?.resume(returning: true)
                     }
-                    if !connection.hasBufferedInput { sleep(socket: connection.socketDescriptor, timeout: 0.05) }
+                    if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 0.05) }
                     guard let first = try connection.next(timeout: 0) else { continue }
                     var batch = [Delivery(message: first, generation: generation)]
                     while batch.count < maxBatch, let message = try connection.next(timeout: 0) {

@@ -1,8 +1,5 @@
 import Dispatch
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Synchronization
 
@@ -38,12 +35,7 @@ public final class AMQPPublisher: @unchecked Sendable {
     private let waiting = Mutex((requests: [Request](), running: false, closed: false))
     /// Written by callers, polled by the publishing thread together with the socket, so the
     /// thread sleeps until there is a request to publish or a confirm to read.
-    private let wakeup: (read: Int32, write: Int32) = {
-        var fds: [Int32] = [-1, -1]
-        _ = pipe(&fds)
-        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        return (fds[0], fds[1])
-    }()
+    private let wakeup = Wakeup()
     private let finished = DispatchSemaphore(value: 0)
     // Touched only by the publishing thread.
     private var connection: AMQPConnection?
@@ -75,25 +67,11 @@ public final class AMQPPublisher: @unchecked Sendable {
                 thread.name = "keel.amqp.publisher"
                 thread.start()
             }
-            signalWakeup()
+            wakeup.signal()
         }
     }
 
-    private func signalWakeup() {
-        var one: UInt8 = 1
-        _ = write(wakeup.write, &one, 1)
-    }
 
-    /// Sleeps until a request arrives, or (with `socket`) the broker sent something, or `timeout`.
-    private func sleep(socket: Int32?, timeout: Double) {
-        var descriptors = [pollfd(fd: wakeup.read, events: Int16(POLLIN), revents: 0)]
-        if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
-        _ = poll(&descriptors, nfds_t(descriptors.count), Int32(max(timeout, 0) * 1000))
-        if descriptors[0].revents != 0 {
-            var drained = [UInt8](repeating: 0, count: 256)
-            while read(wakeup.read, &drained, drained.count) > 0 {}
-        }
-    }
 
     /// Publishes what was asked and settles what was confirmed until closed and idle.
     private func run() {
@@ -121,10 +99,10 @@ public final class AMQPPublisher: @unchecked Sendable {
                 }
                 pending.removeAll()
                 if inFlight.isEmpty {
-                    sleep(socket: nil, timeout: 1)
+                    wakeup.sleep(socket: nil, timeout: 1)
                     continue
                 }
-                if !connection.hasBufferedInput { sleep(socket: connection.socketDescriptor, timeout: 1) }
+                if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 1) }
                 try connection.readConfirms(timeout: 0)
                 while let first = inFlight.first, connection.isSettled(through: first.lastTag) {
                     inFlight.removeFirst()
@@ -188,14 +166,10 @@ public final class AMQPPublisher: @unchecked Sendable {
             return waiting.running
         }
         guard running else { return }
-        signalWakeup()
+        wakeup.signal()
         if finished.wait(timeout: .now() + 15) == .timedOut {
             logger.warning("closing the publisher to \(url): publishes still unconfirmed after 15 s are abandoned")
         }
     }
 
-    deinit {
-        Glibc.close(wakeup.read)
-        Glibc.close(wakeup.write)
-    }
 }

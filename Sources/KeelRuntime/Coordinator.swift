@@ -359,6 +359,12 @@ public actor Coordinator {
     @discardableResult
     public func apply(_ reports: [WorkerReport]) async throws -> [Bool] {
         var work = Work(now: clock.now())
+        let applied = apply(reports, &work)
+        try await finish(&work)
+        return applied
+    }
+
+    private func apply(_ reports: [WorkerReport], _ work: inout Work) -> [Bool] {
         var applied: [Bool] = []
         for report in reports {
             switch report {
@@ -367,7 +373,6 @@ public actor Coordinator {
             case .result(let message): applied.append(result(message, &work))
             }
         }
-        try await finish(&work)
         return applied
     }
 
@@ -376,13 +381,7 @@ public actor Coordinator {
     /// applied: the coordinator keeps committing while confirms are on their way).
     public func commit(_ reports: [WorkerReport]) throws -> Outgoing {
         var work = Work(now: clock.now())
-        for report in reports {
-            switch report {
-            case .started(let message): _ = started(message, &work)
-            case .heartbeat(let message): _ = heartbeat(message, &work)
-            case .result(let message): _ = result(message, &work)
-            }
-        }
+        _ = apply(reports, &work)
         return try commit(&work)
     }
 

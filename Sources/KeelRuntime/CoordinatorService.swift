@@ -139,16 +139,13 @@ public final class CoordinatorService: Sendable {
         }
     }
 
+    /// Handles a job other than `start` (starts are committed in batches by ``startAll``).
     private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
         let typeName = message.type ?? message.headers["keel-type"] ?? ""
         guard let type = WireType(rawValue: typeName) else {
             throw WireError(message: "unknown job type '\(typeName)'; expected start, signal, cancel, terminate, query, describe, redrive or discard")
         }
         switch type {
-        case .start:
-            let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
-            let result = try await coordinator.start(job.request(messageId: message.messageId))
-            return JobReply(ok: true, result: try Payload(encoding: result, field: "start result"))
         case .signal:
             let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "signal job")
             guard let name = job.name else { throw WireError(message: "signal job needs 'name'") }

@@ -67,6 +67,20 @@ struct BenchDeployment {
     }
 }
 
+/// `--workers` and `--concurrency` of the benches that run several workers.
+struct BenchWorkerOptions: ParsableArguments {
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Activities each worker runs at once (its prefetch).") var concurrency = 64
+}
+
+/// `count` starts of `bench-sequential` with `steps` no-op steps, ids `<prefix>-<n>` (also the request ids).
+func sequentialStarts(_ count: Int, steps: Int, prefix: String) throws -> [StartRequest] {
+    try (0..<count).map { index in
+        StartRequest(workflowType: BenchSequential.name, workflowId: "\(prefix)-\(index)",
+                     input: try Payload(encoding: steps, field: "input"), requestId: "\(prefix)-\(index)")
+    }
+}
+
 struct LatencyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "latency",

@@ -11,29 +11,28 @@ struct RecoveryBench: AsyncParsableCommand {
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Open workflows when the coordinator is killed.") var workflows = 10_000
     @Option(help: "Sequential no-op activities per workflow.") var steps = 5
-    @Option(help: "Worker processes.") var workers = 2
-    @Option(help: "Activities each worker runs at once.") var concurrency = 64
+    @OptionGroup var workerOptions: BenchWorkerOptions
     @Option(help: "Seconds of progress between the workers starting and the kill.") var runFor = 1.0
 
     func run() async throws {
         // Workers join once every workflow is recorded, so all of them are open at the kill.
         var deployment = try BenchDeployment(
-            url: try broker.url(), durability: "normal", workers: 0, concurrency: concurrency, countExecutions: true)
+            url: try broker.url(), durability: "normal", workers: 0, concurrency: workerOptions.concurrency, countExecutions: true)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
         let store = try SQLiteHistoryStore(path: deployment.databasePath)
 
-        let requests = try (0..<workflows).map { index in
-            StartRequest(workflowType: BenchSequential.name, workflowId: "rec-\(index)", input: try Payload(encoding: steps, field: "input"),
-                         requestId: "rec-\(index)")
-        }
+        let requests = try sequentialStarts(workflows, steps: steps, prefix: "rec")
         try await client.start(requests)
         try await until("all \(workflows) workflows recorded", timeout: 300) { try store.count(status: .running) >= workflows }
-        try deployment.startWorkers(workers)
+        try deployment.startWorkers(workerOptions.workers)
         try await Task.sleep(for: .seconds(double: runFor))
 
         let open = try store.count(status: .running)
+        guard open > 0 else {
+            throw ValidationError("every workflow finished within --run-for \(runFor) s, before the kill; use more --workflows or --steps, or a shorter --run-for")
+        }
         let killedAt = Date()
         deployment.killCoordinator()
         let completedBefore = Set(try store.eventRefs(kind: .activityCompleted, to: killedAt).map { "\($0.runId)/\($0.ref)" })
@@ -53,7 +52,7 @@ struct RecoveryBench: AsyncParsableCommand {
         let log = (try? String(contentsOfFile: deployment.coordinatorLogPath, encoding: .utf8)) ?? ""
         if let line = log.split(separator: "\n").first(where: { $0.contains("recovered") }) { print(line) }
 
-        try await until("every workflow completed", timeout: 600, stall: 60) { try store.count(status: .completed) >= workflows }
+        try await until("every workflow completed", timeout: 600) { try store.count(status: .completed) >= workflows }
         let completed = try store.count(status: .completed)
         let executions = ExecutionLog.read(deployment.executionLogPath)
         let reexecuted = executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }.count
@@ -64,10 +63,8 @@ struct RecoveryBench: AsyncParsableCommand {
         print(String(format: "recovery_s=%.2f lost=%d reexecuted=%d", progressing.seconds, workflows - completed, reexecuted))
     }
 
-    /// Polls `condition` until it holds; fails after `timeout`, or after `stall` seconds if given.
-    private func until(
-        _ what: String, timeout: Double, poll: Double = 0.05, stall: Double? = nil, _ condition: () throws -> Bool
-    ) async throws {
+    /// Polls `condition` until it holds; fails after `timeout`.
+    private func until(_ what: String, timeout: Double, poll: Double = 0.05, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while try !condition() {
             guard Date() < deadline else { throw ValidationError("timed out waiting for \(what)") }

@@ -11,22 +11,18 @@ struct ThroughputBench: AsyncParsableCommand {
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Workflows started at once.") var workflows = 2000
     @Option(help: "Sequential no-op activities per workflow.") var steps = 5
-    @Option(help: "Worker processes.") var workers = 2
-    @Option(help: "Activities each worker runs at once (its prefetch).") var concurrency = 64
+    @OptionGroup var workerOptions: BenchWorkerOptions
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
 
     func run() async throws {
-        let deployment = try BenchDeployment(url: try broker.url(), durability: durability, workers: workers, concurrency: concurrency)
+        let deployment = try BenchDeployment(url: try broker.url(), durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
         _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 2, field: "input")))
         _ = try await client.waitForResult(workflowId: "warm-up", timeout: 60, poll: 0.05)
 
-        let requests = try (0..<workflows).map { index in
-            StartRequest(workflowType: BenchSequential.name, workflowId: "tp-\(index)", input: try Payload(encoding: steps, field: "input"),
-                         requestId: "tp-\(index)")
-        }
+        let requests = try sequentialStarts(workflows, steps: steps, prefix: "tp")
         let store = try SQLiteHistoryStore(path: deployment.databasePath)
         let begin = ContinuousClock.now
         try await client.start(requests)
@@ -66,7 +62,7 @@ struct ThroughputBench: AsyncParsableCommand {
             return sorted.isEmpty ? 0 : sorted[min(Int(Double(sorted.count) * p), sorted.count - 1)]
         }
         let activities = workflows * steps
-        print("\(workflows) workflows x \(steps) no-op activities, \(workers) worker process(es) x \(concurrency), durability \(durability)")
+        print("\(workflows) workflows x \(steps) no-op activities, \(workerOptions.workers) worker process(es) x \(workerOptions.concurrency), durability \(durability)")
         print(String(format: "starts published and confirmed in %.2f s; all completed in %.2f s", published.seconds, elapsed))
         print(String(format: "%.0f activities/s, %.0f workflows/s end to end", Double(activities) / elapsed, Double(workflows) / elapsed))
         print(String(format: "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
