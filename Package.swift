@@ -14,10 +14,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and the few C helpers Swift cannot do without.
         .target(name: "CAMQP", linkerSettings: [.linkedLibrary("rabbitmq")]),
+        // libcurl (Debian: libcurl4-openssl-dev) and setters for its variadic curl_easy_setopt.
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
         // The RabbitMQ transport: connections, confirms, consumers, topology, reconnects.
         .target(
             name: "KeelAMQP",
@@ -53,8 +58,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // LLM providers over libcurl: classification, Retry-After, failover, pricing, the LLM
+        // activity, and the workflow-side budget and circuit-breaker gate.
+        .target(
+            name: "KeelLLM",
+            dependencies: [
+                "CCurl", "KeelCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // `keel mock-llm`: a fault-injecting HTTP server speaking both provider APIs.
+        .target(
+            name: "KeelMockLLM",
+            dependencies: [
+                "KeelLLM",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
         // What users import.
-        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP"]),
+        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM"]),
         // In-memory transport, manual clock, fault injection, history fixtures.
         .target(name: "KeelTestKit", dependencies: ["Keel"]),
         .executableTarget(
@@ -62,11 +86,13 @@ let package = Package(
             dependencies: [
                 "Keel",
                 "KeelTestKit",
+                "KeelMockLLM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
+        .testTarget(name: "KeelLLMTests", dependencies: ["Keel", "KeelTestKit", "KeelMockLLM"]),
         .testTarget(
             name: "KeelRuntimeTests",
             dependencies: ["Keel", "KeelTestKit"],

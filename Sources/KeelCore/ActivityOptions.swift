@@ -20,12 +20,21 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
     /// the workflow: `keel dlq redrive` gives it fresh attempts, `keel dlq discard` hands the
     /// workflow the failure. Either way the activity is dead-lettered with its context.
     public var parkOnExhaustion: Bool
+    /// The activity spends the workflow's budget (LLM calls do): once the run's budget is spent
+    /// it is not dispatched, neither its first attempt nor a retry; it fails with
+    /// `BudgetExhausted` instead.
+    public var countsAgainstBudget: Bool {
+        get { budgeted ?? false }
+        set { budgeted = newValue ? true : nil }
+    }
+    // Optional so that options recorded before the field existed still decode.
+    var budgeted: Bool?
 
     public init(
         taskQueue: String = "default", scheduleToStartTimeout: Duration? = nil,
         startToCloseTimeout: Duration? = nil, scheduleToCloseTimeout: Duration? = nil,
         heartbeatTimeout: Duration? = nil, retryPolicy: RetryPolicy = .default,
-        parkOnExhaustion: Bool = false
+        parkOnExhaustion: Bool = false, countsAgainstBudget: Bool = false
     ) {
         self.taskQueue = taskQueue
         self.scheduleToStartTimeout = scheduleToStartTimeout?.seconds
@@ -34,6 +43,7 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
         self.heartbeatTimeout = heartbeatTimeout?.seconds
         self.retryPolicy = retryPolicy
         self.parkOnExhaustion = parkOnExhaustion
+        self.budgeted = countsAgainstBudget ? true : nil
     }
 
     /// Checks the options; the message names the activity and what to change.
@@ -84,13 +94,17 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
     public var idReusePolicy: WorkflowIdReusePolicy
     /// Time the whole run (all continue-as-new runs included) may take, seconds.
     public var executionTimeout: Double?
+    /// Tokens and dollars the run may spend on activities that count against the budget.
+    public var budget: SpendLimit?
 
     public init(
         idConflictPolicy: WorkflowIdConflictPolicy = .useExisting,
-        idReusePolicy: WorkflowIdReusePolicy = .allowDuplicate, executionTimeout: Duration? = nil
+        idReusePolicy: WorkflowIdReusePolicy = .allowDuplicate, executionTimeout: Duration? = nil,
+        budget: SpendLimit? = nil
     ) {
         self.idConflictPolicy = idConflictPolicy
         self.idReusePolicy = idReusePolicy
         self.executionTimeout = executionTimeout?.seconds
+        self.budget = budget
     }
 }

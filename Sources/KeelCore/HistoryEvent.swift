@@ -92,6 +92,10 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
         self.attributes = attributes
     }
 
+    /// `name` of the `activityFailed` event that hands a parked activity's failure to the
+    /// workflow on `keel dlq discard`.
+    public static let discardedMark = "discarded"
+
     /// Whether this failure event ends its activity (rather than leading to another attempt).
     public var endsActivity: Bool {
         switch kind {

@@ -42,6 +42,16 @@ public struct RunRecord: Codable, Sendable, Hashable {
     public var outputTokens: Int64
     public var costUSD: Double
 
+    /// Tokens and cost of every attempt of every activity of the run.
+    public var spend: Spend {
+        get { Spend(inputTokens: inputTokens, outputTokens: outputTokens, costUSD: costUSD) }
+        set {
+            inputTokens = newValue.inputTokens
+            outputTokens = newValue.outputTokens
+            costUSD = newValue.costUSD
+        }
+    }
+
     public init(
         workflowId: String, runId: String, workflowType: String, status: RunStatus, input: Payload,
         requestId: String?, parentRunId: String? = nil, parentSeq: Int64? = nil,
@@ -164,6 +174,8 @@ public struct StoreBatch: Sendable {
     /// Dead-letter entries to publish after the commit (their own outbox).
     public var deadLetters: [DeadLetterEntry] = []
     public var deletedDeadLetters: [String] = []
+    /// Circuit breakers whose state changed, for `keel breakers`.
+    public var circuitBreakers: [CircuitBreakerSnapshot] = []
 
     public struct ActivityChange: Sendable {
         public var runId: String
@@ -182,6 +194,7 @@ public struct StoreBatch: Sendable {
     public var isEmpty: Bool {
         runs.isEmpty && events.isEmpty && activityChanges.isEmpty && timerChanges.isEmpty && clearedRuns.isEmpty
             && outbox.isEmpty && deletedOutbox.isEmpty && deadLetters.isEmpty && deletedDeadLetters.isEmpty
+            && circuitBreakers.isEmpty
     }
 
     /// Every activity change (an upsert, or a delete when `record` is nil).
@@ -233,6 +246,8 @@ public protocol HistoryStore: Sendable {
     func outbox() throws -> [ActivityTask]
     /// Dead-letter entries committed but not yet published.
     func deadLetterOutbox() throws -> [DeadLetterEntry]
+    /// The last recorded state of every provider's circuit breaker.
+    func circuitBreakers() throws -> [CircuitBreakerSnapshot]
 }
 
 /// Where time comes from. Tests use a manual clock.

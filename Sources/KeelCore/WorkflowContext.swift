@@ -11,6 +11,8 @@ public final class WorkflowContext: @unchecked Sendable {
     /// Largest payload the workflow may produce, bytes.
     public let payloadLimit: Int
     public let logger: Logger
+    /// Live services of the hosting coordinator (circuit breakers).
+    public let environment: WorkflowEnvironment
 
     // Replay state.
     var seq: Int64 = 0
@@ -36,6 +38,8 @@ public final class WorkflowContext: @unchecked Sendable {
     var signalHandlers: [String: (Payload) throws -> Void] = [:]
     var bufferedSignals: [(name: String, payload: Payload)] = []
     var queryHandlers: [String: (Payload?) throws -> Payload] = [:]
+    var spendLimit: SpendLimit?
+    var spent = Spend.zero
 
     struct PendingActivity {
         var type: String
@@ -55,8 +59,12 @@ public final class WorkflowContext: @unchecked Sendable {
         var continuation: CheckedContinuation<Bool, any Error>
     }
 
-    init(info: WorkflowInfo, seed: UInt64, startTime: Date, payloadLimit: Int, logger: Logger) {
+    init(
+        info: WorkflowInfo, seed: UInt64, startTime: Date, payloadLimit: Int, logger: Logger,
+        environment: WorkflowEnvironment
+    ) {
         self.info = info
+        self.environment = environment
         self.payloadLimit = payloadLimit
         self.currentTime = startTime
         self.rng = DeterministicRandom(seed: seed)
@@ -94,6 +102,10 @@ public final class WorkflowContext: @unchecked Sendable {
 
     /// A UUID, the same on every replay.
     public func uuid() -> UUID { rng.uuid() }
+
+    /// The run's spend so far (every attempt's reported usage, failed attempts included) against
+    /// its limit (``WorkflowOptions/budget``).
+    public var budget: Budget { Budget(limit: spendLimit, spent: spent) }
 
     // MARK: Commands
 
@@ -156,6 +168,9 @@ public final class WorkflowContext: @unchecked Sendable {
     ) async throws -> Payload {
         try checkUsable()
         try options.validate(activityType: activityType)
+        if options.countsAgainstBudget, budget.isExhausted {
+            throw BudgetExhaustedError(budget: budget, activityType: activityType)
+        }
         let payload = try Payload(
             encoding: input, field: "input of activity \(activityType)", limit: payloadLimit)
         let seq = nextSeq()
@@ -261,15 +276,28 @@ public final class WorkflowContext: @unchecked Sendable {
     /// Runs `body` once and records its result; replay returns the recorded value.
     /// For small nondeterministic values (a timestamp from outside, a generated id).
     public func sideEffect<T: Codable>(_ body: () throws -> T) throws -> T {
+        try recorded(marker: "sideEffect", body)
+    }
+
+    /// Asks the coordinator's circuit breakers whether calls to `providers` may go out, and
+    /// records the answer: replay returns the recorded decisions, never live breaker state.
+    public func circuitDecisions(for providers: [String]) throws -> [String: CircuitDecision] {
+        try recorded(marker: "circuitBreakers") {
+            Dictionary(providers.map { ($0, environment.breakers.admit($0, now: Date())) }, uniquingKeysWith: { a, _ in a })
+        }
+    }
+
+    /// Runs `body` once and records its value in a marker named `marker`; replay returns it.
+    private func recorded<T: Codable>(marker: String, _ body: () throws -> T) throws -> T {
         try checkUsable()
         let seq = nextSeq()
         if replaying {
-            let recorded = try issue(.recordMarker(seq: seq, name: "sideEffect", value: nil))
-            return try (recorded?.payload ?? .null).decode(T.self, field: "side effect result")
+            let recorded = try issue(.recordMarker(seq: seq, name: marker, value: nil))
+            return try (recorded?.payload ?? .null).decode(T.self, field: "\(marker) marker")
         }
         let value = try body()
-        let payload = try Payload(encoding: value, field: "side effect result", limit: payloadLimit)
-        try issue(.recordMarker(seq: seq, name: "sideEffect", value: payload))
+        let payload = try Payload(encoding: value, field: "\(marker) marker", limit: payloadLimit)
+        try issue(.recordMarker(seq: seq, name: marker, value: payload))
         return value
     }
 

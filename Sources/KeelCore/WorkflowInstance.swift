@@ -24,11 +24,13 @@ public final class WorkflowInstance: @unchecked Sendable {
 
     public init(
         definition: WorkflowDefinition, info: WorkflowInfo, randomSeed: UInt64, startTime: Date,
-        payloadLimit: Int = Payload.defaultSizeLimit, logger: Logger = Logger(label: "keel.workflow")
+        payloadLimit: Int = Payload.defaultSizeLimit, logger: Logger = Logger(label: "keel.workflow"),
+        environment: WorkflowEnvironment = WorkflowEnvironment()
     ) {
         self.definition = definition
         self.context = WorkflowContext(
-            info: info, seed: randomSeed, startTime: startTime, payloadLimit: payloadLimit, logger: logger)
+            info: info, seed: randomSeed, startTime: startTime, payloadLimit: payloadLimit, logger: logger,
+            environment: environment)
     }
 
     /// The closing command once the workflow has returned or thrown.
@@ -93,8 +95,13 @@ public final class WorkflowInstance: @unchecked Sendable {
         case .workflowStarted:
             guard !started else { return }
             started = true
+            context.spendLimit = (try? event.attributes?.decode(WorkflowStartedAttributes.self))?.options.budget
             start(input: event.payload ?? .null)
+        case .activityParked:
+            countSpend(event)
+            return
         case .activityCompleted, .activityFailed, .activityTimedOut:
+            countSpend(event)
             guard event.endsActivity else { return }
             context.resolveActivity(event)
         case .timerFired:
@@ -109,6 +116,13 @@ public final class WorkflowInstance: @unchecked Sendable {
             return
         }
         runToQuiescence()
+    }
+
+    /// Adds an attempt's usage to the budget (also while replaying: it is part of history) and,
+    /// for new events only, feeds its per-provider outcomes to the circuit breakers.
+    private func countSpend(_ event: HistoryEvent) {
+        if let spend = Spend.reported(by: event) { context.spent += spend }
+        if !context.replaying { context.environment.breakers.observe(event, now: event.time) }
     }
 
     /// Runs workflow code until every task waits on something only a new event can give.

@@ -113,6 +113,15 @@ public final class SQLiteHistoryStore: HistoryStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v3: circuit breakers") { db in
+            try db.execute(sql: """
+                CREATE TABLE circuit_breakers (
+                    provider TEXT PRIMARY KEY NOT NULL,
+                    snapshot BLOB NOT NULL,
+                    updated_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 
@@ -198,6 +207,14 @@ public final class SQLiteHistoryStore: HistoryStore {
                 }
                 for id in batch.deletedDeadLetters {
                     try db.cachedStatement(sql: "DELETE FROM dead_letter_outbox WHERE id = ?").execute(arguments: [id])
+                }
+                for breaker in batch.circuitBreakers {
+                    try db.cachedStatement(sql: """
+                        INSERT INTO circuit_breakers (provider, snapshot, updated_at) VALUES (?, ?, ?)
+                        ON CONFLICT(provider) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at
+                        """).execute(arguments: [
+                            breaker.provider, try encoder.encode(breaker), Date().timeIntervalSince1970,
+                        ])
                 }
             }
         }
@@ -376,6 +393,16 @@ public final class SQLiteHistoryStore: HistoryStore {
                 let decoder = JSONDecoder()
                 return try Data.fetchAll(db, sql: "SELECT task FROM outbox ORDER BY created_at")
                     .map { try decoder.decode(ActivityTask.self, from: $0) }
+            }
+        }
+    }
+
+    public func circuitBreakers() throws -> [CircuitBreakerSnapshot] {
+        try wrap("read circuit breakers") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT snapshot FROM circuit_breakers ORDER BY provider")
+                    .map { try decoder.decode(CircuitBreakerSnapshot.self, from: $0) }
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import KeelCore
 import Logging
+import Synchronization
 
 /// Runs workflows: records every step in the history store, publishes activity tasks, applies
 /// results, fires durable timers, and after a restart replays history to resume where it was.
@@ -30,6 +31,14 @@ public actor Coordinator {
     /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
     /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
     var publishing: Set<String> = []
+    /// Provider circuit breakers shared by every run of this coordinator.
+    public nonisolated let breakers: CircuitBreakers
+    /// Breaker state changes not yet committed (they happen while a unit of work runs).
+    private let breakerChanges = BreakerChanges()
+
+    private final class BreakerChanges: Sendable {
+        let pending = Mutex<[CircuitBreakerSnapshot]>([])
+    }
 
     /// An open run held in memory.
     final class LiveRun {
@@ -61,6 +70,13 @@ public actor Coordinator {
         self.clock = clock
         self.configuration = configuration
         self.logger = logger
+        let changes = breakerChanges
+        self.breakers = CircuitBreakers(policy: configuration.circuitBreaker) { snapshot in
+            changes.pending.withLock { $0.append(snapshot) }
+            logger.warning(
+                "circuit breaker \(snapshot.state.rawValue)",
+                metadata: ["provider": "\(snapshot.provider)", "consecutive_failures": "\(snapshot.consecutiveFailures)"])
+        }
     }
 
     // MARK: Recovery
@@ -280,7 +296,8 @@ public actor Coordinator {
         var work = Work(now: clock.now())
         endActivity(activity, in: run, &work)
         apply(
-            HistoryEvent(id: 0, time: work.now, kind: .activityFailed, ref: activityId, attempt: activity.attempt,
+            HistoryEvent(id: 0, time: work.now, kind: .activityFailed, ref: activityId,
+                         name: HistoryEvent.discardedMark, attempt: activity.attempt,
                          failure: activity.parkedFailure ?? Failure(type: "Discarded", message: "discarded from the dead-letter queue", nonRetryable: true)),
             to: run, &work)
         try await finish(&work)
@@ -479,6 +496,11 @@ public actor Coordinator {
             close(run, status: .timedOut, result: nil, failure: failure, &work)
         case .retry:
             guard var activity = run.activities[seq], activity.state == .backoff else { return }
+            // Other activities of the run may have spent the budget during the backoff.
+            if let refusal = budgetRefusal(of: activity, in: run, cause: nil) {
+                activityFailedFinally(&activity, failure: refusal, kind: .activityFailed, in: run, &work)
+                return
+            }
             dispatch(&activity, in: run, &work)
         case .scheduleToStart:
             guard let activity = run.activities[seq], activity.state == .scheduled, activity.attempt == timer.attempt
@@ -512,7 +534,8 @@ public actor Coordinator {
                 workflowId: record.workflowId, runId: record.runId, workflowType: record.workflowType,
                 parentWorkflowId: nil, parentRunId: record.parentRunId),
             randomSeed: record.randomSeed, startTime: record.createdAt,
-            payloadLimit: configuration.payloadLimit, logger: logger)
+            payloadLimit: configuration.payloadLimit, logger: logger,
+            environment: WorkflowEnvironment(breakers: breakers, providerChain: configuration.providerChain))
     }
 
     @discardableResult
@@ -568,6 +591,7 @@ public actor Coordinator {
         work.batch.events.append((run.runId, event))
         run.record.historyLength = event.id
         run.record.updatedAt = work.now
+        if let spend = Spend.reported(by: event) { run.record.spend += spend }
         work.touched[run.runId] = run
         if event.id == configuration.historyWarningThreshold {
             logger.warning(
@@ -741,6 +765,10 @@ public actor Coordinator {
     private func attemptFailed(
         _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
     ) {
+        if let refusal = budgetRefusal(of: activity, in: run, cause: failure) {
+            activityFailedFinally(&activity, failure: refusal, kind: kind, in: run, &work)
+            return
+        }
         let deadline = activity.options.scheduleToCloseTimeout.map { activity.scheduledAt.addingTimeInterval($0) }
         let decision = activity.options.retryPolicy.decide(
             attempt: activity.attemptsSinceRedrive, failure: failure, now: work.now, deadline: deadline,
@@ -765,6 +793,23 @@ public actor Coordinator {
             failure.retryState = state
             activityFailedFinally(&activity, failure: failure, kind: kind, in: run, &work)
         }
+    }
+
+    /// The failure that takes the place of another attempt of a budgeted activity once the run's
+    /// budget is spent (the failed attempt's own usage, in `cause`, included); nil when the
+    /// attempt may go.
+    private func budgetRefusal(of activity: ActivityRecord, in run: LiveRun, cause: Failure?) -> Failure? {
+        guard activity.options.countsAgainstBudget, let limit = run.record.options.budget else { return nil }
+        let spent = run.record.spend + (cause?.details.flatMap(Spend.reported(in:)) ?? .zero)
+        guard limit.isExhausted(by: spent) else { return nil }
+        let error = BudgetExhaustedError(
+            budget: Budget(limit: limit, spent: spent), activityType: "another attempt of \(activity.activityType)")
+        var failure = Failure(error)
+        if let cause { failure.message += "; the last attempt failed with \(cause)" }
+        // Keep the cause's details: its usage is counted when this failure is recorded.
+        failure.details = cause?.details
+        failure.retryState = .nonRetryableFailure
+        return failure
     }
 
     /// Ends an activity whose last attempt failed with no attempt to follow. The activity goes to
@@ -882,6 +927,10 @@ public actor Coordinator {
     /// Commits the work and wakes waiters of closed runs.
     private func commit(_ work: inout Work) throws -> Outgoing {
         for run in work.touched.values { work.batch.runs.append(run.record) }
+        work.batch.circuitBreakers = breakerChanges.pending.withLock { changes in
+            defer { changes.removeAll() }
+            return changes
+        }
         try store.commit(work.batch)
         for record in work.closed where record.status != .continuedAsNew {
             for waiter in completionWaiters.removeValue(forKey: record.workflowId) ?? [] {

@@ -16,6 +16,11 @@ public struct CoordinatorConfiguration: Sendable {
     public var historyWarningThreshold: Int64 = 10_000
     /// How many due timers are handled per pass.
     public var timerBatchSize: Int = 500
+    /// When a provider's circuit breaker opens and how long it stays open.
+    public var circuitBreaker = CircuitBreakerPolicy()
+    /// LLM provider names in failover order (from `keel.yaml`); workflows gate calls to them
+    /// on their circuit breakers.
+    public var providerChain: [String] = []
 
     public init() {}
 }

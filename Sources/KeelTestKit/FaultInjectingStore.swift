@@ -49,4 +49,5 @@ public final class FaultInjectingStore: HistoryStore {
     public func nextTimerDeadline() throws -> Date? { try base.nextTimerDeadline() }
     public func outbox() throws -> [ActivityTask] { try base.outbox() }
     public func deadLetterOutbox() throws -> [DeadLetterEntry] { try base.deadLetterOutbox() }
+    public func circuitBreakers() throws -> [CircuitBreakerSnapshot] { try base.circuitBreakers() }
 }

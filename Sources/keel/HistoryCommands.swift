@@ -21,10 +21,10 @@ struct ListCommand: AsyncParsableCommand {
         }
         let runs = try database.openStore().runs(status: filter, limit: limit)
         if json { return try printJSON(runs) }
-        print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "STARTED")
+        print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "SPEND".padding(22) + "STARTED")
         for run in runs {
             print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
-                  + "\(run.historyLength)".padding(8) + run.createdAt.formatted(.iso8601))
+                  + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601))
         }
     }
 }
@@ -46,6 +46,12 @@ struct ShowCommand: AsyncParsableCommand {
         print("workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)")
         if let record {
             print("status \(record.status.rawValue)" + (record.failure.map { "  error \($0)" } ?? ""))
+            if !record.spend.isZero {
+                let limit = record.options.budget
+                print("spend \(record.spend.inputTokens) input + \(record.spend.outputTokens) output tokens, "
+                      + String(format: "$%.4f", record.spend.costUSD)
+                      + (limit.map { " of budget " + [$0.maxTokens.map { "\($0) tokens" }, $0.maxCostUSD.map { String(format: "$%.4f", $0) }].compactMap { $0 }.joined(separator: ", ") } ?? ""))
+            }
             if let result = record.result { print("result \(result.preview)") }
         }
         print("")

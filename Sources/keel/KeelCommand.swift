@@ -10,7 +10,7 @@ struct KeelCommand: AsyncParsableCommand {
         subcommands: [
             CoordinatorCommand.self, WorkerCommand.self, StartCommand.self, SignalCommand.self, CancelCommand.self,
             QueryCommand.self, ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self,
-            DeadLetterCommand.self, BenchCommand.self,
+            DeadLetterCommand.self, BreakersCommand.self, MockLLMCommand.self, BenchCommand.self,
         ])
 }
 

@@ -35,9 +35,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Option(help: "SQLite durability: normal or full (fsync every commit); default $KEEL_DURABILITY or normal.")
     var durability: String?
+    @OptionGroup var llm: LLMConfigOptions
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
+        if let llm = try llm.load() {
+            configuration.coordinator.providerChain = llm.chain
+            configuration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
+        }
         let level = durability ?? ProcessInfo.processInfo.environment["KEEL_DURABILITY"] ?? "normal"
         guard let parsed = SQLiteHistoryStore.Durability(rawValue: level) else {
             throw ValidationError("durability must be normal or full, not '\(level)'")
@@ -56,6 +61,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Task queue to serve (default: $KEEL_QUEUE or default).") var queue: String?
     @Option(help: "Activities run at once, and the prefetch (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
+    @OptionGroup var llm: LLMConfigOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -63,7 +69,10 @@ struct WorkerCommand: AsyncParsableCommand {
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         let configuration = WorkerService.Configuration(
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
-        let service = WorkerService(configuration: configuration, activities: BuiltIn.activities)
+        var activities = BuiltIn.activities
+        // Registered even without providers: a call then fails with LLMNotConfigured, which says what to set.
+        activities.register(LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
+        let service = WorkerService(configuration: configuration, activities: activities)
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         try await service.run()
@@ -93,13 +102,16 @@ struct StartCommand: AsyncParsableCommand {
     @Option(help: "Workflow id.") var id: String
     @Option(help: "Input JSON, or @file.") var input: String?
     @Option(help: "Request id: repeated starts with it make one run (default: a new one).") var requestId: String?
+    @OptionGroup var budget: BudgetOptions
     @Flag(help: "Wait for the result; exit 0 if it completed, 1 otherwise.") var wait = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
-        let request = StartRequest(workflowType: type, workflowId: id, input: try readInput(input), requestId: requestId ?? UUID().uuidString)
+        let request = StartRequest(
+            workflowType: type, workflowId: id, input: try readInput(input), options: WorkflowOptions(budget: try budget.limit()),
+            requestId: requestId ?? UUID().uuidString)
         guard wait else {
             try await client.start(request)
             if json { try printJSON(["workflowId": id, "requestId": request.requestId ?? ""]) } else { print("start of \(type) \(id) published") }

@@ -1,0 +1,197 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// `keel mock-llm`: an HTTP server speaking the Anthropic Messages and OpenAI Chat Completions
+/// APIs (streaming included) that answers from a ``MockScenario`` — status sequences,
+/// `Retry-After`, latency, hangs, streams cut mid-way — and logs every request for assertions.
+///
+/// Routes: `POST …/v1/messages` (Anthropic), `POST …/chat/completions` (OpenAI), under any path
+/// prefix; `POST /_mock/scenario` replaces the scenario, `GET /_mock/requests` returns the log,
+/// `POST /_mock/reset` clears the log and the sequences.
+public struct MockLLMServer: Sendable {
+    public let host: String
+    public let port: Int
+    let state: MockState
+    let logger: Logger
+
+    public init(host: String = "127.0.0.1", port: Int, scenario: MockScenario = MockScenario(), logger: Logger = Logger(label: "keel.mock-llm")) {
+        self.host = host
+        self.port = port
+        self.state = MockState(scenario: scenario)
+        self.logger = logger
+    }
+
+    /// Serves until the task is cancelled or the process gets SIGTERM/SIGINT; `onListening`
+    /// gets the bound port (useful with port 0).
+    public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let router = Router()
+        let state = self.state
+        router.post("/_mock/scenario") { request, _ -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 16 << 20)
+            do {
+                let scenario = try MockScenario.decode(Data(buffer: body), source: "POST /_mock/scenario")
+                await state.replace(scenario)
+                return Self.json(["rules": scenario.rules.count], status: .ok)
+            } catch let error as MockScenarioError {
+                return Self.json(["error": error.message], status: .badRequest)
+            }
+        }
+        router.get("/_mock/requests") { _, _ -> Response in
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .secondsSince1970
+            encoder.outputFormatting = [.sortedKeys]
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(await state.log))))
+        }
+        router.post("/_mock/reset") { _, _ -> Response in
+            await state.reset()
+            return Self.json(["reset": true], status: .ok)
+        }
+        router.post("**") { request, context -> Response in
+            try await Self.answer(request, state: state)
+        }
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel-mock-llm"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) }, logger: logger)
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+
+    static func json(_ object: [String: any Sendable], status: HTTPResponse.Status) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    // MARK: Answering provider calls
+
+    static func answer(_ request: Request, state: MockState) async throws -> Response {
+        let path = request.uri.path
+        let api: MockAPI
+        if path.hasSuffix("/v1/messages") {
+            api = .anthropic
+        } else if path.hasSuffix("/chat/completions") {
+            api = .openai
+        } else {
+            return json(["error": "keel mock-llm serves …/v1/messages and …/chat/completions, not \(path)"], status: .notFound)
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: 16 << 20)
+        guard let call = MockCall(body: Data(buffer: body), api: api, path: path) else {
+            return api.error(status: 400, message: "the request body is not a JSON \(api.rawValue) request", headers: [:])
+        }
+        let (response, record) = await state.respond(to: call)
+        if let delay = response.delayMs, delay > 0 { try? await Task.sleep(for: .milliseconds(delay)) }
+        if response.hang ?? false {
+            try? await Task.sleep(for: .seconds(3600))
+            return api.error(status: 504, message: "hung", headers: [:])
+        }
+        let status = response.status ?? 200
+        let headers = response.headers ?? [:]
+        if let raw = response.body {
+            return Response(
+                status: .init(code: status), headers: api.fields(headers, contentType: "application/json"),
+                body: ResponseBody(byteBuffer: ByteBuffer(string: raw)))
+        }
+        guard status == 200 else {
+            return api.error(status: status, message: response.message ?? MockAPI.defaultMessage(status), headers: headers)
+        }
+        let defaultText = await state.scenario.defaultText
+        let text = response.text ?? defaultText ?? "Mock answer to: \(record.promptPreview)"
+        let usage = (
+            input: response.usage?.inputTokens ?? (call.prompt.count + 3) / 4,
+            output: response.usage?.outputTokens ?? (text.count + 3) / 4
+        )
+        if call.stream {
+            return api.stream(text: text, model: call.model, usage: usage, response: response, headers: headers)
+        }
+        return api.message(text: text, model: call.model, usage: usage, headers: headers)
+    }
+}
+
+/// The request fields the mock reads.
+struct MockCall: Sendable {
+    var api: MockAPI
+    var path: String
+    var model: String
+    var stream: Bool
+    var prompt: String
+
+    init?(body: Data, api: MockAPI, path: String) {
+        guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else { return nil }
+        self.api = api
+        self.path = path
+        model = object["model"] as? String ?? ""
+        stream = object["stream"] as? Bool ?? false
+        var parts: [String] = []
+        if let system = object["system"] as? String { parts.append(system) }
+        for message in object["messages"] as? [[String: Any]] ?? [] {
+            if let content = message["content"] as? String { parts.append(content) }
+        }
+        prompt = parts.joined(separator: "\n")
+    }
+
+    /// FNV-1a 64, hex: tells prompts apart in the log without storing them.
+    var promptDigest: String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in prompt.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return String(hash, radix: 16)
+    }
+}
+
+/// The scenario, the sequences' positions, and the request log.
+actor MockState {
+    private(set) var scenario: MockScenario
+    private var positions: [String: Int] = [:]
+    private(set) var log: [MockRequestRecord] = []
+
+    init(scenario: MockScenario) { self.scenario = scenario }
+
+    func replace(_ scenario: MockScenario) {
+        self.scenario = scenario
+        positions = [:]
+        log = []
+    }
+
+    func reset() {
+        positions = [:]
+        log = []
+    }
+
+    func respond(to call: MockCall) -> (MockResponse, MockRequestRecord) {
+        var chosen: (rule: Int, position: Int, response: MockResponse)?
+        for (index, rule) in scenario.rules.enumerated() where rule.matches(call) {
+            let key = rule.sequencePer == "prompt" ? "\(index)/\(call.promptDigest)" : "\(index)"
+            let position = min(positions[key, default: 0], rule.responses.count - 1)
+            positions[key] = position + 1
+            chosen = (index, position, rule.responses[position])
+            break
+        }
+        let response = chosen?.response ?? MockResponse()
+        let record = MockRequestRecord(
+            time: Date(), api: call.api.rawValue, path: call.path, model: call.model, stream: call.stream,
+            promptDigest: call.promptDigest, promptPreview: String(call.prompt.prefix(120)),
+            status: response.hang == true ? 0 : response.status ?? 200, rule: chosen?.rule, response: chosen?.position)
+        log.append(record)
+        return (response, record)
+    }
+}
+
+extension MockRule {
+    func matches(_ call: MockCall) -> Bool {
+        guard let match else { return true }
+        if let model = match.model, model != call.model { return false }
+        if let api = match.api, api != call.api.rawValue { return false }
+        if let prefix = match.pathPrefix, !call.path.hasPrefix(prefix) { return false }
+        if let needle = match.promptContains, !call.prompt.contains(needle) { return false }
+        return true
+    }
+}
+
+/// Stops a stream by failing the response body, which makes the server drop the connection.
+struct MockStreamCut: Error {}

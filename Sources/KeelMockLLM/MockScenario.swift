@@ -1,0 +1,167 @@
+import Foundation
+
+/// What `keel mock-llm` answers: rules tried in order, each a match and a sequence of
+/// responses. A request gets the next response of the first rule that matches; the last
+/// response of a sequence repeats. With no matching rule it answers 200 with `defaultText`.
+///
+/// ```json
+/// {"rules": [
+///   {"match": {"promptContains": "doc-7"}, "responses": [{"status": 400}]},
+///   {"match": {"model": "primary-model"},
+///    "responses": [{"status": 429, "headers": {"Retry-After": "2"}}, {"status": 200, "text": "ok"}]}
+/// ]}
+/// ```
+public struct MockScenario: Codable, Sendable, Hashable {
+    public var rules: [MockRule]
+    /// The answer text when no rule matches, or a rule's response sets none.
+    public var defaultText: String?
+
+    public init(rules: [MockRule] = [], defaultText: String? = nil) {
+        self.rules = rules
+        self.defaultText = defaultText
+    }
+
+    public func validate() throws {
+        for (index, rule) in rules.enumerated() {
+            if rule.responses.isEmpty {
+                throw MockScenarioError(message: "rule \(index) has no responses")
+            }
+            for (position, response) in rule.responses.enumerated() {
+                if let status = response.status, !(100...599).contains(status) {
+                    throw MockScenarioError(message: "rule \(index) response \(position): status \(status) is not an HTTP status")
+                }
+                if let cut = response.cutAfterChunks, cut < 0 {
+                    throw MockScenarioError(message: "rule \(index) response \(position): cutAfterChunks must be 0 or more")
+                }
+            }
+            if let per = rule.sequencePer, per != "rule", per != "prompt" {
+                throw MockScenarioError(message: "rule \(index): sequencePer must be \"rule\" or \"prompt\"")
+            }
+        }
+    }
+
+    /// Parses and checks a scenario; the message says what is wrong.
+    public static func decode(_ data: Data, source: String) throws -> MockScenario {
+        let scenario: MockScenario
+        do {
+            scenario = try JSONDecoder().decode(MockScenario.self, from: data)
+        } catch {
+            throw MockScenarioError(message: "\(source): not a mock scenario: \(error)")
+        }
+        do { try scenario.validate() } catch let error as MockScenarioError {
+            throw MockScenarioError(message: "\(source): \(error.message)")
+        }
+        return scenario
+    }
+}
+
+/// Which requests a rule applies to; every field set must match.
+public struct MockMatch: Codable, Sendable, Hashable {
+    /// The model the request names.
+    public var model: String?
+    /// A substring of the prompt (system and messages).
+    public var promptContains: String?
+    /// `anthropic` or `openai`.
+    public var api: String?
+    /// A prefix of the request path (`/primary` when providers are told apart by base URL).
+    public var pathPrefix: String?
+
+    public init(model: String? = nil, promptContains: String? = nil, api: String? = nil, pathPrefix: String? = nil) {
+        self.model = model
+        self.promptContains = promptContains
+        self.api = api
+        self.pathPrefix = pathPrefix
+    }
+}
+
+/// A match and the responses it gives, in order.
+public struct MockRule: Codable, Sendable, Hashable {
+    public var match: MockMatch?
+    public var responses: [MockResponse]
+    /// `rule` (default): one sequence for every request the rule matches. `prompt`: a
+    /// sequence per distinct prompt (each document sees 429 then 200).
+    public var sequencePer: String?
+
+    public init(match: MockMatch? = nil, responses: [MockResponse], sequencePer: String? = nil) {
+        self.match = match
+        self.responses = responses
+        self.sequencePer = sequencePer
+    }
+}
+
+/// One response.
+public struct MockResponse: Codable, Sendable, Hashable {
+    /// HTTP status (200).
+    public var status: Int?
+    /// Extra headers, such as `Retry-After`.
+    public var headers: [String: String]?
+    /// The answer text of a 200.
+    public var text: String?
+    /// An error message for a non-200 (each API's error format), or a raw body to send as is.
+    public var message: String?
+    public var body: String?
+    /// Wait this long before answering, milliseconds.
+    public var delayMs: Int?
+    /// Never answer (the connection stays open).
+    public var hang: Bool?
+    /// Streaming: send this many chunks, then cut the connection.
+    public var cutAfterChunks: Int?
+    /// Streaming: stop sending after this many chunks but keep the connection open.
+    public var stallAfterChunks: Int?
+    /// Streaming: pause between chunks, milliseconds.
+    public var chunkDelayMs: Int?
+    /// Usage to report; by default estimated from characters (4 per token).
+    public var usage: MockUsage?
+
+    public init(
+        status: Int? = nil, headers: [String: String]? = nil, text: String? = nil, message: String? = nil,
+        body: String? = nil, delayMs: Int? = nil, hang: Bool? = nil, cutAfterChunks: Int? = nil,
+        stallAfterChunks: Int? = nil, chunkDelayMs: Int? = nil, usage: MockUsage? = nil
+    ) {
+        self.status = status
+        self.headers = headers
+        self.text = text
+        self.message = message
+        self.body = body
+        self.delayMs = delayMs
+        self.hang = hang
+        self.cutAfterChunks = cutAfterChunks
+        self.stallAfterChunks = stallAfterChunks
+        self.chunkDelayMs = chunkDelayMs
+        self.usage = usage
+    }
+}
+
+public struct MockUsage: Codable, Sendable, Hashable {
+    public var inputTokens: Int?
+    public var outputTokens: Int?
+
+    public init(inputTokens: Int? = nil, outputTokens: Int? = nil) {
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+    }
+}
+
+/// One request the mock received (`GET /_mock/requests`).
+public struct MockRequestRecord: Codable, Sendable, Hashable {
+    /// When it arrived (seconds since 1970 in JSON).
+    public var time: Date
+    public var api: String
+    public var path: String
+    public var model: String
+    public var stream: Bool
+    /// FNV-1a digest of the prompt, hex.
+    public var promptDigest: String
+    /// The prompt's first 120 characters.
+    public var promptPreview: String
+    /// The status answered (0 for a hang).
+    public var status: Int
+    /// Which rule answered (nil: the default answer) and which of its responses.
+    public var rule: Int?
+    public var response: Int?
+}
+
+public struct MockScenarioError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
