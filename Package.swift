@@ -92,7 +92,10 @@ let package = Package(
         ),
         .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
-        .testTarget(name: "KeelLLMTests", dependencies: ["Keel", "KeelTestKit", "KeelMockLLM"]),
+        .testTarget(
+            name: "KeelLLMTests",
+            dependencies: ["Keel", "KeelTestKit", "KeelMockLLM", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "KeelRuntimeTests",
             dependencies: ["Keel", "KeelTestKit"],

@@ -45,6 +45,22 @@ public enum CircuitDecision: String, Codable, Sendable, Hashable {
     case reject
 }
 
+/// The breakers' answer for one call, as a workflow's history records it.
+public struct CircuitGate: Codable, Sendable, Hashable {
+    /// The providers asked about, in failover order.
+    public var providers: [String]
+    /// One decision per provider.
+    public var decisions: [CircuitDecision]
+
+    public init(providers: [String], decisions: [CircuitDecision]) {
+        self.providers = providers
+        self.decisions = decisions
+    }
+
+    /// The providers the call may use, in order.
+    public var admitted: [String] { zip(providers, decisions).filter { $0.1 != .reject }.map(\.0) }
+}
+
 /// Circuit breakers per provider, shared by every workflow run of a coordinator.
 ///
 /// Workflow code asks before dispatching (``admit(_:now:)``); the decision is recorded in the
@@ -172,6 +188,11 @@ public struct ProviderOutcome: Codable, Sendable, Hashable {
         case .activityFailed, .activityTimedOut, .activityParked: payload = event.failure?.details
         default: return []
         }
+        return reported(in: payload)
+    }
+
+    /// The `tries` of a JSON object payload, if it has them.
+    public static func reported(in payload: Payload?) -> [ProviderOutcome] {
         guard let data = payload?.data, data.range(of: triesKey) != nil else { return [] }
         struct Carrier: Decodable { var tries: [ProviderOutcome]? }
         return (try? JSONDecoder().decode(Carrier.self, from: data))?.tries ?? []

@@ -107,6 +107,9 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     public var attemptsBeforeRedrive: Int?
     /// The failure that parked the activity (see `ActivityOptions.parkOnExhaustion`).
     public var parkedFailure: Failure?
+    /// The downstream providers the last failed attempt called (its reported `tries`); a retry
+    /// is not made while all their circuit breakers are open.
+    public var lastProviders: [String]?
 
     /// Attempts counted by the retry policy: those since the last redrive.
     public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) }

@@ -280,10 +280,12 @@ public final class WorkflowContext: @unchecked Sendable {
     }
 
     /// Asks the coordinator's circuit breakers whether calls to `providers` may go out, and
-    /// records the answer: replay returns the recorded decisions, never live breaker state.
-    public func circuitDecisions(for providers: [String]) throws -> [String: CircuitDecision] {
+    /// records the question and the answer: replay returns the recorded gate and evaluates
+    /// neither `providers` (which may come from configuration) nor live breaker state.
+    public func circuitGate(for providers: () -> [String]) throws -> CircuitGate {
         try recorded(marker: "circuitBreakers") {
-            Dictionary(providers.map { ($0, environment.breakers.admit($0, now: Date())) }, uniquingKeysWith: { a, _ in a })
+            let names = providers()
+            return CircuitGate(providers: names, decisions: names.map { environment.breakers.admit($0, now: Date()) })
         }
     }
 

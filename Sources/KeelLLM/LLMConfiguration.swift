@@ -110,6 +110,11 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
     public struct BreakerSettings: Codable, Sendable, Hashable {
         public var failureThreshold: Int?
         public var cooldownSeconds: Double?
+
+        public init(failureThreshold: Int? = nil, cooldownSeconds: Double? = nil) {
+            self.failureThreshold = failureThreshold
+            self.cooldownSeconds = cooldownSeconds
+        }
     }
 
     public init(

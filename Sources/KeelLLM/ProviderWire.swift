@@ -96,8 +96,9 @@ struct AnthropicWire: ProviderWire {
         case "message_start":
             let message = object["message"] as? [String: Any]
             let usage = message?["usage"] as? [String: Any]
+            // Its output_tokens is a placeholder (1): the count comes with message_delta, and a
+            // stream cut before that has its output estimated.
             progress.inputTokens = int64(usage?["input_tokens"]) ?? progress.inputTokens
-            progress.outputTokens = int64(usage?["output_tokens"]) ?? progress.outputTokens
             progress.model = message?["model"] as? String
         case "content_block_delta":
             if let delta = object["delta"] as? [String: Any], let text = delta["text"] as? String {

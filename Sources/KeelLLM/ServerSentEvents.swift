@@ -4,6 +4,11 @@ import Foundation
 public struct ServerSentEvent: Sendable, Hashable {
     public var event: String?
     public var data: String
+
+    public init(event: String?, data: String) {
+        self.event = event
+        self.data = data
+    }
 }
 
 /// Splits a byte stream into server-sent events (the `text/event-stream` format): fields per

@@ -52,12 +52,10 @@ extension WorkflowContext {
             throw BudgetExhaustedError(budget: budget, activityType: LLMCompleteActivity.name)
         }
         var request = request
-        let chain = request.providers ?? environment.providerChain
-        if !chain.isEmpty {
-            let decisions = try circuitDecisions(for: chain)
-            let admitted = chain.filter { decisions[$0] != .reject }
-            if admitted.isEmpty { throw CircuitOpenError(providers: chain) }
-            request.providers = admitted
+        let gate = try circuitGate { [environment] in request.providers ?? environment.providerChain }
+        if !gate.providers.isEmpty {
+            if gate.admitted.isEmpty { throw CircuitOpenError(providers: gate.providers) }
+            request.providers = gate.admitted
         }
         return try await execute(LLMCompleteActivity.self, input: request, options: options)
     }

@@ -23,9 +23,15 @@ public struct MockLLMServer: Sendable {
         self.logger = logger
     }
 
-    /// Serves until the task is cancelled or the process gets SIGTERM/SIGINT; `onListening`
-    /// gets the bound port (useful with port 0).
-    public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    /// Every request received since the last reset, oldest first.
+    public func requests() async -> [MockRequestRecord] { await state.log }
+
+    /// Replaces the scenario and clears the log and the sequences.
+    public func setScenario(_ scenario: MockScenario) async { await state.replace(scenario) }
+
+    /// Serves until the task is cancelled (or, with `handleSignals`, the process gets SIGTERM or
+    /// SIGINT); `onListening` gets the bound port (useful with port 0).
+    public func run(handleSignals: Bool = true, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let router = Router()
         let state = self.state
         router.post("/_mock/scenario") { request, _ -> Response in
@@ -57,7 +63,7 @@ public struct MockLLMServer: Sendable {
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel-mock-llm"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        try await app.runService(gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [])
     }
 
     static func json(_ object: [String: any Sendable], status: HTTPResponse.Status) -> Response {

@@ -163,5 +163,6 @@ public struct MockRequestRecord: Codable, Sendable, Hashable {
 
 public struct MockScenarioError: Error, Sendable, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }

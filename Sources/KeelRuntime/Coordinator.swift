@@ -497,7 +497,7 @@ public actor Coordinator {
         case .retry:
             guard var activity = run.activities[seq], activity.state == .backoff else { return }
             // Other activities of the run may have spent the budget during the backoff.
-            if let refusal = budgetRefusal(of: activity, in: run, cause: nil) {
+            if let refusal = budgetRefusal(of: activity, in: run, cause: nil) ?? circuitRefusal(of: activity) {
                 activityFailedFinally(&activity, failure: refusal, kind: .activityFailed, in: run, &work)
                 return
             }
@@ -779,10 +779,13 @@ public actor Coordinator {
         case .retry(let delay):
             failure.retryState = .willRetry
             failure.nextAttemptAt = work.now.addingTimeInterval(delay)
-            append(
+            // Applied, not only recorded: the workflow counts the attempt's usage (replay does too).
+            apply(
                 HistoryEvent(id: 0, time: work.now, kind: kind, ref: seq, attempt: activity.attempt, failure: failure),
                 to: run, &work)
             activity.state = .backoff
+            let providers = ProviderOutcome.reported(in: failure.details).map(\.provider)
+            activity.lastProviders = providers.isEmpty ? nil : providers
             activity.startedAt = nil
             deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
             work.batch.set(TimerRecord(
@@ -812,6 +815,19 @@ public actor Coordinator {
         return failure
     }
 
+    /// The failure that takes the place of a retry when every provider the last attempt called
+    /// has its circuit breaker open: retrying would only add to the flood. The failure event is
+    /// the recorded decision; replay never asks the breakers.
+    private func circuitRefusal(of activity: ActivityRecord) -> Failure? {
+        guard let providers = activity.lastProviders, !providers.isEmpty,
+            providers.allSatisfy({ breakers.admit($0) == .reject })
+        else { return nil }
+        return Failure(
+            type: "CircuitOpen",
+            message: "not retried: the circuit breaker of every provider it called is open (\(providers.joined(separator: ", ")))",
+            nonRetryable: true, retryState: .nonRetryableFailure)
+    }
+
     /// Ends an activity whose last attempt failed with no attempt to follow. The activity goes to
     /// the dead-letter queue with its context, in the same transaction; then either the workflow
     /// receives the failure, or (``ActivityOptions/parkOnExhaustion``) the activity is parked
@@ -833,7 +849,7 @@ public actor Coordinator {
                 to: run, &work)
             return
         }
-        append(
+        apply(
             HistoryEvent(id: 0, time: work.now, kind: .activityParked, ref: seq, attempt: activity.attempt, failure: failure),
             to: run, &work)
         deleteTimers([.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose], of: activity, in: run, &work)

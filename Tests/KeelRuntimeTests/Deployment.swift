@@ -7,8 +7,7 @@ import KeelTestKit
 final class Deployment: @unchecked Sendable {
     let directory = makeTemporaryDirectory("keel-deploy")
     let url: AMQPURL
-    /// Each deployment has its own namespace, so deployments tested in parallel never share queues.
-    let topology = Topology(namespace: "test-\(UUID().uuidString.prefix(8).lowercased())")
+    let topology = Topology.forTest()
     let client: KeelClient
     private(set) var coordinator: KeelProcess?
     private(set) var workers: [KeelProcess] = []
@@ -53,20 +52,7 @@ final class Deployment: @unchecked Sendable {
         coordinator?.terminate()
         workers.forEach { $0.terminate() }
         client.close()
-        deleteQueues()
-    }
-
-    /// Removes this deployment's exchanges and queues from the broker.
-    private func deleteQueues() {
-        guard let connection = try? AMQPConnection(url: url) else { return }
-        defer { connection.close() }
-        for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue, topology.queue(forTaskQueue: "python")]
-            + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:)) {
-            try? connection.deleteQueue(queue)
-        }
-        for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange] {
-            try? connection.deleteExchange(exchange)
-        }
+        topology.remove(from: url, taskQueues: ["python"])
     }
 
     deinit {
