@@ -67,7 +67,8 @@ public struct CircuitGate: Codable, Sendable, Hashable {
 /// run's history, so replay never consults live breaker state. The coordinator feeds every
 /// activity attempt's per-provider outcomes back (``observe(_:)``): results and failure details
 /// that list `tries` (`[{"provider": "primary", "ok": false}, …]`) count, so the breakers learn
-/// from failed attempts that were retried too.
+/// from failed attempts that were retried too. Failures marked `"providerFault": false` (a bad
+/// request, a rate limit) do not count.
 public final class CircuitBreakers: Sendable {
     public let policy: CircuitBreakerPolicy
     private let state = Mutex<[String: Breaker]>([:])
@@ -153,7 +154,7 @@ public final class CircuitBreakers: Sendable {
 
     /// Counts the per-provider outcomes an activity attempt event reports (its `tries`).
     public func observe(_ event: HistoryEvent, now: Date = Date()) {
-        for outcome in ProviderOutcome.reported(by: event) {
+        for outcome in ProviderOutcome.reported(by: event) where outcome.ok || (outcome.providerFault ?? true) {
             record(outcome.provider, success: outcome.ok, now: now)
         }
     }
@@ -171,10 +172,15 @@ public final class CircuitBreakers: Sendable {
 public struct ProviderOutcome: Codable, Sendable, Hashable {
     public var provider: String
     public var ok: Bool
+    /// For a failed call: whether it says the provider is unwell (5xx, overload, timeout,
+    /// connection). Client errors and rate limits say `false` and leave the breaker alone.
+    /// Absent: a fault.
+    public var providerFault: Bool?
 
-    public init(provider: String, ok: Bool) {
+    public init(provider: String, ok: Bool, providerFault: Bool? = nil) {
         self.provider = provider
         self.ok = ok
+        self.providerFault = providerFault
     }
 
     private static let triesKey = Data("\"tries\"".utf8)

@@ -72,7 +72,8 @@ public struct LLMClient: Sendable {
                 if let delay = error.retryAfter { retryAfter = max(retryAfter ?? 0, delay) }
                 tries.append(LLMTry(
                     provider: name, model: provider.model, ok: false, status: error.status, errorType: error.kind.rawValue,
-                    message: error.message, durationMs: milliseconds, usage: error.usage))
+                    providerFault: error.kind.isProviderFault, message: error.message, durationMs: milliseconds,
+                    usage: error.usage))
                 lastError = error
             }
             // Another provider cannot fix a bad request; a cancelled attempt stops here.

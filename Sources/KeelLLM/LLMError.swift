@@ -26,6 +26,17 @@ public enum LLMErrorKind: String, Codable, Sendable, CaseIterable {
     /// The worker has no provider by the requested name, or none configured.
     case notConfigured = "LLMNotConfigured"
 
+    /// Whether the failure says the provider is unwell, for its circuit breaker. A bad request
+    /// or a rate limit says nothing about the provider's health.
+    public var isProviderFault: Bool {
+        switch self {
+        case .serverError, .unavailable, .overloaded, .timeout, .connectionFailed, .streamInterrupted, .invalidResponse:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Whether another attempt (or another provider) can succeed where this one failed.
     public var isRetryable: Bool {
         switch self {

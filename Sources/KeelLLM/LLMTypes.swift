@@ -93,6 +93,9 @@ public struct LLMTry: Codable, Sendable, Hashable {
     public var status: Int?
     /// The error type name, for a failed call.
     public var errorType: String?
+    /// For a failed call: whether it counts against the provider's circuit breaker (server
+    /// errors, overload, timeouts, connection failures do; client errors and rate limits not).
+    public var providerFault: Bool?
     public var message: String?
     public var durationMs: Int
     public var usage: LLMUsage?

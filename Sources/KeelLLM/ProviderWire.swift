@@ -101,7 +101,7 @@ struct AnthropicWire: ProviderWire {
             progress.inputTokens = int64(usage?["input_tokens"]) ?? progress.inputTokens
             progress.model = message?["model"] as? String
         case "content_block_delta":
-            if let delta = object["delta"] as? [String: Any], let text = delta["text"] as? String {
+            if let delta = object["delta"] as? [String: Any], let text = delta["text"] as? String, !text.isEmpty {
                 progress.text += text
                 progress.chunks += 1
             }
@@ -187,7 +187,7 @@ struct OpenAIWire: ProviderWire {
             progress.outputTokens = int64(usage["completion_tokens"]) ?? progress.outputTokens
         }
         guard let choice = (object["choices"] as? [[String: Any]])?.first else { return }
-        if let delta = choice["delta"] as? [String: Any], let text = delta["content"] as? String {
+        if let delta = choice["delta"] as? [String: Any], let text = delta["content"] as? String, !text.isEmpty {
             progress.text += text
             progress.chunks += 1
         }

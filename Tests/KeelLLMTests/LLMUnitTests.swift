@@ -121,6 +121,13 @@ struct LLMUnitTests {
         #expect(breakers.snapshots().first?.state == .closed)
         #expect(breakers.admit("p", now: start.addingTimeInterval(22)) == .allow)
         #expect(breakers.admit("other") == .allow)
+
+        // Bad requests and rate limits say nothing about the provider's health.
+        let tries = Payload(data: Data(#"{"tries":[{"provider":"q","ok":false,"providerFault":false},{"provider":"q","ok":false}]}"#.utf8))
+        let event = HistoryEvent(id: 1, time: start, kind: .activityFailed, ref: 1, attempt: 1,
+                                 failure: Failure(type: "LLMBadRequest", message: "", details: tries))
+        for _ in 1...2 { breakers.observe(event, now: start) }
+        #expect(breakers.snapshots().first { $0.provider == "q" }?.consecutiveFailures == 2, "only the faults count")
     }
 
     @Test func usageIsReadFromResultsAndFailureDetails() throws {
