@@ -81,6 +81,9 @@ struct LLMEngineTests {
         let breakers = try stack.store().circuitBreakers()
         #expect(breakers.map(\.provider) == ["primary"])
         #expect(breakers.first?.state == .open)
+        let shown = try await stack.keel(["breakers"])
+        #expect(shown.status == 0)
+        #expect(shown.output.split(separator: "\n").contains { $0.hasPrefix("primary") && $0.contains(" open ") }, "\(shown.output)")
         // The decisions are in history: markers that replay reads instead of the live breakers.
         let markers = try stack.store().events(runId: run.runId).filter { $0.kind == .markerRecorded && $0.name == "circuitBreakers" }
         #expect(markers.count == 10)
@@ -145,6 +148,10 @@ struct LLMEngineTests {
         #expect(output.budget.spent.totalTokens == 12_000)
         #expect(output.budget.remainingTokens == 0)
         #expect(run.spend.totalTokens == 12_000)
+        let listed = try await stack.keel(["list"])
+        #expect(listed.output.contains("12000 tok $0.0000"), "\(listed.output)")
+        let shown = try await stack.keel(["show", "budget"])
+        #expect(shown.output.contains("spend 9000 input + 3000 output tokens, $0.0000 of budget 10000 tokens"), "\(shown.output)")
     }
 }
 

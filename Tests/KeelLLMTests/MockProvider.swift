@@ -90,6 +90,12 @@ final class LLMStack: @unchecked Sendable {
 
     func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
 
+    /// Runs `keel ARGUMENTS --db <this stack's database>` to the end.
+    func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let arguments = arguments + ["--db", databasePath]
+        return try await offPool { try runToEnd(KeelProcess.binary, arguments, environment: [:]) }
+    }
+
     func stop() {
         coordinator.stop()
         worker.stop()

@@ -1,0 +1,28 @@
+import Foundation
+
+/// Runs a program to the end; returns its exit status and its output and errors together.
+public func runToEnd(
+    _ executable: URL, _ arguments: [String], environment: [String: String], directory: URL? = nil
+) throws -> (status: Int32, output: String) {
+    let process = Process()
+    let pipe = Pipe()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.currentDirectoryURL = directory
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }  // not waitUntilExit: see KeelProcess
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+/// Runs blocking `body` on a thread of its own. Tests run in parallel on a two-thread
+/// cooperative pool; a test blocked there for seconds (a broker starting, a child process)
+/// would stall every other test's tasks and skew their timing.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
