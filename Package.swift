@@ -77,20 +77,24 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        // The reference pipelines, compiled into `keel`; each a template for users.
+        .target(name: "KeelExamples", dependencies: ["Keel"]),
         // What users import.
         .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM"]),
         // In-memory transport, manual clock, fault injection, history fixtures.
-        .target(name: "KeelTestKit", dependencies: ["Keel"]),
+        .target(name: "KeelTestKit", dependencies: ["Keel", "KeelMockLLM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "keel",
             dependencies: [
                 "Keel",
                 "KeelTestKit",
                 "KeelMockLLM",
+                "KeelExamples",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
+        .testTarget(name: "KeelExamplesTests", dependencies: ["Keel", "KeelTestKit", "KeelExamples", "KeelMockLLM"]),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
         .testTarget(
             name: "KeelLLMTests",

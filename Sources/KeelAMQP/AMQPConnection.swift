@@ -145,11 +145,16 @@ public final class AMQPConnection: @unchecked Sendable {
 
     /// Messages in `queue` ready for delivery (passive declare).
     public func messageCount(queue: String) throws -> Int {
+        try inspect(queue: queue).messages
+    }
+
+    /// Messages ready for delivery in `queue`, and its consumers (passive declare).
+    public func inspect(queue: String) throws -> (messages: Int, consumers: Int) {
         guard let ok = withBytes(queue, body: { amqp_queue_declare(state, channel, $0[0], 1, 0, 0, 0, amqp_empty_table) }) else {
             try check(.declareFailed, "inspecting queue \(queue)")
-            return 0
+            return (0, 0)
         }
-        return Int(ok.pointee.message_count)
+        return (Int(ok.pointee.message_count), Int(ok.pointee.consumer_count))
     }
 
     public func deleteQueue(_ queue: String) throws {

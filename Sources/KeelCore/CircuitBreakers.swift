@@ -159,6 +159,11 @@ public final class CircuitBreakers: Sendable {
         }
     }
 
+    /// Where `provider`'s breaker stands, without deciding anything.
+    public func state(of provider: String) -> CircuitState {
+        state.withLock { $0[provider]?.state ?? .closed }
+    }
+
     /// Every breaker that has seen a call, by provider name.
     public func snapshots() -> [CircuitBreakerSnapshot] {
         state.withLock { breakers in

@@ -40,6 +40,7 @@ public final class WorkflowContext: @unchecked Sendable {
     var queryHandlers: [String: (Payload?) throws -> Payload] = [:]
     var spendLimit: SpendLimit?
     var spent = Spend.zero
+    var retries = 0
 
     struct PendingActivity {
         var type: String
@@ -106,6 +107,9 @@ public final class WorkflowContext: @unchecked Sendable {
     /// The run's spend so far (every attempt's reported usage, failed attempts included) against
     /// its limit (``WorkflowOptions/budget``).
     public var budget: Budget { Budget(limit: spendLimit, spent: spent) }
+
+    /// Attempts of this run's activities that failed and were retried, so far.
+    public var retriedAttempts: Int { retries }
 
     // MARK: Commands
 
@@ -286,6 +290,14 @@ public final class WorkflowContext: @unchecked Sendable {
         try recorded(marker: "circuitBreakers") {
             let names = providers()
             return CircuitGate(providers: names, decisions: names.map { environment.breakers.admit($0, now: Date()) })
+        }
+    }
+
+    /// The breakers' states for `providers` (for reporting; deciding is ``circuitGate(for:)``),
+    /// recorded in history like the gate.
+    public func circuitStates(for providers: () -> [String]) throws -> [String: CircuitState] {
+        try recorded(marker: "circuitStates") {
+            Dictionary(providers().map { ($0, environment.breakers.state(of: $0)) }, uniquingKeysWith: { first, _ in first })
         }
     }
 

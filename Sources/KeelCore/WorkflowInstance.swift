@@ -122,6 +122,7 @@ public final class WorkflowInstance: @unchecked Sendable {
     /// for new events only, feeds its per-provider outcomes to the circuit breakers.
     private func countSpend(_ event: HistoryEvent) {
         if let spend = Spend.reported(by: event) { context.spent += spend }
+        if event.failure?.retryState == .willRetry { context.retries += 1 }
         if !context.replaying { context.environment.breakers.observe(event, now: event.time) }
     }
 

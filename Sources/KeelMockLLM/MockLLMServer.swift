@@ -9,17 +9,23 @@ import NIOCore
 ///
 /// Routes: `POST …/v1/messages` (Anthropic), `POST …/chat/completions` (OpenAI), under any path
 /// prefix; `POST /_mock/scenario` replaces the scenario, `GET /_mock/requests` returns the log,
-/// `POST /_mock/reset` clears the log and the sequences.
+/// `POST /_mock/reset` clears the log and the sequences. `GET /documents/{id}` serves the
+/// example pipelines' documents (from `documentsDirectory`, else generated text).
 public struct MockLLMServer: Sendable {
     public let host: String
     public let port: Int
     let state: MockState
+    let documentsDirectory: String?
     let logger: Logger
 
-    public init(host: String = "127.0.0.1", port: Int, scenario: MockScenario = MockScenario(), logger: Logger = Logger(label: "keel.mock-llm")) {
+    public init(
+        host: String = "127.0.0.1", port: Int, scenario: MockScenario = MockScenario(), documentsDirectory: String? = nil,
+        logger: Logger = Logger(label: "keel.mock-llm")
+    ) {
         self.host = host
         self.port = port
         self.state = MockState(scenario: scenario)
+        self.documentsDirectory = documentsDirectory
         self.logger = logger
     }
 
@@ -56,6 +62,16 @@ public struct MockLLMServer: Sendable {
         router.post("/_mock/reset") { _, _ -> Response in
             await state.reset()
             return Self.json(["reset": true], status: .ok)
+        }
+        let documents = documentsDirectory
+        router.get("/documents/:id") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let text = MockDocuments.text(of: id, directory: documents) else {
+                return Self.json(["error": "no document \(id)"], status: .notFound)
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
         router.post("**") { request, context -> Response in
             try await Self.answer(request, state: state)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelExamples
 
 @main
 struct KeelCommand: AsyncParsableCommand {
@@ -36,6 +37,7 @@ enum BuiltIn {
         registry.register(BenchSequential.self)
         registry.register(BenchSteps.self)
         registry.register(CallActivity.self)
+        registry.register(DocumentProcessing.self)
         return registry
     }
 
@@ -43,6 +45,7 @@ enum BuiltIn {
         var registry = ActivityRegistry()
         registry.register(NoOp())
         registry.register(Sleep())
+        registry.register(FetchDocument())
         return registry
     }
 }

@@ -24,6 +24,7 @@ struct MockLLMCommand: AsyncParsableCommand {
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one; the chosen port is printed).") var port = 8090
     @Option(help: "Scenario JSON file (default: answer 200 to everything).") var scenario: String?
+    @Option(help: "Directory whose ID.txt files GET /documents/ID serves (default: generated text).") var documents: String?
 
     func run() async throws {
         var loaded = MockScenario()
@@ -36,7 +37,10 @@ struct MockLLMCommand: AsyncParsableCommand {
             }
         }
         let host = self.host
-        try await MockLLMServer(host: host, port: port, scenario: loaded).run { port in
+        if let documents, !FileManager.default.fileExists(atPath: documents) {
+            throw ValidationError("no documents directory at \(documents)")
+        }
+        try await MockLLMServer(host: host, port: port, scenario: loaded, documentsDirectory: documents).run { port in
             // Written straight to the descriptor: scripts wait for this line and stdout may be a pipe.
             FileHandle.standardOutput.write(Data("keel mock-llm listening on http://\(host):\(port)\n".utf8))
         }

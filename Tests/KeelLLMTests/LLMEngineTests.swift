@@ -15,7 +15,9 @@ struct LLMEngineTests {
         let mock = try await MockProvider.start(scenario)
         let llm = LLMConfiguration(
             providers: providers.map { mock.provider($0.name, model: $0.model) }, prices: prices, circuitBreaker: breaker)
-        return try LLMStack(mock: mock, llm: llm)
+        var workflows = WorkflowRegistry()
+        workflows.register(LLMCalls.self)
+        return try LLMStack(mock: mock, llm: llm, workflows: workflows)
     }
 
     @Test func clientErrorsAreSentOnceAndFailWithTheirType() async throws {
@@ -27,7 +29,7 @@ struct LLMEngineTests {
             ]),
             providers: [("primary", "model-a"), ("secondary", "model-b")])
         defer { stack.stop() }
-        let (output, _) = try await stack.run("client-errors", .init(prompts: ["doc-400", "doc-401", "doc-422"], maximumAttempts: 5))
+        let (output, _) = try await stack.run(LLMCalls.self, "client-errors", .init(prompts: ["doc-400", "doc-401", "doc-422"], maximumAttempts: 5))
         #expect(output.calls.map(\.error) == ["LLMBadRequest", "LLMAuthenticationFailed", "LLMContentPolicy"])
         #expect(output.calls.map(\.attempts) == [1, 1, 1])
         // One call per activity: neither retried nor failed over to the secondary.
@@ -41,7 +43,7 @@ struct LLMEngineTests {
             MockRule(responses: [MockResponse(status: 429, headers: ["Retry-After": "2"]), MockResponse(status: 200, text: "done")])
         ]))
         defer { stack.stop() }
-        let (output, _) = try await stack.run("rate-limited", .init(prompts: ["summarise"]))
+        let (output, _) = try await stack.run(LLMCalls.self, "rate-limited", .init(prompts: ["summarise"]))
         #expect(output.calls.first?.text == "done")
         let requests = await stack.mock.requests()
         try #require(requests.count == 2)
@@ -57,7 +59,7 @@ struct LLMEngineTests {
             MockScenario(rules: [MockRule(match: MockMatch(model: "model-a"), responses: [MockResponse(status: 500)])]),
             providers: [("primary", "model-a"), ("secondary", "model-b")])
         defer { stack.stop() }
-        let (output, run) = try await stack.run("failover", .init(prompts: ["one", "two"]))
+        let (output, run) = try await stack.run(LLMCalls.self, "failover", .init(prompts: ["one", "two"]))
         #expect(output.calls.map(\.provider) == ["secondary", "secondary"])
         #expect(output.calls.map(\.calls) == [2, 2])
         #expect(await stack.mock.requests().map(\.model) == ["model-a", "model-b", "model-a", "model-b"])
@@ -73,7 +75,7 @@ struct LLMEngineTests {
             breaker: .init(failureThreshold: 3, cooldownSeconds: 300))
         defer { stack.stop() }
         let prompts = (1...10).map { "document \($0)" }
-        let (output, run) = try await stack.run("outage", .init(prompts: prompts, maximumAttempts: 2))
+        let (output, run) = try await stack.run(LLMCalls.self, "outage", .init(prompts: prompts, maximumAttempts: 2))
         // Call 1: two attempts, both 503. Call 2: the first attempt is the third failure, which
         // opens the breaker, so its retry is refused. Calls 3-10 are refused before dispatch.
         #expect(output.calls.map(\.error) == ["LLMUnavailable", "CircuitOpen"] + Array(repeating: "CircuitOpen", count: 8))
@@ -105,7 +107,7 @@ struct LLMEngineTests {
             ])]),
             prices: ["model-a": ModelPrice(inputPerMillion: 3, outputPerMillion: 15)])
         defer { stack.stop() }
-        let (output, run) = try await stack.run("cut-stream", .init(prompts: ["stream it"], stream: true))
+        let (output, run) = try await stack.run(LLMCalls.self, "cut-stream", .init(prompts: ["stream it"], stream: true))
         #expect(output.calls.first?.text == text)
         let events = try stack.store().events(runId: run.runId)
         let failed = try #require(events.first { $0.kind == .activityFailed })
@@ -129,7 +131,7 @@ struct LLMEngineTests {
         defer { stack.stop() }
         let started = Date()
         let (output, run) = try await stack.run(
-            "hung", .init(prompts: ["hang"], stream: true, heartbeatTimeout: 2, startToCloseTimeout: 30))
+            LLMCalls.self, "hung", .init(prompts: ["hang"], stream: true, heartbeatTimeout: 2, startToCloseTimeout: 30))
         #expect(output.calls.first?.text == "answered")
         let timedOut = try #require(try stack.store().events(runId: run.runId).first { $0.kind == .activityTimedOut })
         #expect(timedOut.failure?.timeoutKind == .heartbeat)
@@ -142,7 +144,7 @@ struct LLMEngineTests {
         ]))
         defer { stack.stop() }
         let (output, run) = try await stack.run(
-            "budget", .init(prompts: (1...5).map { "chunk \($0)" }), budget: SpendLimit(maxTokens: 10_000))
+            LLMCalls.self, "budget", .init(prompts: (1...5).map { "chunk \($0)" }), budget: SpendLimit(maxTokens: 10_000))
         #expect(output.calls.map(\.error) == [nil, nil, nil, "BudgetExhausted", "BudgetExhausted"])
         #expect(await stack.mock.requests().count == 3, "nothing is sent once the budget is spent")
         #expect(output.budget.spent.totalTokens == 12_000)

@@ -1,0 +1,120 @@
+import Foundation
+import Keel
+import KeelMockLLM
+import Logging
+
+/// `keel mock-llm` served in-process on a free port, over real HTTP.
+public final class MockProvider: Sendable {
+    public let server: MockLLMServer
+    public let port: Int
+    private let serving: Task<Void, any Error>
+
+    private init(server: MockLLMServer, port: Int, serving: Task<Void, any Error>) {
+        self.server = server
+        self.port = port
+        self.serving = serving
+    }
+
+    public static func start(_ scenario: MockScenario = MockScenario()) async throws -> MockProvider {
+        var logger = Logger(label: "keel.mock-llm")
+        logger.logLevel = .critical  // cancelling the server task logs errors about its channels
+        let server = MockLLMServer(port: 0, scenario: scenario, logger: logger)
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let serving = Task { try await server.run(handleSignals: false) { continuation.yield($0) } }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw MockScenarioError(message: "the mock did not start") }
+        return MockProvider(server: server, port: port, serving: serving)
+    }
+
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    public func requests() async -> [MockRequestRecord] { await server.requests() }
+
+    /// A provider of this mock: Anthropic API at the root, OpenAI API under `/v1`.
+    public func provider(
+        _ name: String, api: LLMProviderConfiguration.API = .anthropic, model: String, apiKeyEnv: String? = nil
+    ) -> LLMProviderConfiguration {
+        LLMProviderConfiguration(
+            name: name, api: api, baseURL: api == .anthropic ? baseURL : baseURL + "/v1", model: model,
+            apiKeyEnv: apiKeyEnv, timeout: 20)
+    }
+
+    public func stop() { serving.cancel() }
+}
+
+/// A coordinator and an `llm` worker in this process, on the real broker, with their own
+/// namespace and SQLite file, calling a ``MockProvider``.
+public final class LLMStack: @unchecked Sendable {
+    public let directory = makeTemporaryDirectory("keel-llm")
+    public let url: AMQPURL
+    public let topology = Topology.forTest()
+    public let mock: MockProvider
+    public let client: KeelClient
+    public let coordinator: CoordinatorService
+    public let worker: WorkerService
+    public let defaultWorker: WorkerService
+    private var tasks: [Task<Void, any Error>] = []
+
+    public var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
+
+    /// `workflows` run on the coordinator; the worker serves `llm` (with `llm.complete`) and
+    /// `default` with `activities`.
+    public init(
+        mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
+        environment: [String: String] = [:]
+    ) throws {
+        self.mock = mock
+        url = try AMQPURL.fromEnvironment()
+        client = KeelClient(url: url, topology: topology)
+        var coordinatorConfiguration = CoordinatorService.Configuration(url: url, databasePath: directory.appendingPathComponent("keel.sqlite").path)
+        coordinatorConfiguration.topology = topology
+        coordinatorConfiguration.coordinator.providerChain = llm.chain
+        coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
+        coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
+        var workerConfiguration = WorkerService.Configuration(url: url, taskQueue: "llm", concurrency: 4, identity: "llm-worker")
+        workerConfiguration.topology = topology
+        workerConfiguration.executionLog = nil
+        var llmActivities = ActivityRegistry()
+        llmActivities.register(LLMCompleteActivity(client: LLMClient(configuration: llm, environment: environment)))
+        worker = WorkerService(configuration: workerConfiguration, activities: llmActivities)
+        var defaultConfiguration = WorkerService.Configuration(url: url, taskQueue: "default", concurrency: 4, identity: "default-worker")
+        defaultConfiguration.topology = topology
+        defaultConfiguration.executionLog = nil
+        defaultWorker = WorkerService(configuration: defaultConfiguration, activities: activities)
+        tasks = [
+            Task { [coordinator] in try await coordinator.run() }, Task { [worker] in try await worker.run() },
+            Task { [defaultWorker] in try await defaultWorker.run() },
+        ]
+    }
+
+    /// Runs workflow `W` to the end and returns its output and run.
+    public func run<W: Workflow>(
+        _ workflow: W.Type, _ id: String, _ input: W.Input, budget: SpendLimit? = nil
+    ) async throws -> (W.Output, RunRecord) {
+        _ = try await client.startAndConfirm(
+            try StartRequest(W.self, id: id, input: input, options: WorkflowOptions(budget: budget)))
+        let run = try await client.waitForResult(workflowId: id, timeout: 120)
+        guard run.status == .completed, let result = run.result else {
+            throw MockScenarioError(message: "run \(id) ended \(run.status): \(run.failure?.description ?? "")")
+        }
+        return (try result.decode(W.Output.self), run)
+    }
+
+    public func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
+
+    /// Runs `keel ARGUMENTS --db <this stack's database>` to the end.
+    public func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let arguments = arguments + ["--db", databasePath]
+        return try await offPool { try runToEnd(KeelProcess.binary, arguments, environment: [:]) }
+    }
+
+    public func stop() {
+        coordinator.stop()
+        worker.stop()
+        defaultWorker.stop()
+        client.close()
+        mock.stop()
+        topology.remove(from: url)
+    }
+}
+

@@ -1,0 +1,93 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Testing
+
+/// The demo and the deployment files, as a newcomer runs them.
+@Suite("scripts/demo, scripts/stack and the compose file", .tags(.integration), .timeLimit(.minutes(6)))
+struct OperationsTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+        try await offPool { try runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root) }
+    }
+
+    static func freePort() async throws -> String {
+        let found = try await run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+        return found.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func demoRunsToCompletionInCIMode() async throws {
+        let directory = makeTemporaryDirectory("keel-demo")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let started = Date()
+        let port = try await Self.freePort()
+        let demo = try await Self.run(["bash", "scripts/demo"], environment: [
+            "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port,
+            "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace,
+        ])
+        #expect(demo.status == 0, "\(demo.output)")
+        #expect(demo.output.contains("the new coordinator recovered 1 open runs"), "\(demo.output)")
+        #expect(demo.output.contains("status            completed"))
+        #expect(demo.output.contains("dead-lettered     2  contract-07 (LLMBadRequest), memo-19 (LLMBadRequest)"))
+        #expect(demo.output.contains("summarised twice  0"))
+        #expect(Date().timeIntervalSince(started) < 300, "CI mode must finish within 5 minutes")
+        // It stopped what it started.
+        // (Regexes that do not match their own command line.)
+        let leftovers = try await Self.run([
+            "bash", "-c", "pgrep -f 'keel (coordinator|worker).*\(directory.path)'; pgrep -f 'keel [m]ock-llm --port \(port) '; true",
+        ])
+        #expect(leftovers.output.isEmpty)
+        #expect(try await Self.run(["bash", "-c", "ls \(directory.path)/pids"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    @Test func stackScalesWorkersPerQueue() async throws {
+        let directory = makeTemporaryDirectory("keel-stack")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let topology = Topology.forTest()
+        let environment = ["KEEL_BIN": KeelProcess.binary.path, "KEEL_STACK_DIR": directory.path, "KEEL_NAMESPACE": topology.namespace]
+        defer {
+            _ = try? runToEnd(URL(fileURLWithPath: "/usr/bin/env"), ["bash", "scripts/stack", "down"], environment: environment, directory: Self.root)
+            topology.remove(from: try! AMQPURL.fromEnvironment())
+        }
+        let up = try await Self.run(["bash", "scripts/stack", "up", "default=1", "llm=1"], environment: environment)
+        #expect(up.status == 0, "\(up.output)")
+        let scaled = try await Self.run(["bash", "scripts/stack", "scale", "llm=3"], environment: environment)
+        #expect(scaled.status == 0, "\(scaled.output)")
+        let status = try await Self.run(["bash", "scripts/stack", "status"], environment: environment)
+        #expect(status.output.split(separator: "\n").filter { $0.hasPrefix("worker-llm-") && $0.contains("running") }.count == 3, "\(status.output)")
+        // Three llm workers really consume the queue.
+        let connection = try AMQPConnection(url: try AMQPURL.fromEnvironment())
+        defer { connection.close() }
+        #expect(try connection.inspect(queue: topology.queue(forTaskQueue: "llm")).consumers == 3)
+        let down = try await Self.run(["bash", "scripts/stack", "scale", "llm=1"], environment: environment)
+        #expect(down.status == 0)
+        let after = try await Self.run(["bash", "scripts/stack", "status"], environment: environment)
+        #expect(after.output.split(separator: "\n").filter { $0.hasPrefix("worker-llm-") }.count == 1, "\(after.output)")
+        let bad = try await Self.run(["bash", "scripts/stack", "scale", "llm=lots"], environment: environment)
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("'lots' is not a number of workers"))
+    }
+
+    @Test func composeFileIsValidAndNeedsRealCredentials() async throws {
+        let valid = try await Self.run(
+            ["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "config"])
+        #expect(valid.status == 0, "\(valid.output)")
+        for service in ["rabbitmq:", "coordinator:", "worker-default:", "worker-llm:", "worker-gpu:"] {
+            #expect(valid.output.contains("  \(service)"), "\(service)")
+        }
+        #expect(valid.output.contains("amqp://keel:change-me@rabbitmq:5672/"))
+        #expect(valid.output.contains("capabilities:\n              - gpu") || valid.output.contains("- gpu"))
+        let services = try await Self.run(
+            ["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "--profile", "mock", "config", "--services"])
+        #expect(services.output.split(separator: "\n").contains("mock-llm"))
+        // Without credentials (no guest fallback) the file refuses to render.
+        let empty = makeTemporaryDirectory("keel-env")
+        defer { try? FileManager.default.removeItem(at: empty) }
+        let envFile = empty.appendingPathComponent("empty.env")
+        try Data().write(to: envFile)
+        let refused = try await Self.run(["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", envFile.path, "config"])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("set RABBITMQ_USER in .env"), "\(refused.output)")
+    }
+}
