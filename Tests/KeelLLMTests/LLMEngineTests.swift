@@ -51,7 +51,8 @@ struct LLMEngineTests {
         // The policy's own interval is 200 ms: the 2 s came from Retry-After.
         let gap = requests[1].time.timeIntervalSince(requests[0].time)
         #expect(gap >= 2.0, "the next attempt started \(gap) s after the 429")
-        #expect(gap < 5.0)
+        // Not the policy's maximum either; generous, since the suite loads both cores.
+        #expect(gap < 15.0)
     }
 
     @Test func primaryOutageFailsOverWithinTheAttempt() async throws {
