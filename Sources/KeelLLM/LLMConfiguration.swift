@@ -28,6 +28,9 @@ public struct LLMProviderConfiguration: Codable, Sendable, Hashable {
     public var idleTimeout: Double?
     /// Output token cap when the request sets none (1024).
     public var maxTokens: Int?
+    /// False: left out of the default failover chain, called only by requests that name it
+    /// (a local model behind the `gpu` queue). True by default.
+    public var defaultChain: Bool?
 
     public init(
         name: String, api: API, baseURL: String, model: String, apiKeyEnv: String? = nil,
@@ -126,8 +129,8 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
         self.circuitBreaker = circuitBreaker
     }
 
-    /// The provider names in failover order.
-    public var chain: [String] { providers.map(\.name) }
+    /// The provider names of the default failover chain, in order.
+    public var chain: [String] { providers.filter { $0.defaultChain ?? true }.map(\.name) }
 
     public var circuitBreakerPolicy: CircuitBreakerPolicy {
         let defaults = CircuitBreakerPolicy()

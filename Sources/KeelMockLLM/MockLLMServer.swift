@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -28,6 +29,12 @@ public struct MockLLMServer: Sendable {
         self.documentsDirectory = documentsDirectory
         self.logger = logger
     }
+
+    /// Bills the accounting endpoint holds.
+    public func bills() async -> [MockBill] { await state.services.bills }
+
+    /// Bookings the booking endpoint holds.
+    public func bookings() async -> [MockBooking] { await state.services.bookings }
 
     /// Every request received since the last reset, oldest first.
     public func requests() async -> [MockRequestRecord] { await state.log }
@@ -66,12 +73,35 @@ public struct MockLLMServer: Sendable {
         let documents = documentsDirectory
         router.get("/documents/:id") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
-            guard let text = MockDocuments.text(of: id, directory: documents) else {
+            guard let document = MockDocuments.document(id, directory: documents) else {
                 return Self.json(["error": "no document \(id)"], status: .notFound)
             }
             return Response(
-                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+                status: .ok, headers: [.contentType: document.contentType],
+                body: ResponseBody(byteBuffer: ByteBuffer(data: document.data)))
+        }
+        router.post("/accounting/bills") { request, _ -> Response in
+            var request = request
+            guard let key = request.headers[HTTPField.Name("Idempotency-Key")!], !key.isEmpty else {
+                return Self.json(["error": "an Idempotency-Key header is required"], status: .badRequest)
+            }
+            let body = try await request.collectBody(upTo: 1 << 20)
+            return Self.answer(await state.postBill(key: key, body: Data(buffer: body)))
+        }
+        router.get("/accounting/bills") { _, _ -> Response in
+            Self.encoded(await state.services.bills)
+        }
+        router.post("/bookings/:kind") { request, context -> Response in
+            guard let key = request.headers[HTTPField.Name("Idempotency-Key")!], !key.isEmpty else {
+                return Self.json(["error": "an Idempotency-Key header is required"], status: .badRequest)
+            }
+            return Self.answer(await state.book(kind: context.parameters.get("kind") ?? "", key: key))
+        }
+        router.post("/cancellations/:id") { _, context -> Response in
+            Self.answer(await state.cancel(id: context.parameters.get("id") ?? ""))
+        }
+        router.get("/bookings") { _, _ -> Response in
+            Self.encoded(await state.services.bookings)
         }
         router.post("**") { request, context -> Response in
             try await Self.answer(request, state: state)
@@ -80,6 +110,23 @@ public struct MockLLMServer: Sendable {
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel-mock-llm"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) }, logger: logger)
         try await app.runService(gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [])
+    }
+
+    static func answer(_ answer: MockServicesState.Answer) -> Response {
+        switch answer {
+        case .created(let data): return Response(status: .created, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        case .existing(let data): return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        case .lost: return json(["error": "upstream timed out"], status: .badGateway)
+        case .refused(let reason): return json(["error": reason], status: .conflict)
+        }
+    }
+
+    static func encoded(_ value: some Encodable) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(data: (try? encoder.encode(value)) ?? Data("[]".utf8))))
     }
 
     static func json(_ object: [String: any Sendable], status: HTTPResponse.Status) -> Response {
@@ -174,16 +221,28 @@ actor MockState {
 
     init(scenario: MockScenario) { self.scenario = scenario }
 
+    var services = MockServicesState()
+
     func replace(_ scenario: MockScenario) {
         self.scenario = scenario
-        positions = [:]
-        log = []
+        reset()
     }
 
     func reset() {
         positions = [:]
         log = []
+        services = MockServicesState()
     }
+
+    func postBill(key: String, body: Data) -> MockServicesState.Answer {
+        services.postBill(key: key, body: body, scenario: scenario.services)
+    }
+
+    func book(kind: String, key: String) -> MockServicesState.Answer {
+        services.book(kind: kind, key: key, scenario: scenario.services)
+    }
+
+    func cancel(id: String) -> MockServicesState.Answer { services.cancel(id: id) }
 
     func respond(to call: MockCall) -> (MockResponse, MockRequestRecord) {
         var chosen: (rule: Int, position: Int, response: MockResponse)?

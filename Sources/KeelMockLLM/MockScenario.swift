@@ -15,10 +15,13 @@ public struct MockScenario: Codable, Sendable, Hashable {
     public var rules: [MockRule]
     /// The answer text when no rule matches, or a rule's response sets none.
     public var defaultText: String?
+    /// Faults of the example pipelines' business endpoints.
+    public var services: MockServicesScenario?
 
-    public init(rules: [MockRule] = [], defaultText: String? = nil) {
+    public init(rules: [MockRule] = [], defaultText: String? = nil, services: MockServicesScenario? = nil) {
         self.rules = rules
         self.defaultText = defaultText
+        self.services = services
     }
 
     public func validate() throws {

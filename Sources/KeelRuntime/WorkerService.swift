@@ -67,13 +67,21 @@ public final class WorkerService: Sendable {
                 consumer.stop()
             }
             let inFlight = InFlight()
+            let slots = ActivitySlots(configuration.concurrency)
             consuming: while let batch = await consumer.nextBatch() {
                 for delivery in batch {
-                    if isStopped { break consuming }
+                    // Deliveries beyond the free slots wait here unacknowledged (the prefetch
+                    // window keeps them few); RabbitMQ redelivers them if this worker stops.
+                    await slots.acquire()
+                    if isStopped {
+                        slots.release()
+                        break consuming
+                    }
                     inFlight.count.withLock { $0 += 1 }
                     group.addTask {
                         await self.handle(delivery, consumer, publisher, reports, queueName)
                         inFlight.count.withLock { $0 -= 1 }
+                        slots.release()
                     }
                 }
             }

@@ -15,10 +15,10 @@ public final class MockProvider: Sendable {
         self.serving = serving
     }
 
-    public static func start(_ scenario: MockScenario = MockScenario()) async throws -> MockProvider {
+    public static func start(_ scenario: MockScenario = MockScenario(), documentsDirectory: String? = nil) async throws -> MockProvider {
         var logger = Logger(label: "keel.mock-llm")
         logger.logLevel = .critical  // cancelling the server task logs errors about its channels
-        let server = MockLLMServer(port: 0, scenario: scenario, logger: logger)
+        let server = MockLLMServer(port: 0, scenario: scenario, documentsDirectory: documentsDirectory, logger: logger)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let serving = Task { try await server.run(handleSignals: false) { continuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
@@ -53,15 +53,16 @@ public final class LLMStack: @unchecked Sendable {
     public let coordinator: CoordinatorService
     public let worker: WorkerService
     public let defaultWorker: WorkerService
+    public let gpuWorker: WorkerService?
     private var tasks: [Task<Void, any Error>] = []
 
     public var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
 
-    /// `workflows` run on the coordinator; the worker serves `llm` (with `llm.complete`) and
-    /// `default` with `activities`.
+    /// `workflows` run on the coordinator; workers serve `llm` (with `llm.complete`, concurrency
+    /// 4), `default` with `activities`, and, with `gpuConcurrency`, `gpu` with `llm.complete`.
     public init(
         mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
-        environment: [String: String] = [:]
+        gpuConcurrency: Int? = nil, environment: [String: String] = [:]
     ) throws {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
@@ -81,10 +82,19 @@ public final class LLMStack: @unchecked Sendable {
         defaultConfiguration.topology = topology
         defaultConfiguration.executionLog = nil
         defaultWorker = WorkerService(configuration: defaultConfiguration, activities: activities)
+        if let gpuConcurrency {
+            var gpuConfiguration = WorkerService.Configuration(url: url, taskQueue: "gpu", concurrency: gpuConcurrency, identity: "gpu-worker")
+            gpuConfiguration.topology = topology
+            gpuConfiguration.executionLog = nil
+            gpuWorker = WorkerService(configuration: gpuConfiguration, activities: llmActivities)
+        } else {
+            gpuWorker = nil
+        }
         tasks = [
             Task { [coordinator] in try await coordinator.run() }, Task { [worker] in try await worker.run() },
             Task { [defaultWorker] in try await defaultWorker.run() },
         ]
+        if let gpuWorker { tasks.append(Task { try await gpuWorker.run() }) }
     }
 
     /// Runs workflow `W` to the end and returns its output and run.
@@ -112,6 +122,7 @@ public final class LLMStack: @unchecked Sendable {
         coordinator.stop()
         worker.stop()
         defaultWorker.stop()
+        gpuWorker?.stop()
         client.close()
         mock.stop()
         topology.remove(from: url)

@@ -38,6 +38,11 @@ enum BuiltIn {
         registry.register(BenchSteps.self)
         registry.register(CallActivity.self)
         registry.register(DocumentProcessing.self)
+        registry.register(InvoiceProcessing.self)
+        registry.register(TripBooking.self)
+        registry.register(SummaryApproval.self)
+        registry.register(AgentLoop.self)
+        registry.register(GPUInference.self)
         return registry
     }
 
@@ -46,6 +51,9 @@ enum BuiltIn {
         registry.register(NoOp())
         registry.register(Sleep())
         registry.register(FetchDocument())
+        registry.register(PostBill())
+        registry.register(TripBooking.Book())
+        registry.register(TripBooking.CancelBooking())
         return registry
     }
 }
