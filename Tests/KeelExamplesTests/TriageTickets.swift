@@ -1,0 +1,1 @@
+../../examples/starter/Sources/Starter/TriageTickets.swift
