@@ -159,6 +159,17 @@ public final class AMQPPublisher: @unchecked Sendable {
 
     /// Waits for what is in flight, then closes the connection. Later publishes fail; closing
     /// again does nothing.
+    /// ``close()`` on a thread of its own, so an async caller never blocks Swift's cooperative
+    /// pool while the publisher drains.
+    public func closeOffPool() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                self.close()
+                continuation.resume()
+            }
+        }
+    }
+
     public func close() {
         let running = waiting.withLock { waiting in
             waiting.closed = true

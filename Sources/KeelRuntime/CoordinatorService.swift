@@ -42,7 +42,18 @@ public final class CoordinatorService: Sendable {
         let store = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
         let topology = configuration.topology
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
-        defer { publisher.close() }
+        do {
+            try await serve(store: store, publisher: publisher)
+        } catch {
+            await publisher.closeOffPool()
+            throw error
+        }
+        await publisher.closeOffPool()
+        logger.info("coordinator stopped")
+    }
+
+    private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher) async throws {
+        let topology = configuration.topology
         let coordinator = Coordinator(
             store: store, workflows: workflows, publisher: AMQPTaskPublisher(publisher: publisher),
             configuration: configuration.coordinator, logger: logger)
@@ -71,7 +82,6 @@ public final class CoordinatorService: Sendable {
             try await group.waitForAll()
         }
         await coordinator.shutdown()
-        logger.info("coordinator stopped")
     }
 
     private func serveJobs(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {

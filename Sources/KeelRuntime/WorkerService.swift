@@ -57,7 +57,6 @@ public final class WorkerService: Sendable {
                 try topology.declareTaskQueue(taskQueue, on: connection)
             })
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
-        defer { publisher.close() }
         let reports = ReportSender(publisher: publisher)
         consumer.start()
         logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
@@ -95,6 +94,7 @@ public final class WorkerService: Sendable {
             }
             group.cancelAll()
         }
+        await publisher.closeOffPool()
         logger.info("worker \(configuration.identity) stopped")
     }
 

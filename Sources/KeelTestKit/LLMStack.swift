@@ -125,7 +125,9 @@ public final class LLMStack: @unchecked Sendable {
         gpuWorker?.stop()
         client.close()
         mock.stop()
-        topology.remove(from: url)
+        // Off the caller's thread: tests call this from a `defer` on the cooperative pool.
+        let (topology, url) = (self.topology, self.url)
+        Thread.detachNewThread { topology.remove(from: url) }
     }
 }
 

@@ -7,7 +7,7 @@ import Testing
 
 /// The document-processing pipeline end to end: fetches from the mock's document endpoint on a
 /// `default` worker, summaries on an `llm` worker, the real broker and SQLite.
-@Suite("document-processing pipeline", .tags(.integration), .timeLimit(.minutes(3)))
+@Suite("document-processing pipeline", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct DocumentProcessingTests {
     static func stack(_ scenario: MockScenario, breaker: LLMConfiguration.BreakerSettings? = nil) async throws -> LLMStack {
         let mock = try await MockProvider.start(scenario)

@@ -7,7 +7,7 @@ import Testing
 
 /// The reference pipelines end to end, each with its failure path, on the real broker and
 /// SQLite, with `keel mock-llm` as the LLM provider and business endpoints.
-@Suite("reference pipelines", .tags(.integration), .timeLimit(.minutes(3)))
+@Suite("reference pipelines", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct PipelineTests {
     static let documents = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("examples/documents").path

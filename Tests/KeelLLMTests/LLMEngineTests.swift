@@ -6,7 +6,7 @@ import Testing
 
 /// The LLM kit end to end: workflows on a coordinator, `llm.complete` on a worker, both on the
 /// real broker and a real SQLite file, calling `keel mock-llm` over HTTP.
-@Suite("LLM calls through the engine", .tags(.integration), .timeLimit(.minutes(3)))
+@Suite("LLM calls through the engine", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct LLMEngineTests {
     static func stack(
         _ scenario: MockScenario, providers: [(name: String, model: String)] = [("primary", "model-a")],

@@ -6,7 +6,7 @@ import PackageDescription
 let package = Package(
     name: "Starter",
     platforms: [.macOS(.v15)],
-    dependencies: [.package(path: "../..")],
+    dependencies: [.package(name: "Keel", path: "../..")],
     targets: [
         .target(name: "Starter", dependencies: [.product(name: "Keel", package: "Keel")]),
         .executableTarget(name: "starter-server", dependencies: ["Starter", .product(name: "Keel", package: "Keel")]),
