@@ -4,10 +4,10 @@ import Keel
 import KeelTestKit
 
 /// Limits the broker imposes: `consumer_timeout` and resource alarms. This suite's broker
-/// (port 5681) has the consumer timeout lowered to 2 s.
+/// (on a free port) has the consumer timeout lowered to 2 s.
 @Suite("Broker limits", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct BrokerLimitTests {
-    static let port = "5681"
+    static let port = freeBrokerPort()
     static let timeoutMilliseconds = 2000
 
     /// RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged longer than

@@ -3,11 +3,11 @@ import Testing
 import Keel
 import KeelTestKit
 
-/// Restarts RabbitMQ under running coordinator and workers. Uses a broker of its own (port 5679)
+/// Restarts RabbitMQ under running coordinator and workers. Uses a broker of its own (on a free port)
 /// so the other tests' broker stays up.
 @Suite("Broker restart", .tags(.integration), .timeLimit(.minutes(5)))
 struct BrokerRestartTests {
-    static let port = "5679"
+    static let port = freeBrokerPort()
 
     static func rabbitmq(_ command: String) throws { try localBroker(command, port: port) }
 

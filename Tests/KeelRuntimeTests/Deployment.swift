@@ -75,3 +75,28 @@ func localBroker(_ command: String, port: String, environment: String = "") thro
 func startLocalBroker(port: String, environment: String = "") async throws {
     try await offPool { try localBroker("start", port: port, environment: environment) }
 }
+
+/// A port for a broker of a test's own: free, and so is RabbitMQ's distribution port
+/// (port + 20000). A fixed port collides with a broker an interrupted run left behind.
+func freeBrokerPort() -> String {
+    for _ in 0..<500 {
+        let port = Int.random(in: 30_000..<40_000)
+        if portIsFree(port), portIsFree(port + 20_000) { return String(port) }
+    }
+    return "5681"
+}
+
+private func portIsFree(_ port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr = in_addr(s_addr: INADDR_ANY)
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
