@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and the few C helpers Swift cannot do without.
@@ -56,6 +58,7 @@ let package = Package(
                 "KeelHistory",
                 "KeelAMQP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // LLM providers over libcurl: classification, Retry-After, failover, pricing, the LLM
@@ -90,6 +93,9 @@ let package = Package(
                 "KeelTestKit",
                 "KeelMockLLM",
                 "KeelExamples",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

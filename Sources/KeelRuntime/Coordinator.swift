@@ -35,6 +35,7 @@ public actor Coordinator {
     public nonisolated let breakers: CircuitBreakers
     /// Breaker state changes not yet committed (they happen while a unit of work runs).
     private let breakerChanges = BreakerChanges()
+    let metrics = CoordinatorMetrics()
 
     private final class BreakerChanges: Sendable {
         let pending = Mutex<[CircuitBreakerSnapshot]>([])
@@ -71,8 +72,10 @@ public actor Coordinator {
         self.configuration = configuration
         self.logger = logger
         let changes = breakerChanges
+        let metrics = self.metrics
         self.breakers = CircuitBreakers(policy: configuration.circuitBreaker) { snapshot in
             changes.pending.withLock { $0.append(snapshot) }
+            metrics.breaker(snapshot)
             logger.warning(
                 "circuit breaker \(snapshot.state.rawValue)",
                 metadata: ["provider": "\(snapshot.provider)", "consecutive_failures": "\(snapshot.consecutiveFailures)"])
@@ -92,6 +95,7 @@ public actor Coordinator {
     /// Loads every open run, replays its history and republishes the outbox. Call once at start.
     @discardableResult
     public func recover() async throws -> RecoveryReport {
+        let started = ContinuousClock.now
         var report = RecoveryReport()
         var work = Work(now: clock.now())
         let state = try store.openRunState()
@@ -131,6 +135,7 @@ public actor Coordinator {
         }
         try await finish(&work)
         report.republished = try await flushOutbox()
+        metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)
         logger.info("recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)")
         return report
     }
@@ -450,6 +455,7 @@ public actor Coordinator {
         }
         switch message.outcome {
         case .completed(let payload):
+            metrics.attemptCompleted(activity, now: work.now)
             endActivity(activity, in: run, &work)
             apply(
                 HistoryEvent(id: 0, time: work.now, kind: .activityCompleted, ref: activity.activityId,
@@ -522,6 +528,7 @@ public actor Coordinator {
         var failure = Failure.timeout(kind)
         failure.retryState = .timeout
         var activity = activity
+        metrics.attemptFailed(activity, failure: failure, willRetry: false)
         activityFailedFinally(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
     }
 
@@ -555,6 +562,7 @@ public actor Coordinator {
         runs[run.runId] = run
         openRunByWorkflowId[workflowId] = run.runId
         work.touched[run.runId] = run
+        metrics.workflowStarted(type: definition.name)
         if let deadline {
             work.batch.set(TimerRecord(runId: run.runId, kind: .executionTimeout, seq: 0, fireAt: deadline))
         }
@@ -591,7 +599,10 @@ public actor Coordinator {
         work.batch.events.append((run.runId, event))
         run.record.historyLength = event.id
         run.record.updatedAt = work.now
-        if let spend = Spend.reported(by: event) { run.record.spend += spend }
+        if let spend = Spend.reported(by: event) {
+            run.record.spend += spend
+            metrics.spent(spend, workflowType: run.record.workflowType)
+        }
         work.touched[run.runId] = run
         if event.id == configuration.historyWarningThreshold {
             logger.warning(
@@ -667,6 +678,7 @@ public actor Coordinator {
     }
 
     private func close(_ run: LiveRun, status: RunStatus, result: Payload?, failure: Failure?, _ work: inout Work) {
+        metrics.workflowClosed(type: run.record.workflowType, status: status)
         run.record.status = status
         run.record.result = result
         run.record.failure = failure
@@ -744,6 +756,7 @@ public actor Coordinator {
             HistoryEvent(id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
                          attempt: activity.attempt),
             to: run, &work)
+        metrics.attemptStarted(activity, now: work.now)
         activity.state = .started
         activity.startedAt = work.now
         let seq = activity.activityId
@@ -766,6 +779,7 @@ public actor Coordinator {
         _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
     ) {
         if let refusal = budgetRefusal(of: activity, in: run, cause: failure) {
+            metrics.attemptFailed(activity, failure: failure, willRetry: false)
             activityFailedFinally(&activity, failure: refusal, kind: kind, in: run, &work)
             return
         }
@@ -775,6 +789,11 @@ public actor Coordinator {
             random: Double.random(in: 0..<1, using: &generator))
         var failure = failure
         let seq = activity.activityId
+        if case .retry = decision {
+            metrics.attemptFailed(activity, failure: failure, willRetry: true)
+        } else {
+            metrics.attemptFailed(activity, failure: failure, willRetry: false)
+        }
         switch decision {
         case .retry(let delay):
             failure.retryState = .willRetry
@@ -837,6 +856,7 @@ public actor Coordinator {
     ) {
         let seq = activity.activityId
         let park = activity.options.parkOnExhaustion
+        metrics.deadLettered(activity, parked: park)
         work.batch.deadLetters.append(DeadLetterEntry(
             workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
             activityId: seq, activityType: activity.activityType, taskQueue: activity.options.taskQueue,

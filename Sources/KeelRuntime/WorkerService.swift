@@ -2,6 +2,7 @@ import Foundation
 import KeelAMQP
 import KeelCore
 import Logging
+import Metrics
 import Synchronization
 
 /// A worker process's loop for one task queue.
@@ -141,8 +142,21 @@ public final class WorkerService: Sendable {
             try? await reports.send(.heartbeat(ActivityHeartbeat(
                 runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
         }
+        let running = Meter(label: "keel_worker_activities_running", dimensions: [("task_queue", task.taskQueue)])
+        running.increment()
+        let started = ContinuousClock.now
         let outcome = await runner.run(task) { details in heartbeats.beat(details) }
+        running.decrement()
         heartbeats.finish()
+        let kind: String
+        switch outcome {
+        case .completed: kind = "completed"
+        case .failed(let failure): kind = failure.type
+        }
+        Timer(
+            label: "keel_worker_activity_duration_seconds",
+            dimensions: [("activity_type", task.activityType), ("outcome", kind)]
+        ).recordSeconds((ContinuousClock.now - started).seconds)
         let result = ActivityResult(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
             outcome: outcome)

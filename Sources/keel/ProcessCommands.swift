@@ -36,6 +36,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "SQLite durability: normal or full (fsync every commit); default $KEEL_DURABILITY or normal.")
     var durability: String?
     @OptionGroup var llm: LLMConfigOptions
+    @OptionGroup var http: HTTPOptions
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
@@ -48,10 +49,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("durability must be normal or full, not '\(level)'")
         }
         configuration.durability = parsed
+        let endpoint = try http.endpoint()
         let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        try await service.run()
+        try await MetricsEndpoint.serve(endpoint, logger: Logger(label: "keel.coordinator")) { try await service.run() }
     }
 }
 
@@ -62,6 +64,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Task queue to serve (default: $KEEL_QUEUE or default).") var queue: String?
     @Option(help: "Activities run at once, and the prefetch (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
     @OptionGroup var llm: LLMConfigOptions
+    @Option(help: "Serve GET /metrics on this port (default: $KEEL_METRICS_PORT; none: no endpoint); host from $KEEL_HTTP_HOST or 127.0.0.1.")
+    var metricsPort: Int?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -72,10 +76,13 @@ struct WorkerCommand: AsyncParsableCommand {
         var activities = BuiltIn.activities
         // Registered even without providers: a call then fails with LLMNotConfigured, which says what to set.
         activities.register(LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
+        let endpoint = (metricsPort ?? environment["KEEL_METRICS_PORT"].flatMap(Int.init)).map {
+            MetricsEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
+        }
         let service = WorkerService(configuration: configuration, activities: activities)
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        try await service.run()
+        try await MetricsEndpoint.serve(endpoint, logger: Logger(label: "keel.worker")) { try await service.run() }
     }
 }
 

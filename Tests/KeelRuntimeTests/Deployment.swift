@@ -25,14 +25,15 @@ final class Deployment: @unchecked Sendable {
          "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace]
     }
 
-    func startCoordinator() throws {
-        coordinator = try KeelProcess(["coordinator"], environment: environment, log: directory.appendingPathComponent("coordinator.log"))
+    func startCoordinator(_ arguments: [String] = []) throws {
+        coordinator = try KeelProcess(
+            ["coordinator"] + arguments, environment: environment, log: directory.appendingPathComponent("coordinator.log"))
     }
 
     @discardableResult
-    func startWorker(queue: String = "default", concurrency: Int = 4) throws -> KeelProcess {
+    func startWorker(queue: String = "default", concurrency: Int = 4, _ arguments: [String] = []) throws -> KeelProcess {
         let worker = try KeelProcess(
-            ["worker", "--queue", queue, "--concurrency", "\(concurrency)"], environment: environment,
+            ["worker", "--queue", queue, "--concurrency", "\(concurrency)"] + arguments, environment: environment,
             log: directory.appendingPathComponent("worker-\(workers.count).log"))
         workers.append(worker)
         return worker

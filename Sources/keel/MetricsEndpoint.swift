@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+
+/// `--http-host` and `--http-port` (coordinator) or `--metrics-port` (worker): where
+/// `GET /metrics` answers in the Prometheus text format.
+struct MetricsEndpoint: Sendable {
+    let host: String
+    let port: Int
+    let registry = PrometheusCollectorRegistry()
+
+    /// Routes swift-metrics to this endpoint's registry. Once per process, before any metric.
+    func bootstrap() {
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    }
+
+    /// Serves `/metrics` until the task is cancelled.
+    func run(logger: Logger) async throws {
+        let router = Router()
+        let registry = self.registry
+        router.get("/metrics") { _, _ -> Response in
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(16 << 10)
+            registry.emit(into: &buffer)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        var quiet = logger
+        quiet.logLevel = .warning
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel"),
+            onServerRunning: { channel in
+                logger.info("metrics on http://\(host):\(channel.localAddress?.port ?? port)/metrics")
+            }, logger: quiet)
+        try await app.runService(gracefulShutdownSignals: [])
+    }
+
+    /// Runs `service` with the endpoint beside it (if one is configured); returns when the
+    /// service does.
+    static func serve(_ endpoint: MetricsEndpoint?, logger: Logger, _ service: @escaping @Sendable () async throws -> Void) async throws {
+        guard let endpoint else { return try await service() }
+        endpoint.bootstrap()
+        let server = Task { try await endpoint.run(logger: logger) }
+        defer { server.cancel() }
+        try await service()
+    }
+}
+
+/// `--http-host`/`--http-port` for the coordinator (default host 127.0.0.1; no port: no endpoint).
+struct HTTPOptions: ParsableArguments {
+    @Option(name: .customLong("http-host"), help: "Address of the HTTP endpoint (default: $KEEL_HTTP_HOST or 127.0.0.1).")
+    var host: String?
+    @Option(name: .customLong("http-port"), help: "Serve GET /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
+    var port: Int?
+
+    func endpoint() throws -> MetricsEndpoint? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let port = port ?? environment["KEEL_HTTP_PORT"].flatMap(Int.init) else { return nil }
+        guard (0...65535).contains(port) else { throw ValidationError("--http-port must be a port number, not \(port)") }
+        return MetricsEndpoint(host: host ?? environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: port)
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Testing
+
+/// `GET /metrics` of a real coordinator and worker after a scripted run.
+@Suite("Prometheus metrics", .tags(.integration), .timeLimit(.minutes(2)))
+struct MetricsTests {
+    static func scrape(_ port: String) async throws -> String {
+        let (head, body) = try await CurlHTTPClient().send(HTTPRequest(url: "http://127.0.0.1:\(port)/metrics", method: "GET", timeout: 5))
+        #expect(head.status == 200)
+        #expect(head.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+        return String(decoding: body, as: UTF8.self)
+    }
+
+    /// The value of the sample whose line starts with `prefix` (name and labels).
+    static func value(_ text: String, _ prefix: String) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
+    @Test func coordinatorAndWorkerExposeWhatTheRunDid() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        let coordinatorPort = freeBrokerPort()
+        let workerPort = freeBrokerPort()
+        try deployment.startCoordinator(["--http-port", coordinatorPort])
+        try deployment.startWorker(concurrency: 2, ["--metrics-port", workerPort])
+        for id in ["m-1", "m-2", "m-3"] {
+            _ = try await deployment.client.startAndConfirm(StartRequest(
+                workflowType: "bench-steps", workflowId: id, input: try Payload(encoding: ["steps": 2], field: "input")))
+        }
+        for id in ["m-1", "m-2", "m-3"] {
+            #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 30).status == .completed)
+        }
+        var text = ""
+        #expect(try await eventually(10) {
+            text = try await Self.scrape(coordinatorPort)
+            return Self.value(text, #"keel_workflows_closed_total{workflow_type="bench-steps",status="completed"}"#) == 3
+        }, "\(text)")
+        #expect(Self.value(text, #"keel_workflows_started_total{workflow_type="bench-steps"}"#) == 3)
+        #expect(Self.value(text, #"keel_activity_attempts_total{activity_type="sleep",task_queue="default"}"#) == 6)
+        #expect(Self.value(text, #"keel_activity_schedule_to_start_seconds_count{task_queue="default"}"#) == 6)
+        #expect(Self.value(text, #"keel_activity_execution_seconds_count{task_queue="default"}"#) == 6)
+        #expect(text.contains("# TYPE keel_activity_execution_seconds histogram"))
+
+        let worker = try await Self.scrape(workerPort)
+        #expect(Self.value(worker, #"keel_worker_activity_duration_seconds_count{activity_type="sleep",outcome="completed"}"#) == 6, "\(worker)")
+        #expect(Self.value(worker, #"keel_worker_activities_running{task_queue="default"}"#) == 0)
+    }
+}
