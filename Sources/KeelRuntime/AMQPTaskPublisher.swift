@@ -5,8 +5,13 @@ import KeelCore
 /// Publishes activity tasks to `keel.tasks`, routed by task queue, with confirms.
 public struct AMQPTaskPublisher: TaskPublisher {
     let publisher: AMQPPublisher
+    /// Told the task queues of every batch (the queue monitor watches them).
+    let onTaskQueues: @Sendable (Set<String>) -> Void
 
-    public init(publisher: AMQPPublisher) { self.publisher = publisher }
+    public init(publisher: AMQPPublisher, onTaskQueues: @escaping @Sendable (Set<String>) -> Void = { _ in }) {
+        self.publisher = publisher
+        self.onTaskQueues = onTaskQueues
+    }
 
     public func publish(_ tasks: [ActivityTask]) async throws {
         let messages = try tasks.map { task in
@@ -16,7 +21,9 @@ public struct AMQPTaskPublisher: TaskPublisher {
                 headers: ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
                           "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType])
         }
-        try await publisher.publish(messages, taskQueues: Set(tasks.map(\.taskQueue)))
+        let taskQueues = Set(tasks.map(\.taskQueue))
+        onTaskQueues(taskQueues)
+        try await publisher.publish(messages, taskQueues: taskQueues)
     }
 
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {

@@ -15,6 +15,10 @@ public final class CoordinatorService: Sendable {
         public var databasePath: String
         public var durability: SQLiteHistoryStore.Durability = .normal
         public var coordinator = CoordinatorConfiguration()
+        /// Seconds between looks at the task queues' depth and consumers.
+        public var queueCheckInterval: Double = 5
+        /// A task queue with tasks and no consumer this long is reported.
+        public var noConsumerWarning: Double = 30
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url
@@ -54,8 +58,14 @@ public final class CoordinatorService: Sendable {
 
     private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher) async throws {
         let topology = configuration.topology
+        let monitor = QueueMonitor(
+            url: configuration.url, topology: topology, interval: configuration.queueCheckInterval,
+            noConsumerAfter: configuration.noConsumerWarning, logger: logger)
+        monitor.start()
+        defer { Task { await monitor.stop() } }
         let coordinator = Coordinator(
-            store: store, workflows: workflows, publisher: AMQPTaskPublisher(publisher: publisher),
+            store: store, workflows: workflows,
+            publisher: AMQPTaskPublisher(publisher: publisher) { queues in queues.forEach(monitor.watch) },
             configuration: configuration.coordinator, logger: logger)
         do {
             try await coordinator.recover()

@@ -49,6 +49,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("durability must be normal or full, not '\(level)'")
         }
         configuration.durability = parsed
+        let environment = ProcessInfo.processInfo.environment
+        if let seconds = environment["KEEL_QUEUE_CHECK_SECONDS"].flatMap(Double.init), seconds > 0 {
+            configuration.queueCheckInterval = seconds
+        }
+        if let seconds = environment["KEEL_NO_CONSUMER_SECONDS"].flatMap(Double.init), seconds >= 0 {
+            configuration.noConsumerWarning = seconds
+        }
         let endpoint = try http.endpoint()
         let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
         let signals = onTermination { service.stop() }

@@ -13,7 +13,7 @@ struct OperationsTests {
     }
 
     static func freePort() async throws -> String {
-        let found = try await run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
+        let found = try await Self.run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
         return found.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -46,10 +46,18 @@ struct OperationsTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let topology = Topology.forTest()
         let environment = ["KEEL_BIN": KeelProcess.binary.path, "KEEL_STACK_DIR": directory.path, "KEEL_NAMESPACE": topology.namespace]
-        defer {
-            _ = try? runToEnd(URL(fileURLWithPath: "/usr/bin/env"), ["bash", "scripts/stack", "down"], environment: environment, directory: Self.root)
-            topology.remove(from: try! AMQPURL.fromEnvironment())
+        do {
+            try await Self.scaleStack(environment, topology)
+        } catch {
+            _ = try? await Self.run(["bash", "scripts/stack", "down"], environment: environment)
+            throw error
         }
+        _ = try await Self.run(["bash", "scripts/stack", "down"], environment: environment)
+        let url = try AMQPURL.fromEnvironment()
+        try await offPool { topology.remove(from: url) }
+    }
+
+    static func scaleStack(_ environment: [String: String], _ topology: Topology) async throws {
         let up = try await Self.run(["bash", "scripts/stack", "up", "default=1", "llm=1"], environment: environment)
         #expect(up.status == 0, "\(up.output)")
         let scaled = try await Self.run(["bash", "scripts/stack", "scale", "llm=3"], environment: environment)
@@ -57,9 +65,13 @@ struct OperationsTests {
         let status = try await Self.run(["bash", "scripts/stack", "status"], environment: environment)
         #expect(status.output.split(separator: "\n").filter { $0.hasPrefix("worker-llm-") && $0.contains("running") }.count == 3, "\(status.output)")
         // Three llm workers really consume the queue.
-        let connection = try AMQPConnection(url: try AMQPURL.fromEnvironment())
-        defer { connection.close() }
-        #expect(try connection.inspect(queue: topology.queue(forTaskQueue: "llm")).consumers == 3)
+        let url = try AMQPURL.fromEnvironment()
+        let consumers = try await offPool {
+            let connection = try AMQPConnection(url: url)
+            defer { connection.close() }
+            return try connection.inspect(queue: topology.queue(forTaskQueue: "llm")).consumers
+        }
+        #expect(consumers == 3)
         let down = try await Self.run(["bash", "scripts/stack", "scale", "llm=1"], environment: environment)
         #expect(down.status == 0)
         let after = try await Self.run(["bash", "scripts/stack", "status"], environment: environment)

@@ -32,7 +32,7 @@ struct LLMCalls: Workflow {
     func run(context: WorkflowContext, input: Input) async throws -> Output {
         let options = LLM.activityOptions(
             startToCloseTimeout: .seconds(double: input.startToCloseTimeout ?? 20),
-            heartbeatTimeout: .seconds(double: input.heartbeatTimeout ?? 10),
+            heartbeatTimeout: .seconds(double: input.heartbeatTimeout ?? 30),
             retryPolicy: RetryPolicy(
                 initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3,
                 nonRetryableErrorTypes: RetryPolicy.llmNonRetryableErrorTypes))

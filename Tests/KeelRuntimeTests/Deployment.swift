@@ -20,9 +20,12 @@ final class Deployment: @unchecked Sendable {
         client = KeelClient(url: self.url, topology: topology)
     }
 
+    /// Added to the environment of the processes started after it is set.
+    var extraEnvironment: [String: String] = [:]
+
     var environment: [String: String] {
-        ["KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
-         "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace]
+        extraEnvironment.merging(["KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
+         "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace]) { $1 }
     }
 
     func startCoordinator(_ arguments: [String] = []) throws {
@@ -49,11 +52,20 @@ final class Deployment: @unchecked Sendable {
 
     var executions: [ExecutionLog.Entry] { ExecutionLog.read(executionLogPath) }
 
+    /// SIGTERM to every process; the waiting (up to 10 s each), the client's close and the queue
+    /// cleanup happen on a thread of their own: tests call this from `defer` on the two-thread
+    /// cooperative pool, and blocking it there stalled every other test in the suite.
     func stopAll() {
-        coordinator?.terminate()
-        workers.forEach { $0.terminate() }
-        client.close()
-        topology.remove(from: url, taskQueues: ["python"])
+        let processes = [coordinator].compactMap { $0 } + workers
+        for process in processes where process.process.isRunning {
+            kill(process.process.processIdentifier, SIGTERM)
+        }
+        let (client, topology, url) = (self.client, self.topology, self.url)
+        Thread.detachNewThread {
+            processes.forEach { $0.terminate() }
+            client.close()
+            topology.remove(from: url, taskQueues: ["python", "orphan"])
+        }
     }
 
     deinit {

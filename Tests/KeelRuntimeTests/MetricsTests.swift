@@ -47,4 +47,34 @@ struct MetricsTests {
         #expect(Self.value(worker, #"keel_worker_activity_duration_seconds_count{activity_type="sleep",outcome="completed"}"#) == 6, "\(worker)")
         #expect(Self.value(worker, #"keel_worker_activities_running{task_queue="default"}"#) == 0)
     }
+
+    @Test func aTaskQueueWithTasksAndNoConsumerIsReported() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1"]
+        let port = freeBrokerPort()
+        try deployment.startCoordinator(["--http-port", port])
+        let input = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .number(7)])
+        _ = try await deployment.client.startAndConfirm(StartRequest(
+            workflowType: "call-activity", workflowId: "orphaned", input: try Payload(encoding: input, field: "input")))
+        var text = ""
+        #expect(try await eventually(15) {
+            text = try await Self.scrape(port)
+            return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 1
+        }, "\(text)")
+        #expect(Self.value(text, #"keel_queue_messages{task_queue="orphan"}"#) == 1)
+        #expect(Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 0)
+        #expect(Self.value(text, #"keel_queue_stalled{task_queue="default"}"#) == 0)
+        let log = deployment.directory.appendingPathComponent("coordinator.log")
+        #expect(try String(contentsOf: log, encoding: .utf8).contains("task queue orphan (\(deployment.topology.queue(forTaskQueue: "orphan"))) has 1 task(s) and no consumer"))
+
+        // A worker for the queue clears the flag and the workflow completes.
+        try deployment.startWorker(queue: "orphan")
+        #expect(try await deployment.client.waitForResult(workflowId: "orphaned", timeout: 30).status == .completed)
+        #expect(try await eventually(10) {
+            text = try await Self.scrape(port)
+            return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 0
+                && Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 1
+        }, "\(text)")
+    }
 }
