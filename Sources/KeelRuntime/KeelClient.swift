@@ -84,17 +84,24 @@ public final class KeelClient: Sendable {
         return run
     }
 
-    /// Polls until the workflow's last run is closed (following continue-as-new).
+    /// Polls until the workflow's last run is closed (following continue-as-new). A busy
+    /// coordinator that answers one poll late does not end the wait; the last such error is
+    /// thrown when `timeout` passes.
     public func waitForResult(workflowId: String, timeout: Double = 3600, poll: Double = 0.2) async throws -> RunRecord {
         let deadline = Date().addingTimeInterval(timeout)
+        var lastError: (any Error)?
         while true {
             do {
-                let run = try await describe(workflowId: workflowId)
+                let run = try await describe(workflowId: workflowId, timeout: min(10, max(deadline.timeIntervalSinceNow, 1)))
                 if !run.status.isOpen, run.status != .continuedAsNew { return run }
             } catch let error as Failure where error.type == "WorkflowNotFound" {
                 // Not started yet: the start job may still be in the queue.
+            } catch let error as WireError {
+                lastError = error
             }
-            guard Date() < deadline else { throw WireError(message: "workflow \(workflowId) did not finish within \(Int(timeout)) s") }
+            guard Date() < deadline else {
+                throw lastError ?? WireError(message: "workflow \(workflowId) did not finish within \(Int(timeout)) s")
+            }
             try await Task.sleep(for: .seconds(double: poll))
         }
     }
