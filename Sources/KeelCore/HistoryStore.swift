@@ -79,6 +79,25 @@ public struct RunRecord: Codable, Sendable, Hashable {
     }
 }
 
+/// An open run that has made no progress for too long, and why.
+public struct StalledRun: Codable, Sendable, Hashable {
+    public var workflowId: String
+    public var runId: String
+    public var workflowType: String
+    /// What it waits on, as a sentence naming the activity and the queue or worker.
+    public var reason: String
+    /// Since when nothing happened.
+    public var since: Date
+
+    public init(workflowId: String, runId: String, workflowType: String, reason: String, since: Date) {
+        self.workflowId = workflowId
+        self.runId = runId
+        self.workflowType = workflowType
+        self.reason = reason
+        self.since = since
+    }
+}
+
 /// An activity that has not ended: the coordinator's mutable state for it.
 public struct ActivityRecord: Codable, Sendable, Hashable {
     public enum State: String, Codable, Sendable {
@@ -107,6 +126,8 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     public var attemptsBeforeRedrive: Int?
     /// The failure that parked the activity (see `ActivityOptions.parkOnExhaustion`).
     public var parkedFailure: Failure?
+    /// When the running attempt last heartbeated.
+    public var lastHeartbeatAt: Date?
     /// The downstream providers the last failed attempt called (its reported `tries`); a retry
     /// is not made while all their circuit breakers are open.
     public var lastProviders: [String]?
@@ -251,6 +272,10 @@ public protocol HistoryStore: Sendable {
     func deadLetterOutbox() throws -> [DeadLetterEntry]
     /// The last recorded state of every provider's circuit breaker.
     func circuitBreakers() throws -> [CircuitBreakerSnapshot]
+    /// Replaces the list of stalled runs (the coordinator's last check).
+    func replaceStalledRuns(_ runs: [StalledRun]) throws
+    /// Runs the coordinator's last check found stalled.
+    func stalledRuns() throws -> [StalledRun]
 }
 
 /// Where time comes from. Tests use a manual clock.

@@ -122,6 +122,14 @@ public final class SQLiteHistoryStore: HistoryStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v4: stalled runs") { db in
+            try db.execute(sql: """
+                CREATE TABLE stalled_runs (
+                    run_id TEXT PRIMARY KEY NOT NULL,
+                    record BLOB NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 
@@ -393,6 +401,31 @@ public final class SQLiteHistoryStore: HistoryStore {
                 let decoder = JSONDecoder()
                 return try Data.fetchAll(db, sql: "SELECT task FROM outbox ORDER BY created_at")
                     .map { try decoder.decode(ActivityTask.self, from: $0) }
+            }
+        }
+    }
+
+    public func replaceStalledRuns(_ runs: [StalledRun]) throws {
+        let encoder = JSONEncoder()
+        try wrap("record stalled runs") {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM stalled_runs")
+                for run in runs {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO stalled_runs (run_id, record) VALUES (?, ?)",
+                        arguments: [run.runId, try encoder.encode(run)])
+                }
+            }
+        }
+    }
+
+    public func stalledRuns() throws -> [StalledRun] {
+        try wrap("read stalled runs") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT record FROM stalled_runs")
+                    .map { try decoder.decode(StalledRun.self, from: $0) }
+                    .sorted { $0.since < $1.since }
             }
         }
     }

@@ -31,6 +31,8 @@ public actor Coordinator {
     /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
     /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
     var publishing: Set<String> = []
+    /// Runs found stalled by the last ``checkStalls(threshold:)``.
+    var stalledRunIds: Set<String> = []
     /// Provider circuit breakers shared by every run of this coordinator.
     public nonisolated let breakers: CircuitBreakers
     /// Breaker state changes not yet committed (they happen while a unit of work runs).
@@ -437,6 +439,7 @@ public actor Coordinator {
             activity.attempt == message.attempt, activity.state == .started
         else { return false }
         if let details = message.details { activity.heartbeatDetails = details }
+        activity.lastHeartbeatAt = work.now
         if let timeout = activity.options.heartbeatTimeout {
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .heartbeat, seq: activity.activityId,
@@ -465,6 +468,44 @@ public actor Coordinator {
             attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
         }
         return true
+    }
+
+    // MARK: Stall detection
+
+    /// Open runs with an activity that has made no progress for `threshold` seconds: a task no
+    /// worker took, or a running attempt that neither heartbeated nor finished. Records the list
+    /// for `keel list --status stalled` and returns it with the runs that were not stalled at
+    /// the last check. (Runs waiting on a signal or a durable timer are not stalled.)
+    public func checkStalls(threshold: Double) throws -> (all: [StalledRun], new: [StalledRun]) {
+        let now = clock.now()
+        var stalled: [StalledRun] = []
+        for run in runs.values where run.record.status == .running {
+            for activity in run.activities.values.sorted(by: { $0.activityId < $1.activityId }) {
+                let label = "activity \(activity.activityType)#\(activity.activityId) (attempt \(activity.attempt))"
+                let reason: String
+                let since: Date
+                switch activity.state {
+                case .scheduled:
+                    since = activity.attemptScheduledAt
+                    reason = "\(label) has waited \(Int(now.timeIntervalSince(since))) s in task queue \(activity.options.taskQueue): no worker took it"
+                case .started:
+                    since = max(activity.startedAt ?? activity.attemptScheduledAt, activity.lastHeartbeatAt ?? .distantPast)
+                    reason = "\(label) has neither heartbeated nor finished for \(Int(now.timeIntervalSince(since))) s"
+                case .backoff, .parked:
+                    continue
+                }
+                if now.timeIntervalSince(since) >= threshold {
+                    stalled.append(StalledRun(
+                        workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+                        reason: reason, since: since))
+                    break
+                }
+            }
+        }
+        let before = Set(stalledRunIds)
+        stalledRunIds = Set(stalled.map(\.runId))
+        try store.replaceStalledRuns(stalled)
+        return (stalled, stalled.filter { !before.contains($0.runId) })
     }
 
     // MARK: Timers

@@ -3,6 +3,7 @@ import KeelAMQP
 import KeelCore
 import KeelHistory
 import Logging
+import Metrics
 import Synchronization
 
 /// The coordinator process: owns the SQLite history, consumes jobs and worker reports from
@@ -19,6 +20,8 @@ public final class CoordinatorService: Sendable {
         public var queueCheckInterval: Double = 5
         /// A task queue with tasks and no consumer this long is reported.
         public var noConsumerWarning: Double = 30
+        /// A run whose activity makes no progress this long is reported as stalled.
+        public var stallThreshold: Double = 300
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url
@@ -84,6 +87,7 @@ public final class CoordinatorService: Sendable {
             group.addTask { try await self.serveJobs(jobs, coordinator, publisher) }
             group.addTask { try await self.serveResults(results, coordinator, publisher) }
             group.addTask { try await self.runTimers(coordinator) }
+            group.addTask { try await self.watchStalls(coordinator) }
             group.addTask {
                 while !self.isStopped { try await Task.sleep(for: .milliseconds(50)) }
                 jobs.stop()
@@ -92,6 +96,31 @@ public final class CoordinatorService: Sendable {
             try await group.waitForAll()
         }
         await coordinator.shutdown()
+    }
+
+    /// Checks for stalled runs every fifth of the threshold (at most every 30 s): a gauge, and
+    /// a log line per run when it becomes stalled.
+    private func watchStalls(_ coordinator: Coordinator) async throws {
+        let threshold = configuration.stallThreshold
+        let interval = min(max(threshold / 5, 0.1), 30)
+        while !isStopped {
+            do {
+                let (all, new) = try await coordinator.checkStalls(threshold: threshold)
+                Gauge(label: "keel_workflows_stalled").record(Double(all.count))
+                for run in new {
+                    logger.warning(
+                        "workflow stalled: \(run.reason)",
+                        metadata: ["workflow_id": "\(run.workflowId)", "run_id": "\(run.runId)", "workflow_type": "\(run.workflowType)"])
+                }
+            } catch {
+                logger.warning("stall check failed: \(error)")
+            }
+            var waited = 0.0
+            while waited < interval, !isStopped {
+                try await Task.sleep(for: .milliseconds(50))
+                waited += 0.05
+            }
+        }
     }
 
     private func serveJobs(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {

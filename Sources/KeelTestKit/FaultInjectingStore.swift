@@ -50,4 +50,6 @@ public final class FaultInjectingStore: HistoryStore {
     public func outbox() throws -> [ActivityTask] { try base.outbox() }
     public func deadLetterOutbox() throws -> [DeadLetterEntry] { try base.deadLetterOutbox() }
     public func circuitBreakers() throws -> [CircuitBreakerSnapshot] { try base.circuitBreakers() }
+    public func replaceStalledRuns(_ runs: [StalledRun]) throws { try base.replaceStalledRuns(runs) }
+    public func stalledRuns() throws -> [StalledRun] { try base.stalledRuns() }
 }

@@ -28,8 +28,16 @@ public final class KeelProcess: @unchecked Sendable {
         waitForExit(process, seconds: 10)
     }
 
-    /// Whether the process still exists, asked of the kernel.
-    public var exists: Bool { Foundation.kill(process.processIdentifier, 0) == 0 }
+    /// Whether the process still exists, asked of the kernel. A zombie (dead, not yet reaped by
+    /// Foundation's monitor, which lags under load) does not count.
+    public var exists: Bool {
+        let pid = process.processIdentifier
+        guard Foundation.kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+    }
 
     /// SIGTERM, then waits (SIGKILL after 10 s).
     public func terminate() { stopProcess(process) }

@@ -6,16 +6,17 @@ struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List workflow runs, newest first.")
 
     @OptionGroup var database: DatabaseOptions
-    @Option(help: "Only runs with this status (\(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))).")
+    @Option(help: "Only runs with this status (\(RunStatus.allCases.map(\.rawValue).joined(separator: ", ")), or stalled).")
     var status: String?
     @Option(help: "At most this many runs.") var limit = 100
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
+        if status == "stalled" { return try listStalled() }
         var filter: RunStatus?
         if let status {
             guard let parsed = RunStatus(rawValue: status) else {
-                throw ValidationError("unknown status '\(status)'; use one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ValidationError("unknown status '\(status)'; use one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", ")), stalled")
             }
             filter = parsed
         }
@@ -25,6 +26,17 @@ struct ListCommand: AsyncParsableCommand {
         for run in runs {
             print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
                   + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601))
+        }
+    }
+
+    /// Open runs the coordinator's last check found stalled (`KEEL_STALL_SECONDS`, 300), with why.
+    func listStalled() throws {
+        let stalled = try database.openStore().stalledRuns()
+        if json { return try printJSON(stalled) }
+        if stalled.isEmpty { return print("no stalled runs") }
+        print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "SINCE".padding(22) + "WHY")
+        for run in stalled.prefix(limit) {
+            print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.since.formatted(.iso8601).padding(22) + run.reason)
         }
     }
 }

@@ -56,6 +56,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let seconds = environment["KEEL_NO_CONSUMER_SECONDS"].flatMap(Double.init), seconds >= 0 {
             configuration.noConsumerWarning = seconds
         }
+        if let seconds = environment["KEEL_STALL_SECONDS"].flatMap(Double.init), seconds > 0 {
+            configuration.stallThreshold = seconds
+        }
         let endpoint = try http.endpoint()
         let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
         let signals = onTermination { service.stop() }

@@ -48,10 +48,10 @@ struct MetricsTests {
         #expect(Self.value(worker, #"keel_worker_activities_running{task_queue="default"}"#) == 0)
     }
 
-    @Test func aTaskQueueWithTasksAndNoConsumerIsReported() async throws {
+    @Test func aQueueWithNoConsumerAndTheRunWaitingOnItAreReported() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
-        deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1"]
+        deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1", "KEEL_STALL_SECONDS": "1"]
         let port = freeBrokerPort()
         try deployment.startCoordinator(["--http-port", port])
         let input = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .number(7)])
@@ -65,6 +65,15 @@ struct MetricsTests {
         #expect(Self.value(text, #"keel_queue_messages{task_queue="orphan"}"#) == 1)
         #expect(Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 0)
         #expect(Self.value(text, #"keel_queue_stalled{task_queue="default"}"#) == 0)
+        // The run is stalled too, and says on what.
+        var stalled = (status: Int32(0), output: "")
+        #expect(try await eventually(10) {
+            stalled = try await deployment.keel(["list", "--status", "stalled"])
+            return stalled.output.contains("orphaned")
+        }, "\(stalled.output)")
+        #expect(stalled.output.contains("activity noop#1 (attempt 1) has waited"))
+        #expect(stalled.output.contains("in task queue orphan: no worker took it"))
+        #expect(Self.value(try await Self.scrape(port), "keel_workflows_stalled") == 1)
         let log = deployment.directory.appendingPathComponent("coordinator.log")
         #expect(try String(contentsOf: log, encoding: .utf8).contains("task queue orphan (\(deployment.topology.queue(forTaskQueue: "orphan"))) has 1 task(s) and no consumer"))
 
@@ -76,5 +85,7 @@ struct MetricsTests {
             return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 0
                 && Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 1
         }, "\(text)")
+        #expect(try await eventually(10) { try await deployment.keel(["list", "--status", "stalled"]).output.contains("no stalled runs") })
+        #expect(try String(contentsOf: log, encoding: .utf8).contains("workflow stalled: activity noop#1"))
     }
 }
