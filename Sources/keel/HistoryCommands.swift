@@ -9,10 +9,13 @@ struct ListCommand: AsyncParsableCommand {
     @Option(help: "Only runs with this status (\(RunStatus.allCases.map(\.rawValue).joined(separator: ", ")), or stalled).")
     var status: String?
     @Option(help: "At most this many runs.") var limit = 100
+    @Option(help: "Order: started (newest first) or cost (most expensive first).") var sort = "started"
+    @Flag(help: "Only runs costing more than 3x the median of their workflow type.") var costOutliers = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         if status == "stalled" { return try listStalled() }
+        guard sort == "started" || sort == "cost" else { throw ValidationError("--sort is started or cost, not '\(sort)'") }
         var filter: RunStatus?
         if let status {
             guard let parsed = RunStatus(rawValue: status) else {
@@ -20,12 +23,18 @@ struct ListCommand: AsyncParsableCommand {
             }
             filter = parsed
         }
-        let runs = try database.openStore().runs(status: filter, limit: limit)
+        // Medians come from the recent runs of each type, not only the ones shown.
+        var runs = try database.openStore().runs(status: filter, limit: max(limit, 10_000))
+        let outliers = CostOutliers.flagged(runs)
+        if costOutliers { runs = runs.filter { outliers[$0.runId] != nil } }
+        if sort == "cost" { runs.sort { $0.costUSD > $1.costUSD } }
+        runs = Array(runs.prefix(limit))
         if json { return try printJSON(runs) }
         print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "SPEND".padding(22) + "STARTED")
         for run in runs {
+            let flag = outliers[run.runId].map { String(format: "  %.1fx the median cost", $0) } ?? ""
             print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
-                  + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601))
+                  + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601) + flag)
         }
     }
 
