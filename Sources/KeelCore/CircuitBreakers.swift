@@ -192,14 +192,7 @@ public struct ProviderOutcome: Codable, Sendable, Hashable {
 
     /// The outcomes an activity attempt event reports, in call order.
     public static func reported(by event: HistoryEvent) -> [ProviderOutcome] {
-        let payload: Payload?
-        switch event.kind {
-        case .activityCompleted: payload = event.payload
-        case .activityFailed where event.name == HistoryEvent.discardedMark: return []
-        case .activityFailed, .activityTimedOut, .activityParked: payload = event.failure?.details
-        default: return []
-        }
-        return reported(in: payload)
+        reported(in: event.attemptReport)
     }
 
     /// The `tries` of a JSON object payload, if it has them.

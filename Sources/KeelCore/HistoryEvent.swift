@@ -96,6 +96,19 @@ public struct HistoryEvent: Codable, Sendable, Hashable {
     /// workflow on `keel dlq discard`.
     public static let discardedMark = "discarded"
 
+    /// What an activity attempt reported, for the conventions that read it (`usage`, `tries`):
+    /// the result of a completion, the failure details of a failed, timed-out or parked attempt.
+    /// Nil for other events, and for the failure a discard hands over (it was read when the
+    /// activity parked).
+    public var attemptReport: Payload? {
+        switch kind {
+        case .activityCompleted: return payload
+        case .activityFailed where name == HistoryEvent.discardedMark: return nil
+        case .activityFailed, .activityTimedOut, .activityParked: return failure?.details
+        default: return nil
+        }
+    }
+
     /// Whether this failure event ends its activity (rather than leading to another attempt).
     public var endsActivity: Bool {
         switch kind {

@@ -112,4 +112,10 @@ public enum RetryDecision: Equatable, Sendable {
     case retry(after: Double)
     /// Stop; the activity fails with this state.
     case stop(RetryState)
+
+    /// Whether another attempt follows.
+    public var willRetry: Bool {
+        if case .retry = self { return true }
+        return false
+    }
 }

@@ -45,14 +45,7 @@ public struct Spend: Codable, Sendable, Hashable {
     /// completion, the failure details' `usage` for a failed, timed-out or parked attempt (not for
     /// the failure a discard hands over, which was counted when the activity parked).
     public static func reported(by event: HistoryEvent) -> Spend? {
-        let payload: Payload?
-        switch event.kind {
-        case .activityCompleted: payload = event.payload
-        case .activityFailed where event.name == HistoryEvent.discardedMark: return nil
-        case .activityFailed, .activityTimedOut, .activityParked: payload = event.failure?.details
-        default: return nil
-        }
-        return payload.flatMap(reported(in:))
+        event.attemptReport.flatMap(reported(in:))
     }
 
     private static let usageKey = Data("\"usage\"".utf8)

@@ -830,11 +830,7 @@ public actor Coordinator {
             random: Double.random(in: 0..<1, using: &generator))
         var failure = failure
         let seq = activity.activityId
-        if case .retry = decision {
-            metrics.attemptFailed(activity, failure: failure, willRetry: true)
-        } else {
-            metrics.attemptFailed(activity, failure: failure, willRetry: false)
-        }
+        metrics.attemptFailed(activity, failure: failure, willRetry: decision.willRetry)
         switch decision {
         case .retry(let delay):
             failure.retryState = .willRetry

@@ -26,3 +26,10 @@ public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asy
         Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }
+
+/// ``runToEnd(_:_:environment:directory:)`` on a thread of its own, for async tests.
+public func runToEnd(
+    _ executable: URL, _ arguments: [String], environment: [String: String], directory: URL? = nil
+) async throws -> (status: Int32, output: String) {
+    try await offPool { try runToEnd(executable, arguments, environment: environment, directory: directory) }
+}

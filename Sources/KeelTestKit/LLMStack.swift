@@ -72,24 +72,19 @@ public final class LLMStack: @unchecked Sendable {
         coordinatorConfiguration.coordinator.providerChain = llm.chain
         coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
         coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
-        var workerConfiguration = WorkerService.Configuration(url: url, taskQueue: "llm", concurrency: 4, identity: "llm-worker")
-        workerConfiguration.topology = topology
-        workerConfiguration.executionLog = nil
+        let (url, topology) = (self.url, self.topology)
+        func makeWorker(_ queue: String, concurrency: Int, _ activities: ActivityRegistry) -> WorkerService {
+            var configuration = WorkerService.Configuration(
+                url: url, taskQueue: queue, concurrency: concurrency, identity: "\(queue)-worker")
+            configuration.topology = topology
+            configuration.executionLog = nil
+            return WorkerService(configuration: configuration, activities: activities)
+        }
         var llmActivities = ActivityRegistry()
         llmActivities.register(LLMCompleteActivity(client: LLMClient(configuration: llm, environment: environment)))
-        worker = WorkerService(configuration: workerConfiguration, activities: llmActivities)
-        var defaultConfiguration = WorkerService.Configuration(url: url, taskQueue: "default", concurrency: 4, identity: "default-worker")
-        defaultConfiguration.topology = topology
-        defaultConfiguration.executionLog = nil
-        defaultWorker = WorkerService(configuration: defaultConfiguration, activities: activities)
-        if let gpuConcurrency {
-            var gpuConfiguration = WorkerService.Configuration(url: url, taskQueue: "gpu", concurrency: gpuConcurrency, identity: "gpu-worker")
-            gpuConfiguration.topology = topology
-            gpuConfiguration.executionLog = nil
-            gpuWorker = WorkerService(configuration: gpuConfiguration, activities: llmActivities)
-        } else {
-            gpuWorker = nil
-        }
+        worker = makeWorker("llm", concurrency: 4, llmActivities)
+        defaultWorker = makeWorker("default", concurrency: 4, activities)
+        gpuWorker = gpuConcurrency.map { makeWorker("gpu", concurrency: $0, llmActivities) }
         tasks = [
             Task { [coordinator] in try await coordinator.run() }, Task { [worker] in try await worker.run() },
             Task { [defaultWorker] in try await defaultWorker.run() },
@@ -115,7 +110,7 @@ public final class LLMStack: @unchecked Sendable {
     /// Runs `keel ARGUMENTS --db <this stack's database>` to the end.
     public func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {
         let arguments = arguments + ["--db", databasePath]
-        return try await offPool { try runToEnd(KeelProcess.binary, arguments, environment: [:]) }
+        return try await runToEnd(KeelProcess.binary, arguments, environment: [:])
     }
 
     public func stop() {

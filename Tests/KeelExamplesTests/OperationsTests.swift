@@ -9,7 +9,7 @@ struct OperationsTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        try await offPool { try runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root) }
+        try await runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root)
     }
 
     static func freePort() async throws -> String {

@@ -42,15 +42,15 @@ struct CostOutlierTests {
         ]
         try store.commit(batch)
         let environment = ["KEEL_DB": path]
-        let sorted = try await offPool { try runToEnd(KeelProcess.binary, ["list", "--sort", "cost"], environment: environment) }
+        let sorted = try await runToEnd(KeelProcess.binary, ["list", "--sort", "cost"], environment: environment)
         #expect(sorted.status == 0, "\(sorted.output)")
         let lines = sorted.output.split(separator: "\n").dropFirst()
         #expect(lines.map { $0.split(separator: " ").first.map(String.init) ?? "" } == ["runaway", "cheap-2", "cheap-3", "cheap-1"])
         // The median of 0.010, 0.011, 0.012 and 0.2 is 0.0115.
         #expect(lines.first?.contains("17.4x the median cost") == true, "\(sorted.output)")
-        let outliers = try await offPool { try runToEnd(KeelProcess.binary, ["list", "--cost-outliers"], environment: environment) }
+        let outliers = try await runToEnd(KeelProcess.binary, ["list", "--cost-outliers"], environment: environment)
         #expect(outliers.output.split(separator: "\n").count == 2, "\(outliers.output)")
-        let bad = try await offPool { try runToEnd(KeelProcess.binary, ["list", "--sort", "price"], environment: environment) }
+        let bad = try await runToEnd(KeelProcess.binary, ["list", "--sort", "price"], environment: environment)
         #expect(bad.status != 0)
         #expect(bad.output.contains("--sort is started or cost, not 'price'"))
     }

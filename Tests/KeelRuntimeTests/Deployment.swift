@@ -45,7 +45,7 @@ final class Deployment: @unchecked Sendable {
     /// Runs `keel ARGUMENTS` against this deployment to the end.
     func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {
         let environment = self.environment
-        return try await offPool { try runToEnd(KeelProcess.binary, arguments, environment: environment) }
+        return try await runToEnd(KeelProcess.binary, arguments, environment: environment)
     }
 
     func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }

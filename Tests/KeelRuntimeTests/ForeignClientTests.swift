@@ -9,7 +9,7 @@ struct ForeignClientTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     static func run(_ arguments: [String], environment: [String: String]) async throws -> (status: Int32, output: String) {
-        try await offPool { try runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root) }
+        try await runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root)
     }
 
     @Test func publishJobStartsAWorkflowAndAJobPublishedTwiceMakesOneRun() async throws {
