@@ -32,6 +32,8 @@ public final class AMQPConsumer: Sendable {
     /// Written when there is something to settle; the thread polls it with the socket.
     private let wakeup = Wakeup()
     private let buffer = Mutex((deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false))
+    /// Whether the broker registered this consumer once (nil until then), and who waits for it.
+    private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
     public init(
         url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int = 1, logger: Logger = Logger(label: "keel.amqp"),
@@ -51,6 +53,29 @@ public final class AMQPConsumer: Sendable {
         let thread = Thread { [self] in loop() }
         thread.name = "keel.amqp.consumer.\(queue)"
         thread.start()
+    }
+
+    /// Returns once the broker has registered the consumer (true), or the consumer stopped
+    /// before it ever did (false). Until then a process announcing that it serves the queue
+    /// would be ahead of the broker's consumer count.
+    public func consuming() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let outcome = registered.withLock { registered -> Bool? in
+                if registered.outcome == nil { registered.waiters.append(continuation) }
+                return registered.outcome
+            }
+            if let outcome { continuation.resume(returning: outcome) }
+        }
+    }
+
+    private func settleRegistration(_ outcome: Bool) {
+        let waiters = registered.withLock { registered -> [CheckedContinuation<Bool, Never>] in
+            guard registered.outcome == nil else { return [] }
+            registered.outcome = outcome
+            defer { registered.waiters.removeAll() }
+            return registered.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
     }
 
     /// Stops consuming; unacknowledged deliveries go back to the queue.
@@ -89,6 +114,7 @@ public final class AMQPConsumer: Sendable {
     }
 
     private func finish() {
+        settleRegistration(false)
         let unsent = state.withLock { state in
             defer { state.pending.removeAll() }
             return state.pending
@@ -150,6 +176,7 @@ public final class AMQPConsumer: Sendable {
                     return (state.generation, state.pending)
                 }
                 for item in dropped { item.sent?.resume(returning: false) }
+                settleRegistration(true)
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
                 while !state.withLock({ $0.stopped }) {

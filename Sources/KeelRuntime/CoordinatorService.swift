@@ -82,7 +82,6 @@ public final class CoordinatorService: Sendable {
             url: configuration.url, queue: topology.resultsQueue, prefetch: 1024, maxBatch: 512, logger: logger, declare: declare)
         jobs.start()
         results.start()
-        logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.serveJobs(jobs, coordinator, publisher) }
             group.addTask { try await self.serveResults(results, coordinator, publisher) }
@@ -92,6 +91,10 @@ public final class CoordinatorService: Sendable {
                 while !self.isStopped { try await Task.sleep(for: .milliseconds(50)) }
                 jobs.stop()
                 results.stop()
+            }
+            // Announced once the broker counts both consumers.
+            if await jobs.consuming(), await results.consuming() {
+                logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
             }
             try await group.waitForAll()
         }

@@ -60,11 +60,14 @@ public final class WorkerService: Sendable {
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let reports = ReportSender(publisher: publisher)
         consumer.start()
-        logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 while !self.isStopped { try? await Task.sleep(for: .milliseconds(50)) }
                 consumer.stop()
+            }
+            // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
+            if await consumer.consuming() {
+                logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
             }
             let inFlight = InFlight()
             let slots = ActivitySlots(configuration.concurrency)
