@@ -82,6 +82,15 @@ let package = Package(
         ),
         // The reference pipelines, compiled into `keel`; each a template for users.
         .target(name: "KeelExamples", dependencies: ["Keel"]),
+        // The coordinator's web console and JSON API (docs/api.md), assets compiled in.
+        .target(
+            name: "KeelConsole",
+            dependencies: [
+                "KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
         // What users import.
         .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM"]),
         // In-memory transport, manual clock, fault injection, history fixtures.
@@ -93,6 +102,7 @@ let package = Package(
                 "KeelTestKit",
                 "KeelMockLLM",
                 "KeelExamples",
+                "KeelConsole",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),

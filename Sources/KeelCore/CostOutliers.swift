@@ -5,22 +5,30 @@ import Foundation
 public enum CostOutliers {
     /// The median cost per workflow type, over runs with a cost.
     public static func medians(_ runs: [RunRecord]) -> [String: Double] {
-        Dictionary(grouping: runs.filter { $0.costUSD > 0 }, by: \.workflowType).mapValues { group in
-            let costs = group.map(\.costUSD).sorted()
+        medians(runs.map { (type: $0.workflowType, cost: $0.costUSD) })
+    }
+
+    /// The median cost per workflow type, over the samples with a cost.
+    public static func medians(_ samples: [(type: String, cost: Double)]) -> [String: Double] {
+        Dictionary(grouping: samples.filter { $0.cost > 0 }, by: \.type).mapValues { group in
+            let costs = group.map(\.cost).sorted()
             let middle = costs.count / 2
             return costs.count % 2 == 1 ? costs[middle] : (costs[middle - 1] + costs[middle]) / 2
         }
+    }
+
+    /// `run`'s cost as a multiple of its type's median, when above `factor` times it.
+    public static func ratio(of run: RunRecord, medians: [String: Double], factor: Double = 3) -> Double? {
+        guard run.costUSD > 0, let median = medians[run.workflowType], median > 0 else { return nil }
+        let ratio = run.costUSD / median
+        return ratio > factor ? ratio : nil
     }
 
     /// Run id → its cost as a multiple of its type's median, for runs above `factor` times it.
     public static func flagged(_ runs: [RunRecord], factor: Double = 3) -> [String: Double] {
         let medians = medians(runs)
         var flagged: [String: Double] = [:]
-        for run in runs where run.costUSD > 0 {
-            guard let median = medians[run.workflowType], median > 0 else { continue }
-            let ratio = run.costUSD / median
-            if ratio > factor { flagged[run.runId] = ratio }
-        }
+        for run in runs { flagged[run.runId] = ratio(of: run, medians: medians, factor: factor) }
         return flagged
     }
 }

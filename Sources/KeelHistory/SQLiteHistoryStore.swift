@@ -270,6 +270,75 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
+    /// The runs `query` selects, each with its cost ratio when it is a cost outlier. Medians
+    /// come from the costs of the 10,000 most recent runs with a cost (two columns read, not
+    /// whole records), so a filtered page still compares against its whole workflow type.
+    public func runs(_ query: RunQuery) throws -> [ListedRun] {
+        try wrap("list runs") {
+            try pool.read { db in
+                var conditions: [String] = []
+                var arguments: StatementArguments = []
+                switch query.status {
+                case .status(let status)?:
+                    conditions.append("status = ?")
+                    arguments += [status.rawValue]
+                case .stalled?:
+                    conditions.append("run_id IN (SELECT run_id FROM stalled_runs)")
+                case .parked?:
+                    conditions.append(
+                        "run_id IN (SELECT run_id FROM activities WHERE json_extract(CAST(record AS TEXT), '$.state') = 'parked')")
+                case nil: break
+                }
+                if let type = query.workflowType {
+                    conditions.append("workflow_type = ?")
+                    arguments += [type]
+                }
+                if let search = query.search, !search.isEmpty {
+                    conditions.append("instr(workflow_id, ?) > 0")
+                    arguments += [search]
+                }
+                if let minimum = query.minCostUSD {
+                    conditions.append("cost_usd >= ?")
+                    arguments += [minimum]
+                }
+                let samples = try Row.fetchAll(
+                    db, sql: "SELECT workflow_type, cost_usd FROM runs WHERE cost_usd > 0 ORDER BY created_at DESC LIMIT 10000"
+                ).map { (type: $0[0] as String, cost: $0[1] as Double) }
+                let medians = CostOutliers.medians(samples)
+                if query.costOutliersOnly { conditions.append("cost_usd > 0") }
+                let order = query.order == .cost ? "cost_usd DESC, created_at DESC" : "created_at DESC, rowid DESC"
+                let sql = "SELECT * FROM runs" + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
+                    + " ORDER BY \(order)"
+                var listed: [ListedRun] = []
+                let cursor = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+                while listed.count < query.limit, let row = try cursor.next() {
+                    let run = try Self.run(row)
+                    let ratio = CostOutliers.ratio(of: run, medians: medians)
+                    if query.costOutliersOnly && ratio == nil { continue }
+                    listed.append(ListedRun(run: run, costRatio: ratio))
+                }
+                return listed
+            }
+        }
+    }
+
+    /// The run ids of `workflowId`, newest first.
+    public func runIds(workflowId: String) throws -> [String] {
+        try wrap("list runs") {
+            try pool.read { db in
+                try String.fetchAll(
+                    db, sql: "SELECT run_id FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC", arguments: [workflowId])
+            }
+        }
+    }
+
+    /// The workflow types that have runs, for filters.
+    public func workflowTypes() throws -> [String] {
+        try wrap("list workflow types") {
+            try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT workflow_type FROM runs ORDER BY workflow_type") }
+        }
+    }
+
     /// How many runs have `status`.
     public func count(status: RunStatus) throws -> Int {
         try wrap("count runs") {

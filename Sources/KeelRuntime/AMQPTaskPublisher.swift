@@ -5,12 +5,12 @@ import KeelCore
 /// Publishes activity tasks to `keel.tasks`, routed by task queue, with confirms.
 public struct AMQPTaskPublisher: TaskPublisher {
     let publisher: AMQPPublisher
-    /// Told the task queues of every batch (the queue monitor watches them).
-    let onTaskQueues: @Sendable (Set<String>) -> Void
+    /// Told how many tasks of every batch go to each task queue (the queue monitor counts them).
+    let onDispatch: @Sendable ([String: Int]) -> Void
 
-    public init(publisher: AMQPPublisher, onTaskQueues: @escaping @Sendable (Set<String>) -> Void = { _ in }) {
+    public init(publisher: AMQPPublisher, onDispatch: @escaping @Sendable ([String: Int]) -> Void = { _ in }) {
         self.publisher = publisher
-        self.onTaskQueues = onTaskQueues
+        self.onDispatch = onDispatch
     }
 
     public func publish(_ tasks: [ActivityTask]) async throws {
@@ -21,9 +21,9 @@ public struct AMQPTaskPublisher: TaskPublisher {
                 headers: ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
                           "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType])
         }
-        let taskQueues = Set(tasks.map(\.taskQueue))
-        onTaskQueues(taskQueues)
-        try await publisher.publish(messages, taskQueues: taskQueues)
+        let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
+        try await publisher.publish(messages, taskQueues: Set(counts.keys))
+        onDispatch(counts)
     }
 
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {

@@ -32,12 +32,17 @@ public final class CoordinatorService: Sendable {
     let configuration: Configuration
     let workflows: WorkflowRegistry
     let logger: Logger
+    /// Depth, consumers and dispatch rate of the task queues (the console's queues page).
+    public let queues: QueueMonitor
     private let stopped = Mutex(false)
 
     public init(configuration: Configuration, workflows: WorkflowRegistry, logger: Logger = Logger(label: "keel.coordinator")) {
         self.configuration = configuration
         self.workflows = workflows
         self.logger = logger
+        queues = QueueMonitor(
+            url: configuration.url, topology: configuration.topology, interval: configuration.queueCheckInterval,
+            noConsumerAfter: configuration.noConsumerWarning, logger: logger)
     }
 
     /// Asks `run()` to return after committing what it is doing.
@@ -61,14 +66,12 @@ public final class CoordinatorService: Sendable {
 
     private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher) async throws {
         let topology = configuration.topology
-        let monitor = QueueMonitor(
-            url: configuration.url, topology: topology, interval: configuration.queueCheckInterval,
-            noConsumerAfter: configuration.noConsumerWarning, logger: logger)
+        let monitor = queues
         monitor.start()
         defer { Task { await monitor.stop() } }
         let coordinator = Coordinator(
             store: store, workflows: workflows,
-            publisher: AMQPTaskPublisher(publisher: publisher) { queues in queues.forEach(monitor.watch) },
+            publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.dispatched),
             configuration: configuration.coordinator, logger: logger)
         do {
             try await coordinator.recover()

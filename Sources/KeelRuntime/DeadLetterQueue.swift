@@ -123,6 +123,12 @@ public struct DeadLetterQueue: Sendable {
         public var id: String
         public var done: Bool
         public var detail: String
+
+        public init(id: String, done: Bool, detail: String) {
+            self.id = id
+            self.done = done
+            self.detail = detail
+        }
     }
 
     /// Redrives items: a parked activity gets fresh attempts (the coordinator resumes its

@@ -4,17 +4,40 @@ import Logging
 import Metrics
 import Synchronization
 
+/// A task queue as the monitor last saw it.
+public struct QueueSample: Codable, Sendable, Hashable {
+    /// The task queue name workflows use (`llm`).
+    public var taskQueue: String
+    /// The RabbitMQ queue behind it (`keel.q.llm`).
+    public var queue: String
+    /// Ready tasks waiting for a worker.
+    public var messages: Int
+    public var consumers: Int
+    /// Tasks the coordinator published to it per second, over the last check interval.
+    public var dispatchedPerSecond: Double
+    /// Tasks published to it since the coordinator started.
+    public var dispatched: Int
+    /// Since when it has held tasks with no consumer (nil: it has one, or is empty).
+    public var starvingSince: Date?
+    /// Whether it has been starving long enough to be reported.
+    public var stalled: Bool
+    public var sampledAt: Date
+}
+
 /// Watches the task queues from a thread of its own: depth and consumers as metrics
 /// (`keel_queue_messages`, `keel_queue_consumers`), and a task queue that holds tasks with no
 /// consumer for too long is flagged (`keel_queue_stalled`, one log line naming the queue and the
 /// command that serves it).
-final class QueueMonitor: Sendable {
+public final class QueueMonitor: Sendable {
     private let url: AMQPURL
     private let topology: Topology
     private let interval: Double
     private let noConsumerAfter: Double
     private let logger: Logger
     private let known: Mutex<Set<String>>
+    /// Tasks published per task queue since start.
+    private let dispatched = Mutex([String: Int]())
+    private let samples = Mutex([String: QueueSample]())
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
 
@@ -27,17 +50,26 @@ final class QueueMonitor: Sendable {
         known = Mutex(Set(Topology.standardTaskQueues))
     }
 
-    /// Adds a task queue to watch (one a workflow named).
-    func watch(_ taskQueue: String) {
-        _ = known.withLock { $0.insert(taskQueue) }
+    /// Counts tasks published to each task queue, and watches queues a workflow named.
+    func dispatched(_ counts: [String: Int]) {
+        known.withLock { $0.formUnion(counts.keys) }
+        dispatched.withLock { dispatched in dispatched.merge(counts, uniquingKeysWith: +) }
+        for (taskQueue, count) in counts {
+            Counter(label: "keel_tasks_dispatched_total", dimensions: [("task_queue", taskQueue)]).increment(by: Int64(count))
+        }
     }
 
+    /// The last sample of every watched queue, by task queue name.
+    public var latest: [QueueSample] { samples.withLock { Array($0.values) }.sorted { $0.taskQueue < $1.taskQueue } }
+
     func start() {
+        stopped.withLock { $0 = false }
         Thread.detachNewThread { [self] in
             defer { finished.signal() }
             var connection: AMQPConnection?
             var emptySince: [String: Date] = [:]
             var flagged: Set<String> = []
+            var previous: [String: (count: Int, at: Date)] = [:]
             while !stopped.withLock({ $0 }) {
                 for taskQueue in known.withLock({ $0 }).sorted() {
                     let queue = topology.queue(forTaskQueue: taskQueue)
@@ -59,6 +91,14 @@ final class QueueMonitor: Sendable {
                             if flagged.remove(taskQueue) != nil { logger.info("task queue \(taskQueue) has a consumer again") }
                         }
                         Gauge(label: "keel_queue_stalled", dimensions: [("task_queue", taskQueue)]).record(flagged.contains(taskQueue) ? 1 : 0)
+                        let now = Date()
+                        let count = dispatched.withLock { $0[taskQueue] ?? 0 }
+                        let rate = previous[taskQueue].map { Double(count - $0.count) / max(now.timeIntervalSince($0.at), 0.001) } ?? 0
+                        previous[taskQueue] = (count, now)
+                        let sample = QueueSample(
+                            taskQueue: taskQueue, queue: queue, messages: messages, consumers: consumers, dispatchedPerSecond: rate,
+                            dispatched: count, starvingSince: emptySince[taskQueue], stalled: flagged.contains(taskQueue), sampledAt: now)
+                        samples.withLock { $0[taskQueue] = sample }
                     } catch {
                         // A queue not declared yet closes the channel: reconnect on the next pass.
                         connection?.close()

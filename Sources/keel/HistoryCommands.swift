@@ -6,33 +6,32 @@ struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List workflow runs, newest first.")
 
     @OptionGroup var database: DatabaseOptions
-    @Option(help: "Only runs with this status (\(RunStatus.allCases.map(\.rawValue).joined(separator: ", ")), or stalled).")
+    @Option(help: "Only runs with this status (\(RunQuery.StatusFilter.names.joined(separator: ", "))); stalled shows why.")
     var status: String?
+    @Option(help: "Only runs of this workflow type.") var type: String?
+    @Option(help: "Only runs whose workflow id contains this.") var search: String?
     @Option(help: "At most this many runs.") var limit = 100
     @Option(help: "Order: started (newest first) or cost (most expensive first).") var sort = "started"
     @Flag(help: "Only runs costing more than 3x the median of their workflow type.") var costOutliers = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        if status == "stalled" { return try listStalled() }
-        guard sort == "started" || sort == "cost" else { throw ValidationError("--sort is started or cost, not '\(sort)'") }
-        var filter: RunStatus?
+        if status == "stalled" && type == nil && search == nil && !costOutliers { return try listStalled() }
+        guard let order = RunQuery.Order(rawValue: sort) else { throw ValidationError("--sort is started or cost, not '\(sort)'") }
+        var filter: RunQuery.StatusFilter?
         if let status {
-            guard let parsed = RunStatus(rawValue: status) else {
-                throw ValidationError("unknown status '\(status)'; use one of \(RunStatus.allCases.map(\.rawValue).joined(separator: ", ")), stalled")
+            guard let parsed = RunQuery.StatusFilter(status) else {
+                throw ValidationError("unknown status '\(status)'; use one of \(RunQuery.StatusFilter.names.joined(separator: ", "))")
             }
             filter = parsed
         }
-        // Medians come from the recent runs of each type, not only the ones shown.
-        var runs = try database.openStore().runs(status: filter, limit: max(limit, 10_000))
-        let outliers = CostOutliers.flagged(runs)
-        if costOutliers { runs = runs.filter { outliers[$0.runId] != nil } }
-        if sort == "cost" { runs.sort { $0.costUSD > $1.costUSD } }
-        runs = Array(runs.prefix(limit))
-        if json { return try printJSON(runs) }
+        let listed = try database.openStore().runs(
+            RunQuery(status: filter, workflowType: type, search: search, costOutliersOnly: costOutliers, order: order, limit: limit))
+        if json { return try printJSON(listed.map(\.run)) }
         print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "SPEND".padding(22) + "STARTED")
-        for run in runs {
-            let flag = outliers[run.runId].map { String(format: "  %.1fx the median cost", $0) } ?? ""
+        for item in listed {
+            let run = item.run
+            let flag = item.costRatio.map { String(format: "  %.1fx the median cost", $0) } ?? ""
             print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
                   + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601) + flag)
         }

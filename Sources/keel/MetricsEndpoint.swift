@@ -6,11 +6,14 @@ import Metrics
 import Prometheus
 
 /// `--http-host` and `--http-port` (coordinator) or `--metrics-port` (worker): where
-/// `GET /metrics` answers in the Prometheus text format.
+/// `GET /metrics` answers in the Prometheus text format, and on the coordinator the console and
+/// the JSON API (`routes`).
 struct MetricsEndpoint: Sendable {
     let host: String
     let port: Int
     let registry = PrometheusCollectorRegistry()
+    /// Routes served beside `/metrics`.
+    var routes: @Sendable (Router<BasicRequestContext>) -> Void = { _ in }
 
     /// Routes swift-metrics to this endpoint's registry. Once per process, before any metric.
     func bootstrap() {
@@ -20,6 +23,7 @@ struct MetricsEndpoint: Sendable {
     /// Serves `/metrics` until the task is cancelled.
     func run(logger: Logger) async throws {
         let router = Router()
+        routes(router)
         let registry = self.registry
         router.get("/metrics") { _, _ -> Response in
             var buffer: [UInt8] = []
@@ -34,7 +38,7 @@ struct MetricsEndpoint: Sendable {
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel"),
             onServerRunning: { channel in
-                logger.info("metrics on http://\(host):\(channel.localAddress?.port ?? port)/metrics")
+                logger.info("HTTP on http://\(host):\(channel.localAddress?.port ?? port)/ (metrics at /metrics)")
             }, logger: quiet)
         try await app.runService(gracefulShutdownSignals: [])
     }
@@ -54,7 +58,7 @@ struct MetricsEndpoint: Sendable {
 struct HTTPOptions: ParsableArguments {
     @Option(name: .customLong("http-host"), help: "Address of the HTTP endpoint (default: $KEEL_HTTP_HOST or 127.0.0.1).")
     var host: String?
-    @Option(name: .customLong("http-port"), help: "Serve GET /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
+    @Option(name: .customLong("http-port"), help: "Serve the console, /api/ and /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
     var port: Int?
 
     func endpoint() throws -> MetricsEndpoint? {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
+import KeelConsole
 import KeelAMQP
 import Logging
 
@@ -59,8 +60,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let seconds = environment["KEEL_STALL_SECONDS"].flatMap(Double.init), seconds > 0 {
             configuration.stallThreshold = seconds
         }
-        let endpoint = try http.endpoint()
+        var endpoint = try http.endpoint()
         let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
+        var backend: ConsoleBackend?
+        if let host = endpoint?.host {
+            let access = try AccessPolicy(host: host, token: environment["KEEL_API_TOKEN"])
+            // A reader of its own beside the coordinator's store; opened first, so the schema is there.
+            let console = ConsoleBackend(
+                store: try SQLiteHistoryStore(path: database.path), url: configuration.url, topology: configuration.topology,
+                queueSamples: { service.queues.latest })
+            endpoint?.routes = { ConsoleRoutes.add(to: $0, backend: console, access: access) }
+            backend = console
+        }
+        defer { backend?.close() }
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         try await MetricsEndpoint.serve(endpoint, logger: Logger(label: "keel.coordinator")) { try await service.run() }

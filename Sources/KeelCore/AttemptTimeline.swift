@@ -1,0 +1,97 @@
+import Foundation
+
+/// One activity attempt as a bar on a run's timeline: when it was scheduled, started (and on
+/// which worker) and ended, and how.
+public struct AttemptSpan: Codable, Sendable, Hashable {
+    public enum Outcome: String, Codable, Sendable {
+        /// Published, no worker has started it yet.
+        case waiting
+        case running
+        case completed
+        /// Failed; `retrying` says whether another attempt follows.
+        case failed
+        case timedOut
+        /// Exhausted and parked in the dead-letter queue.
+        case parked
+        /// Given up: the workflow was cancelled, or an operator discarded it.
+        case cancelled
+    }
+
+    /// The activity's sequence number in its run.
+    public var activityId: Int64
+    public var activityType: String
+    public var taskQueue: String
+    public var attempt: Int
+    public var scheduledAt: Date
+    public var startedAt: Date?
+    /// The worker that started it.
+    public var worker: String?
+    public var endedAt: Date?
+    public var outcome: Outcome
+    /// Whether another attempt follows a failure or timeout.
+    public var retrying: Bool
+    public var errorType: String?
+    public var errorMessage: String?
+}
+
+/// The attempts of a run's activities, read from its history, in the order they were scheduled.
+public enum AttemptTimeline {
+    public static func spans(_ events: [HistoryEvent]) -> [AttemptSpan] {
+        var spans: [AttemptSpan] = []
+        // Index of the current (last) attempt of each activity.
+        var current: [Int64: Int] = [:]
+        for event in events {
+            guard let ref = event.ref else { continue }
+            switch event.kind {
+            case .activityScheduled:
+                let options = try? event.attributes?.decode(ActivityOptions.self)
+                current[ref] = spans.count
+                spans.append(AttemptSpan(
+                    activityId: ref, activityType: event.name ?? "?", taskQueue: options?.taskQueue ?? "default", attempt: 1,
+                    scheduledAt: event.time, outcome: .waiting, retrying: false))
+            case .activityStarted:
+                guard let index = current[ref] else { continue }
+                var span = spans[index]
+                let attempt = event.attempt ?? span.attempt
+                if span.startedAt != nil || span.endedAt != nil || attempt != span.attempt {
+                    // A new attempt: it was scheduled when the previous one ended (its retry
+                    // delay shows as the gap between the bars).
+                    span = AttemptSpan(
+                        activityId: ref, activityType: span.activityType, taskQueue: span.taskQueue, attempt: attempt,
+                        scheduledAt: span.endedAt ?? event.time, outcome: .waiting, retrying: false)
+                    current[ref] = spans.count
+                    spans.append(span)
+                }
+                spans[current[ref]!].attempt = attempt
+                spans[current[ref]!].startedAt = event.time
+                spans[current[ref]!].worker = event.name
+                spans[current[ref]!].outcome = .running
+            case .activityCompleted, .activityFailed, .activityTimedOut, .activityParked, .activityCancelRequested:
+                guard let index = current[ref], spans[index].endedAt == nil else { continue }
+                spans[index].endedAt = event.time
+                if let attempt = event.attempt { spans[index].attempt = attempt }
+                spans[index].errorType = event.failure?.type
+                spans[index].errorMessage = event.failure?.message
+                spans[index].retrying = event.failure?.retryState == .willRetry
+                switch event.kind {
+                case .activityCompleted: spans[index].outcome = .completed
+                case .activityTimedOut: spans[index].outcome = .timedOut
+                case .activityParked: spans[index].outcome = .parked
+                case .activityCancelRequested: spans[index].outcome = .cancelled
+                default: spans[index].outcome = event.name == HistoryEvent.discardedMark ? .cancelled : .failed
+                }
+            case .activityRedriven:
+                // Fresh attempts after a redrive: the next start opens a new bar.
+                guard let index = current[ref] else { continue }
+                let span = spans[index]
+                current[ref] = spans.count
+                spans.append(AttemptSpan(
+                    activityId: ref, activityType: span.activityType, taskQueue: span.taskQueue, attempt: span.attempt + 1,
+                    scheduledAt: event.time, outcome: .waiting, retrying: false))
+            default:
+                continue
+            }
+        }
+        return spans
+    }
+}
