@@ -69,6 +69,7 @@ let package = Package(
                 "CCurl", "KeelCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // `keel mock-llm`: a fault-injecting HTTP server speaking both provider APIs.

@@ -152,6 +152,9 @@ public enum ConsoleRoutes {
             return json(["error": message], status: .notFound)
         } catch ConsoleError.badRequest(let message) {
             return json(["error": message], status: .badRequest)
+        } catch let failure as Failure {
+            // The coordinator answered with an error (an unknown query, a failing handler).
+            return json(["error": failure.message, "type": failure.type], status: .unprocessableContent)
         } catch let error as KeelError {
             return json(["error": error.message, "type": error.errorType], status: .badGateway)
         } catch {

@@ -180,6 +180,19 @@ public struct TimerRecord: Codable, Sendable, Hashable {
     }
 
     public var key: String { "\(kind.rawValue):\(seq)" }
+
+    /// What the timer is for, as a person reads it: "timer #3", "retry of activity #2", ….
+    public var description: String {
+        switch kind {
+        case .workflowTimer: "timer #\(seq)"
+        case .retry: "retry of activity #\(seq)"
+        case .scheduleToStart: "schedule-to-start timeout of activity #\(seq)"
+        case .startToClose: "start-to-close timeout of activity #\(seq)"
+        case .heartbeat: "heartbeat timeout of activity #\(seq)"
+        case .scheduleToClose: "schedule-to-close timeout of activity #\(seq)"
+        case .executionTimeout: "workflow execution timeout"
+        }
+    }
 }
 
 /// Everything one unit of coordinator work changes, committed in one transaction.

@@ -28,26 +28,11 @@ public struct LLMCompleteActivity: Activity {
 
     public func run(context: ActivityContext, input: LLMRequest) async throws -> LLMResponse {
         do {
-            if input.isStreaming {
-                // Heartbeats only as chunks arrive: a provider that stops sending is caught by
-                // the heartbeat timeout.
-                return try await client.complete(input) { provider, chunks in
-                    context.heartbeat(Progress(provider: provider, chunks: chunks))
-                }
-            }
-            // A non-streaming call sends nothing until it is done: heartbeat while this worker
-            // waits, so the heartbeat timeout still catches a dead worker; the provider's request
-            // timeout bounds the wait.
-            let interval = min((context.task.heartbeatTimeout ?? 30) / 3, 10)
-            let ticker = Task {
-                while !Task.isCancelled {
-                    context.heartbeat()
-                    try await Task.sleep(for: .seconds(double: interval))
-                }
-            }
-            defer { ticker.cancel() }
-            return try await client.complete(input)
+            let response = try await call(context: context, input: input)
+            LLMMetrics.record(response.tries)
+            return response
         } catch let failure as LLMAttemptFailure {
+            LLMMetrics.record(failure.tries)
             let error = failure.error
             let details = LLMFailureDetails(
                 provider: error.provider, model: error.model, status: error.status, usage: failure.usage, tries: failure.tries)
@@ -56,5 +41,27 @@ public struct LLMCompleteActivity: Activity {
                 nextRetryDelay: failure.retryAfter.map { .seconds(double: $0) },
                 details: try? Payload(encoding: details, field: "LLM failure details"))
         }
+    }
+
+    private func call(context: ActivityContext, input: LLMRequest) async throws -> LLMResponse {
+        if input.isStreaming {
+            // Heartbeats only as chunks arrive: a provider that stops sending is caught by
+            // the heartbeat timeout.
+            return try await client.complete(input) { provider, chunks in
+                context.heartbeat(Progress(provider: provider, chunks: chunks))
+            }
+        }
+        // A non-streaming call sends nothing until it is done: heartbeat while this worker
+        // waits, so the heartbeat timeout still catches a dead worker; the provider's request
+        // timeout bounds the wait.
+        let interval = min((context.task.heartbeatTimeout ?? 30) / 3, 10)
+        let ticker = Task {
+            while !Task.isCancelled {
+                context.heartbeat()
+                try await Task.sleep(for: .seconds(double: interval))
+            }
+        }
+        defer { ticker.cancel() }
+        return try await client.complete(input)
     }
 }

@@ -502,8 +502,18 @@ public actor Coordinator {
                 }
             }
         }
+        // A timer long past due has not fired: the coordinator's timer loop is behind or stuck.
+        var flagged = Set(stalled.map(\.runId))
+        for timer in try store.dueTimers(at: now.addingTimeInterval(-threshold), limit: 1000) where !flagged.contains(timer.runId) {
+            guard let run = runs[timer.runId], run.record.status == .running else { continue }
+            flagged.insert(timer.runId)
+            stalled.append(StalledRun(
+                workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+                reason: "\(timer.description) was due \(Int(now.timeIntervalSince(timer.fireAt))) s ago and has not fired",
+                since: timer.fireAt))
+        }
         let before = Set(stalledRunIds)
-        stalledRunIds = Set(stalled.map(\.runId))
+        stalledRunIds = flagged
         try store.replaceStalledRuns(stalled)
         return (stalled, stalled.filter { !before.contains($0.runId) })
     }
@@ -719,7 +729,7 @@ public actor Coordinator {
     }
 
     private func close(_ run: LiveRun, status: RunStatus, result: Payload?, failure: Failure?, _ work: inout Work) {
-        metrics.workflowClosed(type: run.record.workflowType, status: status)
+        metrics.workflowClosed(type: run.record.workflowType, status: status, historyLength: run.record.historyLength)
         run.record.status = status
         run.record.result = result
         run.record.failure = failure

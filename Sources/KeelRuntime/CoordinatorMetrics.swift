@@ -10,9 +10,10 @@ struct CoordinatorMetrics: Sendable {
         Counter(label: "keel_workflows_started_total", dimensions: [("workflow_type", type)]).increment()
     }
 
-    func workflowClosed(type: String, status: RunStatus) {
+    func workflowClosed(type: String, status: RunStatus, historyLength: Int64) {
         Counter(label: "keel_workflows_closed_total", dimensions: [("workflow_type", type), ("status", status.rawValue)])
             .increment()
+        Recorder(label: "keel_workflow_history_events", dimensions: [("workflow_type", type)]).record(historyLength)
     }
 
     func attemptStarted(_ activity: ActivityRecord, now: Date) {

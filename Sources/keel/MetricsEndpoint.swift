@@ -48,7 +48,13 @@ struct MetricsEndpoint: Sendable {
     static func serve(_ endpoint: MetricsEndpoint?, logger: Logger, _ service: @escaping @Sendable () async throws -> Void) async throws {
         guard let endpoint else { return try await service() }
         endpoint.bootstrap()
-        let server = Task { try await endpoint.run(logger: logger) }
+        let server = Task {
+            do {
+                try await endpoint.run(logger: logger)
+            } catch {
+                logger.error("the HTTP endpoint on \(endpoint.host):\(endpoint.port) stopped: \(error)")
+            }
+        }
         defer { server.cancel() }
         try await service()
     }

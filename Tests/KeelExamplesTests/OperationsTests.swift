@@ -22,8 +22,9 @@ struct OperationsTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let started = Date()
         let port = try await Self.freePort()
+        let httpPort = try await Self.freePort()
         let demo = try await Self.run(["bash", "scripts/demo"], environment: [
-            "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port,
+            "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port, "KEEL_HTTP_PORT": httpPort,
             "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace,
         ])
         #expect(demo.status == 0, "\(demo.output)")
@@ -31,6 +32,7 @@ struct OperationsTests {
         #expect(demo.output.contains("status            completed"))
         #expect(demo.output.contains("dead-lettered     2  contract-07 (LLMBadRequest), memo-19 (LLMBadRequest)"))
         #expect(demo.output.contains("summarised twice  0"))
+        #expect(demo.output.contains("http://127.0.0.1:\(httpPort)/console/#/run/"))
         #expect(Date().timeIntervalSince(started) < 300, "CI mode must finish within 5 minutes")
         // It stopped what it started.
         // (Regexes that do not match their own command line.)

@@ -38,6 +38,9 @@ struct MetricsTests {
             return Self.value(text, #"keel_workflows_closed_total{workflow_type="bench-steps",status="completed"}"#) == 3
         }, "\(text)")
         #expect(Self.value(text, #"keel_workflows_started_total{workflow_type="bench-steps"}"#) == 3)
+        // Each run: started, 2 x (scheduled, started, completed), completed.
+        #expect(Self.value(text, #"keel_workflow_history_events_count{workflow_type="bench-steps"}"#) == 3)
+        #expect(Self.value(text, #"keel_workflow_history_events_sum{workflow_type="bench-steps"}"#) == 24)
         #expect(Self.value(text, #"keel_activity_attempts_total{activity_type="sleep",task_queue="default"}"#) == 6)
         #expect(Self.value(text, #"keel_activity_schedule_to_start_seconds_count{task_queue="default"}"#) == 6)
         #expect(Self.value(text, #"keel_activity_execution_seconds_count{task_queue="default"}"#) == 6)
@@ -46,6 +49,40 @@ struct MetricsTests {
         let worker = try await Self.scrape(workerPort)
         #expect(Self.value(worker, #"keel_worker_activity_duration_seconds_count{activity_type="sleep",outcome="completed"}"#) == 6, "\(worker)")
         #expect(Self.value(worker, #"keel_worker_activities_running{task_queue="default"}"#) == 0)
+    }
+
+    @Test func llmCallsAreCountedPerProviderAndModelOnTheWorker() async throws {
+        let mock = try await MockProvider.start()
+        defer { mock.stop() }
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        deployment.extraEnvironment = [
+            "KEEL_LLM_API": "openai", "KEEL_LLM_BASE_URL": mock.baseURL + "/v1", "KEEL_LLM_MODEL": "mock-small",
+            "KEEL_LLM_PROVIDER_NAME": "local",
+        ]
+        let workerPort = freeBrokerPort()
+        try deployment.startCoordinator()
+        try deployment.startWorker(queue: "llm", ["--metrics-port", workerPort])
+        for id in ["llm-m-1", "llm-m-2"] {
+            let input = JSONValue.object([
+                "activityType": .string("llm.complete"), "taskQueue": .string("llm"),
+                "input": .object(["messages": .array([.object(["role": .string("user"), "content": .string("Summarise \(id).")])])]),
+            ])
+            _ = try await deployment.client.startAndConfirm(StartRequest(
+                workflowType: "call-activity", workflowId: id, input: try Payload(encoding: input, field: "input")))
+        }
+        for id in ["llm-m-1", "llm-m-2"] {
+            #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 30).status == .completed)
+        }
+        let text = try await Self.scrape(workerPort)
+        let labels = #"provider="local",model="mock-small""#
+        #expect(Self.value(text, "keel_llm_calls_total{\(labels),outcome=\"ok\"}") == 2, "\(text)")
+        let input = try #require(Self.value(text, "keel_llm_provider_tokens_total{\(labels),direction=\"input\"}"))
+        let output = try #require(Self.value(text, "keel_llm_provider_tokens_total{\(labels),direction=\"output\"}"))
+        let requests = await mock.requests()
+        #expect(requests.count == 2)
+        #expect(input > 0 && output > 0)
+        #expect(Self.value(text, "keel_llm_call_duration_seconds_count{\(labels)}") == 2)
     }
 
     @Test func aQueueWithNoConsumerAndTheRunWaitingOnItAreReported() async throws {

@@ -201,3 +201,24 @@ struct FlakyRateLimit: Activity {
         return "ok"
     }
 }
+
+@Suite("Stall detection against a manual clock", .tags(.integration), .timeLimit(.minutes(1)))
+struct OverdueTimerTests {
+    @Test func aTimerLongOverdueFlagsItsRun() async throws {
+        let engine = try Engine()
+        _ = try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "sleepy", input: "doc"))
+        // The first activity runs; the run then sleeps an hour on a durable timer.
+        try await engine.workers.drain(engine.coordinator)
+        #expect(try engine.latest("sleepy").status == .running)
+        engine.clock.advance(by: 3600 + 200)
+        #expect(try await engine.coordinator.checkStalls(threshold: 300).all.isEmpty, "due 200 s ago: not yet overdue")
+        engine.clock.advance(by: 200)
+        let (all, new) = try await engine.coordinator.checkStalls(threshold: 300)
+        #expect(all.map(\.workflowId) == ["sleepy"])
+        #expect(new.count == 1)
+        #expect(all.first?.reason == "timer #2 was due 400 s ago and has not fired")
+        // Once it fires, the run is no longer stalled.
+        #expect(try await engine.coordinator.fireDueTimers() == 1)
+        #expect(try await engine.coordinator.checkStalls(threshold: 300).all.isEmpty)
+    }
+}
