@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -19,6 +19,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        // OTLP over HTTP only: the gRPC exporter would add grpc-swift to every build.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and the few C helpers Swift cannot do without.
@@ -59,6 +63,7 @@ let package = Package(
                 "KeelAMQP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // LLM providers over libcurl: classification, Retry-After, failover, pricing, the LLM
@@ -95,7 +100,12 @@ let package = Package(
         // What users import.
         .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM"]),
         // In-memory transport, manual clock, fault injection, history fixtures.
-        .target(name: "KeelTestKit", dependencies: ["Keel", "KeelMockLLM", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "KeelTestKit",
+            dependencies: [
+                "Keel", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ]),
         .executableTarget(
             name: "keel",
             dependencies: [
@@ -104,6 +114,8 @@ let package = Package(
                 "KeelMockLLM",
                 "KeelExamples",
                 "KeelConsole",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -115,7 +127,10 @@ let package = Package(
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
         .testTarget(
             name: "KeelLLMTests",
-            dependencies: ["Keel", "KeelTestKit", "KeelMockLLM", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Keel", "KeelTestKit", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ]
         ),
         .testTarget(
             name: "KeelRuntimeTests",

@@ -18,12 +18,15 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     public var heartbeatTimeout: Double?
     /// Details of the last heartbeat of an earlier attempt, for resuming long work.
     public var heartbeatDetails: Payload?
+    /// The trace context of the run's span (W3C `traceparent` with OpenTelemetry), also sent as
+    /// AMQP headers: the worker's span for this attempt continues it.
+    public var trace: [String: String]?
 
     public init(
         workflowId: String, runId: String, workflowType: String, activityId: Int64,
         activityType: String, attempt: Int, input: Payload, taskQueue: String, scheduledAt: Date,
         attemptScheduledAt: Date, startToCloseTimeout: Double?, scheduleToCloseTimeout: Double?,
-        heartbeatTimeout: Double?, heartbeatDetails: Payload?
+        heartbeatTimeout: Double?, heartbeatDetails: Payload?, trace: [String: String]? = nil
     ) {
         self.workflowId = workflowId
         self.runId = runId
@@ -39,6 +42,7 @@ public struct ActivityTask: Codable, Sendable, Hashable {
         self.scheduleToCloseTimeout = scheduleToCloseTimeout
         self.heartbeatTimeout = heartbeatTimeout
         self.heartbeatDetails = heartbeatDetails
+        self.trace = trace
     }
 
     /// A key stable across attempts and replays of this step, for deduplicating side effects

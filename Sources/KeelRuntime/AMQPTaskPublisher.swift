@@ -15,11 +15,12 @@ public struct AMQPTaskPublisher: TaskPublisher {
 
     public func publish(_ tasks: [ActivityTask]) async throws {
         let messages = try tasks.map { task in
-            AMQPMessage(
+            var headers = ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
+                           "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType]
+            if let trace = task.trace { headers.merge(trace) { keel, _ in keel } }
+            return AMQPMessage(
                 exchange: publisher.topology.tasksExchange, routingKey: task.taskQueue, body: try Wire.encode(task),
-                type: WireType.task.rawValue, messageId: task.attemptKey,
-                headers: ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
-                          "keel-workflow-id": task.workflowId, "keel-activity-type": task.activityType])
+                type: WireType.task.rawValue, messageId: task.attemptKey, headers: headers)
         }
         let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
         try await publisher.publish(messages, taskQueues: Set(counts.keys))

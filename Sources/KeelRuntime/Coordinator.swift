@@ -2,6 +2,7 @@ import Foundation
 import KeelCore
 import Logging
 import Synchronization
+import Tracing
 
 /// Runs workflows: records every step in the history store, publishes activity tasks, applies
 /// results, fires durable timers, and after a restart replays history to resume where it was.
@@ -22,6 +23,7 @@ public actor Coordinator {
     let publisher: any TaskPublisher
     let clock: any WallClock
     let configuration: CoordinatorConfiguration
+    let tracer: any Tracer
     let logger: Logger
 
     var runs: [String: LiveRun] = [:]
@@ -49,6 +51,9 @@ public actor Coordinator {
         var instance: WorkflowInstance?
         var activities: [Int64: ActivityRecord] = [:]
         var nextEventId: Int64 = 1
+        /// The run's span while it is live here, and the headers that carry it to workers.
+        var span: (any Span)?
+        var traceHeaders: [String: String]?
 
         init(record: RunRecord) { self.record = record }
         var runId: String { record.runId }
@@ -72,6 +77,7 @@ public actor Coordinator {
         self.publisher = publisher
         self.clock = clock
         self.configuration = configuration
+        self.tracer = configuration.tracer ?? InstrumentationSystem.tracer
         self.logger = logger
         let changes = breakerChanges
         let metrics = self.metrics
@@ -103,6 +109,7 @@ public actor Coordinator {
         let state = try store.openRunState()
         for record in try store.openRuns() {
             let run = LiveRun(record: record)
+            startSpan(of: run)
             for activity in state.activities[record.runId] ?? [] {
                 run.activities[activity.activityId] = activity
             }
@@ -610,6 +617,7 @@ public actor Coordinator {
             parentSeq: parent?.seq ?? continuedFrom?.parentSeq, continuedFromRunId: continuedFrom?.runId,
             createdAt: work.now, randomSeed: generator.next(), options: options, executionDeadline: deadline)
         let run = LiveRun(record: record)
+        startSpan(of: run)
         runs[run.runId] = run
         openRunByWorkflowId[workflowId] = run.runId
         work.touched[run.runId] = run
@@ -745,6 +753,8 @@ public actor Coordinator {
         if run.instance?.outcome == nil { run.instance?.evict() }
         run.instance = nil
         work.closed.append(run.record)
+        if let span = run.span { RunTracing.endRunSpan(span, run.record, at: work.now) }
+        run.span = nil
         if status != .continuedAsNew, let parentId = run.record.parentRunId, let seq = run.record.parentSeq,
             let parent = runs[parentId]
         {
@@ -779,6 +789,15 @@ public actor Coordinator {
             metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
     }
 
+    // MARK: Tracing
+
+    private func startSpan(of run: LiveRun) {
+        let span = RunTracing.startRunSpan(run.record, tracer: tracer)
+        run.span = span
+        let headers = RunTracing.headers(of: span, tracer: tracer)
+        run.traceHeaders = headers.isEmpty ? nil : headers
+    }
+
     // MARK: Activities
 
     private func dispatch(_ activity: inout ActivityRecord, in run: LiveRun, _ work: inout Work) {
@@ -793,7 +812,7 @@ public actor Coordinator {
             input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
             attemptScheduledAt: work.now, startToCloseTimeout: options.startToCloseTimeout,
             scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
-            heartbeatDetails: activity.heartbeatDetails))
+            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders))
         if let timeout = options.scheduleToStartTimeout {
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .scheduleToStart, seq: activity.activityId,

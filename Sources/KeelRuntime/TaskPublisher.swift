@@ -1,4 +1,5 @@
 import KeelCore
+import Tracing
 
 /// Sends activity tasks to workers. Returns once the transport holds them durably
 /// (publisher confirms); the coordinator clears its outbox only then.
@@ -21,6 +22,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// LLM provider names in failover order (from `keel.yaml`); workflows gate calls to them
     /// on their circuit breakers.
     public var providerChain: [String] = []
+    /// The tracer for run spans (nil: the process's `InstrumentationSystem.tracer`).
+    public var tracer: (any Tracer)?
 
     public init() {}
 }

@@ -4,6 +4,7 @@ import KeelCore
 import Logging
 import Metrics
 import Synchronization
+import Tracing
 
 /// A worker process's loop for one task queue.
 ///
@@ -24,6 +25,8 @@ public final class WorkerService: Sendable {
         /// A file that gets one line per activity execution (`time workflowId runId activityId
         /// attempt worker`), for counting executions across processes (`KEEL_EXECUTION_LOG`).
         public var executionLog: String? = ProcessInfo.processInfo.environment["KEEL_EXECUTION_LOG"]
+        /// The tracer for attempt spans (nil: the process's `InstrumentationSystem.tracer`).
+        public var tracer: (any Tracer)?
 
         public init(url: AMQPURL, taskQueue: String, concurrency: Int, identity: String? = nil) {
             self.url = url
@@ -147,10 +150,17 @@ public final class WorkerService: Sendable {
         }
         let running = Meter(label: "keel_worker_activities_running", dimensions: [("task_queue", task.taskQueue)])
         running.increment()
+        let span = RunTracing.startAttemptSpan(
+            task, headers: message.headers.merging(task.trace ?? [:]) { header, _ in header }, worker: configuration.identity,
+            tracer: configuration.tracer ?? InstrumentationSystem.tracer)
         let started = ContinuousClock.now
         let outcome = await runner.run(task) { details in heartbeats.beat(details) }
         running.decrement()
         heartbeats.finish()
+        switch outcome {
+        case .completed(let result): RunTracing.endAttemptSpan(span, result: result, failure: nil)
+        case .failed(let failure): RunTracing.endAttemptSpan(span, result: nil, failure: failure)
+        }
         let kind: String
         switch outcome {
         case .completed: kind = "completed"

@@ -1,4 +1,5 @@
 import Foundation
+import Tracing
 import Keel
 import KeelMockLLM
 import Logging
@@ -62,7 +63,7 @@ public final class LLMStack: @unchecked Sendable {
     /// 4), `default` with `activities`, and, with `gpuConcurrency`, `gpu` with `llm.complete`.
     public init(
         mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
-        gpuConcurrency: Int? = nil, environment: [String: String] = [:]
+        gpuConcurrency: Int? = nil, environment: [String: String] = [:], tracer: (any Tracer)? = nil
     ) throws {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
@@ -71,6 +72,7 @@ public final class LLMStack: @unchecked Sendable {
         coordinatorConfiguration.topology = topology
         coordinatorConfiguration.coordinator.providerChain = llm.chain
         coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
+        coordinatorConfiguration.coordinator.tracer = tracer
         coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
         let (url, topology) = (self.url, self.topology)
         func makeWorker(_ queue: String, concurrency: Int, _ activities: ActivityRegistry) -> WorkerService {
@@ -78,6 +80,7 @@ public final class LLMStack: @unchecked Sendable {
                 url: url, taskQueue: queue, concurrency: concurrency, identity: "\(queue)-worker")
             configuration.topology = topology
             configuration.executionLog = nil
+            configuration.tracer = tracer
             return WorkerService(configuration: configuration, activities: activities)
         }
         var llmActivities = ActivityRegistry()

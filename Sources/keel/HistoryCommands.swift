@@ -63,7 +63,7 @@ struct ShowCommand: AsyncParsableCommand {
         let history = try store.export(workflowId: workflowId, runId: runId)
         if json { return try printJSON(history) }
         let record = try store.run(runId: history.runId)
-        print("workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)")
+        print("workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)  trace \(TraceIdentity.traceId(runId: history.runId))")
         if let record {
             print("status \(record.status.rawValue)" + (record.failure.map { "  error \($0)" } ?? ""))
             if !record.spend.isZero {

@@ -75,7 +75,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         defer { backend?.close() }
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        try await MetricsEndpoint.serve(endpoint, logger: Logger(label: "keel.coordinator")) { try await service.run() }
+        let logger = Logger(label: "keel.coordinator")
+        try await TraceExport.around(serviceName: "keel-coordinator", logger: logger) { [endpoint] in
+            try await MetricsEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+        }
     }
 }
 
@@ -104,7 +107,10 @@ struct WorkerCommand: AsyncParsableCommand {
         let service = WorkerService(configuration: configuration, activities: activities)
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        try await MetricsEndpoint.serve(endpoint, logger: Logger(label: "keel.worker")) { try await service.run() }
+        let logger = Logger(label: "keel.worker")
+        try await TraceExport.around(serviceName: "keel-worker", logger: logger) {
+            try await MetricsEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+        }
     }
 }
 
