@@ -78,7 +78,13 @@ public enum AttemptTimeline {
                 case .activityTimedOut: spans[index].outcome = .timedOut
                 case .activityParked: spans[index].outcome = .parked
                 case .activityCancelRequested: spans[index].outcome = .cancelled
-                default: spans[index].outcome = event.name == HistoryEvent.discardedMark ? .cancelled : .failed
+                default:
+                    // A start-to-close timeout the worker enforced arrives as a failure: still a timeout.
+                    if event.name == HistoryEvent.discardedMark {
+                        spans[index].outcome = .cancelled
+                    } else {
+                        spans[index].outcome = event.failure?.timeoutKind == nil ? .failed : .timedOut
+                    }
                 }
             case .activityRedriven:
                 // Fresh attempts after a redrive: the next start opens a new bar.

@@ -31,8 +31,11 @@ struct TraceExportTests {
         let receiver = Process()
         receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         receiver.arguments = ["python3", "-c", Self.sink, port, received.path]
+        // Not the test run's own output: a receiver left behind must not hold `swift test`'s pipe open.
+        receiver.standardOutput = FileHandle.nullDevice
+        receiver.standardError = FileHandle.nullDevice
         try receiver.run()
-        defer { receiver.terminate() }
+        defer { kill(receiver.processIdentifier, SIGKILL) }
 
         let deployment = try Deployment()
         defer { deployment.stopAll() }
