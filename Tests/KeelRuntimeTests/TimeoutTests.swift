@@ -221,4 +221,22 @@ struct OverdueTimerTests {
         #expect(try await engine.coordinator.fireDueTimers() == 1)
         #expect(try await engine.coordinator.checkStalls(threshold: 300).all.isEmpty)
     }
+
+    @Test func aWorkerThatHangsWithoutHeartbeatsFlagsItsRun() async throws {
+        let engine = try TimeoutTests.engine()
+        try await TimeoutTests.start(engine, ActivityOptions(startToCloseTimeout: .seconds(3600)), id: "hung")
+        // A worker takes the task, reports the start, then neither heartbeats nor finishes.
+        _ = try await TimeoutTests.startAndDie(engine)
+        engine.clock.advance(by: 299)
+        #expect(try await engine.coordinator.checkStalls(threshold: 300).all.isEmpty)
+        engine.clock.advance(by: 2)
+        let (all, new) = try await engine.coordinator.checkStalls(threshold: 300)
+        #expect(all.map(\.workflowId) == ["hung"])
+        #expect(new.map(\.workflowId) == ["hung"])
+        #expect(all.first?.reason == "activity step#1 (attempt 1) has neither heartbeated nor finished for 301 s")
+        // Still stalled on the next check, but not new; the store lists it for `keel list --status stalled`.
+        let again = try await engine.coordinator.checkStalls(threshold: 300)
+        #expect(again.all.count == 1 && again.new.isEmpty)
+        #expect(try engine.store.stalledRuns().map(\.workflowId) == ["hung"])
+    }
 }
