@@ -77,7 +77,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         let logger = Logger(label: "keel.coordinator")
         try await TraceExport.around(serviceName: "keel-coordinator", logger: logger) { [endpoint] in
-            try await MetricsEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+            try await HTTPEndpoint.serve(endpoint, logger: logger) { try await service.run() }
         }
     }
 }
@@ -102,14 +102,14 @@ struct WorkerCommand: AsyncParsableCommand {
         // Registered even without providers: a call then fails with LLMNotConfigured, which says what to set.
         activities.register(LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
         let endpoint = (metricsPort ?? environment["KEEL_METRICS_PORT"].flatMap(Int.init)).map {
-            MetricsEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
+            HTTPEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
         }
         let service = WorkerService(configuration: configuration, activities: activities)
         let signals = onTermination { service.stop() }
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         let logger = Logger(label: "keel.worker")
         try await TraceExport.around(serviceName: "keel-worker", logger: logger) {
-            try await MetricsEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+            try await HTTPEndpoint.serve(endpoint, logger: logger) { try await service.run() }
         }
     }
 }

@@ -12,17 +12,12 @@ struct OperationsTests {
         try await runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root)
     }
 
-    static func freePort() async throws -> String {
-        let found = try await Self.run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"])
-        return found.output.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     @Test func demoRunsToCompletionInCIMode() async throws {
         let directory = makeTemporaryDirectory("keel-demo")
         defer { try? FileManager.default.removeItem(at: directory) }
         let started = Date()
-        let port = try await Self.freePort()
-        let httpPort = try await Self.freePort()
+        let port = freeLocalPort()
+        let httpPort = freeLocalPort()
         let demo = try await Self.run(["bash", "scripts/demo"], environment: [
             "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port, "KEEL_HTTP_PORT": httpPort,
             "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace,

@@ -46,7 +46,7 @@ struct ConsoleTests {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
         deployment.extraEnvironment = ["KEEL_API_TOKEN": Self.token, "KEEL_QUEUE_CHECK_SECONDS": "0.2"]
-        let port = freeBrokerPort()
+        let port = freeLocalPort()
         try deployment.startCoordinator(["--http-port", port])
         try deployment.startWorker(concurrency: 2)
         _ = try await deployment.client.startAndConfirm(StartRequest(
@@ -144,7 +144,7 @@ struct ConsoleTests {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
         deployment.extraEnvironment = ["KEEL_API_TOKEN": Self.token]
-        let port = freeBrokerPort()
+        let port = freeLocalPort()
         try deployment.startCoordinator(["--http-port", port])
         // No llm worker: the run waits on its summary, open for queries, signals and a cancel.
         let input = JSONValue.object(["text": .string("A short text."), "approvalTimeoutSeconds": .number(60)])
@@ -176,7 +176,7 @@ struct ConsoleTests {
     @Test func aCoordinatorReachableFromOtherMachinesNeedsATokenForEverything() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
-        let port = freeBrokerPort()
+        let port = freeLocalPort()
         let refused = try await deployment.keel(["coordinator", "--http-host", "0.0.0.0", "--http-port", port])
         #expect(refused.status != 0)
         #expect(refused.output.contains("set KEEL_API_TOKEN"), "\(refused.output)")

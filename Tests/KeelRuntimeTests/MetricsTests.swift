@@ -21,8 +21,8 @@ struct MetricsTests {
     @Test func coordinatorAndWorkerExposeWhatTheRunDid() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
-        let coordinatorPort = freeBrokerPort()
-        let workerPort = freeBrokerPort()
+        let coordinatorPort = freeLocalPort()
+        let workerPort = freeLocalPort()
         try deployment.startCoordinator(["--http-port", coordinatorPort])
         try deployment.startWorker(concurrency: 2, ["--metrics-port", workerPort])
         for id in ["m-1", "m-2", "m-3"] {
@@ -60,7 +60,7 @@ struct MetricsTests {
             "KEEL_LLM_API": "openai", "KEEL_LLM_BASE_URL": mock.baseURL + "/v1", "KEEL_LLM_MODEL": "mock-small",
             "KEEL_LLM_PROVIDER_NAME": "local",
         ]
-        let workerPort = freeBrokerPort()
+        let workerPort = freeLocalPort()
         try deployment.startCoordinator()
         try deployment.startWorker(queue: "llm", ["--metrics-port", workerPort])
         for id in ["llm-m-1", "llm-m-2"] {
@@ -89,7 +89,7 @@ struct MetricsTests {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
         deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1", "KEEL_STALL_SECONDS": "1"]
-        let port = freeBrokerPort()
+        let port = freeLocalPort()
         try deployment.startCoordinator(["--http-port", port])
         let input = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .number(7)])
         _ = try await deployment.client.startAndConfirm(StartRequest(

@@ -27,7 +27,7 @@ struct TraceExportTests {
     @Test func coordinatorAndWorkerSpansShareTheRunsTrace() async throws {
         let received = makeTemporaryDirectory("keel-otlp")
         defer { try? FileManager.default.removeItem(at: received) }
-        let port = freeBrokerPort()
+        let port = freeLocalPort()
         let receiver = Process()
         receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         receiver.arguments = ["python3", "-c", Self.sink, port, received.path]

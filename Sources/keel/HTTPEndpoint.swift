@@ -8,7 +8,7 @@ import Prometheus
 /// `--http-host` and `--http-port` (coordinator) or `--metrics-port` (worker): where
 /// `GET /metrics` answers in the Prometheus text format, and on the coordinator the console and
 /// the JSON API (`routes`).
-struct MetricsEndpoint: Sendable {
+struct HTTPEndpoint: Sendable {
     let host: String
     let port: Int
     let registry = PrometheusCollectorRegistry()
@@ -45,7 +45,7 @@ struct MetricsEndpoint: Sendable {
 
     /// Runs `service` with the endpoint beside it (if one is configured); returns when the
     /// service does.
-    static func serve(_ endpoint: MetricsEndpoint?, logger: Logger, _ service: @escaping @Sendable () async throws -> Void) async throws {
+    static func serve(_ endpoint: HTTPEndpoint?, logger: Logger, _ service: @escaping @Sendable () async throws -> Void) async throws {
         guard let endpoint else { return try await service() }
         endpoint.bootstrap()
         let server = Task {
@@ -67,10 +67,10 @@ struct HTTPOptions: ParsableArguments {
     @Option(name: .customLong("http-port"), help: "Serve the console, /api/ and /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
     var port: Int?
 
-    func endpoint() throws -> MetricsEndpoint? {
+    func endpoint() throws -> HTTPEndpoint? {
         let environment = ProcessInfo.processInfo.environment
         guard let port = port ?? environment["KEEL_HTTP_PORT"].flatMap(Int.init) else { return nil }
         guard (0...65535).contains(port) else { throw ValidationError("--http-port must be a port number, not \(port)") }
-        return MetricsEndpoint(host: host ?? environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: port)
+        return HTTPEndpoint(host: host ?? environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: port)
     }
 }

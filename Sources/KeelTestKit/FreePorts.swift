@@ -1,0 +1,27 @@
+import Foundation
+
+/// A TCP port nothing listens on now (an HTTP endpoint, a mock server), as a string for
+/// command lines.
+public func freeLocalPort() -> String {
+    for _ in 0..<500 {
+        let port = Int.random(in: 40_000..<50_000)
+        if portIsFree(port) { return String(port) }
+    }
+    return "0"
+}
+
+/// Whether a TCP socket can bind `port` on every address.
+public func portIsFree(_ port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr = in_addr(s_addr: INADDR_ANY)
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
