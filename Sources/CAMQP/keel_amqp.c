@@ -112,20 +112,6 @@ static int copy_bytes(amqp_bytes_t bytes, char *out, size_t out_len) {
     return (int)n;
 }
 
-int keel_amqp_header_string(const amqp_basic_properties_t *properties, const char *key, char *out, size_t out_len) {
-    if (!(properties->_flags & AMQP_BASIC_HEADERS_FLAG)) return -1;
-    for (int i = 0; i < properties->headers.num_entries; i++) {
-        amqp_table_entry_t *entry = &properties->headers.entries[i];
-        if (entry->key.len == strlen(key) && memcmp(entry->key.bytes, key, entry->key.len) == 0) {
-            if (entry->value.kind == AMQP_FIELD_KIND_UTF8 || entry->value.kind == AMQP_FIELD_KIND_BYTES) {
-                return copy_bytes(entry->value.value.bytes, out, out_len);
-            }
-            return -1;
-        }
-    }
-    return -1;
-}
-
 static amqp_field_value_t *table_get(amqp_table_t *table, const char *key) {
     for (int i = 0; i < table->num_entries; i++) {
         amqp_table_entry_t *entry = &table->entries[i];

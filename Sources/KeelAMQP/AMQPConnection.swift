@@ -66,10 +66,6 @@ public final class AMQPConnection: @unchecked Sendable {
     private var nacked = false
     private var isOpen = false
 
-    /// Keel headers copied out of received messages.
-    static let knownHeaders = ["keel-type", "keel-version", "keel-error", "keel-queue", "keel-activity-type",
-                               "keel-workflow-id", "keel-run-id", "keel-origin"]
-
     public init(
         url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5, logger: Logger = Logger(label: "keel.amqp")
     ) throws {
@@ -391,10 +387,14 @@ public final class AMQPConnection: @unchecked Sendable {
         var properties = envelope.message.properties
         func bytes(_ value: amqp_bytes_t) -> String { String(decoding: UnsafeRawBufferPointer(start: value.bytes, count: value.len), as: UTF8.self) }
         func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? { (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil }
+        // Every string header: Keel's (`keel-*`) and the trace context (`traceparent`, …).
         var headers: [String: String] = [:]
-        var buffer = [CChar](repeating: 0, count: 4096)
-        for key in Self.knownHeaders where keel_amqp_header_string(&properties, key, &buffer, buffer.count) >= 0 {
-            headers[key] = cText(buffer)
+        if (properties._flags & amqp_flags_t(AMQP_BASIC_HEADERS_FLAG)) != 0, let entries = properties.headers.entries {
+            let stringKinds = [UInt8(AMQP_FIELD_KIND_UTF8.rawValue), UInt8(AMQP_FIELD_KIND_BYTES.rawValue)]
+            for entry in UnsafeBufferPointer(start: entries, count: Int(properties.headers.num_entries))
+            where stringKinds.contains(entry.value.kind) {
+                headers[bytes(entry.key)] = bytes(entry.value.value.bytes)
+            }
         }
         var reason = [CChar](repeating: 0, count: 256), queue = [CChar](repeating: 0, count: 256)
         var count: Int64 = 0

@@ -71,7 +71,7 @@ public struct ConsoleBackend: Sendable {
 
     func deadLetterItems(limit: Int) async throws -> [DeadLetterItem] {
         let queue = deadLetters
-        return try await onThread { try queue.list(limit: limit) }
+        return try await offPool { try queue.list(limit: limit) }
     }
 
     func breakers() throws -> [CircuitBreakerSnapshot] { try store.circuitBreakers() }
@@ -112,11 +112,4 @@ public struct ConsoleBackend: Sendable {
 enum ConsoleError: Error {
     case notFound(String)
     case badRequest(String)
-}
-
-/// Runs blocking `body` (rabbitmq-c calls) on a thread of its own, not on the server's threads.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-    }
 }

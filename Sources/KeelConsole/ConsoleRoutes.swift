@@ -24,10 +24,10 @@ public enum ConsoleRoutes {
 
     private static func addReads(to router: Router<BasicRequestContext>, _ backend: ConsoleBackend) {
         router.get("/api/runs") { request, _ in
-            try answer { json(try backend.runs(try runQuery(request))) }
+            try await answer { json(try backend.runs(try runQuery(request))) }
         }
         router.get("/api/runs/:id") { request, context in
-            try answer {
+            try await answer {
                 let workflowId = try parameter("id", context)
                 guard let detail = try backend.run(workflowId: workflowId, runId: text(request, "run")) else {
                     throw ConsoleError.notFound("no workflow \(workflowId)")
@@ -49,8 +49,8 @@ public enum ConsoleRoutes {
                 return json(["items": try await backend.deadLetterItems(limit: limit)])
             }
         }
-        router.get("/api/queues") { _, _ in try answer { json(["queues": backend.queues()]) } }
-        router.get("/api/breakers") { _, _ in try answer { json(["breakers": try backend.breakers()]) } }
+        router.get("/api/queues") { _, _ in try await answer { json(["queues": backend.queues()]) } }
+        router.get("/api/breakers") { _, _ in try await answer { json(["breakers": try backend.breakers()]) } }
     }
 
     private static func addActions(to router: Router<BasicRequestContext>, _ backend: ConsoleBackend) {
@@ -157,18 +157,6 @@ public enum ConsoleRoutes {
             return json(["error": failure.message, "type": failure.type], status: .unprocessableContent)
         } catch let error as KeelError {
             return json(["error": error.message, "type": error.errorType], status: .badGateway)
-        } catch {
-            return json(["error": "\(error)"], status: .internalServerError)
-        }
-    }
-
-    static func answer(_ body: () throws -> Response) throws -> Response {
-        do {
-            return try body()
-        } catch ConsoleError.notFound(let message) {
-            return json(["error": message], status: .notFound)
-        } catch ConsoleError.badRequest(let message) {
-            return json(["error": message], status: .badRequest)
         } catch {
             return json(["error": "\(error)"], status: .internalServerError)
         }

@@ -3,11 +3,6 @@ import Foundation
 /// Runs that cost far more than usual for their workflow type: more than `factor` times the
 /// median cost of the runs of that type that cost anything.
 public enum CostOutliers {
-    /// The median cost per workflow type, over runs with a cost.
-    public static func medians(_ runs: [RunRecord]) -> [String: Double] {
-        medians(runs.map { (type: $0.workflowType, cost: $0.costUSD) })
-    }
-
     /// The median cost per workflow type, over the samples with a cost.
     public static func medians(_ samples: [(type: String, cost: Double)]) -> [String: Double] {
         Dictionary(grouping: samples.filter { $0.cost > 0 }, by: \.type).mapValues { group in
@@ -22,13 +17,5 @@ public enum CostOutliers {
         guard run.costUSD > 0, let median = medians[run.workflowType], median > 0 else { return nil }
         let ratio = run.costUSD / median
         return ratio > factor ? ratio : nil
-    }
-
-    /// Run id → its cost as a multiple of its type's median, for runs above `factor` times it.
-    public static func flagged(_ runs: [RunRecord], factor: Double = 3) -> [String: Double] {
-        let medians = medians(runs)
-        var flagged: [String: Double] = [:]
-        for run in runs { flagged[run.runId] = ratio(of: run, medians: medians, factor: factor) }
-        return flagged
     }
 }

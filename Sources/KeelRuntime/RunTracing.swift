@@ -72,7 +72,8 @@ enum RunTracing {
         return carrier
     }
 
-    /// A worker's span for one attempt of `task`, continuing the context in `headers`.
+    /// A worker's span for one attempt of `task`, continuing the context in the task message's
+    /// headers (the coordinator's publisher copies the task's `trace` into them).
     static func startAttemptSpan(_ task: ActivityTask, headers: [String: String], worker: String, tracer: any Tracer) -> any Span {
         var context = InstrumentationContext.topLevel
         tracer.extract(headers, into: &context, using: HeaderExtractor())
@@ -91,8 +92,8 @@ enum RunTracing {
     /// Ends an attempt's span with what its report says: outcome, error type, and for LLM calls
     /// the provider, model, tokens and cost.
     static func endAttemptSpan(_ span: any Span, result: Payload?, failure: Failure?) {
-        let report = result ?? failure?.details
-        if let report {
+        // Not recording (the no-op tracer): no decoding on the worker's hot path.
+        if span.isRecording, let report = result ?? failure?.details {
             if let spend = Spend.reported(in: report) {
                 span.attributes[Attribute.inputTokens] = Int(spend.inputTokens)
                 span.attributes[Attribute.outputTokens] = Int(spend.outputTokens)

@@ -151,8 +151,7 @@ public final class WorkerService: Sendable {
         let running = Meter(label: "keel_worker_activities_running", dimensions: [("task_queue", task.taskQueue)])
         running.increment()
         let span = RunTracing.startAttemptSpan(
-            task, headers: message.headers.merging(task.trace ?? [:]) { header, _ in header }, worker: configuration.identity,
-            tracer: configuration.tracer ?? InstrumentationSystem.tracer)
+            task, headers: message.headers, worker: configuration.identity, tracer: configuration.tracer ?? InstrumentationSystem.tracer)
         let started = ContinuousClock.now
         let outcome = await runner.run(task) { details in heartbeats.beat(details) }
         running.decrement()

@@ -1,4 +1,5 @@
 import Foundation
+import KeelCore
 
 /// Runs a program to the end; returns its exit status and its output and errors together.
 public func runToEnd(
@@ -16,15 +17,6 @@ public func runToEnd(
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }  // not waitUntilExit: see KeelProcess
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
-
-/// Runs blocking `body` on a thread of its own. Tests run in parallel on a two-thread
-/// cooperative pool; a test blocked there for seconds (a broker starting, a child process)
-/// would stall every other test's tasks and skew their timing.
-public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-    }
 }
 
 /// ``runToEnd(_:_:environment:directory:)`` on a thread of its own, for async tests.

@@ -25,14 +25,10 @@ enum TraceExport {
             configuration: ServiceGroupConfiguration(services: [exporter], gracefulShutdownSignals: [], logger: logger))
         let running = Task { try await group.run() }
         logger.info("exporting traces over OTLP as \(serviceName)")
-        do {
-            try await body()
-        } catch {
-            await group.triggerGracefulShutdown()
-            _ = try? await running.value
-            throw error
-        }
+        var failure: (any Error)?
+        do { try await body() } catch { failure = error }
         await group.triggerGracefulShutdown()
         _ = try? await running.value
+        if let failure { throw failure }
     }
 }

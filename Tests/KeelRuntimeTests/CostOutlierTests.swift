@@ -15,6 +15,12 @@ struct CostOutlierTests {
         return run
     }
 
+    /// Run id → cost ratio of the flagged runs, as `SQLiteHistoryStore.runs(_:)` computes them.
+    static func flagged(_ runs: [RunRecord]) -> [String: Double] {
+        let medians = CostOutliers.medians(runs.map { (type: $0.workflowType, cost: $0.costUSD) })
+        return runs.reduce(into: [:]) { flagged, run in flagged[run.runId] = CostOutliers.ratio(of: run, medians: medians) }
+    }
+
     @Test func mediansAndFlagsPerWorkflowType() {
         let runs = [
             Self.record("a", type: "summarise", cost: 0.01, at: 0), Self.record("b", type: "summarise", cost: 0.02, at: 1),
@@ -22,10 +28,10 @@ struct CostOutlierTests {
             Self.record("e", type: "invoice", cost: 0.5, at: 4), Self.record("f", type: "invoice", cost: 1.4, at: 5),
             Self.record("free", type: "invoice", cost: 0, at: 6),
         ]
-        #expect(CostOutliers.medians(runs) == ["summarise": 0.025, "invoice": 0.95])
+        #expect(CostOutliers.medians(runs.map { (type: $0.workflowType, cost: $0.costUSD) }) == ["summarise": 0.025, "invoice": 0.95])
         // 0.07 is 2.8x the median of 0.025: not flagged; nothing in invoice reaches 3x 0.95.
-        #expect(CostOutliers.flagged(runs).isEmpty)
-        let flagged = CostOutliers.flagged(runs + [Self.record("g", type: "summarise", cost: 0.2, at: 7)])
+        #expect(Self.flagged(runs).isEmpty)
+        let flagged = Self.flagged(runs + [Self.record("g", type: "summarise", cost: 0.2, at: 7)])
         #expect(Array(flagged.keys) == ["run-g"])
         #expect(abs(flagged["run-g"]! - 0.2 / 0.03) < 1e-9)
     }

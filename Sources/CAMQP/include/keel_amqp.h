@@ -26,10 +26,6 @@ int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, cons
                       const char *correlation_id, int header_count, const char *const *header_keys,
                       const char *const *header_values);
 
-/// Copies string header `key` of `properties` into `out` (NUL-terminated).
-/// Returns its length, or -1 if absent or not a string.
-int keel_amqp_header_string(const amqp_basic_properties_t *properties, const char *key, char *out, size_t out_len);
-
 /// Copies the `reason` and `queue` of the first x-death entry (RabbitMQ's dead-letter record).
 /// Returns 0 if found, -1 otherwise.
 int keel_amqp_first_death(const amqp_basic_properties_t *properties, char *reason, size_t reason_len,
