@@ -27,11 +27,12 @@ public final class AMQPConsumer: Sendable {
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
     private typealias Pending = (generation: Int, settlement: Settlement, sent: CheckedContinuation<Bool, Never>?)
-    private let state = Mutex((stopped: false, generation: 0, pending: [Pending]()))
+    private let state = Mutex((stopped: false, generation: 0, connected: false, pending: [Pending]()))
     private let maxBatch: Int
     /// Written when there is something to settle; the thread polls it with the socket.
     private let wakeup = Wakeup()
-    private let buffer = Mutex((deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false))
+    private let buffer = Mutex((
+        deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false, delivering: true))
     /// Whether the broker registered this consumer once (nil until then), and who waits for it.
     private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
@@ -78,6 +79,18 @@ public final class AMQPConsumer: Sendable {
         for waiter in waiters { waiter.resume(returning: outcome) }
     }
 
+    /// Ends ``nextBatch()`` (it returns nil from now on) while the connection stays open, so that
+    /// deliveries already taken can still be acknowledged; ``stop()`` then closes it, and what
+    /// was not taken goes back to the queue.
+    public func stopDelivering() {
+        let waiter = buffer.withLock { buffer in
+            buffer.delivering = false
+            defer { buffer.waiter = nil }
+            return buffer.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+
     /// Stops consuming; unacknowledged deliveries go back to the queue.
     public func stop() {
         state.withLock { $0.stopped = true }
@@ -88,6 +101,7 @@ public final class AMQPConsumer: Sendable {
     public func nextBatch() async -> [Delivery]? {
         await withCheckedContinuation { continuation in
             let ready: [Delivery]?? = buffer.withLock { buffer in
+                if !buffer.delivering { return .some(nil) }
                 if !buffer.deliveries.isEmpty { return .some(take(&buffer.deliveries)) }
                 if buffer.finished { return .some(nil) }
                 buffer.waiter = continuation
@@ -157,6 +171,12 @@ public final class AMQPConsumer: Sendable {
 
 
 
+    /// Whether the connection that delivered `delivery` still stands, as far as this consumer
+    /// knows: if not, the broker delivers it again and an ack would be dropped.
+    public func isCurrent(_ delivery: Delivery) -> Bool {
+        state.withLock { $0.connected && !$0.stopped && $0.generation == delivery.generation }
+    }
+
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
         state.withLock { $0.pending.append((delivery.generation, settlement, nil)) }
         wakeup.signal()
@@ -172,6 +192,7 @@ public final class AMQPConsumer: Sendable {
                 try connection.consume(queue: queue)
                 let (generation, dropped) = state.withLock { state in
                     state.generation += 1
+                    state.connected = true
                     defer { state.pending.removeAll() }
                     return (state.generation, state.pending)
                 }
@@ -227,6 +248,7 @@ public final class AMQPConsumer: Sendable {
                 }
                 connection.close()
             } catch {
+                state.withLock { $0.connected = false }
                 if state.withLock({ $0.stopped }) { break }
                 logger.warning("consumer of \(queue): \(error); reconnecting in \(backoff) s")
                 Thread.sleep(forTimeInterval: backoff)

@@ -13,16 +13,22 @@ public final class AMQPPublisher: @unchecked Sendable {
     private final class Request: @unchecked Sendable {
         let messages: [AMQPMessage]
         let taskQueues: Set<String>
-        let continuation: CheckedContinuation<Void, any Error>
+        /// Called once, when the messages were first written to the connection.
+        var written: (@Sendable () -> Void)?
+        let settled: @Sendable ((any Error)?) -> Void
         var attempts = 0
         var lastTag: UInt64 = 0
         var firstTag: UInt64 = 0
         var sentAt = Date()
 
-        init(messages: [AMQPMessage], taskQueues: Set<String>, continuation: CheckedContinuation<Void, any Error>) {
+        init(
+            messages: [AMQPMessage], taskQueues: Set<String>, written: (@Sendable () -> Void)?,
+            settled: @escaping @Sendable ((any Error)?) -> Void
+        ) {
             self.messages = messages
             self.taskQueues = taskQueues
-            self.continuation = continuation
+            self.written = written
+            self.settled = settled
         }
     }
 
@@ -52,23 +58,39 @@ public final class AMQPPublisher: @unchecked Sendable {
     public func publish(_ messages: [AMQPMessage], taskQueues: Set<String> = []) async throws {
         guard !messages.isEmpty else { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let request = Request(messages: messages, taskQueues: taskQueues, continuation: continuation)
-            let (accepted, start) = waiting.withLock { waiting -> (Bool, Bool) in
-                guard !waiting.closed else { return (false, false) }
-                waiting.requests.append(request)
-                defer { waiting.running = true }
-                return (true, !waiting.running)
+            publish(messages, taskQueues: taskQueues) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
             }
-            guard accepted else {
-                return continuation.resume(throwing: AMQPError(.publishFailed, "the publisher to \(url) is closed"))
-            }
-            if start {
-                let thread = Thread { [self] in run() }
-                thread.name = "keel.amqp.publisher"
-                thread.start()
-            }
-            wakeup.signal()
         }
+    }
+
+    /// Publishes `messages` without waiting: `written` is called (on the publishing thread)
+    /// once they are written to the connection, `settled` once RabbitMQ confirmed them all (nil)
+    /// or they could not be published. Neither may block.
+    public func publish(
+        _ messages: [AMQPMessage], taskQueues: Set<String> = [], written: (@Sendable () -> Void)? = nil,
+        settled: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        guard !messages.isEmpty else {
+            written?()
+            return settled(nil)
+        }
+        let request = Request(messages: messages, taskQueues: taskQueues, written: written, settled: settled)
+        let (accepted, start) = waiting.withLock { waiting -> (Bool, Bool) in
+            guard !waiting.closed else { return (false, false) }
+            waiting.requests.append(request)
+            defer { waiting.running = true }
+            return (true, !waiting.running)
+        }
+        guard accepted else {
+            return settled(AMQPError(.publishFailed, "the publisher to \(url) is closed"))
+        }
+        if start {
+            let thread = Thread { [self] in run() }
+            thread.name = "keel.amqp.publisher"
+            thread.start()
+        }
+        wakeup.signal()
     }
 
 
@@ -95,6 +117,8 @@ public final class AMQPPublisher: @unchecked Sendable {
                     for message in request.messages { try connection.publish(message) }
                     request.lastTag = connection.lastPublishedTag
                     request.sentAt = Date()
+                    request.written?()
+                    request.written = nil
                     inFlight.append(request)
                 }
                 pending.removeAll()
@@ -107,9 +131,9 @@ public final class AMQPPublisher: @unchecked Sendable {
                 while let first = inFlight.first, connection.isSettled(through: first.lastTag) {
                     inFlight.removeFirst()
                     if connection.takeRefusals(in: first.firstTag...first.lastTag) {
-                        first.continuation.resume(throwing: AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message"))
+                        first.settled(AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message"))
                     } else {
-                        first.continuation.resume()
+                        first.settled(nil)
                     }
                 }
                 if let oldest = inFlight.first, -oldest.sentAt.timeIntervalSinceNow > confirmTimeout {
@@ -130,7 +154,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                 for request in inFlight + pending {
                     request.attempts += 1
                     if request.attempts >= 3 {
-                        request.continuation.resume(throwing: error)
+                        request.settled(error)
                     } else {
                         retry.append(request)
                     }

@@ -70,6 +70,24 @@ public struct ActivityStarted: Codable, Sendable, Hashable {
     }
 }
 
+/// A worker's report that RabbitMQ delivered it a task again (the AMQP `redelivered` flag): an
+/// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
+/// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
+/// counts as failed and is retried under its policy, one it did not goes out again unchanged.
+public struct ActivityRedelivered: Codable, Sendable, Hashable {
+    public var runId: String
+    public var activityId: Int64
+    public var attempt: Int
+    public var worker: String
+
+    public init(runId: String, activityId: Int64, attempt: Int, worker: String) {
+        self.runId = runId
+        self.activityId = activityId
+        self.attempt = attempt
+        self.worker = worker
+    }
+}
+
 /// A running attempt's heartbeat.
 public struct ActivityHeartbeat: Codable, Sendable, Hashable {
     public var runId: String

@@ -58,8 +58,17 @@ extension AMQPPublisher {
     public func send<T: Encodable>(
         _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
     ) async throws {
-        try await publish([AMQPMessage(
+        try await publish([.wire(type, body, exchange: exchange, routingKey: routingKey, messageId: messageId)])
+    }
+}
+
+extension AMQPMessage {
+    /// A wire message of `type`: `body` as JSON, with Keel's type and version headers.
+    public static func wire<T: Encodable>(
+        _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
+    ) throws -> AMQPMessage {
+        AMQPMessage(
             exchange: exchange, routingKey: routingKey, body: try Wire.encode(body), type: type.rawValue,
-            messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])])
+            messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
     }
 }

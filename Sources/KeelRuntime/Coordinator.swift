@@ -381,6 +381,7 @@ public actor Coordinator {
     /// A worker's report, for ``apply(_:)``.
     public enum WorkerReport: Sendable {
         case started(ActivityStarted)
+        case redelivered(ActivityRedelivered)
         case heartbeat(ActivityHeartbeat)
         case result(ActivityResult)
     }
@@ -400,6 +401,7 @@ public actor Coordinator {
         for report in reports {
             switch report {
             case .started(let message): applied.append(started(message, &work))
+            case .redelivered(let message): applied.append(redelivered(message, &work))
             case .heartbeat(let message): applied.append(heartbeat(message, &work))
             case .result(let message): applied.append(result(message, &work))
             }
@@ -439,6 +441,32 @@ public actor Coordinator {
         else { return false }
         markStarted(&activity, worker: message.worker, in: run, &work)
         return true
+    }
+
+    /// RabbitMQ delivered an attempt's task again, so an earlier delivery went unacknowledged
+    /// (its worker died or lost its connection), and the worker that got it again did not run
+    /// it. An attempt recorded as started may have run: it counts as a failed attempt, and the
+    /// retry policy decides on the next (a task that kills its worker every time still ends after
+    /// `maximumAttempts`). One never recorded as started did not run (a worker runs a task only
+    /// after its `started` report is on the wire): the same attempt goes out again.
+    private func redelivered(_ message: ActivityRedelivered, _ work: inout Work) -> Bool {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt
+        else { return false }
+        switch activity.state {
+        case .scheduled:
+            work.batch.outbox.append(task(for: activity, in: run))
+            return true
+        case .started:
+            let failure = Failure(
+                type: "TaskRedelivered",
+                message: "attempt \(activity.attempt) was delivered again (to \(message.worker)): the worker that started it "
+                    + "died or lost its connection to RabbitMQ before acknowledging its task")
+            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
+            return true
+        default:
+            return false
+        }
     }
 
     private func heartbeat(_ message: ActivityHeartbeat, _ work: inout Work) -> Bool {
@@ -806,19 +834,25 @@ public actor Coordinator {
         activity.attemptScheduledAt = work.now
         activity.startedAt = nil
         let options = activity.options
-        work.batch.outbox.append(ActivityTask(
-            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
-            activityId: activity.activityId, activityType: activity.activityType, attempt: activity.attempt,
-            input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
-            attemptScheduledAt: work.now, startToCloseTimeout: options.startToCloseTimeout,
-            scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
-            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders))
+        work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .scheduleToStart, seq: activity.activityId,
                 fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
         }
         save(activity, in: run, &work)
+    }
+
+    /// The task of the activity's current attempt.
+    private func task(for activity: ActivityRecord, in run: LiveRun) -> ActivityTask {
+        let options = activity.options
+        return ActivityTask(
+            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+            activityId: activity.activityId, activityType: activity.activityType, attempt: activity.attempt,
+            input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
+            attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: options.startToCloseTimeout,
+            scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
+            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders)
     }
 
     private func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {

@@ -248,16 +248,19 @@ public final class CoordinatorService: Sendable {
                     switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
                     case .started:
                         reports.append(.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report")))
+                    case .redelivered:
+                        reports.append(.redelivered(
+                            try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report")))
                     case .heartbeat:
                         reports.append(.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat")))
                     case .result:
                         reports.append(.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result")))
                     case .reports:
                         let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
-                        reports += (batch.started ?? []).map { .started($0) } + (batch.heartbeats ?? []).map { .heartbeat($0) }
-                            + (batch.results ?? []).map { .result($0) }
+                        reports += (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
+                            + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
                     default:
-                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, heartbeat, result or reports")
+                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, heartbeat, result or reports")
                     }
                 } catch let error as WireError {
                     logger.warning("report rejected: \(error)")

@@ -3,69 +3,105 @@ import KeelAMQP
 import KeelCore
 import Synchronization
 
-/// Sends a worker's reports (started, heartbeat, result) to the coordinator. Reports made while
-/// a send is in flight go out together as one `reports` message: under load, one broker message
-/// carries many reports instead of one each. A report is sent alone as its own type otherwise.
+/// Sends a worker's reports (started, redelivered, heartbeat, result) to the coordinator. At most
+/// `window` publishes wait for their confirms at a time; reports made meanwhile go out together
+/// as one `reports` message, so under load one broker message carries many reports. A report
+/// sent alone goes as its own type. The window is two so that a result is never held behind the
+/// confirm of its own attempt's `started`.
 final class ReportSender: Sendable {
     enum Report: Sendable {
         case started(ActivityStarted)
+        case redelivered(ActivityRedelivered)
         case heartbeat(ActivityHeartbeat)
         case result(ActivityResult)
     }
 
+    private struct Item: Sendable {
+        var report: Report
+        var written: (@Sendable () -> Void)?
+        var settled: @Sendable ((any Error)?) -> Void
+    }
+
     private let publisher: AMQPPublisher
-    private let state = Mutex((waiting: [(report: Report, continuation: CheckedContinuation<Void, any Error>)](), sending: false))
+    private let window = 2
+    private let state = Mutex((waiting: [Item](), inFlight: 0))
 
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
     /// Returns once the report is confirmed by the broker.
     func send(_ report: Report) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let startSending = state.withLock { state in
-                state.waiting.append((report, continuation))
-                defer { state.sending = true }
-                return !state.sending
-            }
-            if startSending { Task { await self.drain() } }
-        }
-    }
-
-    private func drain() async {
-        while true {
-            let batch = state.withLock { state in
-                defer { state.waiting.removeAll() }
-                if state.waiting.isEmpty { state.sending = false }
-                return state.waiting
-            }
-            guard !batch.isEmpty else { return }
-            do {
-                try await publish(batch.map(\.report))
-                for item in batch { item.continuation.resume() }
-            } catch {
-                for item in batch { item.continuation.resume(throwing: error) }
+            send(report) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
             }
         }
     }
 
-    private func publish(_ reports: [Report]) async throws {
-        let exchange = publisher.topology.resultsExchange
-        let key = Topology.resultsRoutingKey
+    /// Sends without waiting: `written` is called once the report is on the connection,
+    /// `settled` once the broker confirmed it (nil) or it could not be sent. Both are called on
+    /// the publishing thread and must not block.
+    func send(_ report: Report, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void) {
+        let batch = state.withLock { state -> [Item] in
+            state.waiting.append(Item(report: report, written: written, settled: settled))
+            guard state.inFlight < window else { return [] }
+            state.inFlight += 1
+            defer { state.waiting.removeAll() }
+            return state.waiting
+        }
+        if !batch.isEmpty { publish(batch) }
+    }
+
+    /// Publishes `batch` (this counts as one of the window's publishes), then whatever waits.
+    private func publish(_ batch: [Item]) {
+        let message: AMQPMessage
+        do {
+            message = try Self.message(for: batch.map(\.report), topology: publisher.topology)
+        } catch {
+            for item in batch { item.settled(error) }
+            return next()
+        }
+        publisher.publish(
+            [message],
+            written: { for item in batch { item.written?() } },
+            settled: { [self] error in
+                for item in batch { item.settled(error) }
+                next()
+            })
+    }
+
+    private func next() {
+        let batch = state.withLock { state -> [Item] in
+            guard !state.waiting.isEmpty else {
+                state.inFlight -= 1
+                return []
+            }
+            defer { state.waiting.removeAll() }
+            return state.waiting
+        }
+        if !batch.isEmpty { publish(batch) }
+    }
+
+    private static func message(for reports: [Report], topology: Topology) throws -> AMQPMessage {
+        let (exchange, key) = (topology.resultsExchange, Topology.resultsRoutingKey)
         if reports.count == 1 {
             switch reports[0] {
-            case .started(let body): return try await publisher.send(.started, body, exchange: exchange, routingKey: key)
-            case .heartbeat(let body): return try await publisher.send(.heartbeat, body, exchange: exchange, routingKey: key)
-            case .result(let body): return try await publisher.send(.result, body, exchange: exchange, routingKey: key)
+            case .started(let report): return try .wire(.started, report, exchange: exchange, routingKey: key)
+            case .redelivered(let report): return try .wire(.redelivered, report, exchange: exchange, routingKey: key)
+            case .heartbeat(let report): return try .wire(.heartbeat, report, exchange: exchange, routingKey: key)
+            case .result(let report): return try .wire(.result, report, exchange: exchange, routingKey: key)
             }
         }
-        var started: [ActivityStarted] = [], heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []
+        var started: [ActivityStarted] = [], redelivered: [ActivityRedelivered] = []
+        var heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []
         for report in reports {
             switch report {
-            case .started(let body): started.append(body)
-            case .heartbeat(let body): heartbeats.append(body)
-            case .result(let body): results.append(body)
+            case .started(let report): started.append(report)
+            case .redelivered(let report): redelivered.append(report)
+            case .heartbeat(let report): heartbeats.append(report)
+            case .result(let report): results.append(report)
             }
         }
-        try await publisher.send(
-            .reports, ReportBatch(started: started, heartbeats: heartbeats, results: results), exchange: exchange, routingKey: key)
+        let batch = ReportBatch(started: started, redelivered: redelivered, heartbeats: heartbeats, results: results)
+        return try .wire(.reports, batch, exchange: exchange, routingKey: key)
     }
 }

@@ -9,7 +9,7 @@ public enum WireType: String, Sendable, CaseIterable {
     // keel.q.<queue>
     case task
     // keel.results
-    case started, heartbeat, result, reports
+    case started, redelivered, heartbeat, result, reports
     // keel.dead
     case deadLetter = "dead-letter"
 }
@@ -128,14 +128,19 @@ public struct JobReply: Codable, Sendable {
 }
 
 /// Body of a `reports` message: several worker reports in one message. Applied in this order:
-/// starts, then heartbeats, then results.
+/// starts, then redeliveries, then heartbeats, then results.
 public struct ReportBatch: Codable, Sendable {
     public var started: [ActivityStarted]?
+    public var redelivered: [ActivityRedelivered]?
     public var heartbeats: [ActivityHeartbeat]?
     public var results: [ActivityResult]?
 
-    public init(started: [ActivityStarted] = [], heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []) {
+    public init(
+        started: [ActivityStarted] = [], redelivered: [ActivityRedelivered] = [], heartbeats: [ActivityHeartbeat] = [],
+        results: [ActivityResult] = []
+    ) {
         self.started = started.isEmpty ? nil : started
+        self.redelivered = redelivered.isEmpty ? nil : redelivered
         self.heartbeats = heartbeats.isEmpty ? nil : heartbeats
         self.results = results.isEmpty ? nil : results
     }

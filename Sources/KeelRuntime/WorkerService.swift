@@ -8,11 +8,14 @@ import Tracing
 
 /// A worker process's loop for one task queue.
 ///
-/// For each task it publishes `started` (confirmed), then acknowledges the task, so a long
-/// activity never holds an unacknowledged delivery into RabbitMQ's `consumer_timeout`; from then
-/// on the coordinator's heartbeat and start-to-close timeouts detect a worker that died. A
-/// worker that dies before `started` is confirmed leaves the delivery unacknowledged, and
-/// RabbitMQ gives it to another worker.
+/// For each task it publishes `started` and runs the activity as soon as that report is written
+/// to the connection (not yet confirmed: the confirm would cost every step a broker round trip).
+/// Once RabbitMQ confirms `started`, it acknowledges the task, so a long activity never holds an
+/// unacknowledged delivery into RabbitMQ's `consumer_timeout`; from then on the coordinator's
+/// heartbeat and start-to-close timeouts detect a worker that died. A worker that dies before
+/// that leaves the delivery unacknowledged, and RabbitMQ delivers it again, flagged
+/// `redelivered`: a worker never runs such a task but reports it, and the coordinator counts the
+/// lost attempt (or, if it never saw it start, sends the same attempt again).
 public final class WorkerService: Sendable {
     public struct Configuration: Sendable {
         public var url: AMQPURL
@@ -66,7 +69,8 @@ public final class WorkerService: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 while !self.isStopped { try? await Task.sleep(for: .milliseconds(50)) }
-                consumer.stop()
+                // Running activities still need their connection for acknowledgements.
+                consumer.stopDelivering()
             }
             // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
             if await consumer.consuming() {
@@ -91,14 +95,16 @@ public final class WorkerService: Sendable {
                     }
                 }
             }
-            // Consuming stopped (deliveries not taken go back to the queue): let in-flight
-            // activities finish within the grace period, then cancel what is left.
+            // No more tasks are taken: let in-flight activities finish within the grace period,
+            // then close the connection (deliveries not taken go back to the queue) and cancel
+            // what is left.
             let deadline = ContinuousClock.now + configuration.shutdownGrace
             let running = inFlight.count.withLock { $0 }
             if running > 0 { logger.info("stopping: waiting for \(running) running activit\(running == 1 ? "y" : "ies")") }
             while inFlight.count.withLock({ $0 }) > 0, ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
+            consumer.stop()
             group.cancelAll()
         }
         await publisher.closeOffPool()
@@ -128,19 +134,39 @@ public final class WorkerService: Sendable {
             await deadLetter(message, queueName, error.description, publisher, consumer, delivery)
             return
         }
-        do {
-            try await reports.send(.started(ActivityStarted(
+        if message.redelivered {
+            // An earlier delivery went unacknowledged: it may have run on a worker that died.
+            // The coordinator decides what happens to the attempt.
+            do {
+                try await reports.send(.redelivered(ActivityRedelivered(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
+                consumer.ack(delivery)
+                logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
+            } catch {
+                logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
+            }
+            return
+        }
+        let start = StartedReport()
+        // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
+        reports.send(
+            .started(ActivityStarted(
                 runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                time: Date())))
-        } catch {
-            // Not acknowledged: RabbitMQ redelivers the task.
+                time: Date())),
+            written: { start.wrote() },
+            settled: { error in
+                if error == nil { consumer.ack(delivery) }
+                start.settle(error)
+            })
+        guard await start.written() else {
+            // Never sent: not acknowledged either, so RabbitMQ delivers the task again.
+            let error = await start.confirmed().map { "\($0)" } ?? "unknown error"
             logger.error("could not report the start of \(task.attemptKey): \(error)")
             return
         }
-        guard await consumer.ackSent(delivery) else {
-            // The connection that delivered the task is gone: RabbitMQ delivers it again, and
-            // that delivery is the one to run.
-            logger.warning("could not acknowledge \(task.attemptKey) (connection lost); leaving it to its redelivery")
+        // The acknowledgement must be able to follow on the connection that delivered the task.
+        guard consumer.isCurrent(delivery) else {
+            logger.warning("the connection that delivered \(task.attemptKey) is gone; leaving the task to its redelivery")
             return
         }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
@@ -176,6 +202,11 @@ public final class WorkerService: Sendable {
         while true {
             do {
                 try await reports.send(.result(result))
+                // Done once the task's acknowledgement is queued: a stopping worker closes its
+                // connection only after that.
+                if let error = await start.confirmed() {
+                    logger.error("RabbitMQ did not confirm the start of \(task.attemptKey) (\(error)); the task was not acknowledged")
+                }
                 return
             } catch {
                 // The coordinator times the attempt out if this never gets through.

@@ -84,6 +84,11 @@ def main():
             channel.basic_reject(method.delivery_tag, requeue=False)  # dead-lettered by the queue
             print("rejected an undecodable task: %s" % error, flush=True)
             continue
+        if method.redelivered:
+            # An earlier delivery was not acknowledged and may have run: the coordinator decides.
+            report(channel, "redelivered", dict(key, worker=WORKER))
+            channel.basic_ack(method.delivery_tag)
+            continue
         report(channel, "started", dict(key, worker=WORKER, time=time.time()))
         channel.basic_ack(method.delivery_tag)
         activity = ACTIVITIES.get(task["activityType"])

@@ -1,0 +1,87 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Testing
+
+/// A task RabbitMQ delivers again (its first delivery was never acknowledged) is not run by the
+/// worker that gets it: the coordinator decides, from whether it saw the attempt start.
+/// A raw connection plays the worker that vanishes: it takes the task with `basic.get` and closes
+/// without acknowledging it.
+@Suite("Redelivered tasks", .tags(.integration), .timeLimit(.minutes(3)))
+struct RedeliveryTests {
+    /// A coordinator with no worker, and a one-step run of `workflowId` started on it.
+    private func deployment(running workflowId: String) async throws -> Deployment {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try await deployment.client.start(StartRequest(
+            workflowType: "bench-steps", workflowId: workflowId,
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0), field: "input")))
+        return deployment
+    }
+
+    /// Takes the first task of `default` without acknowledging it; the caller closes the
+    /// connection to hand it back.
+    private func takeTask(_ deployment: Deployment) async throws -> (AMQPConnection, ActivityTask) {
+        let taker = try AMQPConnection(url: deployment.url)
+        let queue = deployment.topology.queue(forTaskQueue: "default")
+        var taken: AMQPDelivery?
+        #expect(try await eventually(20) {
+            taken = try await offPool { try taker.get(queue: queue) }
+            return taken != nil
+        }, "the coordinator published the task")
+        let delivery = try #require(taken)
+        #expect(!delivery.redelivered)
+        return (taker, try Wire.decode(ActivityTask.self, from: delivery.body, what: "task"))
+    }
+
+    private func workerLog(_ deployment: Deployment) -> String {
+        (try? String(contentsOf: deployment.directory.appendingPathComponent("worker-0.log"), encoding: .utf8)) ?? ""
+    }
+
+    @Test func aTaskRedeliveredBeforeItsAttemptStartedGoesOutAgainAsTheSameAttempt() async throws {
+        let deployment = try await deployment(running: "never-started")
+        let (taker, task) = try await takeTask(deployment)
+        #expect(task.attempt == 1)
+        taker.close()  // unacknowledged: back to the queue, flagged redelivered
+        try deployment.startWorker(concurrency: 1)
+        let run = try await deployment.client.waitForResult(workflowId: "never-started", timeout: 30)
+        #expect(run.status == .completed)
+        #expect(deployment.executions.map(\.attempt) == [1], "ran once, as attempt 1")
+        let events = try deployment.store().events(runId: run.runId)
+        #expect(!events.contains { $0.kind == .activityFailed }, "nothing ran, so no attempt was lost")
+        #expect(events.filter { $0.kind == .activityStarted }.map(\.attempt) == [1])
+        #expect(workerLog(deployment).contains("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run"))
+    }
+
+    @Test func aTaskRedeliveredAfterItsAttemptStartedCountsAsAFailedAttempt() async throws {
+        let deployment = try await deployment(running: "started-then-vanished")
+        let (taker, task) = try await takeTask(deployment)
+        // The vanishing worker reports the start, as a worker does before it runs the activity.
+        let reporter = try AMQPConnection(url: deployment.url)
+        defer { reporter.close() }
+        try reporter.enableConfirms()
+        try reporter.publish(.wire(
+            .started,
+            ActivityStarted(runId: task.runId, activityId: task.activityId, attempt: 1, worker: "vanishing-worker", time: Date()),
+            exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey))
+        try reporter.waitForConfirms()
+        let store = try deployment.store()
+        #expect(try await eventually(20) {
+            try store.events(runId: task.runId).contains { $0.kind == .activityStarted }
+        }, "the coordinator recorded the start")
+        taker.close()
+        try deployment.startWorker(concurrency: 1)
+        let run = try await deployment.client.waitForResult(workflowId: "started-then-vanished", timeout: 30)
+        #expect(run.status == .completed)
+        #expect(deployment.executions.map(\.attempt) == [2], "the redelivered attempt 1 was not run again; attempt 2 was")
+        let events = try store.events(runId: run.runId)
+        let lost = try #require(events.first { $0.kind == .activityFailed })
+        #expect(lost.attempt == 1)
+        #expect(lost.failure?.type == "TaskRedelivered")
+        #expect(lost.failure?.retryState == .willRetry)
+        let starts = events.filter { $0.kind == .activityStarted }
+        #expect(starts.map(\.attempt) == [1, 2])
+        #expect(starts.first?.name == "vanishing-worker")
+        #expect(workerLog(deployment).contains("was delivered again"))
+    }
+}
