@@ -26,7 +26,7 @@ public final class AMQPConsumer: Sendable {
     private let prefetch: Int
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
-    private typealias Pending = (generation: Int, settlement: Settlement, sent: CheckedContinuation<Bool, Never>?)
+    private typealias Pending = (generation: Int, settlement: Settlement)
     private let state = Mutex((stopped: false, generation: 0, connected: false, pending: [Pending]()))
     private let maxBatch: Int
     /// Written when there is something to settle; the thread polls it with the socket.
@@ -129,11 +129,7 @@ public final class AMQPConsumer: Sendable {
 
     private func finish() {
         settleRegistration(false)
-        let unsent = state.withLock { state in
-            defer { state.pending.removeAll() }
-            return state.pending
-        }
-        for item in unsent { item.sent?.resume(returning: false) }
+        state.withLock { $0.pending.removeAll() }
         let waiter = buffer.withLock { buffer in
             buffer.finished = true
             defer { buffer.waiter = nil }
@@ -158,19 +154,6 @@ public final class AMQPConsumer: Sendable {
     /// Rejects without requeue: the queue's dead-letter exchange gets the message.
     public func reject(_ delivery: Delivery) { settle(delivery, .reject(delivery.message.deliveryTag)) }
 
-    /// Acknowledges and returns once the ack was written to the connection that delivered it
-    /// (false if that connection is gone: the broker redelivers). A worker runs an activity only
-    /// after this, so that dying right after starting it cannot leave the task to be delivered
-    /// again.
-    public func ackSent(_ delivery: Delivery) async -> Bool {
-        await withCheckedContinuation { continuation in
-            state.withLock { $0.pending.append((delivery.generation, .ack(delivery.message.deliveryTag), continuation)) }
-            wakeup.signal()
-        }
-    }
-
-
-
     /// Whether the connection that delivered `delivery` still stands, as far as this consumer
     /// knows: if not, the broker delivers it again and an ack would be dropped.
     public func isCurrent(_ delivery: Delivery) -> Bool {
@@ -178,7 +161,7 @@ public final class AMQPConsumer: Sendable {
     }
 
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
-        state.withLock { $0.pending.append((delivery.generation, settlement, nil)) }
+        state.withLock { $0.pending.append((delivery.generation, settlement)) }
         wakeup.signal()
     }
 
@@ -190,13 +173,13 @@ public final class AMQPConsumer: Sendable {
                 try declare(connection)
                 try connection.qos(prefetch: prefetch)
                 try connection.consume(queue: queue)
-                let (generation, dropped) = state.withLock { state in
+                // Settlements for the old connection are dropped: the broker delivers again.
+                let generation = state.withLock { state in
                     state.generation += 1
                     state.connected = true
-                    defer { state.pending.removeAll() }
-                    return (state.generation, state.pending)
+                    state.pending.removeAll()
+                    return state.generation
                 }
-                for item in dropped { item.sent?.resume(returning: false) }
                 settleRegistration(true)
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
@@ -205,22 +188,12 @@ public final class AMQPConsumer: Sendable {
                         defer { state.pending.removeAll() }
                         return state.pending
                     }
-                    for item in settlements {
-                        guard item.generation == generation else {
-                            item.sent?.resume(returning: false)
-                            continue
+                    for item in settlements where item.generation == generation {
+                        switch item.settlement {
+                        case .ack(let tag): try connection.ack(tag)
+                        case .ackThrough(let tag): try connection.ack(tag, multiple: true)
+                        case .reject(let tag): try connection.reject(tag)
                         }
-                        do {
-                            switch item.settlement {
-                            case .ack(let tag): try connection.ack(tag)
-                            case .ackThrough(let tag): try connection.ack(tag, multiple: true)
-                            case .reject(let tag): try connection.reject(tag)
-                            }
-                        } catch {
-                            item.sent?.resume(returning: false)
-                            throw error
-                        }
-                        item.sent?.resume(returning: true)
                     }
                     if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 0.05) }
                     guard let first = try connection.next(timeout: 0) else { continue }
@@ -235,16 +208,12 @@ public final class AMQPConsumer: Sendable {
                     defer { state.pending.removeAll() }
                     return state.pending
                 }
-                for item in remaining {
-                    var sent = false
-                    if item.generation == generation {
-                        switch item.settlement {
-                        case .ack(let tag): sent = (try? connection.ack(tag)) != nil
-                        case .ackThrough(let tag): sent = (try? connection.ack(tag, multiple: true)) != nil
-                        case .reject: break
-                        }
+                for item in remaining where item.generation == generation {
+                    switch item.settlement {
+                    case .ack(let tag): try? connection.ack(tag)
+                    case .ackThrough(let tag): try? connection.ack(tag, multiple: true)
+                    case .reject: break
                     }
-                    item.sent?.resume(returning: sent)
                 }
                 connection.close()
             } catch {
