@@ -65,7 +65,7 @@ public struct ConsoleBackend: Sendable {
         return RunDetail(
             run: record, runIds: try store.runIds(workflowId: workflowId), events: events, attempts: AttemptTimeline.spans(events),
             activities: try store.activities(runId: record.runId),
-            stalledReason: try store.stalledRuns().first { $0.runId == record.runId }?.reason,
+            stalledReason: try store.stalledRun(runId: record.runId)?.reason,
             traceId: TraceIdentity.traceId(runId: record.runId))
     }
 

@@ -280,9 +280,11 @@ public protocol HistoryStore: Sendable {
     func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord]
     /// The earliest timer of a running run, with the same rule as `dueTimers`.
     func nextTimerDeadline() throws -> Date?
-    func outbox() throws -> [ActivityTask]
-    /// Dead-letter entries committed but not yet published.
-    func deadLetterOutbox() throws -> [DeadLetterEntry]
+    /// Tasks committed but not yet published, oldest first, except those whose attempt key is
+    /// in `skipping` (left undecoded).
+    func outbox(skipping: Set<String>) throws -> [ActivityTask]
+    /// Dead-letter entries committed but not yet published, except those whose id is in `skipping`.
+    func deadLetterOutbox(skipping: Set<String>) throws -> [DeadLetterEntry]
     /// The last recorded state of every provider's circuit breaker.
     func circuitBreakers() throws -> [CircuitBreakerSnapshot]
     /// Replaces the list of stalled runs (the coordinator's last check).

@@ -464,12 +464,13 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
-    public func outbox() throws -> [ActivityTask] {
+    public func outbox(skipping: Set<String> = []) throws -> [ActivityTask] {
         try wrap("read outbox") {
             try pool.read { db in
                 let decoder = JSONDecoder()
-                return try Data.fetchAll(db, sql: "SELECT task FROM outbox ORDER BY created_at")
-                    .map { try decoder.decode(ActivityTask.self, from: $0) }
+                return try Row.fetchAll(db, sql: "SELECT attempt_key, task FROM outbox ORDER BY created_at")
+                    .filter { !skipping.contains($0[0]) }
+                    .map { try decoder.decode(ActivityTask.self, from: $0[1]) }
             }
         }
     }
@@ -499,6 +500,16 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
+    /// The run's entry in the coordinator's last stall check, if it was stalled.
+    public func stalledRun(runId: String) throws -> StalledRun? {
+        try wrap("read stalled runs") {
+            try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT record FROM stalled_runs WHERE run_id = ?", arguments: [runId])
+                    .map { try JSONDecoder().decode(StalledRun.self, from: $0) }
+            }
+        }
+    }
+
     public func circuitBreakers() throws -> [CircuitBreakerSnapshot] {
         try wrap("read circuit breakers") {
             try pool.read { db in
@@ -509,12 +520,13 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
-    public func deadLetterOutbox() throws -> [DeadLetterEntry] {
+    public func deadLetterOutbox(skipping: Set<String> = []) throws -> [DeadLetterEntry] {
         try wrap("read dead-letter outbox") {
             try pool.read { db in
                 let decoder = JSONDecoder()
-                return try Data.fetchAll(db, sql: "SELECT entry FROM dead_letter_outbox ORDER BY created_at")
-                    .map { try decoder.decode(DeadLetterEntry.self, from: $0) }
+                return try Row.fetchAll(db, sql: "SELECT id, entry FROM dead_letter_outbox ORDER BY created_at")
+                    .filter { !skipping.contains($0[0]) }
+                    .map { try decoder.decode(DeadLetterEntry.self, from: $0[1]) }
             }
         }
     }

@@ -155,8 +155,8 @@ public actor Coordinator {
     public func flushOutbox() async throws -> Int {
         let skip = publishing
         var stale = StoreBatch()
-        let tasks = try store.outbox().filter { task in
-            guard !skip.contains(task.attemptKey) else { return false }
+        // Those being published now are left alone (and not even decoded).
+        let tasks = try store.outbox(skipping: skip).filter { task in
             // Only an attempt still waiting for a worker needs its task; one that started (or a
             // closed run) was delivered already, and sending it again would run it twice.
             guard let activity = runs[task.runId]?.activities[task.activityId], activity.attempt == task.attempt,
@@ -167,7 +167,7 @@ public actor Coordinator {
             }
             return true
         }
-        let deadLetters = try store.deadLetterOutbox().filter { !skip.contains($0.id) }
+        let deadLetters = try store.deadLetterOutbox(skipping: skip)
         try store.commit(stale)
         guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
         let outgoing = Outgoing(tasks: tasks, deadLetters: deadLetters)

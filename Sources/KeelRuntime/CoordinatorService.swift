@@ -71,7 +71,7 @@ public final class CoordinatorService: Sendable {
         defer { Task { await monitor.stop() } }
         let coordinator = Coordinator(
             store: store, workflows: workflows,
-            publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.dispatched),
+            publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.countDispatched),
             configuration: configuration.coordinator, logger: logger)
         do {
             try await coordinator.recover()

@@ -36,7 +36,7 @@ public final class QueueMonitor: Sendable {
     private let logger: Logger
     private let known: Mutex<Set<String>>
     /// Tasks published per task queue since start.
-    private let dispatched = Mutex([String: Int]())
+    private let dispatchCounts = Mutex([String: Int]())
     private let samples = Mutex([String: QueueSample]())
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -51,9 +51,9 @@ public final class QueueMonitor: Sendable {
     }
 
     /// Counts tasks published to each task queue, and watches queues a workflow named.
-    func dispatched(_ counts: [String: Int]) {
+    func countDispatched(_ counts: [String: Int]) {
         known.withLock { $0.formUnion(counts.keys) }
-        dispatched.withLock { dispatched in dispatched.merge(counts, uniquingKeysWith: +) }
+        dispatchCounts.withLock { $0.merge(counts, uniquingKeysWith: +) }
         for (taskQueue, count) in counts {
             Counter(label: "keel_tasks_dispatched_total", dimensions: [("task_queue", taskQueue)]).increment(by: Int64(count))
         }
@@ -92,7 +92,7 @@ public final class QueueMonitor: Sendable {
                         }
                         Gauge(label: "keel_queue_stalled", dimensions: [("task_queue", taskQueue)]).record(flagged.contains(taskQueue) ? 1 : 0)
                         let now = Date()
-                        let count = dispatched.withLock { $0[taskQueue] ?? 0 }
+                        let count = dispatchCounts.withLock { $0[taskQueue] ?? 0 }
                         let rate = previous[taskQueue].map { Double(count - $0.count) / max(now.timeIntervalSince($0.at), 0.001) } ?? 0
                         previous[taskQueue] = (count, now)
                         let sample = QueueSample(

@@ -47,8 +47,10 @@ public final class FaultInjectingStore: HistoryStore {
     public func activities(runId: String) throws -> [ActivityRecord] { try base.activities(runId: runId) }
     public func dueTimers(at time: Date, limit: Int) throws -> [TimerRecord] { try base.dueTimers(at: time, limit: limit) }
     public func nextTimerDeadline() throws -> Date? { try base.nextTimerDeadline() }
-    public func outbox() throws -> [ActivityTask] { try base.outbox() }
-    public func deadLetterOutbox() throws -> [DeadLetterEntry] { try base.deadLetterOutbox() }
+    public func outbox(skipping: Set<String>) throws -> [ActivityTask] { try base.outbox(skipping: skipping) }
+    public func deadLetterOutbox(skipping: Set<String>) throws -> [DeadLetterEntry] {
+        try base.deadLetterOutbox(skipping: skipping)
+    }
     public func circuitBreakers() throws -> [CircuitBreakerSnapshot] { try base.circuitBreakers() }
     public func replaceStalledRuns(_ runs: [StalledRun]) throws { try base.replaceStalledRuns(runs) }
     public func stalledRuns() throws -> [StalledRun] { try base.stalledRuns() }

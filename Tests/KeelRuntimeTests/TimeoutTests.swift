@@ -238,5 +238,10 @@ struct OverdueTimerTests {
         let again = try await engine.coordinator.checkStalls(threshold: 300)
         #expect(again.all.count == 1 && again.new.isEmpty)
         #expect(try engine.store.stalledRuns().map(\.workflowId) == ["hung"])
+        // …and the console's run page finds it by run id.
+        let files = try SQLiteHistoryStore(path: engine.databasePath)
+        let runId = try #require(all.first?.runId)
+        #expect(try files.stalledRun(runId: runId)?.reason == all.first?.reason)
+        #expect(try files.stalledRun(runId: "no-such-run") == nil)
     }
 }
