@@ -101,7 +101,11 @@ struct ProcessFaultTests {
         let entry = try #require(items.first?.entry)
         #expect(entry.workflowId == "poison")
         #expect(entry.attempts.map(\.attempt) == [1, 2, 3])
-        #expect(entry.attempts.allSatisfy { $0.failure.timeoutKind == .heartbeat })
+        // A worker killed after acknowledging its task is found out by the heartbeat timeout; one
+        // killed before (the ack follows the `started` confirm by a fraction of a millisecond)
+        // leaves the task to be redelivered, and the next worker reports it instead of running it.
+        #expect(entry.attempts.allSatisfy { $0.failure.timeoutKind == .heartbeat || $0.failure.type == "TaskRedelivered" },
+                "\(entry.attempts.map(\.failure))")
         #expect(entry.failure.retryState == .maximumAttemptsReached)
         #expect(Set(entry.attempts.compactMap(\.worker)).count == 3, "each attempt died on its own worker")
         // Nothing is redelivered: a healthy worker gets no fourth execution.
