@@ -21,6 +21,10 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     /// The trace context of the run's span (W3C `traceparent` with OpenTelemetry), also sent as
     /// AMQP headers: the worker's span for this attempt continues it.
     public var trace: [String: String]?
+    /// Set on a copy the coordinator published again from its outbox (after a restart, or a
+    /// publish that failed): the first copy may be queued or running too. A worker claims such a
+    /// task (``ActivityClaim``) before it runs it.
+    public var republished: Bool?
 
     public init(
         workflowId: String, runId: String, workflowType: String, activityId: Int64,
@@ -70,11 +74,8 @@ public struct ActivityStarted: Codable, Sendable, Hashable {
     }
 }
 
-/// A worker's report that RabbitMQ delivered it a task again (the AMQP `redelivered` flag): an
-/// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
-/// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
-/// counts as failed and is retried under its policy, one it did not goes out again unchanged.
-public struct ActivityRedelivered: Codable, Sendable, Hashable {
+/// A worker naming one attempt of an activity: the body of the `claim` and `redelivered` reports.
+public struct WorkerAttempt: Codable, Sendable, Hashable {
     public var runId: String
     public var activityId: Int64
     public var attempt: Int
@@ -87,6 +88,17 @@ public struct ActivityRedelivered: Codable, Sendable, Hashable {
         self.worker = worker
     }
 }
+
+/// A worker's request to run a republished task (``ActivityTask/republished``), answered over
+/// direct reply-to: granted (and recorded as the attempt's start) only if no other worker has
+/// started the attempt, so the two copies of a republished task do not both run.
+public typealias ActivityClaim = WorkerAttempt
+
+/// A worker's report that RabbitMQ delivered it a task again (the AMQP `redelivered` flag): an
+/// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
+/// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
+/// counts as failed and is retried under its policy, one it did not goes out again unchanged.
+public typealias ActivityRedelivered = WorkerAttempt
 
 /// A running attempt's heartbeat.
 public struct ActivityHeartbeat: Codable, Sendable, Hashable {

@@ -156,7 +156,7 @@ public actor Coordinator {
         let skip = publishing
         var stale = StoreBatch()
         // Those being published now are left alone (and not even decoded).
-        let tasks = try store.outbox(skipping: skip).filter { task in
+        var tasks = try store.outbox(skipping: skip).filter { task in
             // Only an attempt still waiting for a worker needs its task; one that started (or a
             // closed run) was delivered already, and sending it again would run it twice.
             guard let activity = runs[task.runId]?.activities[task.activityId], activity.attempt == task.attempt,
@@ -167,6 +167,9 @@ public actor Coordinator {
             }
             return true
         }
+        // The first copy of each may have gone out before the crash (or the failed publish):
+        // workers claim these before running them.
+        for index in tasks.indices { tasks[index].republished = true }
         let deadLetters = try store.deadLetterOutbox(skipping: skip)
         try store.commit(stale)
         guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
@@ -382,6 +385,8 @@ public actor Coordinator {
     public enum WorkerReport: Sendable {
         case started(ActivityStarted)
         case redelivered(ActivityRedelivered)
+        /// Answered with whether it was granted (the `Bool` ``commit(_:)`` returns for it).
+        case claim(ActivityClaim)
         case heartbeat(ActivityHeartbeat)
         case result(ActivityResult)
     }
@@ -402,6 +407,7 @@ public actor Coordinator {
             switch report {
             case .started(let message): applied.append(started(message, &work))
             case .redelivered(let message): applied.append(redelivered(message, &work))
+            case .claim(let message): applied.append(claim(message, &work))
             case .heartbeat(let message): applied.append(heartbeat(message, &work))
             case .result(let message): applied.append(result(message, &work))
             }
@@ -412,10 +418,11 @@ public actor Coordinator {
     /// Like ``apply(_:)``, but returns once the reports are committed: the caller may acknowledge
     /// them, and publishes the outcome with ``publish(_:)`` (meanwhile the next batch can be
     /// applied: the coordinator keeps committing while confirms are on their way).
-    public func commit(_ reports: [WorkerReport]) throws -> Outgoing {
+    /// Also returns, per report, whether it changed anything (for a claim: whether it was granted).
+    public func commit(_ reports: [WorkerReport]) throws -> (outgoing: Outgoing, applied: [Bool]) {
         var work = Work(now: clock.now())
-        _ = apply(reports, &work)
-        return try commit(&work)
+        let applied = apply(reports, &work)
+        return (try commit(&work), applied)
     }
 
     /// A worker began an attempt.
@@ -464,6 +471,25 @@ public actor Coordinator {
                     + "died or lost its connection to RabbitMQ before acknowledging its task")
             attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
             return true
+        default:
+            return false
+        }
+    }
+
+    /// A worker asks to run a republished copy of an attempt's task. Granted, and recorded as the
+    /// attempt's start, while the attempt waits for a worker; granted again to the worker that
+    /// already holds it (its first answer may have been lost); refused once another worker
+    /// started it: that worker runs the other copy.
+    private func claim(_ message: ActivityClaim, _ work: inout Work) -> Bool {
+        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
+            activity.attempt == message.attempt
+        else { return false }
+        switch activity.state {
+        case .scheduled:
+            markStarted(&activity, worker: message.worker, in: run, &work)
+            return true
+        case .started:
+            return activity.startedBy == message.worker
         default:
             return false
         }
@@ -833,6 +859,7 @@ public actor Coordinator {
         activity.state = .scheduled
         activity.attemptScheduledAt = work.now
         activity.startedAt = nil
+        activity.startedBy = nil
         let options = activity.options
         work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
@@ -863,6 +890,7 @@ public actor Coordinator {
         metrics.attemptStarted(activity, now: work.now)
         activity.state = .started
         activity.startedAt = work.now
+        activity.startedBy = worker
         let seq = activity.activityId
         deleteTimers([.scheduleToStart], of: activity, in: run, &work)
         if let timeout = activity.options.startToCloseTimeout {
@@ -906,6 +934,7 @@ public actor Coordinator {
             let providers = ProviderOutcome.reported(in: failure.details).map(\.provider)
             activity.lastProviders = providers.isEmpty ? nil : providers
             activity.startedAt = nil
+            activity.startedBy = nil
             deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
@@ -975,6 +1004,7 @@ public actor Coordinator {
         deleteTimers([.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose], of: activity, in: run, &work)
         activity.state = .parked
         activity.startedAt = nil
+        activity.startedBy = nil
         activity.parkedFailure = failure
         save(activity, in: run, &work)
         logger.warning(

@@ -242,6 +242,8 @@ public final class CoordinatorService: Sendable {
         let publishing = BoundedTasks(limit: 8)
         while let batch = await consumer.nextBatch() {
             var reports: [Coordinator.WorkerReport] = []
+            // Claims are answered once committed: their message and their place in `reports`.
+            var claims: [(message: AMQPDelivery, index: Int)] = []
             for delivery in batch {
                 let message = delivery.message
                 do {
@@ -251,6 +253,11 @@ public final class CoordinatorService: Sendable {
                     case .redelivered:
                         reports.append(.redelivered(
                             try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report")))
+                    case .claim:
+                        let claim = try Wire.decode(ActivityClaim.self, from: message.body, what: "claim")
+                        guard message.replyTo != nil else { throw WireError(message: "a claim needs reply_to") }
+                        claims.append((message, reports.count))
+                        reports.append(.claim(claim))
                     case .heartbeat:
                         reports.append(.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat")))
                     case .result:
@@ -260,7 +267,7 @@ public final class CoordinatorService: Sendable {
                         reports += (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
                             + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
                     default:
-                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, heartbeat, result or reports")
+                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports")
                     }
                 } catch let error as WireError {
                     logger.warning("report rejected: \(error)")
@@ -268,8 +275,12 @@ public final class CoordinatorService: Sendable {
                 }
             }
             // Committed: acknowledge, and publish the next tasks while the next batch is applied.
-            let outgoing = try await coordinator.commit(reports)
+            let (outgoing, applied) = try await coordinator.commit(reports)
             consumer.ackInOrder(batch)
+            for claim in claims {
+                // Lost with a broken connection, the worker asks again.
+                try? await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), publisher)
+            }
             if batch.count < 8 {
                 await coordinator.publish(outgoing)  // no backlog: the shortest path for latency
             } else {

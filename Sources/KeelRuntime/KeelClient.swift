@@ -106,11 +106,23 @@ public final class KeelClient: Sendable {
         }
     }
 
+    /// Asks the coordinator whether this worker may run a republished task
+    /// (``ActivityTask/republished``): true once the claim is recorded as the attempt's start,
+    /// false when another worker started it. Claims travel with the worker reports, so the
+    /// coordinator sees them after any `started` sent before them.
+    public func claim(_ claim: ActivityClaim, timeout: Double = 30) async throws -> Bool {
+        try await request(
+            .claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey, timeout: timeout
+        ).ok
+    }
+
     private func request<Body: Encodable & Sendable>(
-        _ type: WireType, _ job: Body, persistent: Bool = false, messageId: String? = nil, timeout: Double
+        _ type: WireType, _ job: Body, exchange: String? = nil, routingKey: String = Topology.jobsRoutingKey,
+        persistent: Bool = false, messageId: String? = nil, timeout: Double
     ) async throws -> JobReply {
         let url = self.url
         let topology = self.topology
+        let exchange = exchange ?? topology.jobsExchange
         let mustDeclare = !declared.withLock { $0 }
         let reply: JobReply = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
@@ -123,7 +135,7 @@ public final class KeelClient: Sendable {
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     let correlation = UUID().uuidString
                     try connection.publish(AMQPMessage(
-                        exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(job),
+                        exchange: exchange, routingKey: routingKey, body: try Wire.encode(job),
                         type: type.rawValue, messageId: messageId, replyTo: Topology.replyTo, correlationId: correlation,
                         headers: ["keel-type": type.rawValue, "keel-version": wireVersion], persistent: persistent))
                     let deadline = Date().addingTimeInterval(timeout)

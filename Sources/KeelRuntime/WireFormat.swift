@@ -9,7 +9,7 @@ public enum WireType: String, Sendable, CaseIterable {
     // keel.q.<queue>
     case task
     // keel.results
-    case started, redelivered, heartbeat, result, reports
+    case started, redelivered, claim, heartbeat, result, reports
     // keel.dead
     case deadLetter = "dead-letter"
 }

@@ -42,12 +42,15 @@ public final class WorkerService: Sendable {
     let configuration: Configuration
     let runner: ActivityRunner
     let logger: Logger
+    /// Asks the coordinator before running a republished task.
+    private let claims: KeelClient
     private let stopped = Mutex(false)
 
     public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
         self.configuration = configuration
         self.runner = ActivityRunner(activities: activities, identity: configuration.identity)
         self.logger = logger
+        claims = KeelClient(url: configuration.url, topology: configuration.topology)
     }
 
     public func stop() { stopped.withLock { $0 = true } }
@@ -108,6 +111,7 @@ public final class WorkerService: Sendable {
             group.cancelAll()
         }
         await publisher.closeOffPool()
+        claims.close()
         logger.info("worker \(configuration.identity) stopped")
     }
 
@@ -146,6 +150,17 @@ public final class WorkerService: Sendable {
                 logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
             }
             return
+        }
+        if task.republished == true {
+            switch await claim(task) {
+            case .granted?: break
+            case .refused?:
+                consumer.ack(delivery)
+                logger.info("task \(task.attemptKey) is a republished copy of an attempt another worker started; dropped")
+                return
+            case nil:
+                return  // stopping before an answer: not acknowledged, so RabbitMQ delivers it again
+            }
         }
         let start = StartedReport()
         // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
@@ -218,6 +233,24 @@ public final class WorkerService: Sendable {
         }
     }
 
+
+    private enum ClaimAnswer { case granted, refused }
+
+    /// Claims a republished task from the coordinator, asking until it answers (nil: the worker
+    /// stopped first).
+    private func claim(_ task: ActivityTask) async -> ClaimAnswer? {
+        let claim = ActivityClaim(
+            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)
+        while !isStopped {
+            do {
+                return try await claims.claim(claim) ? .granted : .refused
+            } catch {
+                logger.warning("claiming the republished task \(task.attemptKey): \(error); asking again")
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        return nil
+    }
 
     private func deadLetter(
         _ message: AMQPDelivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher,

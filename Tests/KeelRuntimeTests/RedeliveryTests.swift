@@ -6,8 +6,9 @@ import Testing
 /// A task RabbitMQ delivers again (its first delivery was never acknowledged) is not run by the
 /// worker that gets it: the coordinator decides, from whether it saw the attempt start.
 /// A raw connection plays the worker that vanishes: it takes the task with `basic.get` and closes
-/// without acknowledging it.
-@Suite("Redelivered tasks", .tags(.integration), .timeLimit(.minutes(3)))
+/// without acknowledging it. A task the coordinator publishes again from its outbox is claimed
+/// before it runs, so its two copies do not both run.
+@Suite("Redelivered and republished tasks", .tags(.integration), .timeLimit(.minutes(3)))
 struct RedeliveryTests {
     /// A coordinator with no worker, and a one-step run of `workflowId` started on it.
     private func deployment(running workflowId: String) async throws -> Deployment {
@@ -83,5 +84,35 @@ struct RedeliveryTests {
         #expect(starts.map(\.attempt) == [1, 2])
         #expect(starts.first?.name == "vanishing-worker")
         #expect(workerLog(deployment).contains("was delivered again"))
+    }
+
+    @Test func aTaskRepublishedAfterACoordinatorRestartRunsOnceThoughBothCopiesAreQueued() async throws {
+        let deployment = try await deployment(running: "republished")
+        let queue = deployment.topology.queue(forTaskQueue: "default")
+        let inspector = try AMQPConnection(url: deployment.url)
+        defer { inspector.close() }
+        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 1 }, "the first copy is queued")
+        let first = try #require(deployment.coordinator)
+        try await offPool { first.terminate() }
+        // As after a crash between the task's publish and the deletion of its outbox row.
+        let store = try deployment.store()
+        let run = try #require(try store.latestRun(workflowId: "republished"))
+        let activity = try #require(try store.activities(runId: run.runId).first)
+        var batch = StoreBatch()
+        batch.outbox = [ActivityTask(
+            workflowId: run.workflowId, runId: run.runId, workflowType: run.workflowType, activityId: activity.activityId,
+            activityType: activity.activityType, attempt: activity.attempt, input: activity.input, taskQueue: "default",
+            scheduledAt: activity.scheduledAt, attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: nil,
+            scheduleToCloseTimeout: nil, heartbeatTimeout: nil, heartbeatDetails: nil)]
+        try store.commit(batch)
+        try deployment.startCoordinator()
+        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 }, "the restarted coordinator republished it")
+        try deployment.startWorker(concurrency: 1)
+        let result = try await deployment.client.waitForResult(workflowId: "republished", timeout: 30)
+        #expect(result.status == .completed)
+        #expect(await eventually(10) {
+            workerLog(deployment).contains("task \(activity.runId)/\(activity.activityId)/1 is a republished copy of an attempt another worker started; dropped")
+        }, "\(workerLog(deployment))")
+        #expect(deployment.executions.count == 1, "the first copy ran, the republished one did not")
     }
 }

@@ -1,0 +1,51 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Testing
+
+/// A task the coordinator publishes again from its outbox is marked `republished`; a worker
+/// claims it before running it, and only one worker's claim on an attempt is granted.
+@Suite("Claims of republished tasks")
+struct ClaimTests {
+    private func claim(_ task: ActivityTask, by worker: String) -> Coordinator.WorkerReport {
+        .claim(ActivityClaim(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: worker))
+    }
+
+    /// A started one-activity run whose task was taken off the queue, then found in the outbox
+    /// again (as after a crash between its publish and the deletion of its outbox row) and
+    /// republished.
+    private func republished() async throws -> (Engine, original: ActivityTask, copy: ActivityTask) {
+        let engine = try TimeoutTests.engine()
+        try await TimeoutTests.start(engine, ActivityOptions(startToCloseTimeout: .seconds(30)), id: "claimed")
+        let original = try #require(engine.broker.take())
+        #expect(original.republished == nil)
+        var batch = StoreBatch()
+        batch.outbox = [original]
+        try engine.store.commit(batch)
+        #expect(try await engine.coordinator.flushOutbox() == 1)
+        let copy = try #require(engine.broker.take())
+        return (engine, original, copy)
+    }
+
+    @Test func aRepublishedTaskIsMarkedAndOnlyTheFirstClaimIsGranted() async throws {
+        let (engine, original, copy) = try await republished()
+        #expect(copy.republished == true)
+        #expect(copy.attemptKey == original.attemptKey)
+        #expect(try await engine.coordinator.commit([claim(copy, by: "b")]).applied == [true])
+        #expect(try await engine.coordinator.commit([claim(copy, by: "c")]).applied == [false])
+        #expect(try await engine.coordinator.commit([claim(copy, by: "b")]).applied == [true], "asked again after a lost answer")
+        let starts = try engine.store.events(runId: original.runId).filter { $0.kind == .activityStarted }
+        #expect(starts.map(\.name) == ["b"], "the granted claim is the attempt's start")
+    }
+
+    @Test func aClaimAfterTheOriginalStartedIsRefused() async throws {
+        let (engine, original, copy) = try await republished()
+        try await engine.coordinator.activityStarted(ActivityStarted(
+            runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", time: Date()))
+        #expect(try await engine.coordinator.commit([claim(copy, by: "b")]).applied == [false])
+        // The original's result completes the activity; a claim for the ended attempt is refused too.
+        try await engine.coordinator.activityResult(ActivityResult(
+            runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", outcome: .completed(try Payload(encoding: "done", field: "result"))))
+        #expect(try await engine.coordinator.commit([claim(copy, by: "c")]).applied == [false])
+    }
+}
