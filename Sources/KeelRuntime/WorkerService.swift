@@ -145,6 +145,7 @@ public final class WorkerService: Sendable {
                 try await reports.send(.redelivered(ActivityRedelivered(
                     runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
                 consumer.ack(delivery)
+                notRun(task, reason: "redelivered")
                 logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
             } catch {
                 logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
@@ -156,6 +157,7 @@ public final class WorkerService: Sendable {
             case .granted?: break
             case .refused?:
                 consumer.ack(delivery)
+                notRun(task, reason: "claimed_elsewhere")
                 logger.info("task \(task.attemptKey) is a republished copy of an attempt another worker started; dropped")
                 return
             case nil:
@@ -233,6 +235,12 @@ public final class WorkerService: Sendable {
         }
     }
 
+
+    /// Counts a task this worker took off its queue and deliberately did not run.
+    private func notRun(_ task: ActivityTask, reason: String) {
+        Counter(label: "keel_worker_tasks_not_run_total", dimensions: [("task_queue", task.taskQueue), ("reason", reason)])
+            .increment()
+    }
 
     private enum ClaimAnswer { case granted, refused }
 

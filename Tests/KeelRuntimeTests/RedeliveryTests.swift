@@ -44,7 +44,8 @@ struct RedeliveryTests {
         let (taker, task) = try await takeTask(deployment)
         #expect(task.attempt == 1)
         taker.close()  // unacknowledged: back to the queue, flagged redelivered
-        try deployment.startWorker(concurrency: 1)
+        let metricsPort = freeLocalPort()
+        try deployment.startWorker(concurrency: 1, ["--metrics-port", metricsPort])
         let run = try await deployment.client.waitForResult(workflowId: "never-started", timeout: 30)
         #expect(run.status == .completed)
         #expect(deployment.executions.map(\.attempt) == [1], "ran once, as attempt 1")
@@ -52,6 +53,8 @@ struct RedeliveryTests {
         #expect(!events.contains { $0.kind == .activityFailed }, "nothing ran, so no attempt was lost")
         #expect(events.filter { $0.kind == .activityStarted }.map(\.attempt) == [1])
         #expect(workerLog(deployment).contains("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run"))
+        let metrics = try await MetricsTests.scrape(metricsPort)
+        #expect(MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="redelivered"}"#) == 1)
     }
 
     @Test func aTaskRedeliveredAfterItsAttemptStartedCountsAsAFailedAttempt() async throws {
@@ -107,12 +110,15 @@ struct RedeliveryTests {
         try store.commit(batch)
         try deployment.startCoordinator()
         #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 }, "the restarted coordinator republished it")
-        try deployment.startWorker(concurrency: 1)
+        let metricsPort = freeLocalPort()
+        try deployment.startWorker(concurrency: 1, ["--metrics-port", metricsPort])
         let result = try await deployment.client.waitForResult(workflowId: "republished", timeout: 30)
         #expect(result.status == .completed)
         #expect(await eventually(10) {
             workerLog(deployment).contains("task \(activity.runId)/\(activity.activityId)/1 is a republished copy of an attempt another worker started; dropped")
         }, "\(workerLog(deployment))")
         #expect(deployment.executions.count == 1, "the first copy ran, the republished one did not")
+        let metrics = try await MetricsTests.scrape(metricsPort)
+        #expect(MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="claimed_elsewhere"}"#) == 1)
     }
 }
