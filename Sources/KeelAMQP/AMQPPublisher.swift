@@ -105,10 +105,13 @@ public final class AMQPPublisher: @unchecked Sendable {
                 return (waiting.requests, waiting.closed)
             }
             if closed && arrived.isEmpty && inFlight.isEmpty { break }
-            var pending = arrived
+            // Not yet written. A request leaves it once written (for `inFlight`), so that a failure
+            // half-way retries each request once: one in both lists used to be retried and
+            // settled, so its caller was resumed twice (a crash) when it was confirmed later.
+            var pending = arrived[...]
             do {
                 let connection = try connected()
-                for request in pending {
+                while let request = pending.first {
                     for name in request.taskQueues where !declaredTaskQueues.contains(name) {
                         try topology.declareTaskQueue(name, on: connection)
                         declaredTaskQueues.insert(name)
@@ -120,8 +123,8 @@ public final class AMQPPublisher: @unchecked Sendable {
                     request.written?()
                     request.written = nil
                     inFlight.append(request)
+                    pending = pending.dropFirst()
                 }
-                pending.removeAll()
                 if inFlight.isEmpty {
                     wakeup.sleep(socket: nil, timeout: 1)
                     continue

@@ -74,8 +74,32 @@ public struct ActivityStarted: Codable, Sendable, Hashable {
     }
 }
 
-/// A worker naming one attempt of an activity: the body of the `claim` and `redelivered` reports.
-public struct WorkerAttempt: Codable, Sendable, Hashable {
+/// A worker's request to run a republished task (``ActivityTask/republished``), answered over
+/// direct reply-to: granted (and recorded as the attempt's start) only while no copy of the
+/// attempt has started, so the two copies of a republished task do not both run.
+public struct ActivityClaim: Codable, Sendable, Hashable {
+    public var runId: String
+    public var activityId: Int64
+    public var attempt: Int
+    public var worker: String
+    /// The same on every retry of one claim: a claim granted before (its answer lost) is
+    /// granted again, while the worker that ran the other copy is refused.
+    public var claimId: String
+
+    public init(runId: String, activityId: Int64, attempt: Int, worker: String, claimId: String) {
+        self.runId = runId
+        self.activityId = activityId
+        self.attempt = attempt
+        self.worker = worker
+        self.claimId = claimId
+    }
+}
+
+/// A worker's report that RabbitMQ delivered it a task again (the AMQP `redelivered` flag): an
+/// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
+/// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
+/// counts as failed and is retried under its policy, one it did not goes out again unchanged.
+public struct ActivityRedelivered: Codable, Sendable, Hashable {
     public var runId: String
     public var activityId: Int64
     public var attempt: Int
@@ -88,17 +112,6 @@ public struct WorkerAttempt: Codable, Sendable, Hashable {
         self.worker = worker
     }
 }
-
-/// A worker's request to run a republished task (``ActivityTask/republished``), answered over
-/// direct reply-to: granted (and recorded as the attempt's start) only if no other worker has
-/// started the attempt, so the two copies of a republished task do not both run.
-public typealias ActivityClaim = WorkerAttempt
-
-/// A worker's report that RabbitMQ delivered it a task again (the AMQP `redelivered` flag): an
-/// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
-/// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
-/// counts as failed and is retried under its policy, one it did not goes out again unchanged.
-public typealias ActivityRedelivered = WorkerAttempt
 
 /// A running attempt's heartbeat.
 public struct ActivityHeartbeat: Codable, Sendable, Hashable {

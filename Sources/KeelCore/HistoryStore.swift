@@ -120,8 +120,8 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     public var scheduledAt: Date
     public var attemptScheduledAt: Date
     public var startedAt: Date?
-    /// The worker that started the current attempt.
-    public var startedBy: String?
+    /// The claim (``ActivityClaim/claimId``) that started the current attempt, if one did.
+    public var startedByClaim: String?
     public var heartbeatDetails: Payload?
     /// Attempts used before the last redrive from the dead-letter queue; the retry policy
     /// counts only the attempts after it.

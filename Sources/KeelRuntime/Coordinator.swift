@@ -477,19 +477,20 @@ public actor Coordinator {
     }
 
     /// A worker asks to run a republished copy of an attempt's task. Granted, and recorded as the
-    /// attempt's start, while the attempt waits for a worker; granted again to the worker that
-    /// already holds it (its first answer may have been lost); refused once another worker
-    /// started it: that worker runs the other copy.
+    /// attempt's start, while the attempt waits for a worker; granted again to the same claim
+    /// (its first answer may have been lost); refused once the attempt started otherwise: some
+    /// worker, maybe this one, runs the other copy.
     private func claim(_ message: ActivityClaim, _ work: inout Work) -> Bool {
         guard let run = runs[message.runId], var activity = run.activities[message.activityId],
             activity.attempt == message.attempt
         else { return false }
         switch activity.state {
         case .scheduled:
+            activity.startedByClaim = message.claimId
             markStarted(&activity, worker: message.worker, in: run, &work)
             return true
         case .started:
-            return activity.startedBy == message.worker
+            return activity.startedByClaim == message.claimId
         default:
             return false
         }
@@ -859,7 +860,7 @@ public actor Coordinator {
         activity.state = .scheduled
         activity.attemptScheduledAt = work.now
         activity.startedAt = nil
-        activity.startedBy = nil
+        activity.startedByClaim = nil
         let options = activity.options
         work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
@@ -890,7 +891,6 @@ public actor Coordinator {
         metrics.attemptStarted(activity, now: work.now)
         activity.state = .started
         activity.startedAt = work.now
-        activity.startedBy = worker
         let seq = activity.activityId
         deleteTimers([.scheduleToStart], of: activity, in: run, &work)
         if let timeout = activity.options.startToCloseTimeout {
@@ -934,7 +934,7 @@ public actor Coordinator {
             let providers = ProviderOutcome.reported(in: failure.details).map(\.provider)
             activity.lastProviders = providers.isEmpty ? nil : providers
             activity.startedAt = nil
-            activity.startedBy = nil
+            activity.startedByClaim = nil
             deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
             work.batch.set(TimerRecord(
                 runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
@@ -1004,7 +1004,7 @@ public actor Coordinator {
         deleteTimers([.retry, .scheduleToStart, .startToClose, .heartbeat, .scheduleToClose], of: activity, in: run, &work)
         activity.state = .parked
         activity.startedAt = nil
-        activity.startedBy = nil
+        activity.startedByClaim = nil
         activity.parkedFailure = failure
         save(activity, in: run, &work)
         logger.warning(

@@ -164,6 +164,12 @@ public final class WorkerService: Sendable {
                 return  // stopping before an answer: not acknowledged, so RabbitMQ delivers it again
             }
         }
+        // A delivery whose connection is already gone comes back (redelivered): reporting its
+        // start now would cost its attempt for nothing (seen after broker restarts).
+        guard consumer.isCurrent(delivery) else {
+            logger.warning("the connection that delivered \(task.attemptKey) is gone; leaving the task to its redelivery")
+            return
+        }
         let start = StartedReport()
         // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
         reports.send(
@@ -248,7 +254,8 @@ public final class WorkerService: Sendable {
     /// stopped first).
     private func claim(_ task: ActivityTask) async -> ClaimAnswer? {
         let claim = ActivityClaim(
-            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)
+            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+            claimId: UUID().uuidString)
         while !isStopped {
             do {
                 return try await claims.claim(claim) ? .granted : .refused
