@@ -138,38 +138,9 @@ public final class WorkerService: Sendable {
             await deadLetter(message, queueName, error.description, publisher, consumer, delivery)
             return
         }
-        if message.redelivered {
-            // An earlier delivery went unacknowledged: it may have run on a worker that died.
-            // The coordinator decides what happens to the attempt.
-            do {
-                try await reports.send(.redelivered(ActivityRedelivered(
-                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
-                consumer.ack(delivery)
-                notRun(task, reason: "redelivered")
-                logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
-            } catch {
-                logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
-            }
-            return
-        }
-        if task.republished == true {
-            switch await claim(task) {
-            case .granted?: break
-            case .refused?:
-                consumer.ack(delivery)
-                notRun(task, reason: "claimed_elsewhere")
-                logger.info("task \(task.attemptKey) is a republished copy of an attempt another worker started; dropped")
-                return
-            case nil:
-                return  // stopping before an answer: not acknowledged, so RabbitMQ delivers it again
-            }
-        }
         // A delivery whose connection is already gone comes back (redelivered): reporting its
         // start now would cost its attempt for nothing (seen after broker restarts).
-        guard consumer.isCurrent(delivery) else {
-            logger.warning("the connection that delivered \(task.attemptKey) is gone; leaving the task to its redelivery")
-            return
-        }
+        guard await mayRun(task, delivery, consumer, reports), stillCurrent(task, delivery, consumer) else { return }
         let start = StartedReport()
         // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
         reports.send(
@@ -188,10 +159,7 @@ public final class WorkerService: Sendable {
             return
         }
         // The acknowledgement must be able to follow on the connection that delivered the task.
-        guard consumer.isCurrent(delivery) else {
-            logger.warning("the connection that delivered \(task.attemptKey) is gone; leaving the task to its redelivery")
-            return
-        }
+        guard stillCurrent(task, delivery, consumer) else { return }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
             try? await reports.send(.heartbeat(ActivityHeartbeat(
@@ -241,6 +209,49 @@ public final class WorkerService: Sendable {
         }
     }
 
+
+    /// Whether this delivery may run, as far as the coordinator is concerned. Not a redelivered
+    /// one: an earlier delivery went unacknowledged and may have run on a worker that died, so it
+    /// is reported and the coordinator decides. A republished one only once its claim is granted.
+    /// A task dropped here is acknowledged, except when the worker stops before an answer.
+    private func mayRun(
+        _ task: ActivityTask, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ reports: ReportSender
+    ) async -> Bool {
+        if delivery.message.redelivered {
+            do {
+                try await reports.send(.redelivered(ActivityRedelivered(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
+                consumer.ack(delivery)
+                notRun(task, reason: "redelivered")
+                logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
+            } catch {
+                logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
+            }
+            return false
+        }
+        guard task.republished == true else { return true }
+        switch await claim(task) {
+        case .granted?:
+            return true
+        case .refused?:
+            consumer.ack(delivery)
+            notRun(task, reason: "claimed_elsewhere")
+            logger.info("task \(task.attemptKey) is a republished copy of an attempt another worker started; dropped")
+            return false
+        case nil:
+            return false  // stopping before an answer: not acknowledged, so RabbitMQ delivers it again
+        }
+    }
+
+    /// Whether the connection that delivered the task still stands (else it is left to its
+    /// redelivery).
+    private func stillCurrent(_ task: ActivityTask, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer) -> Bool {
+        guard consumer.isCurrent(delivery) else {
+            logger.warning("the connection that delivered \(task.attemptKey) is gone; leaving the task to its redelivery")
+            return false
+        }
+        return true
+    }
 
     /// Counts a task this worker took off its queue and deliberately did not run.
     private func notRun(_ task: ActivityTask, reason: String) {
