@@ -57,4 +57,27 @@ struct ForeignClientTests {
         #expect(started.count == 1, "non-retryable: one attempt")
         #expect(started.first?.name?.hasPrefix("python:") == true)
     }
+
+    @Test func aPythonWorkerClaimsARepublishedTaskAndRunsOneCopy() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        let upper = try JSONValue.object(["activityType": .string("py-upper"), "taskQueue": .string("python"), "input": .string("once")])
+        _ = try await deployment.client.startAndConfirm(StartRequest(
+            workflowType: "call-activity", workflowId: "py-republished", input: Payload(encoding: upper, field: "input")))
+        let activity = try await deployment.republishQueuedTask(of: "py-republished", taskQueue: "python")
+        let log = deployment.directory.appendingPathComponent("python.log")
+        let python = try KeelProcess(
+            ["python3", Self.root.appendingPathComponent("scripts/examples/python_worker.py").path, "python"],
+            environment: deployment.environment, log: log, binary: URL(fileURLWithPath: "/usr/bin/env"))
+        defer { python.terminate() }
+        let done = try await deployment.client.waitForResult(workflowId: "py-republished", timeout: 60)
+        #expect(done.result?.json == "\"ONCE\"")
+        let key = "\(activity.runId)/\(activity.activityId)/1"
+        var output = ""
+        #expect(await eventually(20) {
+            output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            return output.contains("dropped a republished copy of \(key)")
+        }, "\(output)")
+        #expect(output.components(separatedBy: "ran py-upper for \(key)").count - 1 == 1, "one copy ran: \(output)")
+    }
 }

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 
 import pika
 
@@ -61,6 +62,36 @@ def report(channel, kind, body):
                              headers=dict(HEADERS, **{"keel-type": kind})))
 
 
+class Claims:
+    """Claims of republished tasks, answered by the coordinator over direct reply-to (a channel
+    of their own: the reply-to pseudo-queue is consumed on the channel that publishes)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.channel = connection.channel()
+        self.answers = {}
+        self.channel.basic_consume("amq.rabbitmq.reply-to", self.on_answer, auto_ack=True)
+
+    def on_answer(self, channel, method, properties, body):
+        self.answers[properties.correlation_id] = json.loads(body)
+
+    def granted(self, key):
+        # The same claimId on every ask: a claim granted before (its answer lost) is granted again.
+        body = json.dumps(dict(key, worker=WORKER, claimId=str(uuid.uuid4())))
+        while True:
+            correlation = str(uuid.uuid4())
+            self.channel.basic_publish(
+                NS + ".results", "results", body,
+                pika.BasicProperties(content_type="application/json", type="claim", reply_to="amq.rabbitmq.reply-to",
+                                     correlation_id=correlation, headers=dict(HEADERS, **{"keel-type": "claim"})))
+            deadline = time.time() + 30
+            while correlation not in self.answers and time.time() < deadline:
+                self.connection.process_data_events(time_limit=0.5)
+            if correlation in self.answers:
+                return self.answers.pop(correlation).get("ok", False)
+            print("no answer to the claim of %s; asking again" % key, flush=True)
+
+
 def stop(signum, frame):
     # Graceful stop: the task in hand is finished or left unacknowledged (RabbitMQ redelivers it).
     raise SystemExit(0)
@@ -74,6 +105,7 @@ def main():
     channel.confirm_delivery()
     queue = declare(channel)
     channel.basic_qos(prefetch_count=1)
+    claims = Claims(connection)
     print("python worker %s serving %s" % (WORKER, queue), flush=True)
 
     for method, properties, body in channel.consume(queue):
@@ -89,6 +121,11 @@ def main():
             report(channel, "redelivered", dict(key, worker=WORKER))
             channel.basic_ack(method.delivery_tag)
             continue
+        if task.get("republished") and not claims.granted(key):
+            # A copy the coordinator published again after a restart; the other copy runs.
+            channel.basic_ack(method.delivery_tag)
+            print("dropped a republished copy of %s/%s/%s" % (key["runId"], key["activityId"], key["attempt"]), flush=True)
+            continue
         report(channel, "started", dict(key, worker=WORKER, time=time.time()))
         channel.basic_ack(method.delivery_tag)
         activity = ACTIVITIES.get(task["activityType"])
@@ -102,6 +139,7 @@ def main():
         except Exception as error:  # any other error is retryable, named by its class
             result = dict(key, worker=WORKER, status="failed", failure={"type": type(error).__name__, "message": str(error)})
         report(channel, "result", result)
+        print("ran %s for %s/%s/%s" % (task["activityType"], key["runId"], key["activityId"], key["attempt"]), flush=True)
 
 
 if __name__ == "__main__":
