@@ -468,9 +468,9 @@ public final class SQLiteHistoryStore: HistoryStore {
         try wrap("read outbox") {
             try pool.read { db in
                 let decoder = JSONDecoder()
-                return try Row.fetchAll(db, sql: "SELECT attempt_key, task FROM outbox ORDER BY created_at")
-                    .filter { !skipping.contains($0[0]) }
-                    .map { try decoder.decode(ActivityTask.self, from: $0[1]) }
+                // A cursor's row reads a column only when asked: skipped tasks are not even copied.
+                let rows = try Row.fetchCursor(db, sql: "SELECT attempt_key, task FROM outbox ORDER BY created_at")
+                return try Array(rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(ActivityTask.self, from: $0[1]) })
             }
         }
     }
@@ -524,9 +524,8 @@ public final class SQLiteHistoryStore: HistoryStore {
         try wrap("read dead-letter outbox") {
             try pool.read { db in
                 let decoder = JSONDecoder()
-                return try Row.fetchAll(db, sql: "SELECT id, entry FROM dead_letter_outbox ORDER BY created_at")
-                    .filter { !skipping.contains($0[0]) }
-                    .map { try decoder.decode(DeadLetterEntry.self, from: $0[1]) }
+                let rows = try Row.fetchCursor(db, sql: "SELECT id, entry FROM dead_letter_outbox ORDER BY created_at")
+                return try Array(rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(DeadLetterEntry.self, from: $0[1]) })
             }
         }
     }

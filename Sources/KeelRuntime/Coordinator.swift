@@ -442,9 +442,16 @@ public actor Coordinator {
         try await apply([.result(message)])[0]
     }
 
+    /// The run and activity a worker's report names, if the report is about the activity's
+    /// current attempt (anything else is stale or a duplicate).
+    private func current(_ runId: String, _ activityId: Int64, attempt: Int) -> (LiveRun, ActivityRecord)? {
+        guard let run = runs[runId], let activity = run.activities[activityId], activity.attempt == attempt else { return nil }
+        return (run, activity)
+    }
+
     private func started(_ message: ActivityStarted, _ work: inout Work) -> Bool {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt, activity.state == .scheduled
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .scheduled
         else { return false }
         markStarted(&activity, worker: message.worker, in: run, &work)
         return true
@@ -457,8 +464,7 @@ public actor Coordinator {
     /// `maximumAttempts`). One never recorded as started did not run (a worker runs a task only
     /// after its `started` report is on the wire): the same attempt goes out again.
     private func redelivered(_ message: ActivityRedelivered, _ work: inout Work) -> Bool {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
         else { return false }
         switch activity.state {
         case .scheduled:
@@ -481,8 +487,7 @@ public actor Coordinator {
     /// (its first answer may have been lost); refused once the attempt started otherwise: some
     /// worker, maybe this one, runs the other copy.
     private func claim(_ message: ActivityClaim, _ work: inout Work) -> Bool {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
         else { return false }
         switch activity.state {
         case .scheduled:
@@ -497,8 +502,8 @@ public actor Coordinator {
     }
 
     private func heartbeat(_ message: ActivityHeartbeat, _ work: inout Work) -> Bool {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt, activity.state == .started
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .started
         else { return false }
         if let details = message.details { activity.heartbeatDetails = details }
         activity.lastHeartbeatAt = work.now
@@ -512,8 +517,8 @@ public actor Coordinator {
     }
 
     private func result(_ message: ActivityResult, _ work: inout Work) -> Bool {
-        guard let run = runs[message.runId], var activity = run.activities[message.activityId],
-            activity.attempt == message.attempt, activity.state == .scheduled || activity.state == .started
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .scheduled || activity.state == .started
         else { return false }
         if activity.state == .scheduled {
             markStarted(&activity, worker: message.worker, in: run, &work)

@@ -30,10 +30,9 @@ public final class KeelClient: Sendable {
     /// Publishes many starts in one confirmed batch (each with its request id as message id).
     public func start(_ requests: [StartRequest]) async throws {
         let messages = try requests.map { request in
-            AMQPMessage(
-                exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: try Wire.encode(StartJob(request)),
-                type: WireType.start.rawValue, messageId: request.requestId ?? UUID().uuidString,
-                headers: ["keel-type": WireType.start.rawValue, "keel-version": wireVersion])
+            try AMQPMessage.wire(
+                .start, StartJob(request), exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
+                messageId: request.requestId ?? UUID().uuidString)
         }
         try await publisher.publish(messages)
     }
@@ -134,10 +133,11 @@ public final class KeelClient: Sendable {
                     if mustDeclare { try topology.declare(on: connection) }
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     let correlation = UUID().uuidString
-                    try connection.publish(AMQPMessage(
-                        exchange: exchange, routingKey: routingKey, body: try Wire.encode(job),
-                        type: type.rawValue, messageId: messageId, replyTo: Topology.replyTo, correlationId: correlation,
-                        headers: ["keel-type": type.rawValue, "keel-version": wireVersion], persistent: persistent))
+                    var message = try AMQPMessage.wire(type, job, exchange: exchange, routingKey: routingKey, messageId: messageId)
+                    message.replyTo = Topology.replyTo
+                    message.correlationId = correlation
+                    message.persistent = persistent
+                    try connection.publish(message)
                     let deadline = Date().addingTimeInterval(timeout)
                     while Date() < deadline {
                         if let message = try connection.next(timeout: 0.2), message.correlationId == correlation {

@@ -1,6 +1,7 @@
 import Foundation
 import Keel
 import KeelTestKit
+import Testing
 
 /// Real `keel coordinator` and `keel worker` processes against the broker at `KEEL_AMQP_URL`
 /// (or the local one), with their own SQLite file and execution log.
@@ -74,6 +75,33 @@ final class Deployment: @unchecked Sendable {
     }
 }
 
+extension Deployment {
+    /// With the task of `workflowId`'s only activity queued on `taskQueue` and no worker: stops
+    /// the coordinator, puts the task's outbox row back (as after a crash between its publish and
+    /// the row's deletion) and starts the coordinator again, which publishes a second copy,
+    /// marked republished. Returns the activity.
+    func republishQueuedTask(of workflowId: String, taskQueue: String) async throws -> ActivityRecord {
+        let queue = topology.queue(forTaskQueue: taskQueue)
+        let inspector = try AMQPConnection(url: url)
+        defer { inspector.close() }
+        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 1 }, "the first copy is queued")
+        let first = try #require(coordinator)
+        try await offPool { first.terminate() }
+        let store = try store()
+        let run = try #require(try store.latestRun(workflowId: workflowId))
+        let activity = try #require(try store.activities(runId: run.runId).first)
+        var batch = StoreBatch()
+        batch.outbox = [ActivityTask(
+            workflowId: run.workflowId, runId: run.runId, workflowType: run.workflowType, activityId: activity.activityId,
+            activityType: activity.activityType, attempt: activity.attempt, input: activity.input, taskQueue: taskQueue,
+            scheduledAt: activity.scheduledAt, attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: nil,
+            scheduleToCloseTimeout: nil, heartbeatTimeout: nil, heartbeatDetails: nil)]
+        try store.commit(batch)
+        try startCoordinator()
+        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 }, "the restarted coordinator republished it")
+        return activity
+    }
+}
 
 /// Runs `scripts/rabbitmq COMMAND` for a broker of a test's own on `port`. Through `system()`:
 /// Foundation's `Process.waitUntilExit` does not return once the script has left a broker daemon

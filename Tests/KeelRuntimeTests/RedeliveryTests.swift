@@ -104,31 +104,3 @@ struct RedeliveryTests {
         #expect(MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="claimed_elsewhere"}"#) == 1)
     }
 }
-
-extension Deployment {
-    /// With the task of `workflowId`'s only activity queued on `taskQueue` and no worker: stops
-    /// the coordinator, puts the task's outbox row back (as after a crash between its publish and
-    /// the row's deletion) and starts the coordinator again, which publishes a second copy,
-    /// marked republished. Returns the activity.
-    func republishQueuedTask(of workflowId: String, taskQueue: String) async throws -> ActivityRecord {
-        let queue = topology.queue(forTaskQueue: taskQueue)
-        let inspector = try AMQPConnection(url: url)
-        defer { inspector.close() }
-        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 1 }, "the first copy is queued")
-        let first = try #require(coordinator)
-        try await offPool { first.terminate() }
-        let store = try store()
-        let run = try #require(try store.latestRun(workflowId: workflowId))
-        let activity = try #require(try store.activities(runId: run.runId).first)
-        var batch = StoreBatch()
-        batch.outbox = [ActivityTask(
-            workflowId: run.workflowId, runId: run.runId, workflowType: run.workflowType, activityId: activity.activityId,
-            activityType: activity.activityType, attempt: activity.attempt, input: activity.input, taskQueue: taskQueue,
-            scheduledAt: activity.scheduledAt, attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: nil,
-            scheduleToCloseTimeout: nil, heartbeatTimeout: nil, heartbeatDetails: nil)]
-        try store.commit(batch)
-        try startCoordinator()
-        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 }, "the restarted coordinator republished it")
-        return activity
-    }
-}
