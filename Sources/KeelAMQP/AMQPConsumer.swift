@@ -151,6 +151,13 @@ public final class AMQPConsumer: Sendable {
         }
     }
 
+    /// Acknowledges `batch` but the deliveries already rejected (by delivery tag): in one frame
+    /// when none was, else one by one (a multiple ack must not cover a settled tag).
+    public func ack(_ batch: [Delivery], except rejected: Set<UInt64>) {
+        if rejected.isEmpty { return ackInOrder(batch) }
+        for delivery in batch where !rejected.contains(delivery.message.deliveryTag) { ack(delivery) }
+    }
+
     /// Rejects without requeue: the queue's dead-letter exchange gets the message.
     public func reject(_ delivery: Delivery) { settle(delivery, .reject(delivery.message.deliveryTag)) }
 

@@ -20,8 +20,16 @@ public struct AccessPolicy: Sendable {
         self.token = token
     }
 
+    /// Only an address literal counts: a name (even `localhost`) resolves to whatever the
+    /// resolver says, and `127.example.com` is not in 127.0.0.0/8.
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { bytes in bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1 }
+        }
+        return false
     }
 
     /// Why a request is refused (status and message), or nil when it may go on.

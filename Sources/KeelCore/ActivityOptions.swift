@@ -107,4 +107,23 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
         self.executionTimeout = executionTimeout?.seconds
         self.budget = budget
     }
+
+    private enum CodingKeys: String, CodingKey { case idConflictPolicy, idReusePolicy, executionTimeout, budget }
+
+    // Every field is optional on the wire: a start that names only `budget` gets the defaults.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        idConflictPolicy = try container.decodeIfPresent(WorkflowIdConflictPolicy.self, forKey: .idConflictPolicy) ?? .useExisting
+        idReusePolicy = try container.decodeIfPresent(WorkflowIdReusePolicy.self, forKey: .idReusePolicy) ?? .allowDuplicate
+        executionTimeout = try container.decodeIfPresent(Double.self, forKey: .executionTimeout)
+        budget = try container.decodeIfPresent(SpendLimit.self, forKey: .budget)
+    }
+
+    /// Throws what a start with these options cannot have (a non-positive timeout or budget).
+    public func validate() throws {
+        if let executionTimeout, !(executionTimeout > 0) {
+            throw InvalidOptionsError(message: "executionTimeout must be a positive number of seconds")
+        }
+        try budget?.validate()
+    }
 }

@@ -122,6 +122,8 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     public var startedAt: Date?
     /// The claim (``ActivityClaim/claimId``) that started the current attempt, if one did.
     public var startedByClaim: String?
+    /// The worker that started the current attempt: only its result is accepted.
+    public var startedBy: String?
     public var heartbeatDetails: Payload?
     /// Attempts used before the last redrive from the dead-letter queue; the retry policy
     /// counts only the attempts after it.

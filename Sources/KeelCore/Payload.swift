@@ -73,7 +73,7 @@ extension Payload: Codable {
 }
 
 /// Why a payload could not be made or read.
-public struct PayloadError: Error, CustomStringConvertible, Sendable {
+public struct PayloadError: KeelError {
     public enum Kind: String, Sendable { case tooLarge, encodingFailed, decodingFailed }
     public var field: String
     public var kind: Kind
@@ -83,6 +83,14 @@ public struct PayloadError: Error, CustomStringConvertible, Sendable {
         self.kind = kind
         self.message = message
     }
+    public var errorType: String {
+        switch kind {
+        case .tooLarge: "PayloadTooLarge"
+        case .encodingFailed: "PayloadNotEncodable"
+        case .decodingFailed: "PayloadNotDecodable"
+        }
+    }
+    public var isNonRetryable: Bool { true }
     public var description: String { message }
 }
 

@@ -46,7 +46,10 @@ extension AMQPPublisher {
     /// Sends `delivery` to the dead-letter exchange with the reason it could not be processed,
     /// keeping its body and Keel headers.
     public func deadLetter(_ delivery: AMQPDelivery, from queue: String, reason: String) async throws {
-        var headers = delivery.headers
+        // Headers too large for a frame would make this publish fail too: such a message keeps
+        // only Keel's type header.
+        let size = delivery.headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        var headers = size <= MessageLimits().headers ? delivery.headers : delivery.headers.filter { $0.key == "keel-type" && $0.value.utf8.count < 64 }
         headers["keel-error"] = String(reason.prefix(1000))
         headers["keel-origin"] = queue
         try await publish([AMQPMessage(

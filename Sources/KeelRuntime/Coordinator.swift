@@ -224,7 +224,7 @@ public actor Coordinator {
         guard !request.workflowId.isEmpty else {
             throw InvalidOptionsError(message: "a workflow id is required to start \(request.workflowType)")
         }
-        try checkSize(request.input, field: "input of workflow \(request.workflowType)")
+        try configuration.limits.check(StartJob(request))
         if let requestId = request.requestId {
             if let earlier = byRequestId[requestId] { return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false) }
             if let existing = try store.run(requestId: requestId) {
@@ -264,8 +264,8 @@ public actor Coordinator {
 
     /// Delivers a signal to the open run of `workflowId`.
     public func signal(workflowId: String, name: String, input: Payload = .null) async throws {
+        try configuration.limits.check(WorkflowJob(workflowId: workflowId, name: name, input: input), .signal)
         let run = try openRun(workflowId, for: "signal")
-        try checkSize(input, field: "signal \(name)")
         var work = Work(now: clock.now())
         apply(HistoryEvent(id: 0, time: work.now, kind: .signalReceived, name: name, payload: input), to: run, &work)
         try await finish(&work)
@@ -369,14 +369,6 @@ public actor Coordinator {
                 workflowId: workflowId, detail: "cannot \(action): its last run \(last.runId) is \(last.status.rawValue)")
         }
         throw WorkflowNotFoundError(workflowId: workflowId, detail: "cannot \(action): no run with this id")
-    }
-
-    private func checkSize(_ payload: Payload, field: String) throws {
-        if payload.data.count > configuration.payloadLimit {
-            throw PayloadError(
-                field: field, kind: .tooLarge,
-                message: "\(field) is \(payload.data.count) bytes, over the \(configuration.payloadLimit)-byte payload limit")
-        }
     }
 
     // MARK: Worker reports
@@ -520,10 +512,21 @@ public actor Coordinator {
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
             activity.state == .scheduled || activity.state == .started
         else { return false }
+        // Only the worker that holds the attempt ends it: a result in another worker's name is
+        // forged or misrouted, and applying it would complete the step with a value nobody ran.
+        if activity.state == .started, let holder = activity.startedBy, holder != message.worker {
+            logger.warning(
+                "result refused: attempt \(message.attempt) of activity \(activity.activityType)#\(activity.activityId) was started by \(holder), not by \(message.worker)",
+                metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+            metrics.reportRefused(reason: "not_holder")
+            return false
+        }
         if activity.state == .scheduled {
             markStarted(&activity, worker: message.worker, in: run, &work)
         }
-        switch message.outcome {
+        var outcome = message.outcome
+        if let failure = configuration.limits.oversizedResult(message) { outcome = .failed(failure) }
+        switch outcome {
         case .completed(let payload):
             metrics.attemptCompleted(activity, now: work.now)
             endActivity(activity, in: run, &work)
@@ -866,6 +869,7 @@ public actor Coordinator {
         activity.attemptScheduledAt = work.now
         activity.startedAt = nil
         activity.startedByClaim = nil
+        activity.startedBy = nil
         let options = activity.options
         work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
@@ -896,6 +900,7 @@ public actor Coordinator {
         metrics.attemptStarted(activity, now: work.now)
         activity.state = .started
         activity.startedAt = work.now
+        activity.startedBy = worker
         let seq = activity.activityId
         deleteTimers([.scheduleToStart], of: activity, in: run, &work)
         if let timeout = activity.options.startToCloseTimeout {

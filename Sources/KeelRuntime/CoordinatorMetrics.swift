@@ -69,6 +69,12 @@ struct CoordinatorMetrics: Sendable {
         Gauge(label: "keel_circuit_breaker_state", dimensions: [("provider", snapshot.provider)]).record(value)
     }
 
+    /// A worker report the coordinator refused (`not_holder`: a result in the name of a worker
+    /// that does not hold the attempt).
+    func reportRefused(reason: String) {
+        Counter(label: "keel_reports_refused_total", dimensions: [("reason", reason)]).increment()
+    }
+
     func recovered(runs: Int, events: Int, seconds: Double) {
         Timer(label: "keel_replay_duration_seconds").recordSeconds(seconds)
         Gauge(label: "keel_open_runs_recovered").record(Double(runs))

@@ -99,7 +99,21 @@ public final class CoordinatorService: Sendable {
             if await jobs.consuming(), await results.consuming() {
                 logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
             }
-            try await group.waitForAll()
+            // Each loop runs until the coordinator stops. One that ends before, or throws (the
+            // history cannot be written), ends the process with an error, so that a supervisor
+            // restarts it, instead of leaving it up with a queue nobody serves.
+            do {
+                while try await group.next() != nil {
+                    if !isStopped { throw ServiceEndedError(message: "a serving loop of the coordinator ended on its own") }
+                }
+            } catch {
+                logger.critical("coordinator stopping: \(error)")
+                stop()
+                jobs.stop()
+                results.stop()
+                group.cancelAll()
+                throw error
+            }
         }
         await coordinator.shutdown()
     }
@@ -130,67 +144,110 @@ public final class CoordinatorService: Sendable {
     }
 
     private func serveJobs(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
+        let limits = configuration.coordinator.limits
         while let batch = await consumer.nextBatch() {
             // Consecutive starts are committed together; anything else is handled in order after them.
-            var starts: [(message: AMQPDelivery, request: StartRequest)] = []
+            var starts: [(delivery: AMQPConsumer.Delivery, request: StartRequest)] = []
+            var rejected: Set<UInt64> = []
             for delivery in batch {
                 let message = delivery.message
                 if (message.type ?? message.headers["keel-type"]) == WireType.start.rawValue {
                     do {
+                        try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "start job")
                         let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
-                        starts.append((message, job.request(messageId: message.messageId)))
-                    } catch let error as WireError {
-                        try await refuse(message, error, publisher)
+                        try limits.check(job)
+                        starts.append((delivery, job.request(messageId: message.messageId)))
+                    } catch {
+                        await refuse(delivery, error, consumer, publisher, &rejected)
                     }
                     continue
                 }
-                try await startAll(&starts, coordinator, publisher)
+                try await startAll(&starts, coordinator, consumer, publisher, &rejected)
                 do {
-                    try await reply(to: message, with: try await handleJob(message, coordinator), publisher)
-                } catch let error as any KeelError where !(error is StoreError) {
-                    try await refuse(message, error, publisher)
+                    try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "job")
+                    await reply(to: message, with: try await handleJob(message, coordinator), publisher)
+                } catch let error as StoreError {
+                    throw error
+                } catch {
+                    await refuse(delivery, error, consumer, publisher, &rejected)
                 }
             }
-            try await startAll(&starts, coordinator, publisher)
-            consumer.ackInOrder(batch)
+            try await startAll(&starts, coordinator, consumer, publisher, &rejected)
+            consumer.ack(batch, except: rejected)
         }
     }
 
-    /// Starts the runs of `starts` in one transaction, answers each, and empties the list.
+    /// Starts the runs of `starts` in one transaction, answers each, and empties the list. A
+    /// failed commit throws: nothing of the batch is acknowledged, and the process stops.
     private func startAll(
-        _ starts: inout [(message: AMQPDelivery, request: StartRequest)], _ coordinator: Coordinator, _ publisher: AMQPPublisher
+        _ starts: inout [(delivery: AMQPConsumer.Delivery, request: StartRequest)], _ coordinator: Coordinator,
+        _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ rejected: inout Set<UInt64>
     ) async throws {
         guard !starts.isEmpty else { return }
         let results = try await coordinator.start(starts.map(\.request))
         for (start, result) in zip(starts, results) {
             switch result {
             case .success(let started):
-                try await reply(to: start.message, with: JobReply(ok: true, result: try Payload(encoding: started, field: "start result")), publisher)
-            case .failure(let error as any KeelError) where !(error is StoreError):
-                try await refuse(start.message, error, publisher)
-            case .failure(let error):
+                do {
+                    let payload = try Payload(encoding: started, field: "start result")
+                    await reply(to: start.delivery.message, with: JobReply(ok: true, result: payload), publisher)
+                } catch {
+                    logger.warning("start answered without its result: \(error)")
+                }
+            case .failure(let error as StoreError):
                 throw error
+            case .failure(let error):
+                await refuse(start.delivery, error, consumer, publisher, &rejected)
             }
         }
         starts.removeAll()
     }
 
-    private func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async throws {
+    /// Answers a request that carries `reply_to`. A reply that cannot be sent is logged: the
+    /// client's wait ends with its timeout.
+    private func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async {
         guard let reply, let replyTo = message.replyTo else { return }
-        try await publisher.publish([AMQPMessage(
-            exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
-            correlationId: message.correlationId, persistent: false)])
+        do {
+            try await publisher.publish([AMQPMessage(
+                exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
+                correlationId: message.correlationId, persistent: false)])
+        } catch {
+            logger.warning("could not answer a \(message.type ?? "job") on \(replyTo): \(error)")
+        }
     }
 
     /// Answers a job that cannot succeed as sent with the error. One that changes something is
     /// kept, with the reason, in the dead-letter queue; a read-only one, or an operator's redrive
     /// or discard (its entry stays in the dead-letter queue), was answered and is done.
-    private func refuse(_ message: AMQPDelivery, _ error: any KeelError, _ publisher: AMQPPublisher) async throws {
-        try? await reply(to: message, with: JobReply(ok: false, error: Failure(error)), publisher)
+    private func refuse(
+        _ delivery: AMQPConsumer.Delivery, _ error: any Error, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher,
+        _ rejected: inout Set<UInt64>
+    ) async {
+        let message = delivery.message
+        let failure = Failure(error)
+        await reply(to: message, with: JobReply(ok: false, error: failure), publisher)
         let answered: Set<String> = [WireType.query.rawValue, WireType.describe.rawValue, WireType.redrive.rawValue, WireType.discard.rawValue]
         if message.replyTo == nil || !answered.contains(message.type ?? "") {
-            logger.warning("job \(message.type ?? "?") dead-lettered: \(error)")
-            try await publisher.deadLetter(message, from: publisher.topology.jobsQueue, reason: error.description)
+            await deadLetter(delivery, failure.description, from: publisher.topology.jobsQueue, consumer, publisher, &rejected)
+        } else {
+            logger.info("job \(message.type ?? "?") refused: \(failure)")
+        }
+    }
+
+    /// Sends a message Keel cannot process to `keel.dead` with the reason. If even that fails,
+    /// the delivery is rejected, and RabbitMQ dead-letters it (without the reason, with x-death).
+    private func deadLetter(
+        _ delivery: AMQPConsumer.Delivery, _ reason: String, from queue: String, _ consumer: AMQPConsumer,
+        _ publisher: AMQPPublisher, _ rejected: inout Set<UInt64>
+    ) async {
+        let message = delivery.message
+        logger.warning("\(message.type ?? "untyped message") from \(queue) dead-lettered: \(reason)")
+        do {
+            try await publisher.deadLetter(message, from: queue, reason: reason)
+        } catch {
+            logger.error("dead-lettering a \(message.type ?? "message") failed (\(error)); rejected instead")
+            consumer.reject(delivery)
+            rejected.insert(message.deliveryTag)
         }
     }
 
@@ -239,47 +296,31 @@ public final class CoordinatorService: Sendable {
     }
 
     private func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
+        let limits = configuration.coordinator.limits
         let publishing = BoundedTasks(limit: 8)
         while let batch = await consumer.nextBatch() {
             var reports: [Coordinator.WorkerReport] = []
             // Claims are answered once committed: their message and their place in `reports`.
             var claims: [(message: AMQPDelivery, index: Int)] = []
+            var rejected: Set<UInt64> = []
             for delivery in batch {
                 let message = delivery.message
                 do {
-                    switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
-                    case .started:
-                        reports.append(.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report")))
-                    case .redelivered:
-                        reports.append(.redelivered(
-                            try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report")))
-                    case .claim:
-                        let claim = try Wire.decode(ActivityClaim.self, from: message.body, what: "claim")
-                        guard message.replyTo != nil else { throw WireError(message: "a claim needs reply_to") }
-                        claims.append((message, reports.count))
-                        reports.append(.claim(claim))
-                    case .heartbeat:
-                        reports.append(.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat")))
-                    case .result:
-                        reports.append(.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result")))
-                    case .reports:
-                        let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
-                        reports += (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
-                            + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
-                    default:
-                        throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports")
-                    }
-                } catch let error as WireError {
-                    logger.warning("report rejected: \(error)")
-                    try await publisher.deadLetter(message, from: publisher.topology.resultsQueue, reason: error.description)
+                    try limits.checkEnvelope(message, bodyLimit: limits.reportBody, what: "report")
+                    let decoded = try Self.reports(in: message)
+                    for report in decoded { try limits.check(report) }
+                    if case .claim = decoded.first { claims.append((message, reports.count)) }
+                    reports += decoded
+                } catch {
+                    await deadLetter(delivery, Failure(error).description, from: publisher.topology.resultsQueue, consumer, publisher, &rejected)
                 }
             }
             // Committed: acknowledge, and publish the next tasks while the next batch is applied.
             let (outgoing, applied) = try await coordinator.commit(reports)
-            consumer.ackInOrder(batch)
+            consumer.ack(batch, except: rejected)
             for claim in claims {
                 // Lost with a broken connection, the worker asks again.
-                try? await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), publisher)
+                await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), publisher)
             }
             if batch.count < 8 {
                 await coordinator.publish(outgoing)  // no backlog: the shortest path for latency
@@ -288,6 +329,30 @@ public final class CoordinatorService: Sendable {
             }
         }
         await publishing.finish()
+    }
+
+    /// The reports one message on `keel.results` carries.
+    static func reports(in message: AMQPDelivery) throws -> [Coordinator.WorkerReport] {
+        switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
+        case .started:
+            return [.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report"))]
+        case .redelivered:
+            return [.redelivered(try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report"))]
+        case .claim:
+            let claim = try Wire.decode(ActivityClaim.self, from: message.body, what: "claim")
+            guard message.replyTo != nil else { throw WireError(message: "a claim needs reply_to") }
+            return [.claim(claim)]
+        case .heartbeat:
+            return [.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat"))]
+        case .result:
+            return [.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result"))]
+        case .reports:
+            let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
+            return (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
+                + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
+        default:
+            throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports")
+        }
     }
 
     private func runTimers(_ coordinator: Coordinator) async throws {
@@ -306,6 +371,12 @@ public final class CoordinatorService: Sendable {
             try await Task.sleep(for: .seconds(double: pause))
         }
     }
+}
+
+/// A serving loop of a Keel process ended while the process was meant to run.
+public struct ServiceEndedError: KeelError {
+    public var message: String
+    public var errorType: String { "ServiceEnded" }
 }
 
 /// Runs background tasks, at most `limit` at a time: ``add(_:)`` waits for the oldest when full.

@@ -13,6 +13,8 @@ public protocol TaskPublisher: Sendable {
 public struct CoordinatorConfiguration: Sendable {
     /// Largest payload (input, result, signal) accepted, bytes.
     public var payloadLimit: Int = Payload.defaultSizeLimit
+    /// What one message may carry (docs/protocol.md, "Limits").
+    public var limits: MessageLimits { MessageLimits(payload: payloadLimit) }
     /// A run whose history passes this many events gets a warning suggesting continue-as-new.
     public var historyWarningThreshold: Int64 = 10_000
     /// How many due timers are handled per pass.

@@ -1,0 +1,127 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// What one message may carry, checked when it arrives and before anything it asks for is
+/// committed: a value the history, an AMQP header or a short-string property cannot hold is
+/// refused at the door with the field and the limit named, instead of being committed and then
+/// failing to publish forever. docs/protocol.md lists every limit.
+public struct MessageLimits: Sendable, Hashable {
+    /// Largest JSON payload: a workflow input, a signal input, a query argument, an activity
+    /// result or heartbeat details.
+    public var payload: Int
+    /// A workflow id travels in every task's `keel-workflow-id` header.
+    public var workflowId = 1_000
+    /// A request id is stored with its run and may come from the AMQP `message_id` (255 at most).
+    public var requestId = 1_000
+    /// Workflow, activity, signal and query names, task queues, worker identities, claim ids, run
+    /// ids and failure types.
+    public var name = 255
+    /// A terminate reason.
+    public var reason = 4_096
+    /// A failure's message.
+    public var failureMessage = 32_768
+    /// All string headers of one message together (names and values).
+    public var headers = 16_384
+
+    public init(payload: Int = Payload.defaultSizeLimit) { self.payload = payload }
+
+    /// A job body: one payload and the fields around it.
+    public var jobBody: Int { payload + 65_536 }
+    /// A worker-report body: a `reports` batch may carry a few results.
+    public var reportBody: Int { 4 * payload + 65_536 }
+
+    /// Throws when the message as a whole is larger than `bodyLimit` or its headers are too
+    /// large; checked before the body is parsed.
+    public func checkEnvelope(_ message: AMQPDelivery, bodyLimit: Int, what: String) throws {
+        if message.body.count > bodyLimit {
+            throw LimitError(field: "\(what) body", size: message.body.count, limit: bodyLimit)
+        }
+        let headerBytes = message.headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        if headerBytes > headers {
+            throw LimitError(field: "\(what) headers", size: headerBytes, limit: headers)
+        }
+    }
+
+    public func check(_ job: StartJob) throws {
+        try check(job.workflowType, "workflowType", limit: name)
+        try check(job.workflowId, "workflowId", limit: workflowId, empty: false)
+        try check(job.requestId, "requestId", limit: requestId)
+        try check(job.input, "input")
+        try job.options?.validate()
+    }
+
+    public func check(_ job: WorkflowJob, _ type: WireType) throws {
+        try check(job.workflowId, "workflowId", limit: workflowId, empty: type == .redrive || type == .discard)
+        try check(job.name, type == .query ? "query name" : "signal name", limit: name)
+        try check(job.input, type == .query ? "query argument" : "signal input")
+        try check(job.reason, "reason", limit: reason)
+        try check(job.runId, "runId", limit: name)
+    }
+
+    public func check(_ report: Coordinator.WorkerReport) throws {
+        switch report {
+        case .started(let report):
+            try check(report.runId, "runId", limit: name)
+            try check(report.worker, "worker", limit: name)
+        case .redelivered(let report):
+            try check(report.runId, "runId", limit: name)
+            try check(report.worker, "worker", limit: name)
+        case .claim(let claim):
+            try check(claim.runId, "runId", limit: name)
+            try check(claim.worker, "worker", limit: name)
+            try check(claim.claimId, "claimId", limit: name)
+        case .heartbeat(let heartbeat):
+            try check(heartbeat.runId, "runId", limit: name)
+            try check(heartbeat.details, "heartbeat details")
+        case .result(let result):
+            try check(result.runId, "runId", limit: name)
+            try check(result.worker, "worker", limit: name)
+            if case .failed(let failure) = result.outcome {
+                try check(failure.type, "failure type", limit: name)
+                try check(failure.message, "failure message", limit: failureMessage)
+                try check(failure.details, "failure details")
+            }
+            // A completed result over the payload limit is not refused here: it becomes the
+            // attempt's failure (``oversizedResult(_:)``), so the workflow learns at once.
+        }
+    }
+
+    /// The failure that replaces a completed result too large to keep; nil when it fits.
+    public func oversizedResult(_ result: ActivityResult) -> Failure? {
+        guard case .completed(let value) = result.outcome, value.data.count > payload else { return nil }
+        return Failure(
+            type: "PayloadTooLarge",
+            message: "the activity's result is \(value.data.count) bytes, over the \(payload)-byte payload limit; "
+                + "store large data elsewhere (a file, an object store) and return a reference",
+            nonRetryable: true)
+    }
+
+    private func check(_ value: String?, _ field: String, limit: Int, empty allowed: Bool = true) throws {
+        guard let value else { return }
+        if !allowed, value.isEmpty { throw LimitError(field: field, size: 0, limit: limit, empty: true) }
+        let size = value.utf8.count
+        if size > limit { throw LimitError(field: field, size: size, limit: limit) }
+    }
+
+    private func check(_ value: Payload?, _ field: String) throws {
+        guard let value, value.data.count > payload else { return }
+        throw PayloadError(
+            field: field, kind: .tooLarge,
+            message: "\(field) is \(value.data.count) bytes, over the \(payload)-byte payload limit; "
+                + "store large data elsewhere (a file, an object store) and pass a reference")
+    }
+}
+
+/// A field of a message is longer than Keel accepts (or empty where a value is required).
+public struct LimitError: KeelError {
+    public var field: String
+    public var size: Int
+    public var limit: Int
+    public var empty = false
+    public var errorType: String { "LimitExceeded" }
+    public var isNonRetryable: Bool { true }
+    public var message: String {
+        empty ? "\(field) must not be empty" : "\(field) is \(size) bytes, over the \(limit)-byte limit"
+    }
+}
