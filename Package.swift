@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "CAMQP", linkerSettings: [.linkedLibrary("rabbitmq")]),
         // libcurl (Debian: libcurl4-openssl-dev) and setters for its variadic curl_easy_setopt.
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        // Records the fatal signal that ends a coordinator, for crash quarantine.
+        .target(name: "CCrashMarker"),
         // The RabbitMQ transport: connections, confirms, consumers, topology, reconnects.
         .target(
             name: "KeelAMQP",
@@ -61,6 +63,7 @@ let package = Package(
                 "KeelCore",
                 "KeelHistory",
                 "KeelAMQP",
+                "CCrashMarker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

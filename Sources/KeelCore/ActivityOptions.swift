@@ -64,6 +64,11 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
         if taskQueue.isEmpty || taskQueue.contains(where: { $0.isWhitespace }) {
             throw InvalidOptionsError(message: "activity \(activityType): task queue name '\(taskQueue)' is not valid")
         }
+        // It becomes the RabbitMQ queue `keel.q.<name>`, and a queue name is at most 255 bytes.
+        if taskQueue.utf8.count > 200 {
+            throw InvalidOptionsError(
+                message: "activity \(activityType): task queue name is \(taskQueue.utf8.count) bytes, over the 200-byte limit")
+        }
         do { try retryPolicy.validate() } catch let error as InvalidOptionsError {
             throw InvalidOptionsError(message: "activity \(activityType): \(error.message)")
         }

@@ -42,6 +42,33 @@ public struct RunRecord: Codable, Sendable, Hashable {
     public var outputTokens: Int64
     public var costUSD: Double
 
+    // `result` and `failure` are always written, as null when absent: readers in other
+    // languages (docs/protocol.md, `describe`) find them without checking for the key.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(workflowId, forKey: .workflowId)
+        try container.encode(runId, forKey: .runId)
+        try container.encode(workflowType, forKey: .workflowType)
+        try container.encode(status, forKey: .status)
+        try container.encode(input, forKey: .input)
+        try container.encode(result, forKey: .result)
+        try container.encode(failure, forKey: .failure)
+        try container.encodeIfPresent(requestId, forKey: .requestId)
+        try container.encodeIfPresent(parentRunId, forKey: .parentRunId)
+        try container.encodeIfPresent(parentSeq, forKey: .parentSeq)
+        try container.encodeIfPresent(continuedFromRunId, forKey: .continuedFromRunId)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(updatedAt, forKey: .updatedAt)
+        try container.encodeIfPresent(closedAt, forKey: .closedAt)
+        try container.encode(historyLength, forKey: .historyLength)
+        try container.encode(randomSeed, forKey: .randomSeed)
+        try container.encode(options, forKey: .options)
+        try container.encodeIfPresent(executionDeadline, forKey: .executionDeadline)
+        try container.encode(inputTokens, forKey: .inputTokens)
+        try container.encode(outputTokens, forKey: .outputTokens)
+        try container.encode(costUSD, forKey: .costUSD)
+    }
+
     /// Tokens and cost of every attempt of every activity of the run.
     public var spend: Spend {
         get { Spend(inputTokens: inputTokens, outputTokens: outputTokens, costUSD: costUSD) }

@@ -40,6 +40,10 @@ public actor Coordinator {
     /// Breaker state changes not yet committed (they happen while a unit of work runs).
     private let breakerChanges = BreakerChanges()
     let metrics = CoordinatorMetrics()
+    /// Names the run whose workflow code is running, for the next process if this one crashes.
+    let marker: CrashMarker?
+    /// The run whose code was running when the previous coordinator crashed, if one was.
+    let lastCrash: CrashMarker.Crash?
 
     private final class BreakerChanges: Sendable {
         let pending = Mutex<[CircuitBreakerSnapshot]>([])
@@ -79,6 +83,14 @@ public actor Coordinator {
         self.configuration = configuration
         self.tracer = configuration.tracer ?? InstrumentationSystem.tracer
         self.logger = logger
+        var marker: CrashMarker?
+        if let path = configuration.crashMarkerPath {
+            do { marker = try CrashMarker(path: path) } catch {
+                logger.error("crash quarantine is off: \(error)")
+            }
+        }
+        self.marker = marker
+        lastCrash = marker?.lastCrash
         let changes = breakerChanges
         let metrics = self.metrics
         self.breakers = CircuitBreakers(policy: configuration.circuitBreaker) { snapshot in
@@ -106,6 +118,13 @@ public actor Coordinator {
         let started = ContinuousClock.now
         var report = RecoveryReport()
         var work = Work(now: clock.now())
+        if let crash = lastCrash {
+            let outlook = crash.count >= 2
+                ? "it happened \(crash.count) times in a row, so the run is quarantined (blocked)"
+                : "it runs once more, and is quarantined if it crashes again"
+            logger.error(
+                "the previous coordinator died while running the workflow code of \(crash.workflowId) (run \(crash.runId), after event \(crash.lastEventId)): \(CrashMarker.describe(signal: crash.signal)); \(outlook)")
+        }
         let state = try store.openRunState()
         for record in try store.openRuns() {
             let run = LiveRun(record: record)
@@ -119,6 +138,15 @@ public actor Coordinator {
             openRunByWorkflowId[record.workflowId] = run.runId
             report.runs += 1
             report.events += events.count
+            if let failure = quarantine(workflowId: record.workflowId) {
+                block(run, failure, &work)
+                report.blocked += 1
+                continue
+            }
+            if record.status == .blocked, record.failure?.type == Self.crashedType {
+                report.blocked += 1  // stays blocked until an operator unblocks it
+                continue
+            }
             guard let definition = try? workflows.definition(named: record.workflowType) else {
                 let error = UnknownTypeError(kind: "workflow", name: record.workflowType, known: workflows.names)
                 block(run, Failure(error), &work)
@@ -126,9 +154,9 @@ public actor Coordinator {
                 continue
             }
             let instance = makeInstance(record, definition)
-            let activation = instance.replay(events)
+            let activation = guarded(run) { instance.replay(events) }
             if let divergence = activation.nondeterminism {
-                instance.evict()
+                guarded(run) { instance.evict() }
                 block(run, Failure(divergence), &work)
                 report.blocked += 1
                 continue
@@ -180,7 +208,7 @@ public actor Coordinator {
 
     /// Releases every in-memory run (their state is in the store). For shutdown and tests.
     public func shutdown() {
-        for run in runs.values { run.instance?.evict() }
+        for run in runs.values { guarded(run) { run.instance?.evict() } }
         runs.removeAll()
         openRunByWorkflowId.removeAll()
     }
@@ -256,7 +284,8 @@ public actor Coordinator {
         }
         let run = startRun(
             definition, workflowId: request.workflowId, input: request.input, options: request.options,
-            requestId: request.requestId, parent: nil, continuedFrom: nil, &work)
+            requestId: request.requestId, parent: nil, continuedFrom: nil,
+            blockedBy: quarantine(workflowId: request.workflowId), &work)
         let result = StartResult(workflowId: run.record.workflowId, runId: run.runId, started: true)
         if let requestId = request.requestId { byRequestId[requestId] = result }
         return result
@@ -339,16 +368,25 @@ public actor Coordinator {
 
     /// Answers a query from the run's current state; a closed run is replayed to answer.
     public func query(workflowId: String, name: String, argument: Payload? = nil) async throws -> Payload {
-        if let runId = openRunByWorkflowId[workflowId], let instance = runs[runId]?.instance {
-            return try instance.query(name, argument: argument)
+        if let runId = openRunByWorkflowId[workflowId], let run = runs[runId], let instance = run.instance {
+            return try guarded(run) { try instance.query(name, argument: argument) }
         }
         guard let record = try store.latestRun(workflowId: workflowId) else {
             throw WorkflowNotFoundError(workflowId: workflowId, detail: "no run with this id")
         }
+        if record.status == .blocked {
+            throw WorkflowNotFoundError(
+                workflowId: workflowId, detail: "cannot query: run \(record.runId) is blocked (\(record.failure?.message ?? "")); `keel unblock` replays it")
+        }
         let instance = makeInstance(record, try workflows.definition(named: record.workflowType))
-        defer { instance.evict() }
-        _ = instance.replay(try store.events(runId: record.runId))
-        return try instance.query(name, argument: argument)
+        let events = try store.events(runId: record.runId)
+        let marker = self.marker
+        func code<T>(_ body: () throws -> T) rethrows -> T {
+            try marker?.around(workflowId: record.workflowId, runId: record.runId, lastEventId: record.historyLength, body) ?? body()
+        }
+        defer { code { instance.evict() } }
+        _ = code { instance.replay(events) }
+        return try code { try instance.query(name, argument: argument) }
     }
 
     /// Waits until the workflow's last run closes (following continue-as-new) and returns it.
@@ -669,7 +707,8 @@ public actor Coordinator {
     @discardableResult
     private func startRun(
         _ definition: WorkflowDefinition, workflowId: String, input: Payload, options: WorkflowOptions,
-        requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, _ work: inout Work
+        requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, blockedBy: Failure? = nil,
+        _ work: inout Work
     ) -> LiveRun {
         let deadline = continuedFrom?.executionDeadline
             ?? options.executionTimeout.map { work.now.addingTimeInterval($0) }
@@ -691,11 +730,17 @@ public actor Coordinator {
         let attributes = WorkflowStartedAttributes(
             workflowType: definition.name, workflowId: workflowId, randomSeed: record.randomSeed,
             options: options, parentRunId: record.parentRunId, continuedFromRunId: continuedFrom?.runId)
+        let started = HistoryEvent(
+            id: 0, time: work.now, kind: .workflowStarted, name: definition.name, payload: input,
+            attributes: try? Payload(encoding: attributes, field: "start attributes", limit: .max))
+        if let blockedBy {
+            // Recorded, not run: its code is what crashed the coordinator.
+            append(started, to: run, &work)
+            block(run, blockedBy, &work)
+            return run
+        }
         run.instance = makeInstance(record, definition)
-        apply(
-            HistoryEvent(id: 0, time: work.now, kind: .workflowStarted, name: definition.name, payload: input,
-                         attributes: try? Payload(encoding: attributes, field: "start attributes", limit: .max)),
-            to: run, &work)
+        apply(started, to: run, &work)
         return run
     }
 
@@ -703,9 +748,9 @@ public actor Coordinator {
     private func apply(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) {
         let event = append(event, to: run, &work)
         guard run.record.status == .running, let instance = run.instance else { return }
-        let activation = instance.apply(event)
+        let activation = guarded(run) { instance.apply(event) }
         if let divergence = activation.nondeterminism {
-            instance.evict()
+            guarded(run) { instance.evict() }
             block(run, Failure(divergence), &work)
             return
         }
@@ -781,7 +826,9 @@ public actor Coordinator {
         _ work: inout Work
     ) {
         let refused: Failure?
-        if let openId = openRunByWorkflowId[workflowId] {
+        if workflowId.utf8.count > configuration.limits.workflowId {
+            refused = Failure(LimitError(field: "child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
+        } else if let openId = openRunByWorkflowId[workflowId] {
             refused = Failure(
                 type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",
                 nonRetryable: true)
@@ -813,7 +860,7 @@ public actor Coordinator {
         if openRunByWorkflowId[run.record.workflowId] == run.runId {
             openRunByWorkflowId.removeValue(forKey: run.record.workflowId)
         }
-        if run.instance?.outcome == nil { run.instance?.evict() }
+        if let instance = run.instance, instance.outcome == nil { guarded(run) { instance.evict() } }
         run.instance = nil
         work.closed.append(run.record)
         if let span = run.span { RunTracing.endRunSpan(span, run.record, at: work.now) }
@@ -850,6 +897,62 @@ public actor Coordinator {
         logger.error(
             "run stopped: \(failure.message)",
             metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+    }
+
+    // MARK: Crash quarantine
+
+    /// The failure type of a run quarantined because its workflow code crashed the coordinator.
+    static let crashedType = "WorkflowCodeCrashed"
+
+    /// Runs `body`, workflow code of `run`, with the crash marker naming the run.
+    private func guarded<T>(_ run: LiveRun, _ body: () throws -> T) rethrows -> T {
+        guard let marker else { return try body() }
+        return try marker.around(workflowId: run.record.workflowId, runId: run.runId, lastEventId: run.nextEventId - 1, body)
+    }
+
+    /// Why `workflowId` must not be run: its code crashed the coordinator in two consecutive
+    /// processes. Nil for every other workflow.
+    private func quarantine(workflowId: String) -> Failure? {
+        guard let crash = lastCrash, crash.count >= 2, CrashMarker.names(crash, workflowId) else { return nil }
+        metrics.quarantined()
+        struct Details: Encodable { var signal: Int32; var lastEventId: Int64; var crashes: Int32 }
+        return Failure(
+            type: Self.crashedType,
+            message: "the workflow code crashed the coordinator \(crash.count == 2 ? "twice" : "\(crash.count) times") in a row while processing this run: "
+                + "\(CrashMarker.describe(signal: crash.signal)), after event \(crash.lastEventId). The run is quarantined; "
+                + "fix the code, deploy it, then `keel unblock \(workflowId)` replays it",
+            nonRetryable: true,
+            details: try? Payload(encoding: Details(signal: crash.signal, lastEventId: crash.lastEventId, crashes: crash.count), field: "crash"))
+    }
+
+    /// Replays a blocked run with the code this coordinator has and, if its history replays,
+    /// lets it run again. One more crash in its code quarantines it again at once. Throws why it
+    /// stays blocked (its history still diverges, or it is not blocked).
+    public func unblock(workflowId: String) async throws -> RunRecord {
+        let run = try openRun(workflowId, for: "unblock")
+        guard run.record.status == .blocked else {
+            throw NotBlockedError(message: "workflow \(workflowId): run \(run.runId) is \(run.record.status.rawValue), not blocked")
+        }
+        let definition = try workflows.definition(named: run.record.workflowType)
+        let events = try store.events(runId: run.runId)
+        var work = Work(now: clock.now())
+        marker?.expectCrash(workflowId: workflowId, runId: run.runId)
+        let instance = makeInstance(run.record, definition)
+        let activation = guarded(run) { instance.replay(events) }
+        if let divergence = activation.nondeterminism {
+            guarded(run) { instance.evict() }
+            block(run, Failure(divergence), &work)
+            try await finish(&work)
+            throw NotBlockedError(message: "workflow \(workflowId) stays blocked: \(divergence.message)")
+        }
+        run.instance = instance
+        run.record.status = .running
+        run.record.failure = nil
+        work.touched[run.runId] = run
+        logger.info("run unblocked by an operator: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
+        process(activation.commands, in: run, &work)
+        try await finish(&work)
+        return run.record
     }
 
     // MARK: Tracing

@@ -32,3 +32,10 @@ public struct ActivityNotParkedError: KeelError {
     public var errorType: String { "ActivityNotParked" }
     public var isNonRetryable: Bool { true }
 }
+
+/// An unblock named a run that is not blocked, or one whose history still does not replay.
+public struct NotBlockedError: KeelError {
+    public var message: String
+    public var errorType: String { "NotBlocked" }
+    public var isNonRetryable: Bool { true }
+}

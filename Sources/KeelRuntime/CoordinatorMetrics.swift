@@ -75,6 +75,11 @@ struct CoordinatorMetrics: Sendable {
         Counter(label: "keel_reports_refused_total", dimensions: [("reason", reason)]).increment()
     }
 
+    /// A run blocked because its workflow code crashed the coordinator twice in a row.
+    func quarantined() {
+        Counter(label: "keel_workflows_quarantined_total").increment()
+    }
+
     func recovered(runs: Int, events: Int, seconds: Double) {
         Timer(label: "keel_replay_duration_seconds").recordSeconds(seconds)
         Gauge(label: "keel_open_runs_recovered").record(Double(runs))

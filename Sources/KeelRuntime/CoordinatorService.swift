@@ -69,10 +69,14 @@ public final class CoordinatorService: Sendable {
         let monitor = queues
         monitor.start()
         defer { Task { await monitor.stop() } }
+        var coordinatorConfiguration = configuration.coordinator
+        if coordinatorConfiguration.crashMarkerPath == nil {
+            coordinatorConfiguration.crashMarkerPath = configuration.databasePath + "-crash"
+        }
         let coordinator = Coordinator(
             store: store, workflows: workflows,
             publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.countDispatched),
-            configuration: configuration.coordinator, logger: logger)
+            configuration: coordinatorConfiguration, logger: logger)
         do {
             try await coordinator.recover()
         } catch let error as AMQPError {
@@ -226,8 +230,10 @@ public final class CoordinatorService: Sendable {
         let message = delivery.message
         let failure = Failure(error)
         await reply(to: message, with: JobReply(ok: false, error: failure), publisher)
-        let answered: Set<String> = [WireType.query.rawValue, WireType.describe.rawValue, WireType.redrive.rawValue, WireType.discard.rawValue]
-        if message.replyTo == nil || !answered.contains(message.type ?? "") {
+        // A job that asked for an answer got it and is done; only a start is kept in keel.dead
+        // as well (its input would be lost with a client that stopped waiting).
+        let answered = message.replyTo != nil && (message.type ?? message.headers["keel-type"]) != WireType.start.rawValue
+        if !answered {
             await deadLetter(delivery, failure.description, from: publisher.topology.jobsQueue, consumer, publisher, &rejected)
         } else {
             logger.info("job \(message.type ?? "?") refused: \(failure)")
@@ -251,29 +257,27 @@ public final class CoordinatorService: Sendable {
         }
     }
 
-    /// Handles a job other than `start` (starts are committed in batches by ``startAll``).
+    /// Handles a job other than `start` (starts are committed in batches by ``startAll``). The
+    /// answer goes to `reply_to`, when the job has one.
     private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
         let typeName = message.type ?? message.headers["keel-type"] ?? ""
-        guard let type = WireType(rawValue: typeName) else {
-            throw WireError(message: "unknown job type '\(typeName)'; expected start, signal, cancel, terminate, query, describe, redrive or discard")
+        guard let type = WireType(rawValue: typeName), WireType.jobs.contains(type) else {
+            throw WireError(message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")
         }
+        let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
+        try configuration.coordinator.limits.check(job, type)
         switch type {
         case .signal:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "signal job")
             guard let name = job.name else { throw WireError(message: "signal job needs 'name'") }
             try await coordinator.signal(workflowId: job.workflowId, name: name, input: job.input ?? .null)
         case .cancel:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "cancel job")
             try await coordinator.cancel(workflowId: job.workflowId)
         case .terminate:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "terminate job")
             try await coordinator.terminate(workflowId: job.workflowId, reason: job.reason ?? "terminated by an operator")
         case .query:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "query job")
             guard let name = job.name else { throw WireError(message: "query job needs 'name'") }
             return JobReply(ok: true, result: try await coordinator.query(workflowId: job.workflowId, name: name, argument: job.input))
         case .redrive, .discard:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
             guard let runId = job.runId, let activityId = job.activityId else {
                 throw WireError(message: "\(type.rawValue) job needs 'runId' and 'activityId'")
             }
@@ -282,9 +286,9 @@ public final class CoordinatorService: Sendable {
             } else {
                 try await coordinator.discard(runId: runId, activityId: activityId)
             }
-            return JobReply(ok: true)
+        case .unblock:
+            return JobReply(ok: true, run: try await coordinator.unblock(workflowId: job.workflowId))
         case .describe:
-            let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "describe job")
             guard let run = try coordinator.store.latestRun(workflowId: job.workflowId) else {
                 throw WorkflowNotFoundError(workflowId: job.workflowId, detail: "no run with this id")
             }
@@ -292,7 +296,7 @@ public final class CoordinatorService: Sendable {
         default:
             throw WireError(message: "'\(typeName)' messages do not belong on the jobs queue")
         }
-        return nil
+        return JobReply(ok: true)
     }
 
     private func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {

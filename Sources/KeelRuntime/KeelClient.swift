@@ -45,19 +45,37 @@ public final class KeelClient: Sendable {
         return try result.decode(StartResult.self, field: "start result")
     }
 
-    public func signal(workflowId: String, name: String, input: Payload) async throws {
-        try await publisher.send(.signal, WorkflowJob(workflowId: workflowId, name: name, input: input),
-                                 exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+    /// Sends a signal. With `confirm`, waits for the coordinator's answer and throws its
+    /// refusal (no such workflow, the run is closed, the input is too large); without, returns
+    /// once RabbitMQ holds the job (a refusal then goes to `keel.dead`).
+    public func signal(workflowId: String, name: String, input: Payload, confirm: Bool = false, timeout: Double = 30) async throws {
+        try await job(.signal, WorkflowJob(workflowId: workflowId, name: name, input: input), confirm: confirm, timeout: timeout)
     }
 
-    public func cancel(workflowId: String) async throws {
-        try await publisher.send(.cancel, WorkflowJob(workflowId: workflowId), exchange: topology.jobsExchange,
-                                 routingKey: Topology.jobsRoutingKey)
+    /// Asks the open run of `workflowId` to cancel (`confirm`: as for ``signal(workflowId:name:input:confirm:timeout:)``).
+    public func cancel(workflowId: String, confirm: Bool = false, timeout: Double = 30) async throws {
+        try await job(.cancel, WorkflowJob(workflowId: workflowId), confirm: confirm, timeout: timeout)
     }
 
-    public func terminate(workflowId: String, reason: String) async throws {
-        try await publisher.send(.terminate, WorkflowJob(workflowId: workflowId, reason: reason),
-                                 exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+    /// Ends the open run of `workflowId` at once (`confirm`: as for ``signal(workflowId:name:input:confirm:timeout:)``).
+    public func terminate(workflowId: String, reason: String, confirm: Bool = false, timeout: Double = 30) async throws {
+        try await job(.terminate, WorkflowJob(workflowId: workflowId, reason: reason), confirm: confirm, timeout: timeout)
+    }
+
+    /// Replays a blocked run with the coordinator's code and lets it run again; throws why it
+    /// stays blocked. Returns the run.
+    public func unblock(workflowId: String, timeout: Double = 60) async throws -> RunRecord {
+        let reply = try await request(.unblock, WorkflowJob(workflowId: workflowId), persistent: true, timeout: timeout)
+        guard let run = reply.run else { throw WireError(message: "unblock reply without a run") }
+        return run
+    }
+
+    private func job(_ type: WireType, _ job: WorkflowJob, confirm: Bool, timeout: Double) async throws {
+        if confirm {
+            _ = try await request(type, job, persistent: true, messageId: UUID().uuidString, timeout: timeout)
+        } else {
+            try await publisher.send(type, job, exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+        }
     }
 
     /// Asks the coordinator a query; throws the coordinator's error if it could not answer.

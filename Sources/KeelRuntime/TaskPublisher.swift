@@ -24,6 +24,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// LLM provider names in failover order (from `keel.yaml`); workflows gate calls to them
     /// on their circuit breakers.
     public var providerChain: [String] = []
+    /// A file the coordinator maps to name the run whose workflow code runs, so that a run that
+    /// crashes the coordinator twice in a row is quarantined (nil: no quarantine).
+    public var crashMarkerPath: String?
     /// The tracer for run spans (nil: the process's `InstrumentationSystem.tracer`).
     public var tracer: (any Tracer)?
 

@@ -5,13 +5,18 @@ import KeelCore
 /// docs/protocol.md describes every body.
 public enum WireType: String, Sendable, CaseIterable {
     // keel.jobs
-    case start, signal, cancel, terminate, query, describe, redrive, discard
+    case start, signal, cancel, terminate, query, describe, redrive, discard, unblock
     // keel.q.<queue>
     case task
     // keel.results
     case started, redelivered, claim, heartbeat, result, reports
     // keel.dead
     case deadLetter = "dead-letter"
+}
+
+extension WireType {
+    /// The types the coordinator takes on `keel.jobs`.
+    public static let jobs: [WireType] = [.start, .signal, .cancel, .terminate, .query, .describe, .redrive, .discard, .unblock]
 }
 
 /// The protocol version in the `keel-version` header.
@@ -86,7 +91,8 @@ public struct StartJob: Codable, Sendable {
     }
 }
 
-/// Body of `signal`, `cancel`, `terminate`, `query`, `describe`, `redrive` and `discard` jobs.
+/// Body of `signal`, `cancel`, `terminate`, `query`, `describe`, `redrive`, `discard` and
+/// `unblock` jobs.
 public struct WorkflowJob: Codable, Sendable {
     public var workflowId: String
     /// Signal or query name.

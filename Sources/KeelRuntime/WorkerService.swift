@@ -68,6 +68,7 @@ public final class WorkerService: Sendable {
             })
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let reports = ReportSender(publisher: publisher)
+        let endedOnItsOwn = Mutex(false)
         consumer.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -98,6 +99,13 @@ public final class WorkerService: Sendable {
                     }
                 }
             }
+            if !isStopped {
+                // The consumer only ends when told to: a loop that ends otherwise must not leave a
+                // process that looks alive and serves nothing.
+                logger.critical("worker stopping: its consumer of \(queueName) ended on its own")
+                stop()
+                endedOnItsOwn.withLock { $0 = true }
+            }
             // No more tasks are taken: let in-flight activities finish within the grace period,
             // then close the connection (deliveries not taken go back to the queue) and cancel
             // what is left.
@@ -113,6 +121,9 @@ public final class WorkerService: Sendable {
         await publisher.closeOffPool()
         claims.close()
         logger.info("worker \(configuration.identity) stopped")
+        if endedOnItsOwn.withLock({ $0 }) {
+            throw ServiceEndedError(message: "the consumer of \(queueName) ended while the worker was running")
+        }
     }
 
     private func handle(
@@ -186,9 +197,11 @@ public final class WorkerService: Sendable {
             label: "keel_worker_activity_duration_seconds",
             dimensions: [("activity_type", task.activityType), ("outcome", kind)]
         ).recordSeconds((ContinuousClock.now - started).seconds)
-        let result = ActivityResult(
+        var result = ActivityResult(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
             outcome: outcome)
+        // The coordinator would turn it into this failure anyway; sending the bytes helps nobody.
+        if let failure = MessageLimits().oversizedResult(result) { result.outcome = .failed(failure) }
         var delay = 0.5
         while true {
             do {

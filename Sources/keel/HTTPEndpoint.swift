@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Metrics
 import Prometheus
+import Synchronization
 
 /// `--http-host` and `--http-port` (coordinator) or `--metrics-port` (worker): where
 /// `GET /metrics` answers in the Prometheus text format, and on the coordinator the console and
@@ -44,19 +45,30 @@ struct HTTPEndpoint: Sendable {
     }
 
     /// Runs `service` with the endpoint beside it (if one is configured); returns when the
-    /// service does.
-    static func serve(_ endpoint: HTTPEndpoint?, logger: Logger, _ service: @escaping @Sendable () async throws -> Void) async throws {
+    /// service does. An endpoint that cannot serve (its address cannot be bound) calls `stop`
+    /// and, once the service returned, throws: the process exits non-zero instead of running on
+    /// without the endpoint it was asked for.
+    static func serve(
+        _ endpoint: HTTPEndpoint?, logger: Logger, stop: @escaping @Sendable () -> Void,
+        _ service: @escaping @Sendable () async throws -> Void
+    ) async throws {
         guard let endpoint else { return try await service() }
         endpoint.bootstrap()
+        let failure = Mutex<(any Error)?>(nil)
         let server = Task {
             do {
                 try await endpoint.run(logger: logger)
-            } catch {
-                logger.error("the HTTP endpoint on \(endpoint.host):\(endpoint.port) stopped: \(error)")
+            } catch where !Task.isCancelled {
+                logger.critical("the HTTP endpoint on \(endpoint.host):\(endpoint.port) cannot serve: \(error); stopping")
+                failure.withLock { $0 = error }
+                stop()
             }
         }
         defer { server.cancel() }
         try await service()
+        if let error = failure.withLock({ $0 }) {
+            throw ValidationError("the HTTP endpoint on \(endpoint.host):\(endpoint.port) could not serve: \(error)")
+        }
     }
 }
 

@@ -10,7 +10,7 @@ struct KeelCommand: AsyncParsableCommand {
         abstract: "Durable execution for LLM pipelines.",
         subcommands: [
             CoordinatorCommand.self, WorkerCommand.self, StartCommand.self, SignalCommand.self, CancelCommand.self,
-            QueryCommand.self, ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self,
+            TerminateCommand.self, UnblockCommand.self, QueryCommand.self, ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self,
             DeadLetterCommand.self, BreakersCommand.self, MockLLMCommand.self, BenchCommand.self,
         ])
 }
@@ -36,6 +36,7 @@ enum BuiltIn {
         var registry = WorkflowRegistry()
         registry.register(BenchSequential.self)
         registry.register(BenchSteps.self)
+        registry.register(FaultTrap.self)
         registry.register(CallActivity.self)
         registry.register(DocumentProcessing.self)
         registry.register(InvoiceProcessing.self)

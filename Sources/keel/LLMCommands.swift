@@ -67,8 +67,10 @@ struct BreakersCommand: AsyncParsableCommand {
 
 /// `--budget-tokens N` and `--budget-usd X` for `keel start`.
 struct BudgetOptions: ParsableArguments {
-    @Option(help: "Tokens the run may spend on LLM calls.") var budgetTokens: Int64?
-    @Option(help: "Dollars the run may spend on LLM calls.") var budgetUsd: Double?
+    // Unconditional, so that `--budget-tokens -5` reaches the check below instead of being
+    // read as an unknown option `-5`.
+    @Option(parsing: .unconditional, help: "Tokens the run may spend on LLM calls.") var budgetTokens: Int64?
+    @Option(parsing: .unconditional, help: "Dollars the run may spend on LLM calls.") var budgetUsd: Double?
 
     func limit() throws -> SpendLimit? {
         guard budgetTokens != nil || budgetUsd != nil else { return nil }

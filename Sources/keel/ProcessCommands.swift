@@ -77,7 +77,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         let logger = Logger(label: "keel.coordinator")
         try await TraceExport.around(serviceName: "keel-coordinator", logger: logger) { [endpoint] in
-            try await HTTPEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+            try await HTTPEndpoint.serve(endpoint, logger: logger, stop: { service.stop() }) { try await service.run() }
         }
     }
 }
@@ -109,7 +109,7 @@ struct WorkerCommand: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
         let logger = Logger(label: "keel.worker")
         try await TraceExport.around(serviceName: "keel-worker", logger: logger) {
-            try await HTTPEndpoint.serve(endpoint, logger: logger) { try await service.run() }
+            try await HTTPEndpoint.serve(endpoint, logger: logger, stop: { service.stop() }) { try await service.run() }
         }
     }
 }
@@ -122,11 +122,16 @@ func readInput(_ text: String?) throws -> Payload {
         guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read input file \(path)") }
         text = String(decoding: data, as: UTF8.self)
     }
+    let value: JSONValue
     do {
-        let value = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
-        return try Payload(encoding: value, field: "input")
+        value = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
     } catch {
         throw ValidationError("input is not valid JSON: \(text.prefix(200))")
+    }
+    do {
+        return try Payload(encoding: value, field: "input")
+    } catch let error as PayloadError {
+        throw ValidationError(error.message)
     }
 }
 
@@ -162,26 +167,76 @@ struct StartCommand: AsyncParsableCommand {
     }
 }
 
+/// `--no-wait` for the jobs that change a run.
+struct NoWaitOption: ParsableArguments {
+    @Flag(name: .customLong("no-wait"), help: "Return once RabbitMQ holds the job, without waiting for the coordinator's answer (a refusal then goes to keel.dead only).")
+    var noWait = false
+}
+
 struct SignalCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "signal", abstract: "Send a signal to a workflow.")
+    static let configuration = CommandConfiguration(
+        commandName: "signal", abstract: "Send a signal to a workflow; exits 1 with the reason if the coordinator refuses it.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
     @Argument var name: String
     @Option(help: "Signal input JSON, or @file.") var input: String?
+    @OptionGroup var wait: NoWaitOption
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
-        try await client.signal(workflowId: workflowId, name: name, input: try readInput(input))
-        if json { try printJSON(["workflowId": workflowId, "signal": name, "published": "true"]) } else {
-            print("signal \(name) to \(workflowId) published")
+        try await client.signal(workflowId: workflowId, name: name, input: try readInput(input), confirm: !wait.noWait)
+        let outcome = wait.noWait ? "published" : "delivered"
+        if json { try printJSON(["workflowId": workflowId, "signal": name, "outcome": outcome]) } else {
+            print("signal \(name) to \(workflowId) \(outcome)")
         }
     }
 }
 
 struct CancelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Ask a workflow to cancel.")
+    static let configuration = CommandConfiguration(
+        commandName: "cancel", abstract: "Ask a workflow to cancel; exits 1 with the reason if the coordinator refuses.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument var workflowId: String
+    @OptionGroup var wait: NoWaitOption
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        try await client.cancel(workflowId: workflowId, confirm: !wait.noWait)
+        let outcome = wait.noWait ? "published" : "requested"
+        if json { try printJSON(["workflowId": workflowId, "cancel": outcome]) } else {
+            print("cancellation of \(workflowId) \(outcome)")
+        }
+    }
+}
+
+struct TerminateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "terminate", abstract: "End a workflow's open run at once, running no more of its code; exits 1 with the reason if the coordinator refuses.")
+    @OptionGroup var broker: BrokerOptions
+    @Argument var workflowId: String
+    @Option(help: "Why; recorded as the run's failure.") var reason = "terminated by an operator"
+    @OptionGroup var wait: NoWaitOption
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = KeelClient(url: try broker.url())
+        defer { client.close() }
+        try await client.terminate(workflowId: workflowId, reason: reason, confirm: !wait.noWait)
+        let outcome = wait.noWait ? "published" : "done"
+        if json { try printJSON(["workflowId": workflowId, "terminate": outcome]) } else {
+            print("termination of \(workflowId) \(outcome)")
+        }
+    }
+}
+
+struct UnblockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unblock",
+        abstract: "Replay a blocked run with the coordinator's current code and let it run again (after a fix); exits 1 with the reason if it stays blocked.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
     @Flag(help: "Print JSON.") var json = false
@@ -189,10 +244,8 @@ struct CancelCommand: AsyncParsableCommand {
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
-        try await client.cancel(workflowId: workflowId)
-        if json { try printJSON(["workflowId": workflowId, "cancel": "published"]) } else {
-            print("cancellation of \(workflowId) published")
-        }
+        let run = try await client.unblock(workflowId: workflowId)
+        if json { try printJSON(run) } else { print("run \(run.runId) of \(workflowId) is \(run.status.rawValue) again") }
     }
 }
 

@@ -27,6 +27,7 @@ struct Sleep: Activity {
 struct BenchSequential: Workflow {
     static let name = "bench-sequential"
     func run(context: WorkflowContext, input: Int) async throws -> Int {
+        try BenchInput.check(input, "input (the number of steps)", in: 0...1_000_000)
         var sum = 0
         for step in 0..<input {
             sum += try await context.execute(NoOp.self, input: step, options: ActivityOptions(startToCloseTimeout: .seconds(60)))
@@ -46,6 +47,10 @@ struct BenchSteps: Workflow {
         var maximumAttempts: Int?
     }
     func run(context: WorkflowContext, input: Input) async throws -> Int {
+        try BenchInput.check(input.steps, "steps", in: 0...1_000_000)
+        try BenchInput.check(input.milliseconds ?? 0, "milliseconds", in: 0...86_400_000)
+        try BenchInput.check(input.heartbeatTimeoutSeconds ?? 5, "heartbeatTimeoutSeconds", in: 0.001...86_400)
+        try BenchInput.check(input.maximumAttempts ?? 5, "maximumAttempts", in: 0...1_000_000)
         let options = ActivityOptions(
             startToCloseTimeout: .seconds(120), heartbeatTimeout: .seconds(double: input.heartbeatTimeoutSeconds ?? 5),
             retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 5))
@@ -72,11 +77,44 @@ struct CallActivity: Workflow {
         var park: Bool?
     }
     func run(context: WorkflowContext, input: Input) async throws -> JSONValue {
+        try BenchInput.check(input.startToCloseSeconds ?? 60, "startToCloseSeconds", in: 0.001...31_536_000)
+        try BenchInput.check(input.maximumAttempts ?? 3, "maximumAttempts", in: 0...1_000_000)
         let options = ActivityOptions(
             taskQueue: input.taskQueue ?? "default", startToCloseTimeout: .seconds(double: input.startToCloseSeconds ?? 60),
             retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3),
             parkOnExhaustion: input.park ?? false)
         let result = try await context.execute(activityType: input.activityType, input: input.input ?? .null, options: options)
         return try result.decode(JSONValue.self)
+    }
+}
+
+/// Input checks of the bench workflows: a value out of range fails the run with a clear error
+/// instead of trapping in the coordinator (`0..<input` with a negative input would).
+enum BenchInput {
+    static func check<T: Comparable>(_ value: T, _ field: String, in range: ClosedRange<T>) throws {
+        guard range.contains(value) else {
+            throw ApplicationError(
+                message: "\(field) is \(value); it must be between \(range.lowerBound) and \(range.upperBound)",
+                type: "InvalidInput", isNonRetryable: true)
+        }
+    }
+}
+
+/// Runs `steps` no-op activities, then traps (an index out of range) when `trap` is set: a
+/// stand-in for workflow code with a crashing bug, to see crash quarantine at work
+/// (docs/operations.md, "Blocked runs").
+struct FaultTrap: Workflow {
+    static let name = "fault-trap"
+    struct Input: Codable, Sendable {
+        var steps: Int
+        var trap: Bool
+    }
+    func run(context: WorkflowContext, input: Input) async throws -> Int {
+        try BenchInput.check(input.steps, "steps", in: 0...1_000)
+        for step in 0..<input.steps {
+            _ = try await context.execute(NoOp.self, input: step, options: ActivityOptions(startToCloseTimeout: .seconds(60)))
+        }
+        let values = [input.steps]
+        return values[input.trap ? 1 : 0]
     }
 }
