@@ -182,8 +182,13 @@ extension Duration {
         return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 
-    /// A duration from seconds given as a `Double`.
+    /// A duration from seconds given as a `Double`. Saturates instead of trapping: a value from
+    /// a message (a `Retry-After`, a timeout) may be huge, infinite or NaN (as zero).
     public static func seconds(double value: Double) -> Duration {
-        .nanoseconds(Int64((value * 1e9).rounded()))
+        let nanoseconds = (value * 1e9).rounded()
+        guard !nanoseconds.isNaN else { return .zero }
+        if nanoseconds >= 9.2e18 { return .nanoseconds(Int64.max) }
+        if nanoseconds <= -9.2e18 { return .nanoseconds(Int64.min) }
+        return .nanoseconds(Int64(nanoseconds))
     }
 }

@@ -47,14 +47,14 @@ public struct MessageLimits: Sendable, Hashable {
         try check(job.workflowType, "workflowType", limit: name)
         try check(job.workflowId, "workflowId", limit: workflowId, empty: false)
         try check(job.requestId, "requestId", limit: requestId)
-        try check(job.input, "input")
+        try check(job.input, "input of workflow \(job.workflowType.prefix(name))")
         try job.options?.validate()
     }
 
     public func check(_ job: WorkflowJob, _ type: WireType) throws {
         try check(job.workflowId, "workflowId", limit: workflowId, empty: type == .redrive || type == .discard)
         try check(job.name, type == .query ? "query name" : "signal name", limit: name)
-        try check(job.input, type == .query ? "query argument" : "signal input")
+        try check(job.input, type == .query ? "argument of query \((job.name ?? "").prefix(name))" : "input of signal \((job.name ?? "").prefix(name))")
         try check(job.reason, "reason", limit: reason)
         try check(job.runId, "runId", limit: name)
     }
@@ -81,11 +81,36 @@ public struct MessageLimits: Sendable, Hashable {
                 try check(failure.type, "failure type", limit: name)
                 try check(failure.message, "failure message", limit: failureMessage)
                 try check(failure.details, "failure details")
+                if let delay = failure.nextRetryDelay, !(delay >= 0 && delay <= Self.longestTimeout) {
+                    throw LimitError(
+                        field: "nextRetryDelay", size: 0, limit: 0,
+                        custom: "failure.nextRetryDelay is \(delay); it must be a number of seconds between 0 and \(Int(Self.longestTimeout))")
+                }
             }
             // A completed result over the payload limit is not refused here: it becomes the
             // attempt's failure (``oversizedResult(_:)``), so the workflow learns at once.
         }
     }
+
+    /// A task as a worker receives it: ids and names that fit, payloads within the limit, and
+    /// timeouts that are positive, finite numbers of seconds.
+    public func check(_ task: ActivityTask) throws {
+        try check(task.workflowId, "workflowId", limit: workflowId, empty: false)
+        try check(task.runId, "runId", limit: name, empty: false)
+        try check(task.activityType, "activityType", limit: name, empty: false)
+        try check(task.taskQueue, "taskQueue", limit: name)
+        try check(task.input, "input of activity \(task.activityType.prefix(name))")
+        try check(task.heartbeatDetails, "heartbeatDetails")
+        for (field, value) in [("startToCloseTimeout", task.startToCloseTimeout), ("scheduleToCloseTimeout", task.scheduleToCloseTimeout),
+                               ("heartbeatTimeout", task.heartbeatTimeout)] {
+            if let value, !(value > 0 && value <= Self.longestTimeout) {
+                throw LimitError(field: field, size: 0, limit: 0, custom: "\(field) is \(value); it must be a number of seconds between 0 and \(Int(Self.longestTimeout)) (ten years)")
+            }
+        }
+    }
+
+    /// Ten years, in seconds: no timeout is longer.
+    public static let longestTimeout: Double = 315_360_000
 
     /// The failure that replaces a completed result too large to keep; nil when it fits.
     public func oversizedResult(_ result: ActivityResult) -> Failure? {
@@ -119,9 +144,12 @@ public struct LimitError: KeelError {
     public var size: Int
     public var limit: Int
     public var empty = false
+    /// A message of its own, for limits that are not sizes.
+    public var custom: String?
     public var errorType: String { "LimitExceeded" }
     public var isNonRetryable: Bool { true }
     public var message: String {
-        empty ? "\(field) must not be empty" : "\(field) is \(size) bytes, over the \(limit)-byte limit"
+        if let custom { return custom }
+        return empty ? "\(field) must not be empty" : "\(field) is \(size) bytes, over the \(limit)-byte limit"
     }
 }

@@ -131,11 +131,14 @@ public final class WorkerService: Sendable {
         _ queueName: String
     ) async {
         let message = delivery.message
+        let limits = MessageLimits()
         let task: ActivityTask
         do {
+            try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "task")
             task = try Wire.decode(ActivityTask.self, from: message.body, what: "task")
+            try limits.check(task)
         } catch {
-            logger.warning("undecodable task dead-lettered: \(error)")
+            logger.warning("task dead-lettered: \(error)")
             await deadLetter(message, queueName, "\(error)", publisher, consumer, delivery)
             return
         }

@@ -1,0 +1,175 @@
+import Foundation
+import Testing
+import Keel
+import KeelTestKit
+
+/// Messages no Keel process may choke on, through real processes and a real broker: every one is
+/// handled to an end (applied, refused with a reply, or dead-lettered with the reason) and the
+/// processes serve on.
+@Suite("Poison messages", .tags(.integration), .timeLimit(.minutes(6)))
+struct PoisonMessageTests {
+    @Test func oversizedAndOverlongJobsAreRefusedAtTheDoorAndTheCoordinatorServesOn() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker()
+        let topology = deployment.topology
+        let publisher = AMQPPublisher(url: deployment.url, topology: topology)
+        defer { publisher.close() }
+        func job(_ type: WireType, _ body: String, id: String, headers: [String: String] = [:]) -> AMQPMessage {
+            AMQPMessage(
+                exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data(body.utf8), type: type.rawValue,
+                messageId: id, headers: ["keel-type": type.rawValue, "keel-version": "1"].merging(headers) { $1 })
+        }
+        let bigInput = String(repeating: "x", count: 10 * 1024 * 1024)
+        let longId = String(repeating: "w", count: 1024 * 1024)
+        try await publisher.publish([
+            job(.start, #"{"workflowType":"bench-sequential","workflowId":"huge-input","input":"\#(bigInput)"}"#, id: "huge-input"),
+            job(.signal, #"{"workflowId":"anyone","name":"approve","input":"\#(String(repeating: "s", count: 3 * 1024 * 1024))"}"#, id: "huge-signal"),
+            job(.start, #"{"workflowType":"bench-sequential","workflowId":"\#(longId)","input":1}"#, id: "long-id"),
+            job(.start, #"{"workflowType":"bench-sequential","workflowId":"big-headers","input":1}"#, id: "big-headers",
+                headers: ["x-padding": String(repeating: "h", count: 20_000)]),
+            // Only `budget` among the options: the others take their documented defaults.
+            job(.start, #"{"workflowType":"bench-sequential","workflowId":"partial-options","input":2,"options":{"budget":{"maxTokens":1000}}}"#, id: "partial"),
+        ])
+        let partial = try await deployment.client.waitForResult(workflowId: "partial-options", timeout: 60)
+        #expect(partial.status == .completed, "\(partial.failure?.description ?? "")")
+        #expect(partial.options.budget?.maxTokens == 1000)
+        #expect(partial.options.idConflictPolicy == .useExisting)
+
+        var items: [DeadLetterItem] = []
+        #expect(try await eventually(20) {
+            items = try DeadLetterQueue(url: deployment.url, topology: topology).list()
+            return items.count >= 4
+        })
+        let reasons = Dictionary(items.map { ($0.id, $0.reason) }) { first, _ in first }
+        #expect(reasons["huge-input"]?.contains("start job body is 104") == true, "\(reasons["huge-input"] ?? "missing")")
+        #expect(reasons["huge-signal"]?.contains("job body is 3") == true, "\(reasons["huge-signal"] ?? "missing")")
+        #expect(reasons["long-id"]?.contains("over the") == true, "\(reasons["long-id"] ?? "missing")")
+        #expect(reasons["big-headers"]?.contains("start job headers is") == true, "\(reasons["big-headers"] ?? "missing")")
+        // Refused before anything was committed.
+        let store = try deployment.store()
+        #expect(try store.latestRun(workflowId: longId) == nil)
+        #expect(try store.latestRun(workflowId: "huge-input") == nil)
+        #expect(try store.latestRun(workflowId: "big-headers") == nil)
+
+        // Still serving: a start after them completes.
+        _ = try await deployment.client.startAndConfirm(StartRequest(
+            workflowType: "bench-sequential", workflowId: "after-poison", input: Payload(encoding: 3, field: "input")))
+        let after = try await deployment.client.waitForResult(workflowId: "after-poison", timeout: 60)
+        #expect(after.status == .completed)
+        #expect(deployment.coordinator?.exists == true)
+    }
+
+    @Test func aResultInTheNameOfAWorkerThatDoesNotHoldTheAttemptIsRefused() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 1)
+        let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 3000), field: "input")
+        let started = try await deployment.client.startAndConfirm(StartRequest(workflowType: "bench-steps", workflowId: "forged", input: input))
+        let store = try deployment.store()
+        #expect(try await eventually(20) { try store.activities(runId: started.runId).first?.state == .started })
+        let activity = try #require(try store.activities(runId: started.runId).first)
+        let forged = ActivityResult(
+            runId: started.runId, activityId: activity.activityId, attempt: activity.attempt, worker: "forger:1",
+            outcome: .completed(try Payload(encoding: 999, field: "r")))
+        let publisher = AMQPPublisher(url: deployment.url, topology: deployment.topology)
+        defer { publisher.close() }
+        try await publisher.send(.result, forged, exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+        let run = try await deployment.client.waitForResult(workflowId: "forged", timeout: 60)
+        #expect(run.status == .completed)
+        #expect(run.result?.json == "0", "the worker's value, not the forged 999")
+    }
+
+    @Test func signalCancelAndTerminateOfAnUnknownWorkflowExitNonZeroWithTheReason() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        for arguments in [["signal", "nobody", "approve"], ["cancel", "nobody"], ["terminate", "nobody", "--reason", "test"]] {
+            let refused = try await deployment.keel(arguments)
+            #expect(refused.status == 1, "\(arguments): \(refused.output)")
+            #expect(refused.output.contains("no run with this id"), "\(arguments): \(refused.output)")
+        }
+        let published = try await deployment.keel(["signal", "nobody", "approve", "--no-wait"])
+        #expect(published.status == 0, "\(published.output)")
+        let negative = try await deployment.keel(["start", "bench-sequential", "--id", "n", "--budget-tokens", "-5"])
+        #expect(negative.status != 0)
+        #expect(negative.output.contains("maxTokens must be positive"), "\(negative.output)")
+        let file = deployment.directory.appendingPathComponent("large.json")
+        try Data("\"\(String(repeating: "x", count: 2_200_000))\"".utf8).write(to: file)
+        let tooLarge = try await deployment.keel(["start", "bench-sequential", "--id", "n", "--input", "@\(file.path)"])
+        #expect(tooLarge.status != 0)
+        #expect(tooLarge.output.contains("over the 2097152-byte payload limit"), "\(tooLarge.output.prefix(300))")
+    }
+
+    @Test func anHTTPHostThatCannotBeBoundStopsTheCoordinatorWithAnError() async throws {
+        let deployment = try Deployment()
+        // Not an address of this machine (TEST-NET-1); the token keeps the access check quiet.
+        deployment.extraEnvironment = ["KEEL_API_TOKEN": "secret"]
+        try deployment.startCoordinator(["--http-host", "192.0.2.1", "--http-port", "\(freeLocalPort())"])
+        let coordinator = try #require(deployment.coordinator)
+        #expect(await eventually(30) { !coordinator.exists }, "the coordinator exits")
+        #expect(await eventually(5) { !coordinator.process.isRunning })
+        #expect(coordinator.process.terminationStatus != 0)
+        let log = (try? String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("cannot serve"), "\(log)")
+    }
+
+    /// Thousands of generated and mutated messages on every queue a Keel process consumes; then
+    /// a normal run must complete, both processes must still run, and once they stop nothing may
+    /// be left unacknowledged. `KEEL_FUZZ_SEED` replays a failing seed; `KEEL_FUZZ_MESSAGES` sets
+    /// the count (`keel bench fuzz` is the long soak).
+    @Test func fuzzingEveryQueueLeavesTheProcessesServingAndNothingStuck() async throws {
+        let seed = MessageFuzzer.seedFromEnvironment()
+        let count = ProcessInfo.processInfo.environment["KEEL_FUZZ_MESSAGES"].flatMap(Int.init) ?? 6_000
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 8)
+        // Real runs whose attempts the fuzzer's reports name (stale once the runs closed).
+        var known: [String] = []
+        for index in 0..<3 {
+            let started = try await deployment.client.startAndConfirm(StartRequest(
+                workflowType: "bench-sequential", workflowId: "known-\(index)", input: Payload(encoding: 2, field: "input")))
+            known.append(started.runId)
+        }
+        var fuzzer = MessageFuzzer(seed: seed, topology: deployment.topology, knownRunIds: known)
+        let counts = try await fuzzer.publish(count, url: deployment.url)
+        print("fuzz seed \(seed): \(counts)")
+
+        let logs = { () -> String in
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: deployment.directory.path)) ?? []
+            return names.filter { $0.hasSuffix(".log") }.sorted().map { name in
+                let text = (try? String(contentsOf: deployment.directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
+                // A crash report's head says what failed; the rest of a log, its last lines.
+                let lines = text.split(separator: "\n")
+                let crash = lines.firstIndex { $0.contains("💣") || $0.contains("Fatal error") || $0.contains("Crash") }
+                let shown = crash.map { Array(lines[$0...].prefix(40)) } ?? Array(lines.suffix(40))
+                return "--- \(name)\n" + shown.joined(separator: "\n")
+            }.joined(separator: "\n")
+        }
+        do {
+            _ = try await deployment.client.startAndConfirm(StartRequest(
+                workflowType: "bench-sequential", workflowId: "after-fuzz", input: Payload(encoding: 3, field: "input")), timeout: 120)
+            let after = try await deployment.client.waitForResult(workflowId: "after-fuzz", timeout: 120)
+            #expect(after.status == .completed, "seed \(seed)")
+        } catch {
+            Issue.record("seed \(seed): \(error)\n\(logs())")
+            return
+        }
+        #expect(deployment.coordinator?.exists == true, "the coordinator survived (seed \(seed))")
+        let workersAlive = deployment.workers.allSatisfy { $0.exists }
+        #expect(workersAlive, "the worker survived (seed \(seed))")
+
+        let inspector = try AMQPConnection(url: deployment.url)
+        defer { inspector.close() }
+        let queues = [deployment.topology.jobsQueue, deployment.topology.resultsQueue, deployment.topology.queue(forTaskQueue: "default")]
+        #expect(try await eventually(120) { try queues.allSatisfy { try inspector.inspect(queue: $0).messages == 0 } }, "drained (seed \(seed))")
+        // Stopped, each process gives back what it holds unacknowledged: nothing may come back.
+        for process in [deployment.coordinator].compactMap({ $0 }) + deployment.workers { try await offPool { process.terminate() } }
+        try await Task.sleep(for: .milliseconds(500))
+        for queue in queues {
+            #expect(try inspector.inspect(queue: queue).messages == 0, "\(queue) kept unacknowledged messages (seed \(seed))")
+        }
+        #expect(try inspector.inspect(queue: deployment.topology.deadLetterQueue).messages > 0, "refusals reached keel.dead")
+        let log = logs()
+        #expect(!log.contains("coordinator stopping:") && !log.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
+    }
+}
