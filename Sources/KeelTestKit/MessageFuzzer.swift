@@ -229,3 +229,74 @@ extension MessageFuzzer {
         ProcessInfo.processInfo.environment["KEEL_FUZZ_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
     }
 }
+
+/// One fuzzing round against a running coordinator and worker: real runs first (their attempts
+/// become the stale ones the fuzzer reports on), then the messages, then a normal run that must
+/// complete; then the processes stop, and whatever they held unacknowledged would be back in
+/// its queue. `keel bench fuzz` and the suite's fuzz test both run it.
+public struct FuzzCampaign: Sendable {
+    public struct Report: Sendable {
+        public var seed: UInt64
+        public var published: [String: Int]
+        /// Status of the run started after the messages (nil: it did not finish in time).
+        public var finalRun: RunStatus?
+        public var failure: String?
+        public var survived: Bool
+        /// Messages back in the jobs, results and task queues once the processes stopped.
+        public var stuck: [String: Int]
+        public var deadLettered: Int
+        public var seconds: Double
+
+        public var passed: Bool { finalRun == .completed && survived && stuck.values.allSatisfy { $0 == 0 } }
+    }
+
+    public let url: AMQPURL
+    public let topology: Topology
+    public let seed: UInt64
+    public let messages: Int
+
+    public init(url: AMQPURL, topology: Topology, seed: UInt64, messages: Int) {
+        self.url = url
+        self.topology = topology
+        self.seed = seed
+        self.messages = messages
+    }
+
+    /// `alive` tells whether the coordinator and workers still run; `stop` stops them (SIGTERM).
+    public func run(alive: @Sendable () -> Bool, stop: @Sendable () async -> Void) async throws -> Report {
+        let started = ContinuousClock.now
+        let client = KeelClient(url: url, topology: topology)
+        defer { client.close() }
+        var known: [String] = []
+        for index in 0..<3 {
+            let run = try await client.startAndConfirm(StartRequest(
+                workflowType: "bench-sequential", workflowId: "known-\(index)", input: Payload(encoding: 2, field: "input")), timeout: 60)
+            known.append(run.runId)
+        }
+        var fuzzer = MessageFuzzer(seed: seed, topology: topology, knownRunIds: known)
+        let published = try await fuzzer.publish(messages, url: url)
+        var report = Report(
+            seed: seed, published: published, finalRun: nil, failure: nil, survived: false, stuck: [:], deadLettered: 0, seconds: 0)
+        do {
+            _ = try await client.startAndConfirm(StartRequest(
+                workflowType: "bench-sequential", workflowId: "after-fuzz", input: Payload(encoding: 3, field: "input")), timeout: 120)
+            report.finalRun = try await client.waitForResult(workflowId: "after-fuzz", timeout: 120).status
+        } catch {
+            report.failure = "\(error)"
+        }
+        report.survived = alive()
+        let inspector = try AMQPConnection(url: url)
+        defer { inspector.close() }
+        let queues = [topology.jobsQueue, topology.resultsQueue, topology.queue(forTaskQueue: "default")]
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, try !queues.allSatisfy({ try inspector.inspect(queue: $0).messages == 0 }) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        await stop()
+        try await Task.sleep(for: .milliseconds(500))
+        for queue in queues { report.stuck[queue] = try inspector.inspect(queue: queue).messages }
+        report.deadLettered = try inspector.inspect(queue: topology.deadLetterQueue).messages
+        report.seconds = (ContinuousClock.now - started).seconds
+        return report
+    }
+}

@@ -239,12 +239,13 @@ struct UnblockCommand: AsyncParsableCommand {
         abstract: "Replay a blocked run with the coordinator's current code and let it run again (after a fix); exits 1 with the reason if it stays blocked.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
+    @Option(help: "Seconds to wait for the coordinator's answer.") var timeout = 60.0
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
-        let run = try await client.unblock(workflowId: workflowId)
+        let run = try await client.unblock(workflowId: workflowId, timeout: timeout)
         if json { try printJSON(run) } else { print("run \(run.runId) of \(workflowId) is \(run.status.rawValue) again") }
     }
 }

@@ -56,7 +56,7 @@ struct CrashQuarantineTests {
         #expect(shown.output.contains("keel unblock trap-later"), "\(shown.output)")
 
         // Unblocked with the same code, it crashes once more and is blocked again at once.
-        let unblock = try await deployment.keel(["unblock", "trap-later"])
+        let unblock = try await deployment.keel(["unblock", "trap-later", "--timeout", "5"])
         #expect(unblock.status != 0, "the coordinator died answering: \(unblock.output)")
         #expect(try await superviseUntilBlocked(deployment, "trap-later") == 1)
         #expect(deployment.coordinator?.exists == true)

@@ -123,53 +123,24 @@ struct PoisonMessageTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 8)
-        // Real runs whose attempts the fuzzer's reports name (stale once the runs closed).
-        var known: [String] = []
-        for index in 0..<3 {
-            let started = try await deployment.client.startAndConfirm(StartRequest(
-                workflowType: "bench-sequential", workflowId: "known-\(index)", input: Payload(encoding: 2, field: "input")))
-            known.append(started.runId)
-        }
-        var fuzzer = MessageFuzzer(seed: seed, topology: deployment.topology, knownRunIds: known)
-        let counts = try await fuzzer.publish(count, url: deployment.url)
-        print("fuzz seed \(seed): \(counts)")
-
-        let logs = { () -> String in
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: deployment.directory.path)) ?? []
-            return names.filter { $0.hasSuffix(".log") }.sorted().map { name in
-                let text = (try? String(contentsOf: deployment.directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
-                // A crash report's head says what failed; the rest of a log, its last lines.
-                let lines = text.split(separator: "\n")
-                let crash = lines.firstIndex { $0.contains("💣") || $0.contains("Fatal error") || $0.contains("Crash") }
-                let shown = crash.map { Array(lines[$0...].prefix(40)) } ?? Array(lines.suffix(40))
-                return "--- \(name)\n" + shown.joined(separator: "\n")
-            }.joined(separator: "\n")
-        }
-        do {
-            _ = try await deployment.client.startAndConfirm(StartRequest(
-                workflowType: "bench-sequential", workflowId: "after-fuzz", input: Payload(encoding: 3, field: "input")), timeout: 120)
-            let after = try await deployment.client.waitForResult(workflowId: "after-fuzz", timeout: 120)
-            #expect(after.status == .completed, "seed \(seed)")
-        } catch {
-            Issue.record("seed \(seed): \(error)\n\(logs())")
-            return
-        }
-        #expect(deployment.coordinator?.exists == true, "the coordinator survived (seed \(seed))")
-        let workersAlive = deployment.workers.allSatisfy { $0.exists }
-        #expect(workersAlive, "the worker survived (seed \(seed))")
-
-        let inspector = try AMQPConnection(url: deployment.url)
-        defer { inspector.close() }
-        let queues = [deployment.topology.jobsQueue, deployment.topology.resultsQueue, deployment.topology.queue(forTaskQueue: "default")]
-        #expect(try await eventually(120) { try queues.allSatisfy { try inspector.inspect(queue: $0).messages == 0 } }, "drained (seed \(seed))")
-        // Stopped, each process gives back what it holds unacknowledged: nothing may come back.
-        for process in [deployment.coordinator].compactMap({ $0 }) + deployment.workers { try await offPool { process.terminate() } }
-        try await Task.sleep(for: .milliseconds(500))
-        for queue in queues {
-            #expect(try inspector.inspect(queue: queue).messages == 0, "\(queue) kept unacknowledged messages (seed \(seed))")
-        }
-        #expect(try inspector.inspect(queue: deployment.topology.deadLetterQueue).messages > 0, "refusals reached keel.dead")
-        let log = logs()
-        #expect(!log.contains("coordinator stopping:") && !log.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
+        let campaign = FuzzCampaign(url: deployment.url, topology: deployment.topology, seed: seed, messages: count)
+        let report = try await campaign.run(
+            alive: { deployment.coordinator?.exists == true && deployment.workers.allSatisfy { $0.exists } },
+            stop: { for process in [deployment.coordinator].compactMap({ $0 }) + deployment.workers { try? await offPool { process.terminate() } } })
+        print("fuzz seed \(seed): \(report.published), \(report.deadLettered) dead-lettered, \(String(format: "%.1f", report.seconds)) s")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: deployment.directory.path)) ?? []
+        let logs = names.filter { $0.hasSuffix(".log") }.sorted().map { name in
+            // A crash report's head says what failed; the rest of a log, its last lines.
+            let text = (try? String(contentsOf: deployment.directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            let lines = text.split(separator: "\n")
+            let crash = lines.firstIndex { $0.contains("Fatal error") || $0.contains("Program crashed") }
+            let shown = crash.map { Array(lines[$0...].prefix(40)) } ?? Array(lines.suffix(40))
+            return "--- \(name)\n" + shown.joined(separator: "\n")
+        }.joined(separator: "\n")
+        #expect(report.finalRun == .completed, "seed \(seed): \(report.failure ?? "")\n\(logs)")
+        #expect(report.survived, "the coordinator and the worker survived (seed \(seed))\n\(logs)")
+        #expect(report.stuck.values.allSatisfy { $0 == 0 }, "left unacknowledged: \(report.stuck) (seed \(seed))")
+        #expect(report.deadLettered > 0, "refusals reached keel.dead")
+        #expect(!logs.contains("coordinator stopping:") && !logs.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
     }
 }

@@ -5,7 +5,7 @@ import KeelTestKit
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Keel on this machine.", subcommands: [ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self])
+        commandName: "bench", abstract: "Measure Keel on this machine.", subcommands: [ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self])
 }
 
 struct ReplayBench: AsyncParsableCommand {
