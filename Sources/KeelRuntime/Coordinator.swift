@@ -153,22 +153,7 @@ public actor Coordinator {
                 report.blocked += 1
                 continue
             }
-            let instance = makeInstance(record, definition)
-            let activation = guarded(run) { instance.replay(events) }
-            if let divergence = activation.nondeterminism {
-                guarded(run) { instance.evict() }
-                block(run, Failure(divergence), &work)
-                report.blocked += 1
-                continue
-            }
-            run.instance = instance
-            if run.record.status == .blocked {
-                run.record.status = .running
-                run.record.failure = nil
-                work.touched[run.runId] = run
-                logger.info("run unblocked: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
-            }
-            process(activation.commands, in: run, &work)
+            if resume(run, definition, events, &work) != nil { report.blocked += 1 }
         }
         try await finish(&work)
         report.republished = try await flushOutbox()
@@ -937,22 +922,35 @@ public actor Coordinator {
         let events = try store.events(runId: run.runId)
         var work = Work(now: clock.now())
         marker?.expectCrash(workflowId: workflowId, runId: run.runId)
+        let divergence = resume(run, definition, events, &work)
+        try await finish(&work)
+        if let divergence {
+            throw NotBlockedError(message: "workflow \(workflowId) stays blocked: \(divergence.message)")
+        }
+        return run.record
+    }
+
+    /// Replays `run`'s history with its workflow code and lets it go on from there (a blocked
+    /// run is unblocked); or blocks it when the history does not replay, and returns why.
+    private func resume(
+        _ run: LiveRun, _ definition: WorkflowDefinition, _ events: [HistoryEvent], _ work: inout Work
+    ) -> NonDeterminismError? {
         let instance = makeInstance(run.record, definition)
         let activation = guarded(run) { instance.replay(events) }
         if let divergence = activation.nondeterminism {
             guarded(run) { instance.evict() }
             block(run, Failure(divergence), &work)
-            try await finish(&work)
-            throw NotBlockedError(message: "workflow \(workflowId) stays blocked: \(divergence.message)")
+            return divergence
         }
         run.instance = instance
-        run.record.status = .running
-        run.record.failure = nil
-        work.touched[run.runId] = run
-        logger.info("run unblocked by an operator: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
+        if run.record.status == .blocked {
+            run.record.status = .running
+            run.record.failure = nil
+            work.touched[run.runId] = run
+            logger.info("run unblocked: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
+        }
         process(activation.commands, in: run, &work)
-        try await finish(&work)
-        return run.record
+        return nil
     }
 
     // MARK: Tracing

@@ -16,7 +16,7 @@ public struct MessageFuzzer: Sendable {
     public var knownRunIds: [String]
     /// Workflow ids the fuzzer's own starts use, for signals and cancels that reach a run.
     private var workflowIds: [String] = []
-    private var random: SplitMix64
+    private var random: DeterministicRandom
     private var counter = 0
 
     public init(seed: UInt64, topology: Topology, taskQueue: String = "default", knownRunIds: [String] = []) {
@@ -24,7 +24,7 @@ public struct MessageFuzzer: Sendable {
         self.topology = topology
         self.taskQueue = taskQueue
         self.knownRunIds = knownRunIds
-        random = SplitMix64(seed: seed)
+        random = DeterministicRandom(seed: seed)
     }
 
     /// The next message, for `target`.
@@ -175,19 +175,6 @@ public struct MessageFuzzer: Sendable {
 
     private func encode(_ body: [String: JSONValue]) -> Data {
         (try? JSONEncoder().encode(JSONValue.object(body))) ?? Data("{}".utf8)
-    }
-}
-
-/// A small, fast generator with a seed (Swift's own has none).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
