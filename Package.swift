@@ -137,7 +137,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeelRuntimeTests",
-            dependencies: ["Keel", "KeelTestKit"],
+            dependencies: ["Keel", "KeelTestKit", "KeelConsole"],
             resources: [.copy("Fixtures")]
         ),
     ],

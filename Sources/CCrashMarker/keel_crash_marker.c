@@ -1,6 +1,7 @@
 #include "keel_crash_marker.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 
 static volatile int32_t *keel_slot;
@@ -30,4 +31,8 @@ void keel_crash_marker_install(volatile int32_t *slot) {
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&action.sa_mask);
     for (unsigned i = 0; i < KEEL_SIGNAL_COUNT; i++) sigaction(keel_signals[i], &action, &keel_previous[i]);
+}
+
+void keel_crash_marker_forget(volatile int32_t *slot) {
+    if (keel_slot == slot) keel_slot = NULL;
 }

@@ -534,7 +534,17 @@ public actor Coordinator {
     private func result(_ message: ActivityResult, _ work: inout Work) -> Bool {
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
             activity.state == .scheduled || activity.state == .started
-        else { return false }
+        else {
+            // Stale results (an attempt that timed out, a duplicate) are normal; one for an
+            // attempt the coordinator never sent is not.
+            if let live = runs[message.runId]?.activities[message.activityId], message.attempt > live.attempt {
+                logger.warning(
+                    "result refused: attempt \(message.attempt) of activity \(live.activityType)#\(live.activityId) was never dispatched (the current attempt is \(live.attempt)); sent by \(message.worker)",
+                    metadata: ["run_id": "\(message.runId)"])
+                metrics.reportRefused(reason: "not_dispatched")
+            }
+            return false
+        }
         // Only the worker that holds the attempt ends it: a result in another worker's name is
         // forged or misrouted, and applying it would complete the step with a value nobody ran.
         if activity.state == .started, let holder = activity.startedBy, holder != message.worker {

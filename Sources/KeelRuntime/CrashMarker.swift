@@ -68,7 +68,10 @@ final class CrashMarker: @unchecked Sendable {
         keel_crash_marker_install(base.advanced(by: Offset.signal).assumingMemoryBound(to: Int32.self))
     }
 
-    deinit { munmap(base, Self.size) }
+    deinit {
+        keel_crash_marker_forget(base.advanced(by: Offset.signal).assumingMemoryBound(to: Int32.self))
+        munmap(base, Self.size)
+    }
 
     /// Runs `body` (workflow code of the run) with the marker naming the run.
     @inline(__always)

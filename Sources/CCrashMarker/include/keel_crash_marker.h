@@ -11,4 +11,7 @@
 /// action. Calling it again moves the slot.
 void keel_crash_marker_install(volatile int32_t *slot);
 
+/// Stops recording into `slot` if it is the current one (its memory is about to go away).
+void keel_crash_marker_forget(volatile int32_t *slot);
+
 #endif
