@@ -123,16 +123,6 @@ public final class KeelClient: Sendable {
         }
     }
 
-    /// Asks the coordinator whether this worker may run a republished task
-    /// (``ActivityTask/republished``): true once the claim is recorded as the attempt's start,
-    /// false when another worker started it. Claims travel with the worker reports, so the
-    /// coordinator sees them after any `started` sent before them.
-    public func claim(_ claim: ActivityClaim, timeout: Double = 30) async throws -> Bool {
-        try await request(
-            .claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey, timeout: timeout
-        ).ok
-    }
-
     private func request<Body: Encodable & Sendable>(
         _ type: WireType, _ job: Body, exchange: String? = nil, routingKey: String = Topology.jobsRoutingKey,
         persistent: Bool = false, messageId: String? = nil, timeout: Double

@@ -55,11 +55,30 @@ struct CrashQuarantineTests {
         let shown = try await deployment.keel(["show", "trap-later"])
         #expect(shown.output.contains("keel unblock trap-later"), "\(shown.output)")
 
-        // Unblocked with the same code, it crashes once more and is blocked again at once.
+        // Not from the coordinator that quarantined it: it runs the code that crashed.
+        let early = try await deployment.keel(["unblock", "trap-later", "--timeout", "10"])
+        #expect(early.status != 0)
+        #expect(early.output.contains("deploy a fix and restart the coordinator"), "\(early.output)")
+
+        // Restarted (with the same code: a fix that did not work), an unblock crashes it once
+        // more; the next coordinator blocks the run at once, and refuses that unblock job when it
+        // comes back.
+        let log = deployment.directory.appendingPathComponent("coordinator.log")
+        func logText() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        let quarantining = try #require(deployment.coordinator)
+        try await offPool { quarantining.terminate() }
+        try deployment.startCoordinator()
+        #expect(await eventually(60) { logText().contains("coordinator running") })
         let unblock = try await deployment.keel(["unblock", "trap-later", "--timeout", "5"])
         #expect(unblock.status != 0, "the coordinator died answering: \(unblock.output)")
-        #expect(try await superviseUntilBlocked(deployment, "trap-later") == 1)
+        let crashed = try #require(deployment.coordinator)
+        #expect(await eventually(60) { !crashed.exists }, "the replay crashed the coordinator")
+        try deployment.startCoordinator()
+        #expect(await eventually(60) { logText().contains("coordinator running") })
+        #expect(logText().contains("it happened 2 times in a row, so the run is quarantined"), "\(logText())")
+        #expect(await eventually(30) { logText().contains("this one runs the same code") }, "\(logText())")
         #expect(deployment.coordinator?.exists == true)
+        #expect(try deployment.store().latestRun(workflowId: "trap-later")?.status == .blocked)
     }
 
     @Test func aStartWhoseCodeCrashesTheCoordinatorIsRecordedBlockedWithoutRunningIt() async throws {

@@ -16,7 +16,9 @@ struct RedeliveryTests {
         try deployment.startCoordinator()
         try await deployment.client.start(StartRequest(
             workflowType: "bench-steps", workflowId: workflowId,
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0), field: "input")))
+            // A long heartbeat timeout: on a loaded machine the next worker may take seconds to
+            // start, and the attempt must end by its redelivery, not by a timeout.
+            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0, heartbeatTimeoutSeconds: 60), field: "input")))
         return deployment
     }
 

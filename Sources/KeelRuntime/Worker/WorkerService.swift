@@ -43,14 +43,16 @@ public final class WorkerService: Sendable {
     let runner: ActivityRunner
     let logger: Logger
     /// Asks the coordinator before running a republished task.
-    private let claims: KeelClient
+    private let claims: ClaimClient
+    private let admission: TaskAdmission
     private let stopped = Mutex(false)
 
     public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
         self.configuration = configuration
         self.runner = ActivityRunner(activities: activities, identity: configuration.identity)
         self.logger = logger
-        claims = KeelClient(url: configuration.url, topology: configuration.topology)
+        claims = ClaimClient(url: configuration.url, topology: configuration.topology)
+        admission = TaskAdmission(activities: Set(activities.names))
     }
 
     public func stop() { stopped.withLock { $0 = true } }
@@ -131,30 +133,38 @@ public final class WorkerService: Sendable {
         _ queueName: String
     ) async {
         let message = delivery.message
-        let limits = MessageLimits()
         let task: ActivityTask
-        do {
-            try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "task")
-            task = try Wire.decode(ActivityTask.self, from: message.body, what: "task")
-            try limits.check(task)
-        } catch {
-            logger.warning("task dead-lettered: \(error)")
-            await deadLetter(message, queueName, "\(error)", publisher, consumer, delivery)
+        switch admission.decide(message) {
+        case .deadLetter(let reason):
+            await deadLetter(delivery, queueName, reason, publisher, consumer)
             return
-        }
-        guard runner.activities.names.contains(task.activityType) else {
-            let error = UnknownTypeError(kind: "activity", name: task.activityType, known: runner.activities.names)
-            logger.warning("task for an unknown activity dead-lettered: \(error)")
-            // The workflow learns at once instead of waiting for a timeout.
+        case .failUnknownActivity(let unknown, let failure):
             try? await reports.send(.result(ActivityResult(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                outcome: .failed(Failure(error)))))
-            await deadLetter(message, queueName, error.description, publisher, consumer, delivery)
+                runId: unknown.runId, activityId: unknown.activityId, attempt: unknown.attempt, worker: configuration.identity,
+                outcome: .failed(failure))))
+            await deadLetter(delivery, queueName, failure.description, publisher, consumer)
             return
+        case .reportRedelivered(let redelivered):
+            await reportRedelivery(redelivered, delivery, consumer, reports)
+            return
+        case .claim(let republished):
+            switch TaskAdmission.afterClaim(await claim(republished)) {
+            case .run:
+                task = republished
+            case .drop:
+                consumer.ack(delivery)
+                notRun(republished, reason: "claimed_elsewhere")
+                logger.info("task \(republished.attemptKey) is a republished copy of an attempt another worker started; dropped")
+                return
+            case .leave:
+                return
+            }
+        case .run(let admitted):
+            task = admitted
         }
         // A delivery whose connection is already gone comes back (redelivered): reporting its
         // start now would cost its attempt for nothing (seen after broker restarts).
-        guard await mayRun(task, delivery, consumer, reports), stillCurrent(task, delivery, consumer) else { return }
+        guard stillCurrent(task, delivery, consumer) else { return }
         let start = StartedReport()
         // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
         reports.send(
@@ -226,37 +236,28 @@ public final class WorkerService: Sendable {
     }
 
 
-    /// Whether this delivery may run, as far as the coordinator is concerned. Not a redelivered
-    /// one: an earlier delivery went unacknowledged and may have run on a worker that died, so it
-    /// is reported and the coordinator decides. A republished one only once its claim is granted.
-    /// A task dropped here is acknowledged, except when the worker stops before an answer.
-    private func mayRun(
+    /// Tells the coordinator that RabbitMQ delivered an attempt's task again, and acknowledges
+    /// it unrun; if the report cannot be sent, the delivery is left to RabbitMQ.
+    private func reportRedelivery(
         _ task: ActivityTask, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ reports: ReportSender
-    ) async -> Bool {
-        if delivery.message.redelivered {
-            do {
-                try await reports.send(.redelivered(ActivityRedelivered(
-                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
-                consumer.ack(delivery)
-                notRun(task, reason: "redelivered")
-                logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
-            } catch {
-                logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
-            }
-            return false
-        }
-        guard task.republished == true else { return true }
-        switch await claim(task) {
-        case .granted?:
-            return true
-        case .refused?:
+    ) async {
+        do {
+            try await reports.send(.redelivered(ActivityRedelivered(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
             consumer.ack(delivery)
-            notRun(task, reason: "claimed_elsewhere")
-            logger.info("task \(task.attemptKey) is a republished copy of an attempt another worker started; dropped")
-            return false
-        case nil:
-            return false  // stopping before an answer: not acknowledged, so RabbitMQ delivers it again
+            notRun(task, reason: "redelivered")
+            logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
+        } catch {
+            logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
         }
+    }
+
+    /// Dead-letters a task this worker cannot run (``RefusedMessages``) and acknowledges it.
+    private func deadLetter(
+        _ delivery: AMQPConsumer.Delivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher, _ consumer: AMQPConsumer
+    ) async {
+        let refused = RefusedMessages(publisher: publisher, logger: logger)
+        if await !refused.deadLetter(delivery, from: queueName, reason: reason, consumer: consumer) { consumer.ack(delivery) }
     }
 
     /// Whether the connection that delivered the task still stands (else it is left to its
@@ -275,11 +276,9 @@ public final class WorkerService: Sendable {
             .increment()
     }
 
-    private enum ClaimAnswer { case granted, refused }
-
     /// Claims a republished task from the coordinator, asking until it answers (nil: the worker
     /// stopped first).
-    private func claim(_ task: ActivityTask) async -> ClaimAnswer? {
+    private func claim(_ task: ActivityTask) async -> TaskAdmission.ClaimAnswer {
         let claim = ActivityClaim(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
             claimId: UUID().uuidString)
@@ -291,97 +290,7 @@ public final class WorkerService: Sendable {
                 try? await Task.sleep(for: .seconds(1))
             }
         }
-        return nil
-    }
-
-    private func deadLetter(
-        _ message: AMQPDelivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher,
-        _ consumer: AMQPConsumer, _ delivery: AMQPConsumer.Delivery
-    ) async {
-        do {
-            try await publisher.deadLetter(message, from: queueName, reason: reason)
-            consumer.ack(delivery)
-        } catch {
-            consumer.reject(delivery)  // the queue's own dead-letter exchange still keeps it
-        }
-    }
-}
-
-/// Sends heartbeats at most once per 0.8 × heartbeat timeout (and at least every 30 s while
-/// the activity keeps beating), always with the latest details.
-final class HeartbeatThrottle: Sendable {
-    private let interval: Double
-    private let send: @Sendable (Payload?) async -> Void
-    private let state = Mutex((lastSent: Date.distantPast, pending: Payload??.none, flushScheduled: false, finished: false))
-
-    init(task: ActivityTask, send: @escaping @Sendable (Payload?) async -> Void) {
-        interval = min((task.heartbeatTimeout ?? 37.5) * 0.8, 30)
-        self.send = send
-    }
-
-    func beat(_ details: Payload?) {
-        let now = Date()
-        let action: (sendNow: Bool, scheduleIn: Double?) = state.withLock { state in
-            if state.finished { return (false, nil) }
-            let wait = interval - now.timeIntervalSince(state.lastSent)
-            if wait <= 0 {
-                state.lastSent = now
-                state.pending = nil
-                return (true, nil)
-            }
-            state.pending = .some(details)
-            if state.flushScheduled { return (false, nil) }
-            state.flushScheduled = true
-            return (false, wait)
-        }
-        if action.sendNow {
-            Task { await send(details) }
-        } else if let wait = action.scheduleIn {
-            Task {
-                try? await Task.sleep(for: .seconds(double: wait))
-                let latest: Payload?? = state.withLock { state in
-                    state.flushScheduled = false
-                    guard !state.finished, let pending = state.pending else { return nil }
-                    state.pending = nil
-                    state.lastSent = Date()
-                    return .some(pending)
-                }
-                if let latest { await send(latest) }
-            }
-        }
-    }
-
-    func finish() { state.withLock { $0.finished = true } }
-}
-
-/// One line per activity execution, appended atomically (O_APPEND) so many processes can share a file.
-public enum ExecutionLog {
-    public struct Entry: Sendable, Hashable {
-        public var time: Date
-        public var workflowId: String
-        public var runId: String
-        public var activityId: Int64
-        public var attempt: Int
-        public var worker: String
-    }
-
-    static func append(_ task: ActivityTask, worker: String, to path: String) {
-        let line = String(format: "%.6f", Date().timeIntervalSince1970)
-            + " \(task.workflowId) \(task.runId) \(task.activityId) \(task.attempt) \(worker)\n"
-        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
-        guard descriptor >= 0 else { return }
-        defer { close(descriptor) }
-        _ = line.withCString { write(descriptor, $0, strlen($0)) }
-    }
-
-    public static func read(_ path: String) -> [Entry] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count == 6, let time = Double(fields[0]), let activity = Int64(fields[3]), let attempt = Int(fields[4]) else { return nil }
-            return Entry(time: Date(timeIntervalSince1970: time), workflowId: String(fields[1]), runId: String(fields[2]),
-                         activityId: activity, attempt: attempt, worker: String(fields[5]))
-        }
+        return .none
     }
 }
 

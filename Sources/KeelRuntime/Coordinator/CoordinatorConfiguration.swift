@@ -1,14 +1,6 @@
 import KeelCore
 import Tracing
 
-/// Sends activity tasks to workers. Returns once the transport holds them durably
-/// (publisher confirms); the coordinator clears its outbox only then.
-public protocol TaskPublisher: Sendable {
-    func publish(_ tasks: [ActivityTask]) async throws
-    /// Sends entries to the dead-letter queue, durably; their outbox rows are cleared after.
-    func deadLetter(_ entries: [DeadLetterEntry]) async throws
-}
-
 /// Configuration of a coordinator.
 public struct CoordinatorConfiguration: Sendable {
     /// Largest payload (input, result, signal) accepted, bytes.

@@ -9,15 +9,8 @@ import Synchronization
 /// sent alone goes as its own type. The window is two so that a result is never held behind the
 /// confirm of its own attempt's `started`.
 final class ReportSender: Sendable {
-    enum Report: Sendable {
-        case started(ActivityStarted)
-        case redelivered(ActivityRedelivered)
-        case heartbeat(ActivityHeartbeat)
-        case result(ActivityResult)
-    }
-
     private struct Item: Sendable {
-        var report: Report
+        var report: WorkerReport
         var written: (@Sendable () -> Void)?
         var settled: @Sendable ((any Error)?) -> Void
     }
@@ -29,7 +22,7 @@ final class ReportSender: Sendable {
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
     /// Returns once the report is confirmed by the broker.
-    func send(_ report: Report) async throws {
+    func send(_ report: WorkerReport) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             send(report) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
@@ -40,7 +33,7 @@ final class ReportSender: Sendable {
     /// Sends without waiting: `written` is called once the report is on the connection,
     /// `settled` once the broker confirmed it (nil) or it could not be sent. Both are called on
     /// the publishing thread and must not block.
-    func send(_ report: Report, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void) {
+    func send(_ report: WorkerReport, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void) {
         let batch = state.withLock { state -> [Item] in
             state.waiting.append(Item(report: report, written: written, settled: settled))
             guard state.inFlight < window else { return [] }
@@ -55,7 +48,7 @@ final class ReportSender: Sendable {
     private func publish(_ batch: [Item]) {
         let message: AMQPMessage
         do {
-            message = try Self.message(for: batch.map(\.report), topology: publisher.topology)
+            message = try WorkerReport.message(for: batch.map(\.report), topology: publisher.topology)
         } catch {
             for item in batch { item.settled(error) }
             return next()
@@ -79,29 +72,5 @@ final class ReportSender: Sendable {
             return state.waiting
         }
         if !batch.isEmpty { publish(batch) }
-    }
-
-    private static func message(for reports: [Report], topology: Topology) throws -> AMQPMessage {
-        let (exchange, key) = (topology.resultsExchange, Topology.resultsRoutingKey)
-        if reports.count == 1 {
-            switch reports[0] {
-            case .started(let report): return try .wire(.started, report, exchange: exchange, routingKey: key)
-            case .redelivered(let report): return try .wire(.redelivered, report, exchange: exchange, routingKey: key)
-            case .heartbeat(let report): return try .wire(.heartbeat, report, exchange: exchange, routingKey: key)
-            case .result(let report): return try .wire(.result, report, exchange: exchange, routingKey: key)
-            }
-        }
-        var started: [ActivityStarted] = [], redelivered: [ActivityRedelivered] = []
-        var heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []
-        for report in reports {
-            switch report {
-            case .started(let report): started.append(report)
-            case .redelivered(let report): redelivered.append(report)
-            case .heartbeat(let report): heartbeats.append(report)
-            case .result(let report): results.append(report)
-            }
-        }
-        let batch = ReportBatch(started: started, redelivered: redelivered, heartbeats: heartbeats, results: results)
-        return try .wire(.reports, batch, exchange: exchange, routingKey: key)
     }
 }

@@ -234,26 +234,12 @@ public final class CoordinatorService: Sendable {
         // as well (its input would be lost with a client that stopped waiting).
         let answered = message.replyTo != nil && (message.type ?? message.headers["keel-type"]) != WireType.start.rawValue
         if !answered {
-            await deadLetter(delivery, failure.description, from: publisher.topology.jobsQueue, consumer, publisher, &rejected)
+            let refused = RefusedMessages(publisher: publisher, logger: logger)
+            if await refused.deadLetter(delivery, from: publisher.topology.jobsQueue, reason: failure.description, consumer: consumer) {
+                rejected.insert(message.deliveryTag)
+            }
         } else {
             logger.info("job \(message.type ?? "?") refused: \(failure)")
-        }
-    }
-
-    /// Sends a message Keel cannot process to `keel.dead` with the reason. If even that fails,
-    /// the delivery is rejected, and RabbitMQ dead-letters it (without the reason, with x-death).
-    private func deadLetter(
-        _ delivery: AMQPConsumer.Delivery, _ reason: String, from queue: String, _ consumer: AMQPConsumer,
-        _ publisher: AMQPPublisher, _ rejected: inout Set<UInt64>
-    ) async {
-        let message = delivery.message
-        logger.warning("\(message.type ?? "untyped message") from \(queue) dead-lettered: \(reason)")
-        do {
-            try await publisher.deadLetter(message, from: queue, reason: reason)
-        } catch {
-            logger.error("dead-lettering a \(message.type ?? "message") failed (\(error)); rejected instead")
-            consumer.reject(delivery)
-            rejected.insert(message.deliveryTag)
         }
     }
 
@@ -311,12 +297,17 @@ public final class CoordinatorService: Sendable {
                 let message = delivery.message
                 do {
                     try limits.checkEnvelope(message, bodyLimit: limits.reportBody, what: "report")
-                    let decoded = try Self.reports(in: message)
+                    let decoded = try WorkerReport.decode(message)
                     for report in decoded { try limits.check(report) }
                     if case .claim = decoded.first { claims.append((message, reports.count)) }
                     reports += decoded
                 } catch {
-                    await deadLetter(delivery, Failure(error).description, from: publisher.topology.resultsQueue, consumer, publisher, &rejected)
+                    let refused = RefusedMessages(publisher: publisher, logger: logger)
+                    if await refused.deadLetter(
+                        delivery, from: publisher.topology.resultsQueue, reason: Failure(error).description, consumer: consumer)
+                    {
+                        rejected.insert(message.deliveryTag)
+                    }
                 }
             }
             // Committed: acknowledge, and publish the next tasks while the next batch is applied.
@@ -333,30 +324,6 @@ public final class CoordinatorService: Sendable {
             }
         }
         await publishing.finish()
-    }
-
-    /// The reports one message on `keel.results` carries.
-    static func reports(in message: AMQPDelivery) throws -> [Coordinator.WorkerReport] {
-        switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
-        case .started:
-            return [.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report"))]
-        case .redelivered:
-            return [.redelivered(try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report"))]
-        case .claim:
-            let claim = try Wire.decode(ActivityClaim.self, from: message.body, what: "claim")
-            guard message.replyTo != nil else { throw WireError(message: "a claim needs reply_to") }
-            return [.claim(claim)]
-        case .heartbeat:
-            return [.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat"))]
-        case .result:
-            return [.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result"))]
-        case .reports:
-            let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
-            return (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
-                + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
-        default:
-            throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports")
-        }
     }
 
     private func runTimers(_ coordinator: Coordinator) async throws {

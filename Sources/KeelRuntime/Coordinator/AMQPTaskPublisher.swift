@@ -1,0 +1,26 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// Publishes activity tasks to `keel.tasks`, routed by task queue, with confirms.
+public struct AMQPTaskPublisher: TaskPublisher {
+    let publisher: AMQPPublisher
+    /// Told how many tasks of every batch go to each task queue (the queue monitor counts them).
+    let onDispatch: @Sendable ([String: Int]) -> Void
+
+    public init(publisher: AMQPPublisher, onDispatch: @escaping @Sendable ([String: Int]) -> Void = { _ in }) {
+        self.publisher = publisher
+        self.onDispatch = onDispatch
+    }
+
+    public func publish(_ tasks: [ActivityTask]) async throws {
+        let messages = try tasks.map { try $0.message(topology: publisher.topology) }
+        let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
+        try await publisher.publish(messages, taskQueues: Set(counts.keys))
+        onDispatch(counts)
+    }
+
+    public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
+        try await publisher.publish(try entries.map { try $0.message(topology: publisher.topology) })
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import KeelCore
+import Logging
+
+// Committing a unit of work, then publishing what it produced (transactional outbox).
+extension Coordinator {
+    /// Publishes tasks and dead-letter entries left in their outboxes (after a crash or a failed
+    /// publish). Returns how many.
+    @discardableResult
+    public func flushOutbox() async throws -> Int {
+        let skip = publishing
+        var stale = StoreBatch()
+        // Those being published now are left alone (and not even decoded).
+        var tasks = try store.outbox(skipping: skip).filter { task in
+            // Only an attempt still waiting for a worker needs its task; one that started (or a
+            // closed run) was delivered already, and sending it again would run it twice.
+            guard let activity = runs[task.runId]?.activities[task.activityId], activity.attempt == task.attempt,
+                activity.state == .scheduled
+            else {
+                stale.deletedOutbox.append(task.attemptKey)
+                return false
+            }
+            return true
+        }
+        // The first copy of each may have gone out before the crash (or the failed publish):
+        // workers claim these before running them.
+        for index in tasks.indices { tasks[index].republished = true }
+        let deadLetters = try store.deadLetterOutbox(skipping: skip)
+        try store.commit(stale)
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
+        let outgoing = Outgoing(tasks: tasks, deadLetters: deadLetters)
+        publishing.formUnion(outgoing.keys)
+        return await publish(outgoing) ? tasks.count + deadLetters.count : 0
+    }
+
+    /// Commits the work, wakes waiters of closed runs, then publishes the new tasks.
+    func finish(_ work: inout Work) async throws {
+        await publish(try commit(&work))
+    }
+
+    /// Commits the work and wakes waiters of closed runs.
+    func commit(_ work: inout Work) throws -> Outgoing {
+        for run in work.touched.values { work.batch.runs.append(run.record) }
+        work.batch.circuitBreakers = breakerChanges.pending.withLock { changes in
+            defer { changes.removeAll() }
+            return changes
+        }
+        try store.commit(work.batch)
+        for record in work.closed where record.status != .continuedAsNew {
+            for waiter in completionWaiters.removeValue(forKey: record.workflowId) ?? [] {
+                waiter.resume(returning: record)
+            }
+        }
+        let outgoing = Outgoing(tasks: work.batch.outbox, deadLetters: work.batch.deadLetters)
+        publishing.formUnion(outgoing.keys)
+        return outgoing
+    }
+
+    /// Publishes what a commit produced, then deletes those outbox rows. On failure they stay,
+    /// and ``flushOutbox()`` publishes them later.
+    @discardableResult
+    public func publish(_ outgoing: Outgoing) async -> Bool {
+        let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
+        let keys = outgoing.keys
+        defer { publishing.subtract(keys) }
+        do {
+            try await publisher.publish(tasks)
+            if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
+            var cleared = StoreBatch()
+            cleared.deletedOutbox = tasks.map(\.attemptKey)
+            cleared.deletedDeadLetters = deadLetters.map(\.id)
+            try store.commit(cleared)
+            return true
+        } catch {
+            logger.warning("publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
+            return false
+        }
+    }
+}

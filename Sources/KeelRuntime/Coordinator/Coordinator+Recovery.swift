@@ -1,0 +1,88 @@
+import Foundation
+import KeelCore
+import Logging
+import Tracing
+
+// Start-up: loading open runs, replaying their histories, resuming them.
+extension Coordinator {
+    /// What ``recover()`` found.
+    public struct RecoveryReport: Sendable {
+        public var runs = 0
+        public var events = 0
+        public var blocked = 0
+        public var republished = 0
+    }
+
+    /// Loads every open run, replays its history and republishes the outbox. Call once at start.
+    @discardableResult
+    public func recover() async throws -> RecoveryReport {
+        let started = ContinuousClock.now
+        var report = RecoveryReport()
+        var work = Work(now: clock.now())
+        if let crash = lastCrash {
+            let outlook = crash.count >= 2
+                ? "it happened \(crash.count) times in a row, so the run is quarantined (blocked)"
+                : "it runs once more, and is quarantined if it crashes again"
+            logger.error(
+                "the previous coordinator died while running the workflow code of \(crash.workflowId) (run \(crash.runId), after event \(crash.lastEventId)): \(CrashMarker.describe(signal: crash.signal)); \(outlook)")
+        }
+        let state = try store.openRunState()
+        for record in try store.openRuns() {
+            let run = LiveRun(record: record)
+            startSpan(of: run)
+            for activity in state.activities[record.runId] ?? [] {
+                run.activities[activity.activityId] = activity
+            }
+            let events = state.events[record.runId] ?? []
+            run.nextEventId = (events.last?.id ?? 0) + 1
+            runs[run.runId] = run
+            openRunByWorkflowId[record.workflowId] = run.runId
+            report.runs += 1
+            report.events += events.count
+            if let failure = quarantine(workflowId: record.workflowId) {
+                block(run, failure, &work)
+                report.blocked += 1
+                continue
+            }
+            if record.status == .blocked, record.failure?.type == Self.crashedType {
+                report.blocked += 1  // stays blocked until an operator unblocks it
+                continue
+            }
+            guard let definition = try? workflows.definition(named: record.workflowType) else {
+                let error = UnknownTypeError(kind: "workflow", name: record.workflowType, known: workflows.names)
+                block(run, Failure(error), &work)
+                report.blocked += 1
+                continue
+            }
+            if resume(run, definition, events, &work) != nil { report.blocked += 1 }
+        }
+        try await finish(&work)
+        report.republished = try await flushOutbox()
+        metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)
+        logger.info("recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)")
+        return report
+    }
+
+    /// Replays `run`'s history with its workflow code and lets it go on from there (a blocked
+    /// run is unblocked); or blocks it when the history does not replay, and returns why.
+    func resume(
+        _ run: LiveRun, _ definition: WorkflowDefinition, _ events: [HistoryEvent], _ work: inout Work
+    ) -> NonDeterminismError? {
+        let instance = makeInstance(run.record, definition)
+        let activation = guarded(run) { instance.replay(events) }
+        if let divergence = activation.nondeterminism {
+            guarded(run) { instance.evict() }
+            block(run, Failure(divergence), &work)
+            return divergence
+        }
+        run.instance = instance
+        if run.record.status == .blocked {
+            run.record.status = .running
+            run.record.failure = nil
+            work.touched[run.runId] = run
+            logger.info("run unblocked: its history replays with this code", metadata: ["run_id": "\(run.runId)"])
+        }
+        process(activation.commands, in: run, &work)
+        return nil
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import KeelCore
+import Logging
+import Tracing
+
+// Runs and their workflow code: starting, applying events, carrying out commands, closing.
+extension Coordinator {
+    func makeInstance(_ record: RunRecord, _ definition: WorkflowDefinition) -> WorkflowInstance {
+        WorkflowInstance(
+            definition: definition,
+            info: WorkflowInfo(
+                workflowId: record.workflowId, runId: record.runId, workflowType: record.workflowType,
+                parentWorkflowId: nil, parentRunId: record.parentRunId),
+            randomSeed: record.randomSeed, startTime: record.createdAt,
+            payloadLimit: configuration.payloadLimit, logger: logger,
+            environment: WorkflowEnvironment(breakers: breakers, providerChain: configuration.providerChain))
+    }
+
+    @discardableResult
+    func startRun(
+        _ definition: WorkflowDefinition, workflowId: String, input: Payload, options: WorkflowOptions,
+        requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, blockedBy: Failure? = nil,
+        _ work: inout Work
+    ) -> LiveRun {
+        let deadline = continuedFrom?.executionDeadline
+            ?? options.executionTimeout.map { work.now.addingTimeInterval($0) }
+        let record = RunRecord(
+            workflowId: workflowId, runId: UUID().uuidString.lowercased(), workflowType: definition.name,
+            status: .running, input: input, requestId: requestId,
+            parentRunId: parent?.runId ?? continuedFrom?.parentRunId,
+            parentSeq: parent?.seq ?? continuedFrom?.parentSeq, continuedFromRunId: continuedFrom?.runId,
+            createdAt: work.now, randomSeed: generator.next(), options: options, executionDeadline: deadline)
+        let run = LiveRun(record: record)
+        startSpan(of: run)
+        runs[run.runId] = run
+        openRunByWorkflowId[workflowId] = run.runId
+        work.touched[run.runId] = run
+        metrics.workflowStarted(type: definition.name)
+        if let deadline {
+            work.batch.set(TimerRecord(runId: run.runId, kind: .executionTimeout, seq: 0, fireAt: deadline))
+        }
+        let attributes = WorkflowStartedAttributes(
+            workflowType: definition.name, workflowId: workflowId, randomSeed: record.randomSeed,
+            options: options, parentRunId: record.parentRunId, continuedFromRunId: continuedFrom?.runId)
+        let started = HistoryEvent(
+            id: 0, time: work.now, kind: .workflowStarted, name: definition.name, payload: input,
+            attributes: try? Payload(encoding: attributes, field: "start attributes", limit: .max))
+        if let blockedBy {
+            // Recorded, not run: its code is what crashed the coordinator.
+            append(started, to: run, &work)
+            block(run, blockedBy, &work)
+            return run
+        }
+        run.instance = makeInstance(record, definition)
+        apply(started, to: run, &work)
+        return run
+    }
+
+    /// Records `event` and, for a running run, lets the workflow react to it.
+    func apply(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) {
+        let event = append(event, to: run, &work)
+        guard run.record.status == .running, let instance = run.instance else { return }
+        let activation = guarded(run) { instance.apply(event) }
+        if let divergence = activation.nondeterminism {
+            guarded(run) { instance.evict() }
+            block(run, Failure(divergence), &work)
+            return
+        }
+        process(activation.commands, in: run, &work)
+    }
+
+    @discardableResult
+    func append(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) -> HistoryEvent {
+        var event = event
+        event.id = run.nextEventId
+        event.time = work.now
+        run.nextEventId += 1
+        work.batch.events.append((run.runId, event))
+        run.record.historyLength = event.id
+        run.record.updatedAt = work.now
+        if let spend = Spend.reported(by: event) {
+            run.record.spend += spend
+            metrics.spent(spend, workflowType: run.record.workflowType)
+        }
+        work.touched[run.runId] = run
+        if event.id == configuration.historyWarningThreshold {
+            logger.warning(
+                "run history passed \(event.id) events; replay slows as it grows. Use context.continueAsNew(input:) to start a fresh history.",
+                metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+        }
+        return event
+    }
+
+    func process(_ commands: [Command], in run: LiveRun, _ work: inout Work) {
+        for command in commands {
+            guard run.record.status == .running else { return }
+            append(command.event(id: 0, time: work.now), to: run, &work)
+            switch command {
+            case .scheduleActivity(let seq, let type, let input, let options):
+                var activity = ActivityRecord(
+                    runId: run.runId, activityId: seq, activityType: type, input: input, options: options,
+                    scheduledAt: work.now)
+                if let timeout = options.scheduleToCloseTimeout {
+                    work.batch.set(TimerRecord(
+                        runId: run.runId, kind: .scheduleToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout)))
+                }
+                dispatch(&activity, in: run, &work)
+            case .cancelActivity(let seq):
+                if let activity = run.activities[seq] { endActivity(activity, in: run, &work) }
+            case .startTimer(let seq, let seconds):
+                work.batch.set(TimerRecord(
+                    runId: run.runId, kind: .workflowTimer, seq: seq, fireAt: work.now.addingTimeInterval(seconds)))
+            case .cancelTimer(let seq):
+                work.batch.deleteTimer(runId: run.runId, kind: .workflowTimer, seq: seq)
+            case .recordMarker:
+                break
+            case .startChildWorkflow(let seq, let type, let workflowId, let input, let options):
+                startChild(seq: seq, type: type, workflowId: workflowId, input: input, options: options, parent: run, &work)
+            case .completeWorkflow(let result):
+                close(run, status: .completed, result: result, failure: nil, &work)
+            case .failWorkflow(let failure):
+                close(run, status: .failed, result: nil, failure: failure, &work)
+            case .cancelWorkflow:
+                close(run, status: .cancelled, result: nil, failure: Failure(CancelledError()), &work)
+            case .continueAsNew(let input):
+                close(run, status: .continuedAsNew, result: nil, failure: nil, &work)
+                if let definition = try? workflows.definition(named: run.record.workflowType) {
+                    startRun(
+                        definition, workflowId: run.record.workflowId, input: input, options: run.record.options,
+                        requestId: nil, parent: nil, continuedFrom: run.record, &work)
+                }
+            }
+        }
+    }
+
+    func startChild(
+        seq: Int64, type: String, workflowId: String, input: Payload, options: WorkflowOptions, parent: LiveRun,
+        _ work: inout Work
+    ) {
+        let refused: Failure?
+        if workflowId.utf8.count > configuration.limits.workflowId {
+            refused = Failure(LimitError(field: "child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
+        } else if let openId = openRunByWorkflowId[workflowId] {
+            refused = Failure(
+                type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",
+                nonRetryable: true)
+        } else if let definition = try? workflows.definition(named: type) {
+            startRun(
+                definition, workflowId: workflowId, input: input, options: options, requestId: nil,
+                parent: (parent.runId, seq), continuedFrom: nil, &work)
+            refused = nil
+        } else {
+            refused = Failure(UnknownTypeError(kind: "workflow", name: type, known: workflows.names))
+        }
+        if let refused {
+            apply(HistoryEvent(id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: type, failure: refused),
+                  to: parent, &work)
+        }
+    }
+
+    func close(_ run: LiveRun, status: RunStatus, result: Payload?, failure: Failure?, _ work: inout Work) {
+        metrics.workflowClosed(type: run.record.workflowType, status: status, historyLength: run.record.historyLength)
+        run.record.status = status
+        run.record.result = result
+        run.record.failure = failure
+        run.record.closedAt = work.now
+        run.record.updatedAt = work.now
+        work.touched[run.runId] = run
+        work.batch.clear(runId: run.runId)
+        run.activities.removeAll()
+        runs.removeValue(forKey: run.runId)
+        if openRunByWorkflowId[run.record.workflowId] == run.runId {
+            openRunByWorkflowId.removeValue(forKey: run.record.workflowId)
+        }
+        if let instance = run.instance, instance.outcome == nil { guarded(run) { instance.evict() } }
+        run.instance = nil
+        work.closed.append(run.record)
+        if let span = run.span { RunTracing.endRunSpan(span, run.record, at: work.now) }
+        run.span = nil
+        if status != .continuedAsNew, let parentId = run.record.parentRunId, let seq = run.record.parentSeq,
+            let parent = runs[parentId]
+        {
+            let event: HistoryEvent
+            if status == .completed {
+                event = HistoryEvent(
+                    id: 0, time: work.now, kind: .childWorkflowCompleted, ref: seq, name: run.record.workflowType,
+                    payload: result)
+            } else {
+                event = HistoryEvent(
+                    id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: run.record.workflowType,
+                    failure: failure ?? Failure(type: "Workflow\(status.rawValue.capitalized)", message: "child run \(status.rawValue)"))
+            }
+            apply(event, to: parent, &work)
+        }
+    }
+
+    func terminate(_ run: LiveRun, reason: String, _ work: inout Work) {
+        let failure = Failure(type: "Terminated", message: reason, nonRetryable: true)
+        append(HistoryEvent(id: 0, time: work.now, kind: .workflowTerminated, failure: failure), to: run, &work)
+        close(run, status: .terminated, result: nil, failure: failure, &work)
+    }
+
+    func block(_ run: LiveRun, _ failure: Failure, _ work: inout Work) {
+        run.instance = nil
+        run.record.status = .blocked
+        run.record.failure = failure
+        run.record.updatedAt = work.now
+        work.touched[run.runId] = run
+        logger.error(
+            "run stopped: \(failure.message)",
+            metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+    }
+
+    func startSpan(of run: LiveRun) {
+        let span = RunTracing.startRunSpan(run.record, tracer: tracer)
+        run.span = span
+        let headers = RunTracing.headers(of: span, tracer: tracer)
+        run.traceHeaders = headers.isEmpty ? nil : headers
+    }
+}

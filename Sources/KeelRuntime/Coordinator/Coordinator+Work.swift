@@ -1,0 +1,22 @@
+import Foundation
+import KeelCore
+import Logging
+
+// What one unit of work changes, and what its commit sends.
+extension Coordinator {
+    /// One transaction's worth of changes.
+    struct Work {
+        var now: Date
+        var batch = StoreBatch()
+        var touched: [String: LiveRun] = [:]
+        var closed: [RunRecord] = []
+    }
+
+    /// What a committed unit of work sends: its tasks and dead-letter entries, already in their
+    /// outboxes. ``publish(_:)`` sends them; until then ``flushOutbox()`` leaves them alone.
+    public struct Outgoing: Sendable {
+        var tasks: [ActivityTask] = []
+        var deadLetters: [DeadLetterEntry] = []
+        var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
+    }
+}

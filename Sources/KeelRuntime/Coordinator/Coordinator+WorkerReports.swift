@@ -1,0 +1,176 @@
+import Foundation
+import KeelCore
+import Logging
+
+// Workers' reports: started, redelivered, claim, heartbeat, result.
+extension Coordinator {
+    /// A worker's report (``KeelRuntime/WorkerReport``), for ``apply(_:)``.
+    public typealias WorkerReport = KeelRuntime.WorkerReport
+
+    /// Applies worker reports in order, in one transaction (group commit). Returns, per report,
+    /// whether it changed anything (false: stale or duplicate, as for ``activityResult(_:)``).
+    @discardableResult
+    public func apply(_ reports: [WorkerReport]) async throws -> [Bool] {
+        var work = Work(now: clock.now())
+        let applied = apply(reports, &work)
+        try await finish(&work)
+        return applied
+    }
+
+    func apply(_ reports: [WorkerReport], _ work: inout Work) -> [Bool] {
+        var applied: [Bool] = []
+        for report in reports {
+            switch report {
+            case .started(let message): applied.append(started(message, &work))
+            case .redelivered(let message): applied.append(redelivered(message, &work))
+            case .claim(let message): applied.append(claim(message, &work))
+            case .heartbeat(let message): applied.append(heartbeat(message, &work))
+            case .result(let message): applied.append(result(message, &work))
+            }
+        }
+        return applied
+    }
+
+    /// Like ``apply(_:)``, but returns once the reports are committed: the caller may acknowledge
+    /// them, and publishes the outcome with ``publish(_:)`` (meanwhile the next batch can be
+    /// applied: the coordinator keeps committing while confirms are on their way).
+    /// Also returns, per report, whether it changed anything (for a claim: whether it was granted).
+    public func commit(_ reports: [WorkerReport]) throws -> (outgoing: Outgoing, applied: [Bool]) {
+        var work = Work(now: clock.now())
+        let applied = apply(reports, &work)
+        return (try commit(&work), applied)
+    }
+
+    /// A worker began an attempt.
+    public func activityStarted(_ message: ActivityStarted) async throws {
+        try await apply([.started(message)])
+    }
+
+    /// A running attempt is alive; its details go to the next attempt if this one fails.
+    public func activityHeartbeat(_ message: ActivityHeartbeat) async throws {
+        try await apply([.heartbeat(message)])
+    }
+
+    /// An attempt ended. Returns false when the result was stale or a duplicate (already applied,
+    /// or for an attempt that timed out); such results change nothing.
+    @discardableResult
+    public func activityResult(_ message: ActivityResult) async throws -> Bool {
+        try await apply([.result(message)])[0]
+    }
+
+    /// The run and activity a worker's report names, if the report is about the activity's
+    /// current attempt (anything else is stale or a duplicate).
+    func current(_ runId: String, _ activityId: Int64, attempt: Int) -> (LiveRun, ActivityRecord)? {
+        guard let run = runs[runId], let activity = run.activities[activityId], activity.attempt == attempt else { return nil }
+        return (run, activity)
+    }
+
+    func started(_ message: ActivityStarted, _ work: inout Work) -> Bool {
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .scheduled
+        else { return false }
+        markStarted(&activity, worker: message.worker, in: run, &work)
+        return true
+    }
+
+    /// RabbitMQ delivered an attempt's task again, so an earlier delivery went unacknowledged
+    /// (its worker died or lost its connection), and the worker that got it again did not run
+    /// it. An attempt recorded as started may have run: it counts as a failed attempt, and the
+    /// retry policy decides on the next (a task that kills its worker every time still ends after
+    /// `maximumAttempts`). One never recorded as started did not run (a worker runs a task only
+    /// after its `started` report is on the wire): the same attempt goes out again.
+    func redelivered(_ message: ActivityRedelivered, _ work: inout Work) -> Bool {
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
+        else { return false }
+        switch activity.state {
+        case .scheduled:
+            work.batch.outbox.append(task(for: activity, in: run))
+            return true
+        case .started:
+            let failure = Failure(
+                type: "TaskRedelivered",
+                message: "attempt \(activity.attempt) was delivered again (to \(message.worker)): the worker that started it "
+                    + "died or lost its connection to RabbitMQ before acknowledging its task")
+            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// A worker asks to run a republished copy of an attempt's task. Granted, and recorded as the
+    /// attempt's start, while the attempt waits for a worker; granted again to the same claim
+    /// (its first answer may have been lost); refused once the attempt started otherwise: some
+    /// worker, maybe this one, runs the other copy.
+    func claim(_ message: ActivityClaim, _ work: inout Work) -> Bool {
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
+        else { return false }
+        switch activity.state {
+        case .scheduled:
+            activity.startedByClaim = message.claimId
+            markStarted(&activity, worker: message.worker, in: run, &work)
+            return true
+        case .started:
+            return activity.startedByClaim == message.claimId
+        default:
+            return false
+        }
+    }
+
+    func heartbeat(_ message: ActivityHeartbeat, _ work: inout Work) -> Bool {
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .started
+        else { return false }
+        if let details = message.details { activity.heartbeatDetails = details }
+        activity.lastHeartbeatAt = work.now
+        if let timeout = activity.options.heartbeatTimeout {
+            work.batch.set(TimerRecord(
+                runId: run.runId, kind: .heartbeat, seq: activity.activityId,
+                fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
+        }
+        save(activity, in: run, &work)
+        return true
+    }
+
+    func result(_ message: ActivityResult, _ work: inout Work) -> Bool {
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
+            activity.state == .scheduled || activity.state == .started
+        else {
+            // Stale results (an attempt that timed out, a duplicate) are normal; one for an
+            // attempt the coordinator never sent is not.
+            if let live = runs[message.runId]?.activities[message.activityId], message.attempt > live.attempt {
+                logger.warning(
+                    "result refused: attempt \(message.attempt) of activity \(live.activityType)#\(live.activityId) was never dispatched (the current attempt is \(live.attempt)); sent by \(message.worker)",
+                    metadata: ["run_id": "\(message.runId)"])
+                metrics.reportRefused(reason: "not_dispatched")
+            }
+            return false
+        }
+        // Only the worker that holds the attempt ends it: a result in another worker's name is
+        // forged or misrouted, and applying it would complete the step with a value nobody ran.
+        if activity.state == .started, let holder = activity.startedBy, holder != message.worker {
+            logger.warning(
+                "result refused: attempt \(message.attempt) of activity \(activity.activityType)#\(activity.activityId) was started by \(holder), not by \(message.worker)",
+                metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
+            metrics.reportRefused(reason: "not_holder")
+            return false
+        }
+        if activity.state == .scheduled {
+            markStarted(&activity, worker: message.worker, in: run, &work)
+        }
+        var outcome = message.outcome
+        if let failure = configuration.limits.oversizedResult(message) { outcome = .failed(failure) }
+        switch outcome {
+        case .completed(let payload):
+            metrics.attemptCompleted(activity, now: work.now)
+            endActivity(activity, in: run, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: .activityCompleted, ref: activity.activityId,
+                             attempt: activity.attempt, payload: payload),
+                to: run, &work)
+        case .failed(let failure):
+            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
+        }
+        return true
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import KeelCore
+import Logging
+import Synchronization
+import Tracing
+
+/// Runs workflows: records every step in the history store, publishes activity tasks, applies
+/// results, fires durable timers, and after a restart replays history to resume where it was.
+///
+/// Every public operation is one unit of work: its events, timers, activity state and outbox
+/// rows are committed in one transaction before it returns, and tasks are published only after
+/// that commit (transactional outbox). A caller acknowledges the message that caused the work
+/// only after the call returns.
+///
+/// ```swift
+/// let coordinator = Coordinator(store: store, workflows: registry, publisher: broker)
+/// try await coordinator.recover()
+/// let run = try await coordinator.start(StartRequest(Summarize.self, id: "doc-1", input: doc))
+/// ```
+public actor Coordinator {
+    public let store: any HistoryStore
+    let workflows: WorkflowRegistry
+    let publisher: any TaskPublisher
+    let clock: any WallClock
+    let configuration: CoordinatorConfiguration
+    let tracer: any Tracer
+    let logger: Logger
+
+    var runs: [String: LiveRun] = [:]
+    var openRunByWorkflowId: [String: String] = [:]
+    var completionWaiters: [String: [CheckedContinuation<RunRecord, Never>]] = [:]
+    var generator = SystemRandomNumberGenerator()
+    /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
+    /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
+    var publishing: Set<String> = []
+    /// Runs found stalled by the last ``checkStalls(threshold:)``.
+    var stalledRunIds: Set<String> = []
+    /// Provider circuit breakers shared by every run of this coordinator.
+    public nonisolated let breakers: CircuitBreakers
+    /// Breaker state changes not yet committed (they happen while a unit of work runs).
+    let breakerChanges = BreakerChanges()
+    let metrics = CoordinatorMetrics()
+    /// Names the run whose workflow code is running, for the next process if this one crashes.
+    let marker: CrashMarker?
+    /// The run whose code was running when the previous coordinator crashed, if one was.
+    let lastCrash: CrashMarker.Crash?
+
+    final class BreakerChanges: Sendable {
+        let pending = Mutex<[CircuitBreakerSnapshot]>([])
+    }
+
+    public init(
+        store: any HistoryStore, workflows: WorkflowRegistry, publisher: any TaskPublisher,
+        clock: any WallClock = SystemWallClock(), configuration: CoordinatorConfiguration = .init(),
+        logger: Logger = Logger(label: "keel.coordinator")
+    ) {
+        self.store = store
+        self.workflows = workflows
+        self.publisher = publisher
+        self.clock = clock
+        self.configuration = configuration
+        self.tracer = configuration.tracer ?? InstrumentationSystem.tracer
+        self.logger = logger
+        var marker: CrashMarker?
+        if let path = configuration.crashMarkerPath {
+            do { marker = try CrashMarker(path: path) } catch {
+                logger.error("crash quarantine is off: \(error)")
+            }
+        }
+        self.marker = marker
+        lastCrash = marker?.lastCrash
+        let changes = breakerChanges
+        let metrics = self.metrics
+        self.breakers = CircuitBreakers(policy: configuration.circuitBreaker) { snapshot in
+            changes.pending.withLock { $0.append(snapshot) }
+            metrics.breaker(snapshot)
+            logger.warning(
+                "circuit breaker \(snapshot.state.rawValue)",
+                metadata: ["provider": "\(snapshot.provider)", "consecutive_failures": "\(snapshot.consecutiveFailures)"])
+        }
+    }
+
+    /// Releases every in-memory run (their state is in the store). For shutdown and tests.
+    public func shutdown() {
+        for run in runs.values { guarded(run) { run.instance?.evict() } }
+        runs.removeAll()
+        openRunByWorkflowId.removeAll()
+    }
+}

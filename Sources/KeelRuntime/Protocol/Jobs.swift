@@ -1,0 +1,69 @@
+import Foundation
+import KeelCore
+
+/// Body of a `start` job. Only `workflowType`, `workflowId` and `input` are required.
+public struct StartJob: Codable, Sendable {
+    public var workflowType: String
+    public var workflowId: String
+    public var input: Payload
+    public var options: WorkflowOptions?
+    public var requestId: String?
+
+    public init(_ request: StartRequest) {
+        workflowType = request.workflowType
+        workflowId = request.workflowId
+        input = request.input
+        options = request.options
+        requestId = request.requestId
+    }
+
+    /// The AMQP message id stands in for a missing request id, so a job published twice
+    /// makes one run.
+    public func request(messageId: String?) -> StartRequest {
+        StartRequest(
+            workflowType: workflowType, workflowId: workflowId, input: input, options: options ?? .init(),
+            requestId: requestId ?? messageId)
+    }
+}
+
+/// Body of `signal`, `cancel`, `terminate`, `query`, `describe`, `redrive`, `discard` and
+/// `unblock` jobs.
+public struct WorkflowJob: Codable, Sendable {
+    public var workflowId: String
+    /// Signal or query name.
+    public var name: String?
+    /// Signal input or query argument.
+    public var input: Payload?
+    /// Why a run is terminated.
+    public var reason: String?
+    /// The run and activity a `redrive` or `discard` job is about.
+    public var runId: String?
+    public var activityId: Int64?
+
+    public init(
+        workflowId: String, name: String? = nil, input: Payload? = nil, reason: String? = nil, runId: String? = nil,
+        activityId: Int64? = nil
+    ) {
+        self.workflowId = workflowId
+        self.name = name
+        self.input = input
+        self.reason = reason
+        self.runId = runId
+        self.activityId = activityId
+    }
+}
+
+/// The reply to a `query` or `describe` job.
+public struct JobReply: Codable, Sendable {
+    public var ok: Bool
+    public var result: Payload?
+    public var run: RunRecord?
+    public var error: Failure?
+
+    public init(ok: Bool, result: Payload? = nil, run: RunRecord? = nil, error: Failure? = nil) {
+        self.ok = ok
+        self.result = result
+        self.run = run
+        self.error = error
+    }
+}

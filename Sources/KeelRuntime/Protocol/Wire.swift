@@ -1,0 +1,79 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// Message types on the wire (the AMQP `type` property and the `keel-type` header).
+/// docs/protocol.md describes every body.
+public enum WireType: String, Sendable, CaseIterable {
+    // keel.jobs
+    case start, signal, cancel, terminate, query, describe, redrive, discard, unblock
+    // keel.q.<queue>
+    case task
+    // keel.results
+    case started, redelivered, claim, heartbeat, result, reports
+    // keel.dead
+    case deadLetter = "dead-letter"
+}
+
+extension WireType {
+    /// The types the coordinator takes on `keel.jobs`.
+    public static let jobs: [WireType] = [.start, .signal, .cancel, .terminate, .query, .describe, .redrive, .discard, .unblock]
+}
+
+/// The protocol version in the `keel-version` header.
+public let wireVersion = "1"
+
+/// JSON coding for wire bodies: times are seconds since 1970 (exact, and easy for any language).
+public enum Wire {
+    public static func encode<T: Encodable>(_ value: T) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .secondsSince1970
+        return try encoder.encode(value)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, what: String) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        do {
+            return try decoder.decode(T.self, from: data)
+        } catch let error as DecodingError {
+            throw WireError(message: "\(what) body is not valid: \(describe(error))")
+        } catch {
+            throw WireError(message: "\(what) body is not valid JSON: \(error)")
+        }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return keys.isEmpty ? "" : " at '\(keys)'"
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "missing field '\(key.stringValue)'\(path(context))"
+        case .typeMismatch(let type, let context): return "expected \(type)\(path(context))"
+        case .valueNotFound(let type, let context): return "null where \(type) is required\(path(context))"
+        case .dataCorrupted(let context): return "\(context.debugDescription)\(path(context))"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// A message could not be understood.
+public struct WireError: KeelError {
+    public var message: String
+    public var errorType: String { "BadMessage" }
+    public var isNonRetryable: Bool { true }
+    public init(message: String) { self.message = message }
+}
+
+extension AMQPMessage {
+    /// A wire message of `type`: `body` as JSON, with Keel's type and version headers.
+    public static func wire<T: Encodable>(
+        _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
+    ) throws -> AMQPMessage {
+        AMQPMessage(
+            exchange: exchange, routingKey: routingKey, body: try Wire.encode(body), type: type.rawValue,
+            messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
+    }
+}

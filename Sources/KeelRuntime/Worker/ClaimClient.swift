@@ -1,0 +1,71 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+
+/// Asks the coordinator whether this worker may run a republished task (docs/protocol.md, step
+/// 0b), over one AMQP connection kept open between claims and consuming direct reply-to. Claims
+/// are rare (only after a coordinator restart or a failed publish), so they go one at a time.
+final class ClaimClient: @unchecked Sendable {
+    private let url: AMQPURL
+    private let topology: Topology
+    private let lock = NSLock()
+    /// Guarded by `lock`; opened on the first claim, dropped when it fails.
+    private var connection: AMQPConnection?
+
+    init(url: AMQPURL, topology: Topology) {
+        self.url = url
+        self.topology = topology
+    }
+
+    /// True once the claim is recorded as the attempt's start, false when another copy started.
+    /// Throws when no answer came within `timeout` seconds or the connection failed.
+    func claim(_ claim: ActivityClaim, timeout: Double = 30) async throws -> Bool {
+        try await offPool { try self.ask(claim, timeout: timeout) }
+    }
+
+    func close() {
+        lock.lock()
+        defer { lock.unlock() }
+        connection?.close()
+        connection = nil
+    }
+
+    private func ask(_ claim: ActivityClaim, timeout: Double) throws -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            let connection = try open()
+            let correlation = UUID().uuidString
+            var message = try AMQPMessage.wire(.claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+            message.replyTo = Topology.replyTo
+            message.correlationId = correlation
+            try connection.publish(message)
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                // Answers to earlier claims that timed out carry other correlation ids.
+                guard let reply = try connection.next(timeout: 0.2), reply.correlationId == correlation else { continue }
+                return try Wire.decode(JobReply.self, from: reply.body, what: "claim reply").ok
+            }
+            throw WireError(message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")
+        } catch let error as AMQPError {
+            connection?.close()
+            connection = nil
+            throw error
+        }
+    }
+
+    /// The open connection, consuming direct reply-to; a new one if there is none.
+    private func open() throws -> AMQPConnection {
+        if let connection { return connection }
+        let connection = try AMQPConnection(url: url)
+        do {
+            try topology.declare(on: connection)
+            try connection.consume(queue: Topology.replyTo, noAck: true)
+        } catch {
+            connection.close()
+            throw error
+        }
+        self.connection = connection
+        return connection
+    }
+}
