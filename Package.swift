@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "Keel", targets: ["Keel"]),
         .library(name: "KeelTestKit", targets: ["KeelTestKit"]),
+        .library(name: "KeelHarness", targets: ["KeelHarness"]),
         .executable(name: "keel", targets: ["keel"]),
     ],
     dependencies: [
@@ -35,7 +36,7 @@ let package = Package(
         .target(
             name: "KeelAMQP",
             dependencies: [
-                "CAMQP", "KeelCore",
+                "CAMQP",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -67,6 +68,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // LLM providers over libcurl: classification, Retry-After, failover, pricing, the LLM
@@ -100,20 +102,26 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        // A broker and workers in memory, for running workflows in one process (tests, benches,
+        // a user's own tests): the swift-jobs `.memory` idea.
+        .target(name: "KeelInMemory", dependencies: ["KeelCore", "KeelRuntime"]),
         // What users import.
-        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM"]),
-        // In-memory transport, manual clock, fault injection, history fixtures.
+        .target(name: "Keel", dependencies: ["KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP", "KeelLLM", "KeelInMemory"]),
+        // Real Keel processes exercised from outside: child processes, temporary folders, the
+        // message fuzzer. Shared by `keel bench` and the tests.
+        .target(name: "KeelHarness", dependencies: ["Keel"]),
+        // For tests: manual clock, fault-injecting store, an LLM stack, free ports, test topologies.
         .target(
             name: "KeelTestKit",
             dependencies: [
-                "Keel", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
+                "Keel", "KeelHarness", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]),
         .executableTarget(
             name: "keel",
             dependencies: [
                 "Keel",
-                "KeelTestKit",
+                "KeelHarness",
                 "KeelMockLLM",
                 "KeelExamples",
                 "KeelConsole",
@@ -127,7 +135,7 @@ let package = Package(
         ),
         .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
         .testTarget(name: "KeelExamplesTests", dependencies: ["Keel", "KeelTestKit", "KeelExamples", "KeelMockLLM"]),
-        .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore", "KeelTestKit"]),
+        .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore"]),
         .testTarget(
             name: "KeelLLMTests",
             dependencies: [

@@ -4,7 +4,7 @@ import Hummingbird
 import Logging
 import Metrics
 import Prometheus
-import Synchronization
+import ServiceLifecycle
 
 /// `--http-host` and `--http-port` (coordinator) or `--metrics-port` (worker): where
 /// `GET /metrics` answers in the Prometheus text format, and on the coordinator the console and
@@ -21,8 +21,8 @@ struct HTTPEndpoint: Sendable {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     }
 
-    /// Serves `/metrics` until the task is cancelled.
-    func run(logger: Logger) async throws {
+    /// The endpoint as a service for the process's `ServiceGroup`: `GET /metrics`, and `routes`.
+    func service(logger: Logger) -> some Service {
         let router = Router()
         routes(router)
         let registry = self.registry
@@ -36,39 +36,53 @@ struct HTTPEndpoint: Sendable {
         }
         var quiet = logger
         quiet.logLevel = .warning
+        let (host, port) = (self.host, self.port)
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel"),
             onServerRunning: { channel in
                 logger.info("HTTP on http://\(host):\(channel.localAddress?.port ?? port)/ (metrics at /metrics)")
             }, logger: quiet)
-        try await app.runService(gracefulShutdownSignals: [])
+        return Served(app: app, host: host, port: port, logger: logger)
     }
 
-    /// Runs `service` with the endpoint beside it (if one is configured); returns when the
-    /// service does. An endpoint that cannot serve (its address cannot be bound) calls `stop`
-    /// and, once the service returned, throws: the process exits non-zero instead of running on
-    /// without the endpoint it was asked for.
-    static func serve(
-        _ endpoint: HTTPEndpoint?, logger: Logger, stop: @escaping @Sendable () -> Void,
-        _ service: @escaping @Sendable () async throws -> Void
-    ) async throws {
-        guard let endpoint else { return try await service() }
-        endpoint.bootstrap()
-        let failure = Mutex<(any Error)?>(nil)
-        let server = Task {
+    /// Says which endpoint could not serve, and why, before the group shuts down.
+    private struct Served<App: ApplicationProtocol>: Service {
+        let app: App
+        let host: String
+        let port: Int
+        let logger: Logger
+
+        func run() async throws {
             do {
-                try await endpoint.run(logger: logger)
-            } catch where !Task.isCancelled {
-                logger.critical("the HTTP endpoint on \(endpoint.host):\(endpoint.port) cannot serve: \(error); stopping")
-                failure.withLock { $0 = error }
-                stop()
+                try await app.run()
+            } catch {
+                logger.critical("the HTTP endpoint on \(host):\(port) cannot serve: \(error); stopping")
+                throw error
             }
         }
-        defer { server.cancel() }
-        try await service()
-        if let error = failure.withLock({ $0 }) {
-            throw ValidationError("the HTTP endpoint on \(endpoint.host):\(endpoint.port) could not serve: \(error)")
+    }
+}
+
+/// The services of one Keel process in one `ServiceGroup`: SIGTERM or SIGINT starts a graceful
+/// shutdown; when the main service (coordinator, worker) returns, or any service fails, the others
+/// shut down gracefully too, in reverse order (the trace exporter last, so it flushes every span);
+/// an error of any one ends the process non-zero.
+enum ProcessServices {
+    static func run(_ main: some Service, endpoint: HTTPEndpoint?, serviceName: String, logger: Logger) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        func add(_ service: any Service) {
+            services.append(.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                                  failureTerminationBehavior: .gracefullyShutdownGroup))
         }
+        if let exporter = try TraceExport.exporter(serviceName: serviceName, logger: logger) { add(exporter) }
+        if let endpoint {
+            endpoint.bootstrap()
+            add(endpoint.service(logger: logger))
+        }
+        add(main)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }
 

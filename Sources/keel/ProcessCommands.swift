@@ -17,18 +17,6 @@ struct BrokerOptions: ParsableArguments {
     }
 }
 
-/// Calls `stop` on SIGTERM and SIGINT, for as long as the returned sources live: keep them
-/// until the service returned (a released source silently drops the signal).
-func onTermination(_ stop: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-    [SIGTERM, SIGINT].map { signalNumber in
-        signal(signalNumber, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler(handler: stop)
-        source.resume()
-        return source
-    }
-}
-
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator", abstract: "Run the coordinator: history, timers, task dispatch. Stops cleanly on SIGTERM.")
@@ -73,12 +61,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             backend = console
         }
         defer { backend?.close() }
-        let signals = onTermination { service.stop() }
-        defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        let logger = Logger(label: "keel.coordinator")
-        try await TraceExport.around(serviceName: "keel-coordinator", logger: logger) { [endpoint] in
-            try await HTTPEndpoint.serve(endpoint, logger: logger, stop: { service.stop() }) { try await service.run() }
-        }
+        try await ProcessServices.run(service, endpoint: endpoint, serviceName: "keel-coordinator", logger: Logger(label: "keel.coordinator"))
     }
 }
 
@@ -105,12 +88,7 @@ struct WorkerCommand: AsyncParsableCommand {
             HTTPEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
         }
         let service = WorkerService(configuration: configuration, activities: activities)
-        let signals = onTermination { service.stop() }
-        defer { signals.forEach { $0.cancel() } }  // keeps the sources alive until the service returned
-        let logger = Logger(label: "keel.worker")
-        try await TraceExport.around(serviceName: "keel-worker", logger: logger) {
-            try await HTTPEndpoint.serve(endpoint, logger: logger, stop: { service.stop() }) { try await service.run() }
-        }
+        try await ProcessServices.run(service, endpoint: endpoint, serviceName: "keel-worker", logger: Logger(label: "keel.worker"))
     }
 }
 

@@ -12,23 +12,17 @@ enum TraceExport {
         ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"].contains { !(environment[$0] ?? "").isEmpty }
     }
 
-    /// Runs `body` with the exporter beside it (if configured); flushes the spans when it returns.
-    static func around(serviceName: String, logger: Logger, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        guard isConfigured() else { return try await body() }
+    /// The exporter, as a service for the process's `ServiceGroup` (it flushes the spans when it
+    /// shuts down), or nil when no OTLP endpoint is configured.
+    static func exporter(serviceName: String, logger: Logger) throws -> (any Service)? {
+        guard isConfigured() else { return nil }
         var configuration = OTel.Configuration.default
         configuration.serviceName = serviceName
         // Metrics go to Prometheus (/metrics) and logs to standard error, as without OTLP.
         configuration.metrics.enabled = false
         configuration.logs.enabled = false
         let exporter = try OTel.bootstrap(configuration: configuration)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(services: [exporter], gracefulShutdownSignals: [], logger: logger))
-        let running = Task { try await group.run() }
         logger.info("exporting traces over OTLP as \(serviceName)")
-        var failure: (any Error)?
-        do { try await body() } catch { failure = error }
-        await group.triggerGracefulShutdown()
-        _ = try? await running.value
-        if let failure { throw failure }
+        return exporter
     }
 }

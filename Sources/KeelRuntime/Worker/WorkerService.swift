@@ -3,6 +3,7 @@ import KeelAMQP
 import KeelCore
 import Logging
 import Metrics
+import ServiceLifecycle
 import Synchronization
 import Tracing
 
@@ -16,7 +17,7 @@ import Tracing
 /// that leaves the delivery unacknowledged, and RabbitMQ delivers it again, flagged
 /// `redelivered`: a worker never runs such a task but reports it, and the coordinator counts the
 /// lost attempt (or, if it never saw it start, sends the same attempt again).
-public final class WorkerService: Sendable {
+public final class WorkerService: Service {
     public struct Configuration: Sendable {
         public var url: AMQPURL
         public var topology: Topology = .fromEnvironment()
@@ -45,7 +46,7 @@ public final class WorkerService: Sendable {
     /// Asks the coordinator before running a republished task.
     private let claims: ClaimClient
     private let admission: TaskAdmission
-    private let stopped = Mutex(false)
+    private let stopping = ShutdownSignal()
 
     public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
         self.configuration = configuration
@@ -55,10 +56,20 @@ public final class WorkerService: Sendable {
         admission = TaskAdmission(activities: Set(activities.names))
     }
 
-    public func stop() { stopped.withLock { $0 = true } }
-    private var isStopped: Bool { stopped.withLock { $0 } }
+    /// Stops taking tasks; running activities get `shutdownGrace` to finish. A `ServiceGroup`'s
+    /// graceful shutdown (SIGTERM) does the same.
+    public func stop() { stopping.trigger() }
+    private var isStopped: Bool { stopping.isTriggered }
 
     public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await self.runUntilStopped()
+        } onGracefulShutdown: {
+            self.stop()
+        }
+    }
+
+    private func runUntilStopped() async throws {
         let topology = configuration.topology
         let queueName = topology.queue(forTaskQueue: configuration.taskQueue)
         let taskQueue = configuration.taskQueue
@@ -74,7 +85,7 @@ public final class WorkerService: Sendable {
         consumer.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                while !self.isStopped { try? await Task.sleep(for: .milliseconds(50)) }
+                await self.stopping.wait()
                 // Running activities still need their connection for acknowledgements.
                 consumer.stopDelivering()
             }
@@ -82,7 +93,7 @@ public final class WorkerService: Sendable {
             if await consumer.consuming() {
                 logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
             }
-            let inFlight = InFlight()
+            let inFlight = InProgress()
             let slots = ActivitySlots(configuration.concurrency)
             consuming: while let batch = await consumer.nextBatch() {
                 for delivery in batch {
@@ -93,10 +104,10 @@ public final class WorkerService: Sendable {
                         slots.release()
                         break consuming
                     }
-                    inFlight.count.withLock { $0 += 1 }
+                    inFlight.enter()
                     group.addTask {
                         await self.handle(delivery, consumer, publisher, reports, queueName)
-                        inFlight.count.withLock { $0 -= 1 }
+                        inFlight.leave()
                         slots.release()
                     }
                 }
@@ -111,11 +122,12 @@ public final class WorkerService: Sendable {
             // No more tasks are taken: let in-flight activities finish within the grace period,
             // then close the connection (deliveries not taken go back to the queue) and cancel
             // what is left.
-            let deadline = ContinuousClock.now + configuration.shutdownGrace
-            let running = inFlight.count.withLock { $0 }
-            if running > 0 { logger.info("stopping: waiting for \(running) running activit\(running == 1 ? "y" : "ies")") }
-            while inFlight.count.withLock({ $0 }) > 0, ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(20))
+            let running = inFlight.count
+            if running > 0 {
+                logger.info("stopping: waiting for \(running) running activit\(running == 1 ? "y" : "ies")")
+                if await !inFlight.drained(within: configuration.shutdownGrace) {
+                    logger.warning("stopping: \(inFlight.count) activities still running after \(configuration.shutdownGrace); cancelled")
+                }
             }
             consumer.stop()
             group.cancelAll()
@@ -292,9 +304,4 @@ public final class WorkerService: Sendable {
         }
         return .none
     }
-}
-
-/// How many activities a worker is running.
-private final class InFlight: Sendable {
-    let count = Mutex(0)
 }

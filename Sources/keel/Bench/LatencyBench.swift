@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
-import KeelTestKit
+import KeelHarness
 
 /// A coordinator and workers as child processes of the bench, in their own namespace and
 /// database, against the broker at `KEEL_AMQP_URL`; stopped and cleaned up at the end.

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
-import KeelTestKit
+import KeelHarness
 
 struct RecoveryBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

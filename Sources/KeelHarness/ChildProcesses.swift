@@ -1,5 +1,5 @@
 import Foundation
-import KeelCore
+import KeelAMQP
 
 /// Runs a program to the end; returns its exit status and its output and errors together.
 public func runToEnd(

@@ -1,0 +1,147 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+import KeelHistory
+import Logging
+
+// The jobs queue: starts (committed in batches), signals, cancels, terminations, queries,
+// redrives, discards and unblocks; each applied, answered or refused.
+extension CoordinatorService {
+    func serveJobs(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
+        let limits = configuration.coordinator.limits
+        while let batch = await consumer.nextBatch() {
+            // Consecutive starts are committed together; anything else is handled in order after them.
+            var starts: [(delivery: AMQPConsumer.Delivery, request: StartRequest)] = []
+            var rejected: Set<UInt64> = []
+            for delivery in batch {
+                let message = delivery.message
+                if (message.type ?? message.headers["keel-type"]) == WireType.start.rawValue {
+                    do {
+                        try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "start job")
+                        let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
+                        try limits.check(job)
+                        starts.append((delivery, job.request(messageId: message.messageId)))
+                    } catch {
+                        await refuse(delivery, error, consumer, publisher, &rejected)
+                    }
+                    continue
+                }
+                try await startAll(&starts, coordinator, consumer, publisher, &rejected)
+                do {
+                    try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "job")
+                    await reply(to: message, with: try await handleJob(message, coordinator), publisher)
+                } catch let error as StoreError {
+                    throw error
+                } catch {
+                    await refuse(delivery, error, consumer, publisher, &rejected)
+                }
+            }
+            try await startAll(&starts, coordinator, consumer, publisher, &rejected)
+            consumer.ack(batch, except: rejected)
+        }
+    }
+
+    /// Starts the runs of `starts` in one transaction, answers each, and empties the list. A
+    /// failed commit throws: nothing of the batch is acknowledged, and the process stops.
+    private func startAll(
+        _ starts: inout [(delivery: AMQPConsumer.Delivery, request: StartRequest)], _ coordinator: Coordinator,
+        _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ rejected: inout Set<UInt64>
+    ) async throws {
+        guard !starts.isEmpty else { return }
+        let results = try await coordinator.start(starts.map(\.request))
+        for (start, result) in zip(starts, results) {
+            switch result {
+            case .success(let started):
+                do {
+                    let payload = try Payload(encoding: started, field: "start result")
+                    await reply(to: start.delivery.message, with: JobReply(ok: true, result: payload), publisher)
+                } catch {
+                    logger.warning("start answered without its result: \(error)")
+                }
+            case .failure(let error as StoreError):
+                throw error
+            case .failure(let error):
+                await refuse(start.delivery, error, consumer, publisher, &rejected)
+            }
+        }
+        starts.removeAll()
+    }
+
+    /// Answers a request that carries `reply_to`. A reply that cannot be sent is logged: the
+    /// client's wait ends with its timeout.
+    func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async {
+        guard let reply, let replyTo = message.replyTo else { return }
+        do {
+            try await publisher.publish([AMQPMessage(
+                exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
+                correlationId: message.correlationId, persistent: false)])
+        } catch {
+            logger.warning("could not answer a \(message.type ?? "job") on \(replyTo): \(error)")
+        }
+    }
+
+    /// Answers a job that cannot succeed as sent with the error. One that changes something is
+    /// kept, with the reason, in the dead-letter queue; a read-only one, or an operator's redrive
+    /// or discard (its entry stays in the dead-letter queue), was answered and is done.
+    private func refuse(
+        _ delivery: AMQPConsumer.Delivery, _ error: any Error, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher,
+        _ rejected: inout Set<UInt64>
+    ) async {
+        let message = delivery.message
+        let failure = Failure(error)
+        await reply(to: message, with: JobReply(ok: false, error: failure), publisher)
+        // A job that asked for an answer got it and is done; only a start is kept in keel.dead
+        // as well (its input would be lost with a client that stopped waiting).
+        let answered = message.replyTo != nil && (message.type ?? message.headers["keel-type"]) != WireType.start.rawValue
+        if !answered {
+            let refused = RefusedMessages(publisher: publisher, logger: logger)
+            if await refused.deadLetter(delivery, from: publisher.topology.jobsQueue, reason: failure.description, consumer: consumer) {
+                rejected.insert(message.deliveryTag)
+            }
+        } else {
+            logger.info("job \(message.type ?? "?") refused: \(failure)")
+        }
+    }
+
+    /// Handles a job other than `start` (starts are committed in batches by ``startAll``). The
+    /// answer goes to `reply_to`, when the job has one.
+    private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
+        let typeName = message.type ?? message.headers["keel-type"] ?? ""
+        guard let type = WireType(rawValue: typeName), WireType.jobs.contains(type) else {
+            throw WireError(message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")
+        }
+        let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
+        try configuration.coordinator.limits.check(job, type)
+        switch type {
+        case .signal:
+            guard let name = job.name else { throw WireError(message: "signal job needs 'name'") }
+            try await coordinator.signal(workflowId: job.workflowId, name: name, input: job.input ?? .null)
+        case .cancel:
+            try await coordinator.cancel(workflowId: job.workflowId)
+        case .terminate:
+            try await coordinator.terminate(workflowId: job.workflowId, reason: job.reason ?? "terminated by an operator")
+        case .query:
+            guard let name = job.name else { throw WireError(message: "query job needs 'name'") }
+            return JobReply(ok: true, result: try await coordinator.query(workflowId: job.workflowId, name: name, argument: job.input))
+        case .redrive, .discard:
+            guard let runId = job.runId, let activityId = job.activityId else {
+                throw WireError(message: "\(type.rawValue) job needs 'runId' and 'activityId'")
+            }
+            if type == .redrive {
+                try await coordinator.redrive(runId: runId, activityId: activityId)
+            } else {
+                try await coordinator.discard(runId: runId, activityId: activityId)
+            }
+        case .unblock:
+            return JobReply(ok: true, run: try await coordinator.unblock(workflowId: job.workflowId))
+        case .describe:
+            guard let run = try coordinator.store.latestRun(workflowId: job.workflowId) else {
+                throw WorkflowNotFoundError(workflowId: job.workflowId, detail: "no run with this id")
+            }
+            return JobReply(ok: true, run: run)
+        default:
+            throw WireError(message: "'\(typeName)' messages do not belong on the jobs queue")
+        }
+        return JobReply(ok: true)
+    }
+}

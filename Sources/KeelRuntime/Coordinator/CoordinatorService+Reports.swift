@@ -1,0 +1,48 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+import Logging
+
+// The worker-reports queue: every batch of reports applied in one transaction, claims answered.
+extension CoordinatorService {
+    func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
+        let limits = configuration.coordinator.limits
+        let publishing = BoundedTasks(limit: 8)
+        while let batch = await consumer.nextBatch() {
+            var reports: [Coordinator.WorkerReport] = []
+            // Claims are answered once committed: their message and their place in `reports`.
+            var claims: [(message: AMQPDelivery, index: Int)] = []
+            var rejected: Set<UInt64> = []
+            for delivery in batch {
+                let message = delivery.message
+                do {
+                    try limits.checkEnvelope(message, bodyLimit: limits.reportBody, what: "report")
+                    let decoded = try WorkerReport.decode(message)
+                    for report in decoded { try limits.check(report) }
+                    if case .claim = decoded.first { claims.append((message, reports.count)) }
+                    reports += decoded
+                } catch {
+                    let refused = RefusedMessages(publisher: publisher, logger: logger)
+                    if await refused.deadLetter(
+                        delivery, from: publisher.topology.resultsQueue, reason: Failure(error).description, consumer: consumer)
+                    {
+                        rejected.insert(message.deliveryTag)
+                    }
+                }
+            }
+            // Committed: acknowledge, and publish the next tasks while the next batch is applied.
+            let (outgoing, applied) = try await coordinator.commit(reports)
+            consumer.ack(batch, except: rejected)
+            for claim in claims {
+                // Lost with a broken connection, the worker asks again.
+                await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), publisher)
+            }
+            if batch.count < 8 {
+                await coordinator.publish(outgoing)  // no backlog: the shortest path for latency
+            } else {
+                await publishing.add { await coordinator.publish(outgoing) }
+            }
+        }
+        await publishing.finish()
+    }
+}
