@@ -1,0 +1,58 @@
+import Foundation
+
+/// An activity that has not ended: the coordinator's mutable state for it.
+public struct ActivityRecord: Codable, Sendable, Hashable {
+    public enum State: String, Codable, Sendable {
+        /// Published, not yet started by a worker.
+        case scheduled
+        case started
+        /// Waiting for its retry timer.
+        case backoff
+        /// Exhausted and parked for an operator.
+        case parked
+    }
+
+    public var runId: String
+    public var activityId: Int64
+    public var activityType: String
+    public var input: Payload
+    public var options: ActivityOptions
+    public var attempt: Int
+    public var state: State
+    public var scheduledAt: Date
+    public var attemptScheduledAt: Date
+    public var startedAt: Date?
+    /// The claim (``ActivityClaim/claimId``) that started the current attempt, if one did.
+    public var startedByClaim: String?
+    /// The worker that started the current attempt: only its result is accepted.
+    public var startedBy: String?
+    public var heartbeatDetails: Payload?
+    /// Attempts used before the last redrive from the dead-letter queue; the retry policy
+    /// counts only the attempts after it.
+    public var attemptsBeforeRedrive: Int?
+    /// The failure that parked the activity (see `ActivityOptions.parkOnExhaustion`).
+    public var parkedFailure: Failure?
+    /// When the running attempt last heartbeated.
+    public var lastHeartbeatAt: Date?
+    /// The downstream providers the last failed attempt called (its reported `tries`); a retry
+    /// is not made while all their circuit breakers are open.
+    public var lastProviders: [String]?
+
+    /// Attempts counted by the retry policy: those since the last redrive.
+    public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) }
+
+    public init(
+        runId: String, activityId: Int64, activityType: String, input: Payload,
+        options: ActivityOptions, scheduledAt: Date
+    ) {
+        self.runId = runId
+        self.activityId = activityId
+        self.activityType = activityType
+        self.input = input
+        self.options = options
+        self.attempt = 0
+        self.state = .scheduled
+        self.scheduledAt = scheduledAt
+        self.attemptScheduledAt = scheduledAt
+    }
+}

@@ -1,0 +1,19 @@
+import KeelCore
+
+/// The history database failed. `resultCode` keeps SQLite's result code (primary and extended,
+/// `SQLITE_FULL` is 13, `SQLITE_BUSY` 5…) when SQLite gave one, so callers can tell a full disk
+/// from a corrupt file without reading the message.
+public struct StoreError: KeelError {
+    public var message: String
+    public var resultCode: Int32?
+
+    public init(message: String, resultCode: Int32? = nil) {
+        self.message = message
+        self.resultCode = resultCode
+    }
+
+    public var errorType: String { "StoreError" }
+
+    /// SQLite's primary result code (the low byte of an extended one).
+    public var primaryResultCode: Int32? { resultCode.map { $0 & 0xFF } }
+}
