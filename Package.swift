@@ -8,7 +8,7 @@ let package = Package(
         .library(name: "Keel", targets: ["Keel"]),
         .library(name: "KeelTestKit", targets: ["KeelTestKit"]),
         .library(name: "KeelHarness", targets: ["KeelHarness"]),
-        .executable(name: "keel", targets: ["keel"]),
+        .executable(name: "keel", targets: ["keel"])
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -23,7 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         // OTLP over HTTP only: the gRPC exporter would add grpc-swift to every build.
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0")
     ],
     targets: [
         // rabbitmq-c (Debian: librabbitmq-dev) and the few C helpers Swift cannot do without.
@@ -37,7 +37,7 @@ let package = Package(
             name: "KeelAMQP",
             dependencies: [
                 "CAMQP",
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log")
             ]
         ),
         // No I/O: workflow and activity protocols, history events, retry policy, the
@@ -46,7 +46,7 @@ let package = Package(
             name: "KeelCore",
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log")
             ]
         ),
         // The SQLite event store: runs, events, durable timers, the task outbox.
@@ -54,7 +54,7 @@ let package = Package(
             name: "KeelHistory",
             dependencies: [
                 "KeelCore",
-                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDB", package: "GRDB.swift")
             ]
         ),
         // The coordinator and the activity worker, wired to a store and a transport.
@@ -68,7 +68,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
             ]
         ),
         // LLM providers over libcurl: classification, Retry-After, failover, pricing, the LLM
@@ -79,7 +79,7 @@ let package = Package(
                 "CCurl", "KeelCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         // `keel mock-llm`: a fault-injecting HTTP server speaking both provider APIs.
@@ -88,7 +88,7 @@ let package = Package(
             dependencies: [
                 "KeelLLM",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "HTTPTypes", package: "swift-http-types")
             ]
         ),
         // The reference pipelines, compiled into `keel`; each a template for users.
@@ -99,7 +99,7 @@ let package = Package(
             dependencies: [
                 "KeelCore", "KeelHistory", "KeelRuntime", "KeelAMQP",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "HTTPTypes", package: "swift-http-types")
             ]
         ),
         // A broker and workers in memory, for running workflows in one process (tests, benches,
@@ -115,7 +115,7 @@ let package = Package(
             name: "KeelTestKit",
             dependencies: [
                 "Keel", "KeelHarness", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
-                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing")
             ]),
         .executableTarget(
             name: "keel",
@@ -130,7 +130,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
         .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
@@ -140,14 +140,14 @@ let package = Package(
             name: "KeelLLMTests",
             dependencies: [
                 "Keel", "KeelTestKit", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
-                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing")
             ]
         ),
         .testTarget(
             name: "KeelRuntimeTests",
             dependencies: ["Keel", "KeelTestKit", "KeelConsole"],
             resources: [.copy("Fixtures")]
-        ),
+        )
     ],
     swiftLanguageModes: [.v6]
 )

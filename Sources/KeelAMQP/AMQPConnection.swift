@@ -191,7 +191,9 @@ public final class AMQPConnection: @unchecked Sendable {
             }
         }
         guard status == AMQP_STATUS_OK.rawValue else {
-            throw AMQPError(.publishFailed, "publishing to \(message.exchange)/\(message.routingKey): \(String(cString: amqp_error_string2(status)))")
+            throw AMQPError(
+                .publishFailed,
+                "publishing to \(message.exchange)/\(message.routingKey): \(String(cString: amqp_error_string2(status)))")
         }
         if confirms {
             lastTag += 1
@@ -208,7 +210,8 @@ public final class AMQPConnection: @unchecked Sendable {
             let remaining = deadline.timeIntervalSinceNow
             if remaining <= 0 {
                 guard isBlocked else {
-                    throw AMQPError(.publishNotConfirmed,
+                    throw AMQPError(
+                        .publishNotConfirmed,
                         "RabbitMQ at \(url) did not confirm \(unconfirmed.count) message(s) within \(Int(timeout)) s")
                 }
                 logger.warning("RabbitMQ at \(url) still blocks publishing; \(unconfirmed.count) message(s) wait for it")
@@ -249,17 +252,20 @@ public final class AMQPConnection: @unchecked Sendable {
             nacked = true
         case AMQP_CONNECTION_BLOCKED_METHOD:
             let blocked = frame.payload.method.decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
-            let reason = String(decoding: UnsafeRawBufferPointer(start: blocked.reason.bytes, count: blocked.reason.len), as: UTF8.self)
+            let reason = String(
+                decoding: UnsafeRawBufferPointer(start: blocked.reason.bytes, count: blocked.reason.len), as: UTF8.self)
             isBlocked = true
             let why = reason.isEmpty ? "resource alarm" : reason
             logger.warning(
-                "RabbitMQ at \(url) blocks publishing (\(why)); messages wait until it unblocks. Free memory or disk on the broker: `rabbitmqctl status` shows the alarm")
+                "RabbitMQ at \(url) blocks publishing (\(why)); messages wait until it unblocks. Free memory or disk on the broker: `rabbitmqctl status` shows the alarm"
+            )
         case AMQP_CONNECTION_UNBLOCKED_METHOD:
             isBlocked = false
             logger.notice("RabbitMQ at \(url) unblocked publishing")
         case AMQP_CHANNEL_CLOSE_METHOD:
             let close = frame.payload.method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
-            let text = String(decoding: UnsafeRawBufferPointer(start: close.reply_text.bytes, count: close.reply_text.len), as: UTF8.self)
+            let text = String(
+                decoding: UnsafeRawBufferPointer(start: close.reply_text.bytes, count: close.reply_text.len), as: UTF8.self)
             throw AMQPError(.connectionLost, "RabbitMQ closed the channel: \(close.reply_code) \(text)")
         case AMQP_CONNECTION_CLOSE_METHOD:
             throw AMQPError(.connectionLost, "RabbitMQ closed the connection")
@@ -318,7 +324,9 @@ public final class AMQPConnection: @unchecked Sendable {
     }
 
     public func consume(queue: String, noAck: Bool = false) throws {
-        withBytes(queue) { _ = amqp_basic_consume(state, channel, $0[0], amqp_empty_bytes, 0, noAck ? 1 : 0, 0, amqp_empty_table) }
+        withBytes(queue) {
+            _ = amqp_basic_consume(state, channel, $0[0], amqp_empty_bytes, 0, noAck ? 1 : 0, 0, amqp_empty_table)
+        }
         try check(.consumeFailed, "consuming \(queue)")
     }
 
@@ -385,8 +393,12 @@ public final class AMQPConnection: @unchecked Sendable {
 
     private func delivery(from envelope: amqp_envelope_t) -> AMQPDelivery {
         var properties = envelope.message.properties
-        func bytes(_ value: amqp_bytes_t) -> String { String(decoding: UnsafeRawBufferPointer(start: value.bytes, count: value.len), as: UTF8.self) }
-        func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? { (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil }
+        func bytes(_ value: amqp_bytes_t) -> String {
+            String(decoding: UnsafeRawBufferPointer(start: value.bytes, count: value.len), as: UTF8.self)
+        }
+        func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? {
+            (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil
+        }
         // Every string header: Keel's (`keel-*`) and the trace context (`traceparent`, …).
         var headers: [String: String] = [:]
         if (properties._flags & amqp_flags_t(AMQP_BASIC_HEADERS_FLAG)) != 0, let entries = properties.headers.entries {
@@ -396,9 +408,11 @@ public final class AMQPConnection: @unchecked Sendable {
                 headers[bytes(entry.key)] = bytes(entry.value.value.bytes)
             }
         }
-        var reason = [CChar](repeating: 0, count: 256), queue = [CChar](repeating: 0, count: 256)
+        var reason = [CChar](repeating: 0, count: 256)
+        var queue = [CChar](repeating: 0, count: 256)
         var count: Int64 = 0
-        let death = keel_amqp_first_death(&properties, &reason, reason.count, &queue, queue.count, &count) == 0
+        let death =
+            keel_amqp_first_death(&properties, &reason, reason.count, &queue, queue.count, &count) == 0
             ? (cText(reason), cText(queue), count) : nil
         return AMQPDelivery(
             deliveryTag: envelope.delivery_tag, exchange: bytes(envelope.exchange), routingKey: bytes(envelope.routing_key),
@@ -415,7 +429,7 @@ public final class AMQPConnection: @unchecked Sendable {
 /// Calls `body` with a C array of C strings that live for the call.
 private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
     let duplicates = strings.map { UnsafePointer(strdup($0)) }
-    defer { duplicates.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
+    defer { for duplicate in duplicates { free(UnsafeMutablePointer(mutating: duplicate)) } }
     return duplicates.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
@@ -427,6 +441,6 @@ private func cText(_ buffer: [CChar]) -> String {
 /// Calls `body` with `amqp_bytes_t` views of `strings` that stay valid for the whole call.
 private func withBytes<R>(_ strings: String..., body: ([amqp_bytes_t]) -> R) -> R {
     let copies = strings.map { strdup($0)! }
-    defer { copies.forEach { free($0) } }
+    defer { for copy in copies { free(copy) } }
     return body(copies.map { amqp_bytes_t(len: strlen($0), bytes: UnsafeMutableRawPointer($0)) })
 }

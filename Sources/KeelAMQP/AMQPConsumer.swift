@@ -31,8 +31,10 @@ public final class AMQPConsumer: Sendable {
     private let maxBatch: Int
     /// Written when there is something to settle; the thread polls it with the socket.
     private let wakeup = Wakeup()
-    private let buffer = Mutex((
-        deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false, delivering: true))
+    private let buffer = Mutex(
+        (
+            deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false, delivering: true
+        ))
     /// Whether the broker registered this consumer once (nil until then), and who waits for it.
     private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
@@ -47,7 +49,6 @@ public final class AMQPConsumer: Sendable {
         self.declare = declare
         self.logger = logger
     }
-
 
     /// Starts the consuming thread.
     public func start() {

@@ -93,8 +93,6 @@ public final class AMQPPublisher: @unchecked Sendable {
         wakeup.signal()
     }
 
-
-
     /// Publishes what was asked and settles what was confirmed until closed and idle.
     private func run() {
         var inFlight: [Request] = []
@@ -144,7 +142,8 @@ public final class AMQPPublisher: @unchecked Sendable {
                         logger.warning("RabbitMQ at \(url) still blocks publishing; \(inFlight.count) publish(es) wait for it")
                         oldest.sentAt = Date()
                     } else {
-                        throw AMQPError(.publishNotConfirmed,
+                        throw AMQPError(
+                            .publishNotConfirmed,
                             "RabbitMQ at \(url) did not confirm a publish within \(Int(confirmTimeout)) s")
                     }
                 }
@@ -163,7 +162,9 @@ public final class AMQPPublisher: @unchecked Sendable {
                     }
                 }
                 inFlight.removeAll()
-                logger.warning("publish to \(url) failed: \(error); \(retry.isEmpty ? "gave up" : "retrying \(retry.count) publish(es) in \(backoff) s")")
+                logger.warning(
+                    "publish to \(url) failed: \(error); \(retry.isEmpty ? "gave up" : "retrying \(retry.count) publish(es) in \(backoff) s")"
+                )
                 waiting.withLock { $0.requests.insert(contentsOf: retry, at: 0) }
                 Thread.sleep(forTimeInterval: backoff)
                 backoff = min(backoff * 2, 2)

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Lets a thread that owns a rabbitmq-c connection sleep until either the broker sent something

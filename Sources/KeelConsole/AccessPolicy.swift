@@ -33,7 +33,9 @@ public struct AccessPolicy: Sendable {
     }
 
     /// Why a request is refused (status and message), or nil when it may go on.
-    func refusal(method: HTTPRequest.Method, path: String, authorization: String?) -> (status: HTTPResponse.Status, message: String)? {
+    func refusal(
+        method: HTTPRequest.Method, path: String, authorization: String?
+    ) -> (status: HTTPResponse.Status, message: String)? {
         if ConsoleAssets.serves(path) { return nil }
         let changesState = method != .get && method != .head
         guard changesState || !loopback else { return nil }
@@ -51,7 +53,8 @@ public struct AccessPolicy: Sendable {
 
     /// Compares without stopping at the first difference, so timing does not reveal the token.
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
         var difference = UInt8(x.count == y.count ? 0 : 1)
         for index in 0..<max(x.count, y.count) {
             difference |= (index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0)

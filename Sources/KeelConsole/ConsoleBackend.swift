@@ -63,7 +63,8 @@ public struct ConsoleBackend: Sendable {
         guard let record else { return nil }
         let events = try store.events(runId: record.runId)
         return RunDetail(
-            run: record, runIds: try store.runIds(workflowId: workflowId), events: events, attempts: AttemptTimeline.spans(events),
+            run: record, runIds: try store.runIds(workflowId: workflowId), events: events,
+            attempts: AttemptTimeline.spans(events),
             activities: try store.activities(runId: record.runId),
             stalledReason: try store.stalledRun(runId: record.runId)?.reason,
             traceId: TraceIdentity.traceId(runId: record.runId))

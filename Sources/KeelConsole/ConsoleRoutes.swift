@@ -88,18 +88,23 @@ public enum ConsoleRoutes {
         var query = RunQuery()
         if let status = text(request, "status"), !status.isEmpty {
             guard let filter = RunQuery.StatusFilter(status) else {
-                throw ConsoleError.badRequest("unknown status '\(status)'; use one of \(RunQuery.StatusFilter.names.joined(separator: ", "))")
+                throw ConsoleError.badRequest(
+                    "unknown status '\(status)'; use one of \(RunQuery.StatusFilter.names.joined(separator: ", "))")
             }
             query.status = filter
         }
         if let type = text(request, "type"), !type.isEmpty { query.workflowType = type }
         if let search = text(request, "search"), !search.isEmpty { query.search = search }
         if let sort = text(request, "sort"), !sort.isEmpty {
-            guard let order = RunQuery.Order(rawValue: sort) else { throw ConsoleError.badRequest("sort is started or cost, not '\(sort)'") }
+            guard let order = RunQuery.Order(rawValue: sort) else {
+                throw ConsoleError.badRequest("sort is started or cost, not '\(sort)'")
+            }
             query.order = order
         }
         if let minimum = text(request, "minCost"), !minimum.isEmpty {
-            guard let value = Double(minimum), value >= 0 else { throw ConsoleError.badRequest("minCost must be a number of dollars, not '\(minimum)'") }
+            guard let value = Double(minimum), value >= 0 else {
+                throw ConsoleError.badRequest("minCost must be a number of dollars, not '\(minimum)'")
+            }
             query.minCostUSD = value
         }
         query.costOutliersOnly = text(request, "outliers") == "true"
@@ -189,8 +194,11 @@ public enum ConsoleRoutes {
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let policy: AccessPolicy
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let refusal = policy.refusal(method: request.method, path: request.uri.path, authorization: request.headers[.authorization]) {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
+    {
+        if let refusal = policy.refusal(
+            method: request.method, path: request.uri.path, authorization: request.headers[.authorization])
+        {
             var headers: HTTPFields = [.contentType: "application/json"]
             if refusal.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
             let body = (try? JSONEncoder().encode(["error": refusal.message])) ?? Data()

@@ -55,7 +55,7 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
         }
         for (name, value) in [
             ("scheduleToStartTimeout", scheduleToStartTimeout), ("startToCloseTimeout", startToCloseTimeout),
-            ("scheduleToCloseTimeout", scheduleToCloseTimeout), ("heartbeatTimeout", heartbeatTimeout),
+            ("scheduleToCloseTimeout", scheduleToCloseTimeout), ("heartbeatTimeout", heartbeatTimeout)
         ] {
             if let value, value <= 0 {
                 throw InvalidOptionsError(message: "activity \(activityType): \(name) must be positive")

@@ -46,9 +46,10 @@ public enum AttemptTimeline {
             case .activityScheduled:
                 let options = try? event.attributes?.decode(ActivityOptions.self)
                 current[ref] = spans.count
-                spans.append(AttemptSpan(
-                    activityId: ref, activityType: event.name ?? "?", taskQueue: options?.taskQueue ?? "default", attempt: 1,
-                    scheduledAt: event.time, outcome: .waiting, retrying: false))
+                spans.append(
+                    AttemptSpan(
+                        activityId: ref, activityType: event.name ?? "?", taskQueue: options?.taskQueue ?? "default", attempt: 1,
+                        scheduledAt: event.time, outcome: .waiting, retrying: false))
             case .activityStarted:
                 guard let index = current[ref] else { continue }
                 var span = spans[index]
@@ -91,9 +92,10 @@ public enum AttemptTimeline {
                 guard let index = current[ref] else { continue }
                 let span = spans[index]
                 current[ref] = spans.count
-                spans.append(AttemptSpan(
-                    activityId: ref, activityType: span.activityType, taskQueue: span.taskQueue, attempt: span.attempt + 1,
-                    scheduledAt: event.time, outcome: .waiting, retrying: false))
+                spans.append(
+                    AttemptSpan(
+                        activityId: ref, activityType: span.activityType, taskQueue: span.taskQueue, attempt: span.attempt + 1,
+                        scheduledAt: event.time, outcome: .waiting, retrying: false))
             default:
                 continue
             }

@@ -12,7 +12,9 @@ public struct HistoryExport: Codable, Sendable, Equatable {
     public var startTime: Date
     public var events: [HistoryEvent]
 
-    public init(workflowId: String, runId: String, workflowType: String, randomSeed: UInt64, startTime: Date, events: [HistoryEvent]) {
+    public init(
+        workflowId: String, runId: String, workflowType: String, randomSeed: UInt64, startTime: Date, events: [HistoryEvent]
+    ) {
         self.format = Self.currentFormat
         self.workflowId = workflowId
         self.runId = runId

@@ -45,7 +45,7 @@ public struct RetryPolicy: Codable, Sendable, Hashable {
     public static let llmNonRetryableErrorTypes = [
         "LLMBadRequest", "LLMAuthenticationFailed", "LLMPermissionDenied", "LLMModelNotFound",
         "LLMRequestTooLarge", "LLMContextLengthExceeded", "LLMContentPolicy", "LLMInvalidOutput",
-        "LLMNotConfigured", "BudgetExhausted", "CircuitOpen",
+        "LLMNotConfigured", "BudgetExhausted", "CircuitOpen"
     ]
 
     /// The policy to start from for LLM calls: 2 s doubling to at most 60 s, 5 attempts, 20 %

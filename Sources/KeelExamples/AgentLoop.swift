@@ -44,9 +44,11 @@ public struct AgentLoop: Workflow {
         var steps: [Step] = []
         for number in 1...input.steps {
             let notes = steps.map { "Step \($0.step): \($0.output)" }.joined(separator: "\n")
-            let answer = try await context.llm(LLMRequest(
-                prompt: "[agent step \(number) of \(input.steps)] Task: \(input.task)\n\nNotes so far:\n\(notes.isEmpty ? "(none)" : notes)\n\nDo the next step.",
-                maxTokens: 512))
+            let answer = try await context.llm(
+                LLMRequest(
+                    prompt:
+                        "[agent step \(number) of \(input.steps)] Task: \(input.task)\n\nNotes so far:\n\(notes.isEmpty ? "(none)" : notes)\n\nDo the next step.",
+                    maxTokens: 512))
             steps.append(Step(step: number, output: answer.text, provider: answer.provider, tokens: answer.usage.totalTokens))
             progress.done = number
         }

@@ -25,7 +25,9 @@ public struct DocumentProcessing: Workflow {
         /// Stream the answers (false).
         public var stream: Bool?
 
-        public init(documentIds: [String], documentsURL: String, concurrency: Int? = nil, instructions: String? = nil, stream: Bool? = nil) {
+        public init(
+            documentIds: [String], documentsURL: String, concurrency: Int? = nil, instructions: String? = nil, stream: Bool? = nil
+        ) {
             self.documentIds = documentIds
             self.documentsURL = documentsURL
             self.concurrency = concurrency
@@ -87,7 +89,8 @@ public struct DocumentProcessing: Workflow {
         }
         let fetchOptions = ActivityOptions(
             taskQueue: "default", startToCloseTimeout: .seconds(30), scheduleToCloseTimeout: .seconds(300),
-            retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumAttempts: 5, nonRetryableErrorTypes: ["DocumentNotFound"]))
+            retryPolicy: RetryPolicy(
+                initialInterval: .seconds(1), maximumAttempts: 5, nonRetryableErrorTypes: ["DocumentNotFound"]))
         let llmOptions = LLM.activityOptions(scheduleToCloseTimeout: .seconds(300))
         let instructions = input.instructions ?? "Summarise this document in one paragraph for an executive."
 
@@ -99,7 +102,9 @@ public struct DocumentProcessing: Workflow {
                     FetchDocument.self, input: .init(baseURL: input.documentsURL, id: id), options: fetchOptions)
                 let answer = try await context.llm(
                     LLMRequest(prompt: "[\(id)] \(instructions)\n\n\(text)", stream: input.stream ?? false), options: llmOptions)
-                return (id, .done(Summary(id: id, summary: answer.text, provider: answer.provider, tokens: answer.usage.totalTokens)))
+                return (
+                    id, .done(Summary(id: id, summary: answer.text, provider: answer.provider, tokens: answer.usage.totalTokens))
+                )
             } catch let error as ActivityFailedError {
                 return (id, .failed(error.cause.type))
             } catch let error as BudgetExhaustedError {

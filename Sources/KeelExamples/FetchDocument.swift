@@ -71,17 +71,21 @@ public struct FetchDocument: Activity {
                 do {
                     try process.run()
                 } catch {
-                    continuation.resume(returning: .failure(ApplicationError(
-                        message: "cannot run pdftotext (apt-get install poppler-utils): \(error)", type: "PDFToolMissing",
-                        isNonRetryable: true)))
+                    continuation.resume(
+                        returning: .failure(
+                            ApplicationError(
+                                message: "cannot run pdftotext (apt-get install poppler-utils): \(error)", type: "PDFToolMissing",
+                                isNonRetryable: true)))
                     return
                 }
                 let text = output.fileHandleForReading.readDataToEndOfFile()
                 while process.isRunning { Thread.sleep(forTimeInterval: 0.005) }
                 guard process.terminationStatus == 0 else {
-                    continuation.resume(returning: .failure(ApplicationError(
-                        message: "pdftotext could not read the PDF from \(source) (exit \(process.terminationStatus))",
-                        type: "DocumentUnreadable", isNonRetryable: true)))
+                    continuation.resume(
+                        returning: .failure(
+                            ApplicationError(
+                                message: "pdftotext could not read the PDF from \(source) (exit \(process.terminationStatus))",
+                                type: "DocumentUnreadable", isNonRetryable: true)))
                     return
                 }
                 continuation.resume(returning: .success(String(decoding: text, as: UTF8.self)))

@@ -60,17 +60,20 @@ public struct InvoiceProcessing: Workflow {
             FetchDocument.self, input: .init(url: input.documentURL),
             options: ActivityOptions(
                 startToCloseTimeout: .seconds(60),
-                retryPolicy: RetryPolicy(maximumAttempts: 5, nonRetryableErrorTypes: ["DocumentNotFound", "DocumentUnreadable", "PDFToolMissing"])))
-        let answer = try await context.llm(LLMRequest(
-            prompt: "[invoice] Extract the invoice's vendor, invoiceNumber, total (a number), currency (ISO code) "
-                + "and dueDate (YYYY-MM-DD) as one JSON object with exactly those keys.\n\n" + text,
-            system: "Answer with one JSON object and nothing else."))
+                retryPolicy: RetryPolicy(
+                    maximumAttempts: 5, nonRetryableErrorTypes: ["DocumentNotFound", "DocumentUnreadable", "PDFToolMissing"])))
+        let answer = try await context.llm(
+            LLMRequest(
+                prompt: "[invoice] Extract the invoice's vendor, invoiceNumber, total (a number), currency (ISO code) "
+                    + "and dueDate (YYYY-MM-DD) as one JSON object with exactly those keys.\n\n" + text,
+                system: "Answer with one JSON object and nothing else."))
         let invoice = try Self.parse(answer.text)
         let bill = try await context.execute(
             PostBill.self, input: .init(accountingURL: input.accountingURL, invoice: invoice),
             options: ActivityOptions(
                 startToCloseTimeout: .seconds(30), scheduleToCloseTimeout: .seconds(600),
-                retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumAttempts: 8, nonRetryableErrorTypes: ["ServiceRejected"])))
+                retryPolicy: RetryPolicy(
+                    initialInterval: .seconds(1), maximumAttempts: 8, nonRetryableErrorTypes: ["ServiceRejected"])))
         return Output(invoice: invoice, billId: bill)
     }
 

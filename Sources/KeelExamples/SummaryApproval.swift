@@ -67,7 +67,8 @@ public struct SummaryApproval: Workflow {
             decision != nil
         }
         if decided, let decision {
-            state.status = Status(stage: decision.approved ? "approved" : "rejected", summary: summary.text, decidedBy: decision.by.by)
+            state.status = Status(
+                stage: decision.approved ? "approved" : "rejected", summary: summary.text, decidedBy: decision.by.by)
         } else {
             state.status = Status(stage: "timed out", summary: summary.text)
         }

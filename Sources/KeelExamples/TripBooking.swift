@@ -31,16 +31,19 @@ public struct TripBooking: Workflow {
     public func run(context: WorkflowContext, input: Input) async throws -> Output {
         let options = ActivityOptions(
             startToCloseTimeout: .seconds(30), scheduleToCloseTimeout: .seconds(300),
-            retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumAttempts: 5, nonRetryableErrorTypes: ["ServiceRejected"]))
+            retryPolicy: RetryPolicy(
+                initialInterval: .seconds(1), maximumAttempts: 5, nonRetryableErrorTypes: ["ServiceRejected"]))
         var booked: [String] = []
         do {
             let flight = try await context.execute(Book.self, input: .init(input, kind: "flight"), options: options)
             booked.append(flight)
             let hotel = try await context.execute(Book.self, input: .init(input, kind: "hotel"), options: options)
             booked.append(hotel)
-            let itinerary = try await context.llm(LLMRequest(
-                prompt: "[itinerary] Write a day-by-day itinerary for \(input.traveller) in \(input.destination), \(input.dates). "
-                    + "Flight \(flight), hotel \(hotel)."))
+            let itinerary = try await context.llm(
+                LLMRequest(
+                    prompt:
+                        "[itinerary] Write a day-by-day itinerary for \(input.traveller) in \(input.destination), \(input.dates). "
+                        + "Flight \(flight), hotel \(hotel)."))
             return Output(flight: flight, hotel: hotel, itinerary: itinerary.text)
         } catch {
             let compensation = ActivityOptions(
@@ -78,7 +81,8 @@ public struct TripBooking: Workflow {
 
         public func run(context: ActivityContext, input: Input) async throws -> String {
             let data = try await ServiceCall.post(
-                ServiceCall.url(input.bookingsURL, "/bookings/" + input.kind), json: input, idempotencyKey: context.idempotencyKey)
+                ServiceCall.url(input.bookingsURL, "/bookings/" + input.kind), json: input, idempotencyKey: context.idempotencyKey
+            )
             struct Booking: Decodable { var id: String }
             guard let booking = try? JSONDecoder().decode(Booking.self, from: data) else {
                 throw ApplicationError(message: "the booking system answered without an id", type: "ServiceUnavailable")

@@ -31,7 +31,8 @@ public struct MessageFuzzer: Sendable {
     public mutating func next(for target: Target) -> AMQPMessage {
         counter += 1
         var (type, body) = template(for: target)
-        var message = AMQPMessage(exchange: "", routingKey: "", body: Data(), type: type, headers: ["keel-type": type, "keel-version": "1"])
+        var message = AMQPMessage(
+            exchange: "", routingKey: "", body: Data(), type: type, headers: ["keel-type": type, "keel-version": "1"])
         switch target {
         case .jobs: (message.exchange, message.routingKey) = (topology.jobsExchange, Topology.jobsRoutingKey)
         case .results: (message.exchange, message.routingKey) = (topology.resultsExchange, Topology.resultsRoutingKey)
@@ -70,7 +71,9 @@ public struct MessageFuzzer: Sendable {
             }
             bytes = encode(body)
         case 80..<88:
-            if let key = body.keys.randomElement(using: &random) { body[key] = pick([.string(""), .object([:]), .array([]), .null]) }
+            if let key = body.keys.randomElement(using: &random) {
+                body[key] = pick([.string(""), .object([:]), .array([]), .null])
+            }
             if chance(0.3), let key = body.keys.randomElement(using: &random) { body.removeValue(forKey: key) }
             bytes = encode(body)
         case 88..<95:
@@ -89,25 +92,31 @@ public struct MessageFuzzer: Sendable {
     private mutating func template(for target: Target) -> (String, [String: JSONValue]) {
         switch target {
         case .jobs:
-            let type = pick(["start", "start", "signal", "cancel", "terminate", "query", "describe", "redrive", "discard", "unblock"])
+            let type = pick([
+                "start", "start", "signal", "cancel", "terminate", "query", "describe", "redrive", "discard", "unblock"
+            ])
             if type == "start" {
                 let id = "fuzz-\(seed)-\(counter)"
                 workflowIds.append(id)
                 var body: [String: JSONValue] = [
                     "workflowType": .string(pick(["bench-sequential", "bench-sequential", "fault-unknown", "", "noop"])),
-                    "workflowId": .string(id), "input": pick([.integer(0), .integer(1), .integer(2), .integer(-1), .string("x"), .null]),
+                    "workflowId": .string(id),
+                    "input": pick([.integer(0), .integer(1), .integer(2), .integer(-1), .string("x"), .null])
                 ]
                 if chance(0.3) { body["requestId"] = .string(string(maxLength: 40)) }
                 if chance(0.4) {
                     body["options"] = pick([
                         .object([:]), .object(["budget": .object(["maxTokens": .integer(100)])]),
-                        .object(["budget": .object(["maxTokens": .integer(-5)])]), .object(["idConflictPolicy": .string("bogus")]),
-                        .object(["executionTimeout": .number(-1)]), .object(["idReusePolicy": .string("rejectDuplicate")]),
+                        .object(["budget": .object(["maxTokens": .integer(-5)])]),
+                        .object(["idConflictPolicy": .string("bogus")]),
+                        .object(["executionTimeout": .number(-1)]), .object(["idReusePolicy": .string("rejectDuplicate")])
                     ])
                 }
                 return (type, body)
             }
-            var body: [String: JSONValue] = ["workflowId": .string(workflowIds.randomElement(using: &random) ?? string(maxLength: 30))]
+            var body: [String: JSONValue] = [
+                "workflowId": .string(workflowIds.randomElement(using: &random) ?? string(maxLength: 30))
+            ]
             if chance(0.6) { body["name"] = .string(pick(["approve", "status", string(maxLength: 20)])) }
             if chance(0.5) { body["input"] = pick([.null, .integer(1), .object(["by": .string("fuzz")])]) }
             if chance(0.3) { body["reason"] = .string(string(maxLength: 50)) }
@@ -118,10 +127,15 @@ public struct MessageFuzzer: Sendable {
             let type = pick(["started", "redelivered", "claim", "heartbeat", "result", "reports"])
             let report = reportBody()
             if type == "reports" {
-                return (type, [
-                    "started": .array([.object(reportBody())]), "heartbeats": .array([.object(reportBody())]),
-                    "results": .array([.object(reportBody().merging(["status": .string("completed"), "result": .integer(1)]) { $1 })]),
-                ])
+                return (
+                    type,
+                    [
+                        "started": .array([.object(reportBody())]), "heartbeats": .array([.object(reportBody())]),
+                        "results": .array([
+                            .object(reportBody().merging(["status": .string("completed"), "result": .integer(1)]) { $1 })
+                        ])
+                    ]
+                )
             }
             var body = report
             if type == "claim" { body["claimId"] = .string(string(maxLength: 36)) }
@@ -132,19 +146,23 @@ public struct MessageFuzzer: Sendable {
                     body["result"] = pick([.integer(42), .string("forged"), .null])
                 } else {
                     body["status"] = .string("failed")
-                    body["failure"] = .object(["type": .string(pick(["LLMRateLimited", "Boom", ""])), "message": .string("fuzz"),
-                                               "nonRetryable": .bool(chance(0.5)), "nextRetryDelay": .number(0.1)])
+                    body["failure"] = .object([
+                        "type": .string(pick(["LLMRateLimited", "Boom", ""])), "message": .string("fuzz"),
+                        "nonRetryable": .bool(chance(0.5)), "nextRetryDelay": .number(0.1)
+                    ])
                 }
             }
             return (type, body)
         case .tasks:
             let now = Date().timeIntervalSince1970
             var body: [String: JSONValue] = [
-                "workflowId": .string("fuzz-task-\(counter)"), "runId": .string(runId()), "workflowType": .string("bench-sequential"),
-                "activityId": .integer(Int64(random.next() % 4)), "activityType": .string(pick(["noop", "noop", "unknown-activity", ""])),
+                "workflowId": .string("fuzz-task-\(counter)"), "runId": .string(runId()),
+                "workflowType": .string("bench-sequential"),
+                "activityId": .integer(Int64(random.next() % 4)),
+                "activityType": .string(pick(["noop", "noop", "unknown-activity", ""])),
                 "attempt": .integer(Int64(random.next() % 3)), "input": pick([.integer(1), .string("x"), .null]),
                 "taskQueue": .string(taskQueue), "scheduledAt": .number(now), "attemptScheduledAt": .number(now),
-                "startToCloseTimeout": .number(10),
+                "startToCloseTimeout": .number(10)
             ]
             if chance(0.3) { body["republished"] = .bool(true) }
             return ("task", body)
@@ -152,8 +170,11 @@ public struct MessageFuzzer: Sendable {
     }
 
     private mutating func reportBody() -> [String: JSONValue] {
-        ["runId": .string(runId()), "activityId": .integer(Int64(random.next() % 4)), "attempt": .integer(Int64(random.next() % 3)),
-         "worker": .string(pick(["fuzz-worker", string(maxLength: 30)])), "time": .number(Date().timeIntervalSince1970)]
+        [
+            "runId": .string(runId()), "activityId": .integer(Int64(random.next() % 4)),
+            "attempt": .integer(Int64(random.next() % 3)),
+            "worker": .string(pick(["fuzz-worker", string(maxLength: 30)])), "time": .number(Date().timeIntervalSince1970)
+        ]
     }
 
     private mutating func runId() -> String {
@@ -162,8 +183,10 @@ public struct MessageFuzzer: Sendable {
     }
 
     private mutating func wrongValue() -> JSONValue {
-        pick([.string("not a number"), .integer(Int64.max), .integer(-Int64.max), .number(1e308), .number(0.5), .bool(true),
-              .array([.integer(1), .string("x")]), .object(["nested": .object(["deeper": .null])]), .null])
+        pick([
+            .string("not a number"), .integer(Int64.max), .integer(-Int64.max), .number(1e308), .number(0.5), .bool(true),
+            .array([.integer(1), .string("x")]), .object(["nested": .object(["deeper": .null])]), .null
+        ])
     }
 
     private mutating func string(maxLength: Int) -> String {
@@ -257,17 +280,22 @@ public struct FuzzCampaign: Sendable {
         defer { client.close() }
         var known: [String] = []
         for index in 0..<3 {
-            let run = try await client.startAndConfirm(StartRequest(
-                workflowType: "bench-sequential", workflowId: "known-\(index)", input: Payload(encoding: 2, field: "input")), timeout: 60)
+            let run = try await client.startAndConfirm(
+                StartRequest(
+                    workflowType: "bench-sequential", workflowId: "known-\(index)", input: Payload(encoding: 2, field: "input")),
+                timeout: 60)
             known.append(run.runId)
         }
         var fuzzer = MessageFuzzer(seed: seed, topology: topology, knownRunIds: known)
         let published = try await fuzzer.publish(messages, url: url)
         var report = Report(
-            seed: seed, published: published, finalRun: nil, failure: nil, survived: false, stuck: [:], deadLettered: 0, seconds: 0)
+            seed: seed, published: published, finalRun: nil, failure: nil, survived: false, stuck: [:], deadLettered: 0,
+            seconds: 0)
         do {
-            _ = try await client.startAndConfirm(StartRequest(
-                workflowType: "bench-sequential", workflowId: "after-fuzz", input: Payload(encoding: 3, field: "input")), timeout: 120)
+            _ = try await client.startAndConfirm(
+                StartRequest(
+                    workflowType: "bench-sequential", workflowId: "after-fuzz", input: Payload(encoding: 3, field: "input")),
+                timeout: 120)
             report.finalRun = try await client.waitForResult(workflowId: "after-fuzz", timeout: 120).status
         } catch {
             report.failure = "\(error)"

@@ -6,7 +6,8 @@ extension HistoryStore {
         let record: RunRecord?
         if let runId { record = try run(runId: runId) } else { record = try latestRun(workflowId: workflowId) }
         guard let record else {
-            throw StoreError(message: "no run of workflow \(workflowId)\(runId.map { " with run id \($0)" } ?? "") in this database")
+            throw StoreError(
+                message: "no run of workflow \(workflowId)\(runId.map { " with run id \($0)" } ?? "") in this database")
         }
         return HistoryExport(
             workflowId: record.workflowId, runId: record.runId, workflowType: record.workflowType,

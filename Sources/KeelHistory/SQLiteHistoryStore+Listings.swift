@@ -35,7 +35,8 @@ extension SQLiteHistoryStore {
                     conditions.append("run_id IN (SELECT run_id FROM stalled_runs)")
                 case .parked?:
                     conditions.append(
-                        "run_id IN (SELECT run_id FROM activities WHERE json_extract(CAST(record AS TEXT), '$.state') = 'parked')")
+                        "run_id IN (SELECT run_id FROM activities WHERE json_extract(CAST(record AS TEXT), '$.state') = 'parked')"
+                    )
                 case nil: break
                 }
                 if let type = query.workflowType {
@@ -56,7 +57,8 @@ extension SQLiteHistoryStore {
                 let medians = CostOutliers.medians(samples)
                 if query.costOutliersOnly { conditions.append("cost_usd > 0") }
                 let order = query.order == .cost ? "cost_usd DESC, created_at DESC" : "created_at DESC, rowid DESC"
-                let sql = "SELECT * FROM runs" + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
+                let sql =
+                    "SELECT * FROM runs" + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
                     + " ORDER BY \(order)"
                 var listed: [ListedRun] = []
                 let cursor = try Row.fetchCursor(db, sql: sql, arguments: arguments)
@@ -76,7 +78,8 @@ extension SQLiteHistoryStore {
         try wrap("list runs") {
             try pool.read { db in
                 try String.fetchAll(
-                    db, sql: "SELECT run_id FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC", arguments: [workflowId])
+                    db, sql: "SELECT run_id FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC",
+                    arguments: [workflowId])
             }
         }
     }
@@ -99,12 +102,16 @@ extension SQLiteHistoryStore {
 
     /// Run id and `ref` of events of `kind` recorded in `[from, to)`, oldest first, for
     /// benchmarks and audits across runs.
-    public func eventRefs(kind: EventKind, from: Date = .distantPast, to: Date = .distantFuture, limit: Int = .max) throws -> [(runId: String, ref: Int64)] {
+    public func eventRefs(
+        kind: EventKind, from: Date = .distantPast, to: Date = .distantFuture, limit: Int = .max
+    ) throws -> [(runId: String, ref: Int64)] {
         try wrap("read events") {
             try pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT run_id, ref FROM events WHERE kind = ? AND time >= ? AND time < ? ORDER BY time LIMIT ?
-                    """, arguments: [kind.rawValue, from.timeIntervalSince1970, to.timeIntervalSince1970, limit]
+                try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT run_id, ref FROM events WHERE kind = ? AND time >= ? AND time < ? ORDER BY time LIMIT ?
+                        """, arguments: [kind.rawValue, from.timeIntervalSince1970, to.timeIntervalSince1970, limit]
                 ).map { ($0[0], $0[1] ?? 0) }
             }
         }

@@ -6,7 +6,9 @@ import KeelCore
 extension SQLiteHistoryStore {
     public func run(runId: String) throws -> RunRecord? {
         try wrap("read run") {
-            try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE run_id = ?", arguments: [runId]).map(Self.run) }
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE run_id = ?", arguments: [runId]).map(Self.run)
+            }
         }
     }
 
@@ -41,10 +43,12 @@ extension SQLiteHistoryStore {
     public func events(runId: String) throws -> [HistoryEvent] {
         try wrap("read history") {
             try pool.read { db in
-                try Self.events(db, sql: """
-                    SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
-                    FROM events WHERE run_id = ? ORDER BY id
-                    """, arguments: [runId])[runId] ?? []
+                try Self.events(
+                    db,
+                    sql: """
+                        SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
+                        FROM events WHERE run_id = ? ORDER BY id
+                        """, arguments: [runId])[runId] ?? []
             }
         }
     }
@@ -53,10 +57,12 @@ extension SQLiteHistoryStore {
         try wrap("read open runs") {
             try pool.read { db in
                 let open = "SELECT run_id FROM runs WHERE status IN ('running', 'blocked')"
-                let events = try Self.events(db, sql: """
-                    SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
-                    FROM events WHERE run_id IN (\(open)) ORDER BY run_id, id
-                    """)
+                let events = try Self.events(
+                    db,
+                    sql: """
+                        SELECT id, time, kind, ref, name, attempt, payload, failure, attributes, run_id
+                        FROM events WHERE run_id IN (\(open)) ORDER BY run_id, id
+                        """)
                 let decoder = JSONDecoder()
                 var activities: [String: [ActivityRecord]] = [:]
                 let rows = try Row.fetchCursor(
@@ -82,11 +88,12 @@ extension SQLiteHistoryStore {
                 throw StoreError(message: "run \(runId) event \(row[0] as Int64) has unknown kind '\(kindName)'")
             }
             let failureText: String? = row[7]
-            events[runId, default: []].append(HistoryEvent(
-                id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
-                name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
-                failure: try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) },
-                attributes: (row[8] as Data?).map(Payload.init(data:))))
+            events[runId, default: []].append(
+                HistoryEvent(
+                    id: row[0], time: Date(timeIntervalSince1970: row[1]), kind: kind, ref: row[3],
+                    name: row[4], attempt: row[5], payload: (row[6] as Data?).map(Payload.init(data:)),
+                    failure: try failureText.map { try decoder.decode(Failure.self, from: Data($0.utf8)) },
+                    attributes: (row[8] as Data?).map(Payload.init(data:))))
         }
         return events
     }
@@ -106,7 +113,8 @@ extension SQLiteHistoryStore {
         try wrap("read timers") {
             try pool.read { db in
                 try Row.fetchAll(
-                    db, sql: """
+                    db,
+                    sql: """
                         SELECT run_id, kind, seq, fire_at, attempt FROM timers
                         WHERE fire_at <= ? AND run_id NOT IN (SELECT run_id FROM runs WHERE status = 'blocked')
                         ORDER BY fire_at LIMIT ?
@@ -124,10 +132,13 @@ extension SQLiteHistoryStore {
     public func nextTimerDeadline() throws -> Date? {
         try wrap("read timers") {
             try pool.read { db in
-                try Double.fetchOne(db, sql: """
-                    SELECT MIN(fire_at) FROM timers
-                    WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = 'blocked')
-                    """).map(Date.init(timeIntervalSince1970:))
+                try Double.fetchOne(
+                    db,
+                    sql: """
+                        SELECT MIN(fire_at) FROM timers
+                        WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = 'blocked')
+                        """
+                ).map(Date.init(timeIntervalSince1970:))
             }
         }
     }
@@ -138,7 +149,8 @@ extension SQLiteHistoryStore {
                 let decoder = JSONDecoder()
                 // A cursor's row reads a column only when asked: skipped tasks are not even copied.
                 let rows = try Row.fetchCursor(db, sql: "SELECT attempt_key, task FROM outbox ORDER BY created_at")
-                return try Array(rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(ActivityTask.self, from: $0[1]) })
+                return try Array(
+                    rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(ActivityTask.self, from: $0[1]) })
             }
         }
     }
@@ -158,7 +170,8 @@ extension SQLiteHistoryStore {
             try pool.read { db in
                 let decoder = JSONDecoder()
                 let rows = try Row.fetchCursor(db, sql: "SELECT id, entry FROM dead_letter_outbox ORDER BY created_at")
-                return try Array(rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(DeadLetterEntry.self, from: $0[1]) })
+                return try Array(
+                    rows.filter { !skipping.contains($0[0]) }.map { try decoder.decode(DeadLetterEntry.self, from: $0[1]) })
             }
         }
     }

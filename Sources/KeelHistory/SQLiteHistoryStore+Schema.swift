@@ -7,94 +7,98 @@ extension SQLiteHistoryStore {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE runs (
-                    run_id TEXT PRIMARY KEY NOT NULL,
-                    workflow_id TEXT NOT NULL,
-                    workflow_type TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    input BLOB NOT NULL,
-                    result BLOB,
-                    failure TEXT,
-                    request_id TEXT,
-                    parent_run_id TEXT,
-                    parent_seq INTEGER,
-                    continued_from_run_id TEXT,
-                    created_at REAL NOT NULL,
-                    updated_at REAL NOT NULL,
-                    closed_at REAL,
-                    history_length INTEGER NOT NULL,
-                    random_seed INTEGER NOT NULL,
-                    options TEXT NOT NULL,
-                    execution_deadline REAL,
-                    input_tokens INTEGER NOT NULL DEFAULT 0,
-                    output_tokens INTEGER NOT NULL DEFAULT 0,
-                    cost_usd REAL NOT NULL DEFAULT 0
-                );
-                CREATE INDEX runs_by_workflow ON runs(workflow_id, created_at);
-                CREATE INDEX runs_by_status ON runs(status, created_at);
-                CREATE UNIQUE INDEX runs_by_request ON runs(request_id) WHERE request_id IS NOT NULL;
-                CREATE TABLE events (
-                    run_id TEXT NOT NULL,
-                    id INTEGER NOT NULL,
-                    time REAL NOT NULL,
-                    kind TEXT NOT NULL,
-                    ref INTEGER,
-                    name TEXT,
-                    attempt INTEGER,
-                    payload BLOB,
-                    failure TEXT,
-                    attributes BLOB,
-                    PRIMARY KEY (run_id, id)
-                ) WITHOUT ROWID;
-                CREATE TABLE activities (
-                    run_id TEXT NOT NULL,
-                    activity_id INTEGER NOT NULL,
-                    record BLOB NOT NULL,
-                    PRIMARY KEY (run_id, activity_id)
-                ) WITHOUT ROWID;
-                CREATE TABLE timers (
-                    run_id TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    seq INTEGER NOT NULL,
-                    fire_at REAL NOT NULL,
-                    attempt INTEGER,
-                    PRIMARY KEY (run_id, key)
-                ) WITHOUT ROWID;
-                CREATE INDEX timers_by_time ON timers(fire_at);
-                CREATE TABLE outbox (
-                    attempt_key TEXT PRIMARY KEY NOT NULL,
-                    task BLOB NOT NULL,
-                    created_at REAL NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE runs (
+                        run_id TEXT PRIMARY KEY NOT NULL,
+                        workflow_id TEXT NOT NULL,
+                        workflow_type TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        input BLOB NOT NULL,
+                        result BLOB,
+                        failure TEXT,
+                        request_id TEXT,
+                        parent_run_id TEXT,
+                        parent_seq INTEGER,
+                        continued_from_run_id TEXT,
+                        created_at REAL NOT NULL,
+                        updated_at REAL NOT NULL,
+                        closed_at REAL,
+                        history_length INTEGER NOT NULL,
+                        random_seed INTEGER NOT NULL,
+                        options TEXT NOT NULL,
+                        execution_deadline REAL,
+                        input_tokens INTEGER NOT NULL DEFAULT 0,
+                        output_tokens INTEGER NOT NULL DEFAULT 0,
+                        cost_usd REAL NOT NULL DEFAULT 0
+                    );
+                    CREATE INDEX runs_by_workflow ON runs(workflow_id, created_at);
+                    CREATE INDEX runs_by_status ON runs(status, created_at);
+                    CREATE UNIQUE INDEX runs_by_request ON runs(request_id) WHERE request_id IS NOT NULL;
+                    CREATE TABLE events (
+                        run_id TEXT NOT NULL,
+                        id INTEGER NOT NULL,
+                        time REAL NOT NULL,
+                        kind TEXT NOT NULL,
+                        ref INTEGER,
+                        name TEXT,
+                        attempt INTEGER,
+                        payload BLOB,
+                        failure TEXT,
+                        attributes BLOB,
+                        PRIMARY KEY (run_id, id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE activities (
+                        run_id TEXT NOT NULL,
+                        activity_id INTEGER NOT NULL,
+                        record BLOB NOT NULL,
+                        PRIMARY KEY (run_id, activity_id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE timers (
+                        run_id TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        kind TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        fire_at REAL NOT NULL,
+                        attempt INTEGER,
+                        PRIMARY KEY (run_id, key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX timers_by_time ON timers(fire_at);
+                    CREATE TABLE outbox (
+                        attempt_key TEXT PRIMARY KEY NOT NULL,
+                        task BLOB NOT NULL,
+                        created_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         migrator.registerMigration("v2: dead-letter outbox") { db in
-            try db.execute(sql: """
-                CREATE TABLE dead_letter_outbox (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    entry BLOB NOT NULL,
-                    created_at REAL NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE dead_letter_outbox (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        entry BLOB NOT NULL,
+                        created_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         migrator.registerMigration("v3: circuit breakers") { db in
-            try db.execute(sql: """
-                CREATE TABLE circuit_breakers (
-                    provider TEXT PRIMARY KEY NOT NULL,
-                    snapshot BLOB NOT NULL,
-                    updated_at REAL NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE circuit_breakers (
+                        provider TEXT PRIMARY KEY NOT NULL,
+                        snapshot BLOB NOT NULL,
+                        updated_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         migrator.registerMigration("v4: stalled runs") { db in
-            try db.execute(sql: """
-                CREATE TABLE stalled_runs (
-                    run_id TEXT PRIMARY KEY NOT NULL,
-                    record BLOB NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE stalled_runs (
+                        run_id TEXT PRIMARY KEY NOT NULL,
+                        record BLOB NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         return migrator
     }

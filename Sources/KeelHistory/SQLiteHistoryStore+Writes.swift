@@ -10,39 +10,42 @@ extension SQLiteHistoryStore {
         try wrap("commit") {
             try pool.write { db in
                 for run in batch.runs {
-                    try db.cachedStatement(sql: """
-                        INSERT INTO runs (run_id, workflow_id, workflow_type, status, input, result, failure,
-                            request_id, parent_run_id, parent_seq, continued_from_run_id, created_at, updated_at,
-                            closed_at, history_length, random_seed, options, execution_deadline,
-                            input_tokens, output_tokens, cost_usd)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, result = excluded.result,
-                            failure = excluded.failure, updated_at = excluded.updated_at,
-                            closed_at = excluded.closed_at, history_length = excluded.history_length,
-                            input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
-                            cost_usd = excluded.cost_usd
-                        """).execute(arguments: [
-                            run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
-                            run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
-                            run.requestId, run.parentRunId, run.parentSeq, run.continuedFromRunId,
-                            run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
-                            run.closedAt?.timeIntervalSince1970, run.historyLength,
-                            Int64(bitPattern: run.randomSeed),
-                            String(decoding: try encoder.encode(run.options), as: UTF8.self),
-                            run.executionDeadline?.timeIntervalSince1970,
-                            run.inputTokens, run.outputTokens, run.costUSD,
-                        ])
+                    try db.cachedStatement(
+                        sql: """
+                            INSERT INTO runs (run_id, workflow_id, workflow_type, status, input, result, failure,
+                                request_id, parent_run_id, parent_seq, continued_from_run_id, created_at, updated_at,
+                                closed_at, history_length, random_seed, options, execution_deadline,
+                                input_tokens, output_tokens, cost_usd)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            ON CONFLICT(run_id) DO UPDATE SET status = excluded.status, result = excluded.result,
+                                failure = excluded.failure, updated_at = excluded.updated_at,
+                                closed_at = excluded.closed_at, history_length = excluded.history_length,
+                                input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                                cost_usd = excluded.cost_usd
+                            """
+                    ).execute(arguments: [
+                        run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
+                        run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
+                        run.requestId, run.parentRunId, run.parentSeq, run.continuedFromRunId,
+                        run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
+                        run.closedAt?.timeIntervalSince1970, run.historyLength,
+                        Int64(bitPattern: run.randomSeed),
+                        String(decoding: try encoder.encode(run.options), as: UTF8.self),
+                        run.executionDeadline?.timeIntervalSince1970,
+                        run.inputTokens, run.outputTokens, run.costUSD
+                    ])
                 }
-                let insertEvent = try db.cachedStatement(sql: """
-                    INSERT INTO events (run_id, id, time, kind, ref, name, attempt, payload, failure, attributes)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
+                let insertEvent = try db.cachedStatement(
+                    sql: """
+                        INSERT INTO events (run_id, id, time, kind, ref, name, attempt, payload, failure, attributes)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """)
                 for (runId, event) in batch.events {
                     try insertEvent.execute(arguments: [
                         runId, event.id, event.time.timeIntervalSince1970, event.kind.rawValue, event.ref,
                         event.name, event.attempt, event.payload?.data,
                         try event.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
-                        event.attributes?.data,
+                        event.attributes?.data
                     ])
                 }
                 for runId in batch.clearedRuns {
@@ -51,8 +54,10 @@ extension SQLiteHistoryStore {
                 }
                 for change in batch.activities {
                     if let activity = change.record {
-                        try db.cachedStatement(sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)")
-                            .execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
+                        try db.cachedStatement(
+                            sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)"
+                        )
+                        .execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
                     } else {
                         try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
                             .execute(arguments: [change.runId, change.activityId])
@@ -60,12 +65,14 @@ extension SQLiteHistoryStore {
                 }
                 for change in batch.timers {
                     if let timer = change.record {
-                        try db.cachedStatement(sql: """
-                            INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
-                            """).execute(arguments: [
-                                timer.runId, timer.key, timer.kind.rawValue, timer.seq,
-                                timer.fireAt.timeIntervalSince1970, timer.attempt,
-                            ])
+                        try db.cachedStatement(
+                            sql: """
+                                INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
+                                """
+                        ).execute(arguments: [
+                            timer.runId, timer.key, timer.kind.rawValue, timer.seq,
+                            timer.fireAt.timeIntervalSince1970, timer.attempt
+                        ])
                     } else {
                         try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ? AND key = ?")
                             .execute(arguments: [change.runId, change.key])
@@ -79,19 +86,23 @@ extension SQLiteHistoryStore {
                     try db.cachedStatement(sql: "DELETE FROM outbox WHERE attempt_key = ?").execute(arguments: [key])
                 }
                 for entry in batch.deadLetters {
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO dead_letter_outbox (id, entry, created_at) VALUES (?, ?, ?)")
-                        .execute(arguments: [entry.id, try encoder.encode(entry), Date().timeIntervalSince1970])
+                    try db.cachedStatement(
+                        sql: "INSERT OR REPLACE INTO dead_letter_outbox (id, entry, created_at) VALUES (?, ?, ?)"
+                    )
+                    .execute(arguments: [entry.id, try encoder.encode(entry), Date().timeIntervalSince1970])
                 }
                 for id in batch.deletedDeadLetters {
                     try db.cachedStatement(sql: "DELETE FROM dead_letter_outbox WHERE id = ?").execute(arguments: [id])
                 }
                 for breaker in batch.circuitBreakers {
-                    try db.cachedStatement(sql: """
-                        INSERT INTO circuit_breakers (provider, snapshot, updated_at) VALUES (?, ?, ?)
-                        ON CONFLICT(provider) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at
-                        """).execute(arguments: [
-                            breaker.provider, try encoder.encode(breaker), Date().timeIntervalSince1970,
-                        ])
+                    try db.cachedStatement(
+                        sql: """
+                            INSERT INTO circuit_breakers (provider, snapshot, updated_at) VALUES (?, ?, ?)
+                            ON CONFLICT(provider) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at
+                            """
+                    ).execute(arguments: [
+                        breaker.provider, try encoder.encode(breaker), Date().timeIntervalSince1970
+                    ])
                 }
             }
         }

@@ -71,7 +71,8 @@ public final class SQLiteHistoryStore: HistoryStore {
             throw error
         } catch let error as DatabaseError {
             throw StoreError(
-                message: "history database \(path): \(what) failed: \(error.message ?? "\(error)") (SQLite code \(error.extendedResultCode.rawValue))",
+                message:
+                    "history database \(path): \(what) failed: \(error.message ?? "\(error)") (SQLite code \(error.extendedResultCode.rawValue))",
                 resultCode: error.extendedResultCode.rawValue)
         } catch {
             throw StoreError(message: "history database \(path): \(what) failed: \(error)")

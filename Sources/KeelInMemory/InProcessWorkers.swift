@@ -44,17 +44,23 @@ public final class InProcessWorkers: Sendable {
 
     /// Runs `task` and queues its start, heartbeats and result.
     public func run(_ task: ActivityTask) async {
-        enqueue(.started(ActivityStarted(
-            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: runner.identity,
-            time: Date())))
+        enqueue(
+            .started(
+                ActivityStarted(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: runner.identity,
+                    time: Date())))
         executions.withLock { $0["\(task.workflowId)/\(task.runId)/\(task.activityId)", default: 0] += 1 }
         let outcome = await runner.run(task) { [self] details in
-            enqueue(.heartbeat(ActivityHeartbeat(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
+            enqueue(
+                .heartbeat(
+                    ActivityHeartbeat(
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
         }
-        enqueue(.result(ActivityResult(
-            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: runner.identity,
-            outcome: outcome)))
+        enqueue(
+            .result(
+                ActivityResult(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: runner.identity,
+                    outcome: outcome)))
     }
 
     private func enqueue(_ report: Report) {

@@ -13,7 +13,9 @@ public struct LLMAttemptFailure: Error, Sendable, CustomStringConvertible {
     public var retryAfter: Double?
 
     public var description: String {
-        tries.count > 1 ? "\(error) (after \(tries.count) calls: \(tries.map { "\($0.provider) \($0.errorType ?? "ok")" }.joined(separator: ", ")))" : "\(error)"
+        tries.count > 1
+            ? "\(error) (after \(tries.count) calls: \(tries.map { "\($0.provider) \($0.errorType ?? "ok")" }.joined(separator: ", ")))"
+            : "\(error)"
     }
 }
 
@@ -45,7 +47,8 @@ public struct LLMClient: Sendable {
         var tries: [LLMTry] = []
         var usage = LLMUsage.zero
         var retryAfter: Double?
-        var lastError = LLMError(.notConfigured, "no LLM provider is configured on this worker (keel.yaml `llm:` or KEEL_LLM_BASE_URL)")
+        var lastError = LLMError(
+            .notConfigured, "no LLM provider is configured on this worker (keel.yaml `llm:` or KEEL_LLM_BASE_URL)")
         for name in names {
             guard let provider = configuration.provider(named: name) else {
                 lastError = LLMError(
@@ -61,19 +64,22 @@ public struct LLMClient: Sendable {
             switch outcome {
             case .success(let (completion, callUsage)):
                 usage = usage + callUsage
-                tries.append(LLMTry(
-                    provider: name, model: completion.model ?? provider.model, ok: true, status: 200, durationMs: milliseconds,
-                    usage: callUsage))
+                tries.append(
+                    LLMTry(
+                        provider: name, model: completion.model ?? provider.model, ok: true, status: 200,
+                        durationMs: milliseconds,
+                        usage: callUsage))
                 return LLMResponse(
                     text: completion.text, provider: name, model: completion.model ?? provider.model,
                     finishReason: completion.finishReason, usage: usage, tries: tries)
             case .failure(let error):
                 if let callUsage = error.usage { usage = usage + callUsage }
                 if let delay = error.retryAfter { retryAfter = max(retryAfter ?? 0, delay) }
-                tries.append(LLMTry(
-                    provider: name, model: provider.model, ok: false, status: error.status, errorType: error.kind.rawValue,
-                    providerFault: error.kind.isProviderFault, message: error.message, durationMs: milliseconds,
-                    usage: error.usage))
+                tries.append(
+                    LLMTry(
+                        provider: name, model: provider.model, ok: false, status: error.status, errorType: error.kind.rawValue,
+                        providerFault: error.kind.isProviderFault, message: error.message, durationMs: milliseconds,
+                        usage: error.usage))
                 lastError = error
             }
             // Another provider cannot fix a bad request; a cancelled attempt stops here.
@@ -95,26 +101,30 @@ public struct LLMClient: Sendable {
         } catch let error as LLMError {
             return .failure(error)
         } catch {
-            return .failure(LLMError(.badRequest, "cannot encode the request: \(error)", provider: provider.name, model: provider.model))
+            return .failure(
+                LLMError(.badRequest, "cannot encode the request: \(error)", provider: provider.name, model: provider.model))
         }
         let state = Mutex(CallState())
         let name = provider.name
         let head: HTTPResponseHead
         do {
-            head = try await http.send(httpRequest, onHead: { head in
-                state.withLock { $0.status = head.status }
-            }) { chunk in
-                let chunks: Int? = state.withLock { state in
-                    guard (200..<300).contains(state.status), request.isStreaming else {
-                        state.body.append(chunk)
-                        return nil
+            head = try await http.send(
+                httpRequest,
+                onHead: { head in
+                    state.withLock { $0.status = head.status }
+                },
+                onBody: { chunk in
+                    let chunks: Int? = state.withLock { state in
+                        guard (200..<300).contains(state.status), request.isStreaming else {
+                            state.body.append(chunk)
+                            return nil
+                        }
+                        let before = state.progress.chunks
+                        for event in state.parser.consume(chunk) { wire.consume(event, into: &state.progress) }
+                        return state.progress.chunks > before ? state.progress.chunks : nil
                     }
-                    let before = state.progress.chunks
-                    for event in state.parser.consume(chunk) { wire.consume(event, into: &state.progress) }
-                    return state.progress.chunks > before ? state.progress.chunks : nil
-                }
-                if let chunks { onChunk(name, chunks) }
-            }
+                    if let chunks { onChunk(name, chunks) }
+                })
         } catch let error as HTTPTransportError {
             let snapshot = state.withLock { $0 }
             var failure = LLMError(
@@ -132,25 +142,29 @@ public struct LLMClient: Sendable {
         let snapshot = state.withLock { $0 }
         guard (200..<300).contains(head.status) else {
             let body = String(decoding: snapshot.body, as: UTF8.self)
-            return .failure(LLMError(
-                LLMErrorClassifier.kind(status: head.status, body: body),
-                "HTTP \(head.status) from \(provider.name): \(LLMErrorClassifier.message(fromBody: snapshot.body))",
-                provider: provider.name, model: provider.model, status: head.status,
-                retryAfter: LLMErrorClassifier.retryAfter(head.headers)))
+            return .failure(
+                LLMError(
+                    LLMErrorClassifier.kind(status: head.status, body: body),
+                    "HTTP \(head.status) from \(provider.name): \(LLMErrorClassifier.message(fromBody: snapshot.body))",
+                    provider: provider.name, model: provider.model, status: head.status,
+                    retryAfter: LLMErrorClassifier.retryAfter(head.headers)))
         }
         if request.isStreaming {
             let progress = snapshot.progress
             if let (kind, message) = progress.error {
-                return .failure(LLMError(
-                    kind, "\(provider.name) reported in the stream: \(message)", provider: provider.name,
-                    model: provider.model, status: head.status,
-                    usage: usage(of: progress.completion, request: request, provider: provider)))
+                return .failure(
+                    LLMError(
+                        kind, "\(provider.name) reported in the stream: \(message)", provider: provider.name,
+                        model: provider.model, status: head.status,
+                        usage: usage(of: progress.completion, request: request, provider: provider)))
             }
             guard progress.finished else {
-                return .failure(LLMError(
-                    .streamInterrupted, "the stream from \(provider.name) ended after \(progress.chunks) chunk(s) without its end marker",
-                    provider: provider.name, model: provider.model, status: head.status,
-                    usage: usage(of: progress.completion, request: request, provider: provider)))
+                return .failure(
+                    LLMError(
+                        .streamInterrupted,
+                        "the stream from \(provider.name) ended after \(progress.chunks) chunk(s) without its end marker",
+                        provider: provider.name, model: provider.model, status: head.status,
+                        usage: usage(of: progress.completion, request: request, provider: provider)))
             }
             return .success((progress.completion, usage(of: progress.completion, request: request, provider: provider)))
         }
@@ -163,7 +177,8 @@ public struct LLMClient: Sendable {
             error.status = head.status
             return .failure(error)
         } catch {
-            return .failure(LLMError(.invalidResponse, "\(error)", provider: provider.name, model: provider.model, status: head.status))
+            return .failure(
+                LLMError(.invalidResponse, "\(error)", provider: provider.name, model: provider.model, status: head.status))
         }
     }
 

@@ -218,7 +218,9 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
         let apiName = environment["KEEL_LLM_API"] ?? "openai"
         guard let api = LLMProviderConfiguration.API(rawValue: apiName) else {
             throw LLMConfigurationError(
-                message: "KEEL_LLM_API '\(apiName)' is not one of \(LLMProviderConfiguration.API.allCases.map(\.rawValue).joined(separator: ", "))")
+                message:
+                    "KEEL_LLM_API '\(apiName)' is not one of \(LLMProviderConfiguration.API.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         guard let model = environment["KEEL_LLM_MODEL"], !model.isEmpty else {
             throw LLMConfigurationError(message: "KEEL_LLM_BASE_URL is set but KEEL_LLM_MODEL is not")
@@ -237,7 +239,8 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
             context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
         }
         switch error {
-        case .keyNotFound(let key, let context): return "missing `\(key.stringValue)` at \(path(context).isEmpty ? "top level" : path(context))"
+        case .keyNotFound(let key, let context):
+            return "missing `\(key.stringValue)` at \(path(context).isEmpty ? "top level" : path(context))"
         case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
             return "\(path(context)): \(context.debugDescription)"
         @unknown default: return "\(error)"

@@ -115,7 +115,7 @@ public enum LLMErrorClassifier {
 
     static let contextOverflowMarkers = [
         "context_length_exceeded", "context length", "maximum context", "context window", "prompt is too long",
-        "too many tokens",
+        "too many tokens"
     ]
     static let contentPolicyMarkers = ["content_policy", "content_filter", "content policy", "safety system"]
 
@@ -147,7 +147,8 @@ public enum LLMErrorClassifier {
             var error: Inner?
             var message: String?
         }
-        let text = (try? JSONDecoder().decode(Envelope.self, from: body)).flatMap { $0.error?.message ?? $0.message }
+        let text =
+            (try? JSONDecoder().decode(Envelope.self, from: body)).flatMap { $0.error?.message ?? $0.message }
             ?? String(decoding: body, as: UTF8.self)
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return trimmed.count > 300 ? String(trimmed.prefix(300)) + "…" : trimmed

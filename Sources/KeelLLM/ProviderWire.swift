@@ -65,13 +65,13 @@ struct AnthropicWire: ProviderWire {
         var body: [String: Any] = [
             "model": provider.model,
             "max_tokens": request.maxTokens ?? provider.maxTokens ?? 1024,
-            "messages": request.messages.map { ["role": $0.role, "content": $0.content] },
+            "messages": request.messages.map { ["role": $0.role, "content": $0.content] }
         ]
         if let system = request.system { body["system"] = system }
         if let temperature = request.temperature { body["temperature"] = temperature }
         if request.isStreaming { body["stream"] = true }
         var headers: [(name: String, value: String)] = [
-            ("content-type", "application/json"), ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"), ("anthropic-version", "2023-06-01")
         ]
         if let apiKey { headers.append(("x-api-key", apiKey)) }
         return HTTPRequest(
@@ -143,7 +143,7 @@ struct OpenAIWire: ProviderWire {
         var body: [String: Any] = [
             "model": provider.model,
             "max_tokens": request.maxTokens ?? provider.maxTokens ?? 1024,
-            "messages": messages,
+            "messages": messages
         ]
         if let temperature = request.temperature { body["temperature"] = temperature }
         if request.isStreaming {

@@ -54,7 +54,11 @@ enum MockAPI: String, Sendable {
         case .anthropic:
             body = ["type": "error", "error": ["type": Self.anthropicErrorType(status), "message": message]]
         case .openai:
-            body = ["error": ["message": message, "type": status == 429 ? "rate_limit_exceeded" : "invalid_request_error", "code": status]]
+            body = [
+                "error": [
+                    "message": message, "type": status == 429 ? "rate_limit_exceeded" : "invalid_request_error", "code": status
+                ]
+            ]
         }
         return Response(
             status: .init(code: status), headers: fields(headers, contentType: "application/json"),
@@ -68,16 +72,19 @@ enum MockAPI: String, Sendable {
             body = [
                 "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
                 "content": [["type": "text", "text": text]], "stop_reason": "end_turn",
-                "usage": ["input_tokens": usage.input, "output_tokens": usage.output],
+                "usage": ["input_tokens": usage.input, "output_tokens": usage.output]
             ]
         case .openai:
             body = [
                 "id": "chatcmpl-mock", "object": "chat.completion", "model": model,
                 "choices": [["index": 0, "message": ["role": "assistant", "content": text], "finish_reason": "stop"]],
-                "usage": ["prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output],
+                "usage": [
+                    "prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output
+                ]
             ]
         }
-        return Response(status: .ok, headers: fields(headers, contentType: "application/json"), body: ResponseBody(byteBuffer: json(body)))
+        return Response(
+            status: .ok, headers: fields(headers, contentType: "application/json"), body: ResponseBody(byteBuffer: json(body)))
     }
 
     /// The answer as server-sent events, a chunk per word; cut or stalled if the response says so.
@@ -93,17 +100,30 @@ enum MockAPI: String, Sendable {
         switch self {
         case .anthropic:
             opening = [
-                event("message_start", ["type": "message_start", "message": [
-                    "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
-                    "usage": ["input_tokens": usage.input, "output_tokens": 1],
-                ]]),
-                event("content_block_start", ["type": "content_block_start", "index": 0, "content_block": ["type": "text", "text": ""]]),
+                event(
+                    "message_start",
+                    [
+                        "type": "message_start",
+                        "message": [
+                            "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+                            "usage": ["input_tokens": usage.input, "output_tokens": 1]
+                        ]
+                    ]),
+                event(
+                    "content_block_start",
+                    ["type": "content_block_start", "index": 0, "content_block": ["type": "text", "text": ""]])
             ]
-            delta = { event("content_block_delta", ["type": "content_block_delta", "index": 0, "delta": ["type": "text_delta", "text": $0]]) }
+            delta = {
+                event(
+                    "content_block_delta",
+                    ["type": "content_block_delta", "index": 0, "delta": ["type": "text_delta", "text": $0]])
+            }
             closing = [
                 event("content_block_stop", ["type": "content_block_stop", "index": 0]),
-                event("message_delta", ["type": "message_delta", "delta": ["stop_reason": "end_turn"], "usage": ["output_tokens": usage.output]]),
-                event("message_stop", ["type": "message_stop"]),
+                event(
+                    "message_delta",
+                    ["type": "message_delta", "delta": ["stop_reason": "end_turn"], "usage": ["output_tokens": usage.output]]),
+                event("message_stop", ["type": "message_stop"])
             ]
         case .openai:
             func chunk(_ choice: [String: Any]?, usage: [String: Any]? = nil) -> String {
@@ -116,8 +136,13 @@ enum MockAPI: String, Sendable {
             delta = { chunk(["index": 0, "delta": ["content": $0]]) }
             closing = [
                 chunk(["index": 0, "delta": [:], "finish_reason": "stop"]),
-                chunk(nil, usage: ["prompt_tokens": usage.input, "completion_tokens": usage.output, "total_tokens": usage.input + usage.output]),
-                "data: [DONE]\n\n",
+                chunk(
+                    nil,
+                    usage: [
+                        "prompt_tokens": usage.input, "completion_tokens": usage.output,
+                        "total_tokens": usage.input + usage.output
+                    ]),
+                "data: [DONE]\n\n"
             ]
         }
         let deltas = words.map(delta)
@@ -126,21 +151,23 @@ enum MockAPI: String, Sendable {
         let stall = response.stallAfterChunks
         var fields = fields(headers, contentType: "text/event-stream")
         fields[.cacheControl] = "no-cache"
-        return Response(status: .ok, headers: fields, body: ResponseBody { writer in
-            try await writer.write(ByteBuffer(string: opening.joined()))
-            for (index, chunk) in deltas.enumerated() {
-                if let cut, index >= cut { throw MockStreamCut() }
-                if let stall, index >= stall {
-                    try? await Task.sleep(for: .seconds(3600))
-                    throw MockStreamCut()
+        return Response(
+            status: .ok, headers: fields,
+            body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: opening.joined()))
+                for (index, chunk) in deltas.enumerated() {
+                    if let cut, index >= cut { throw MockStreamCut() }
+                    if let stall, index >= stall {
+                        try? await Task.sleep(for: .seconds(3600))
+                        throw MockStreamCut()
+                    }
+                    if chunkDelay > 0, index > 0 { try await Task.sleep(for: .milliseconds(chunkDelay)) }
+                    try await writer.write(ByteBuffer(string: chunk))
                 }
-                if chunkDelay > 0, index > 0 { try await Task.sleep(for: .milliseconds(chunkDelay)) }
-                try await writer.write(ByteBuffer(string: chunk))
-            }
-            if let cut, cut >= deltas.count { throw MockStreamCut() }
-            try await writer.write(ByteBuffer(string: closing.joined()))
-            try await writer.finish(nil)
-        })
+                if let cut, cut >= deltas.count { throw MockStreamCut() }
+                try await writer.write(ByteBuffer(string: closing.joined()))
+                try await writer.finish(nil)
+            })
     }
 
     private func event(_ name: String?, _ object: [String: Any]) -> String {

@@ -13,7 +13,8 @@ enum MockDocuments {
             if let text = FileManager.default.contents(atPath: base + ".txt") { return (text, "text/plain; charset=utf-8") }
             return nil
         }
-        let text = "Document \(id). This quarter the team shipped the billing rewrite, cut support response "
+        let text =
+            "Document \(id). This quarter the team shipped the billing rewrite, cut support response "
             + "times by a third and hired two engineers. Risks: a vendor contract renews in March and the "
             + "on-call rotation is thin. Next steps: finish the migration and publish the roadmap."
         return (Data(text.utf8), "text/plain; charset=utf-8")

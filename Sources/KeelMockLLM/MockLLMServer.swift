@@ -114,8 +114,13 @@ public struct MockLLMServer: Sendable {
 
     static func answer(_ answer: MockServicesState.Answer) -> Response {
         switch answer {
-        case .created(let data): return Response(status: .created, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
-        case .existing(let data): return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        case .created(let data):
+            return Response(
+                status: .created, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        case .existing(let data):
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
         case .lost: return json(["error": "upstream timed out"], status: .badGateway)
         case .refused(let reason): return json(["error": reason], status: .conflict)
         }
@@ -131,7 +136,8 @@ public struct MockLLMServer: Sendable {
 
     static func json(_ object: [String: any Sendable], status: HTTPResponse.Status) -> Response {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(data: data)))
     }
 
     // MARK: Answering provider calls

@@ -44,7 +44,8 @@ public struct DeadLetterItem: Codable, Sendable {
         }
         kind = .message
         id = delivery.messageId ?? "sha-" + Self.digest(delivery.body)
-        reason = delivery.headers["keel-error"]
+        reason =
+            delivery.headers["keel-error"]
             ?? delivery.death.map { "rejected by a consumer of \($0.queue) (\($0.reason))" } ?? "unknown"
         if let json = try? JSONDecoder().decode(JSONValue.self, from: delivery.body) {
             body = json
@@ -142,15 +143,20 @@ public struct DeadLetterQueue: Sendable {
                     return Outcome(
                         id: item.id, done: false,
                         detail: "not parked: workflow \(item.entry?.workflowId ?? "?") already received this failure. "
-                            + "Start a new run, or set parkOnExhaustion on the activity so that a redrive can resume its workflow")
+                            + "Start a new run, or set parkOnExhaustion on the activity so that a redrive can resume its workflow"
+                    )
                 }
                 try await client.redrive(workflowId: entry.workflowId, runId: entry.runId, activityId: entry.activityId)
-                return Outcome(id: item.id, done: true, detail: "workflow \(entry.workflowId) resumes: \(entry.activityType) gets fresh attempts")
+                return Outcome(
+                    id: item.id, done: true,
+                    detail: "workflow \(entry.workflowId) resumes: \(entry.activityType) gets fresh attempts")
             case .message:
                 if item.messageType == WireType.task.rawValue {
                     return Outcome(
                         id: item.id, done: false,
-                        detail: "a task attempt is owned by the coordinator, which has already ended it; redrive its activity entry if it is parked")
+                        detail:
+                            "a task attempt is owned by the coordinator, which has already ended it; redrive its activity entry if it is parked"
+                    )
                 }
                 guard let origin = item.origin else {
                     return Outcome(id: item.id, done: false, detail: "the message does not say which queue it came from")
@@ -158,9 +164,10 @@ public struct DeadLetterQueue: Sendable {
                 var headers = delivery.headers
                 headers["keel-error"] = nil
                 headers["keel-origin"] = nil
-                try connection.publish(AMQPMessage(
-                    exchange: "", routingKey: origin, body: delivery.body, type: delivery.type,
-                    messageId: delivery.messageId, headers: headers))
+                try connection.publish(
+                    AMQPMessage(
+                        exchange: "", routingKey: origin, body: delivery.body, type: delivery.type,
+                        messageId: delivery.messageId, headers: headers))
                 try connection.waitForConfirms()
                 return Outcome(id: item.id, done: true, detail: "republished to \(origin)")
             }

@@ -40,7 +40,8 @@ public final class KeelClient: Sendable {
     /// Publishes a start and waits for the coordinator's answer: the run it resolved to, or why
     /// it refused (unknown type, id policy, payload too large).
     public func startAndConfirm(_ request: StartRequest, timeout: Double = 30) async throws -> StartResult {
-        let reply = try await self.request(.start, StartJob(request), persistent: true, messageId: request.requestId, timeout: timeout)
+        let reply = try await self.request(
+            .start, StartJob(request), persistent: true, messageId: request.requestId, timeout: timeout)
         guard let result = reply.result else { throw WireError(message: "start reply without a result") }
         return try result.decode(StartResult.self, field: "start result")
     }
@@ -48,7 +49,8 @@ public final class KeelClient: Sendable {
     /// Sends a signal. With `confirm`, waits for the coordinator's answer and throws its
     /// refusal (no such workflow, the run is closed, the input is too large); without, returns
     /// once RabbitMQ holds the job (a refusal then goes to `keel.dead`).
-    public func signal(workflowId: String, name: String, input: Payload, confirm: Bool = false, timeout: Double = 30) async throws {
+    public func signal(workflowId: String, name: String, input: Payload, confirm: Bool = false, timeout: Double = 30) async throws
+    {
         try await job(.signal, WorkflowJob(workflowId: workflowId, name: name, input: input), confirm: confirm, timeout: timeout)
     }
 
@@ -86,12 +88,14 @@ public final class KeelClient: Sendable {
 
     /// Asks the coordinator to give a parked activity fresh attempts; throws why it cannot.
     public func redrive(workflowId: String, runId: String, activityId: Int64, timeout: Double = 30) async throws {
-        _ = try await request(.redrive, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
+        _ = try await request(
+            .redrive, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
     }
 
     /// Asks the coordinator to hand a parked activity's failure to its workflow.
     public func discard(workflowId: String, runId: String, activityId: Int64, timeout: Double = 30) async throws {
-        _ = try await request(.discard, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
+        _ = try await request(
+            .discard, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
     }
 
     /// The latest run of `workflowId` as the coordinator's store has it.
@@ -141,7 +145,8 @@ public final class KeelClient: Sendable {
                     if mustDeclare { try topology.declare(on: connection) }
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     let correlation = UUID().uuidString
-                    var message = try AMQPMessage.wire(type, job, exchange: exchange, routingKey: routingKey, messageId: messageId)
+                    var message = try AMQPMessage.wire(
+                        type, job, exchange: exchange, routingKey: routingKey, messageId: messageId)
                     message.replyTo = Topology.replyTo
                     message.correlationId = correlation
                     message.persistent = persistent
@@ -153,7 +158,10 @@ public final class KeelClient: Sendable {
                             return
                         }
                     }
-                    throw WireError(message: "no reply from a coordinator within \(Int(timeout)) s (is `keel coordinator` running against \(url)?)")
+                    throw WireError(
+                        message:
+                            "no reply from a coordinator within \(Int(timeout)) s (is `keel coordinator` running against \(url)?)"
+                    )
                 } catch {
                     continuation.resume(throwing: error)
                 }

@@ -84,20 +84,25 @@ public final class QueueMonitor: Sendable {
                             emptySince[taskQueue] = since
                             if Date().timeIntervalSince(since) >= noConsumerAfter, flagged.insert(taskQueue).inserted {
                                 logger.warning(
-                                    "task queue \(taskQueue) (\(queue)) has \(messages) task(s) and no consumer for \(Int(noConsumerAfter)) s: start a worker with `keel worker --queue \(taskQueue)`")
+                                    "task queue \(taskQueue) (\(queue)) has \(messages) task(s) and no consumer for \(Int(noConsumerAfter)) s: start a worker with `keel worker --queue \(taskQueue)`"
+                                )
                             }
                         } else {
                             emptySince[taskQueue] = nil
                             if flagged.remove(taskQueue) != nil { logger.info("task queue \(taskQueue) has a consumer again") }
                         }
-                        Gauge(label: "keel_queue_stalled", dimensions: [("task_queue", taskQueue)]).record(flagged.contains(taskQueue) ? 1 : 0)
+                        Gauge(label: "keel_queue_stalled", dimensions: [("task_queue", taskQueue)]).record(
+                            flagged.contains(taskQueue) ? 1 : 0)
                         let now = Date()
                         let count = dispatchCounts.withLock { $0[taskQueue] ?? 0 }
-                        let rate = previous[taskQueue].map { Double(count - $0.count) / max(now.timeIntervalSince($0.at), 0.001) } ?? 0
+                        let rate =
+                            previous[taskQueue].map { Double(count - $0.count) / max(now.timeIntervalSince($0.at), 0.001) } ?? 0
                         previous[taskQueue] = (count, now)
                         let sample = QueueSample(
-                            taskQueue: taskQueue, queue: queue, messages: messages, consumers: consumers, dispatchedPerSecond: rate,
-                            dispatched: count, starvingSince: emptySince[taskQueue], stalled: flagged.contains(taskQueue), sampledAt: now)
+                            taskQueue: taskQueue, queue: queue, messages: messages, consumers: consumers,
+                            dispatchedPerSecond: rate,
+                            dispatched: count, starvingSince: emptySince[taskQueue], stalled: flagged.contains(taskQueue),
+                            sampledAt: now)
                         samples.withLock { $0[taskQueue] = sample }
                     } catch {
                         // A queue not declared yet closes the channel: reconnect on the next pass.

@@ -74,7 +74,8 @@ enum RunTracing {
 
     /// A worker's span for one attempt of `task`, continuing the context in the task message's
     /// headers (the coordinator's publisher copies the task's `trace` into them).
-    static func startAttemptSpan(_ task: ActivityTask, headers: [String: String], worker: String, tracer: any Tracer) -> any Span {
+    static func startAttemptSpan(_ task: ActivityTask, headers: [String: String], worker: String, tracer: any Tracer) -> any Span
+    {
         var context = InstrumentationContext.topLevel
         tracer.extract(headers, into: &context, using: HeaderExtractor())
         let span = tracer.startSpan("activity \(task.activityType)", context: context, ofKind: .consumer)

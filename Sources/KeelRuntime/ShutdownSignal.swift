@@ -50,7 +50,10 @@ final class InProgress: Sendable {
     /// Whether the count reached zero within `limit`.
     func drained(within limit: Duration) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await self.empty(); return true }
+            group.addTask {
+                await self.empty()
+                return true
+            }
             group.addTask {
                 try? await Task.sleep(for: limit)
                 return false

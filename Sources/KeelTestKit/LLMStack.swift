@@ -1,8 +1,8 @@
 import Foundation
-import Tracing
 import Keel
 import KeelMockLLM
 import Logging
+import Tracing
 
 /// `keel mock-llm` served in-process on a free port, over real HTTP.
 public final class MockProvider: Sendable {
@@ -16,7 +16,9 @@ public final class MockProvider: Sendable {
         self.serving = serving
     }
 
-    public static func start(_ scenario: MockScenario = MockScenario(), documentsDirectory: String? = nil) async throws -> MockProvider {
+    public static func start(
+        _ scenario: MockScenario = MockScenario(), documentsDirectory: String? = nil
+    ) async throws -> MockProvider {
         var logger = Logger(label: "keel.mock-llm")
         logger.logLevel = .critical  // cancelling the server task logs errors about its channels
         let server = MockLLMServer(port: 0, scenario: scenario, documentsDirectory: documentsDirectory, logger: logger)
@@ -68,7 +70,8 @@ public final class LLMStack: @unchecked Sendable {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
         client = KeelClient(url: url, topology: topology)
-        var coordinatorConfiguration = CoordinatorService.Configuration(url: url, databasePath: directory.appendingPathComponent("keel.sqlite").path)
+        var coordinatorConfiguration = CoordinatorService.Configuration(
+            url: url, databasePath: directory.appendingPathComponent("keel.sqlite").path)
         coordinatorConfiguration.topology = topology
         coordinatorConfiguration.coordinator.providerChain = llm.chain
         coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
@@ -90,7 +93,7 @@ public final class LLMStack: @unchecked Sendable {
         gpuWorker = gpuConcurrency.map { makeWorker("gpu", concurrency: $0, llmActivities) }
         tasks = [
             Task { [coordinator] in try await coordinator.run() }, Task { [worker] in try await worker.run() },
-            Task { [defaultWorker] in try await defaultWorker.run() },
+            Task { [defaultWorker] in try await defaultWorker.run() }
         ]
         if let gpuWorker { tasks.append(Task { try await gpuWorker.run() }) }
     }
@@ -128,4 +131,3 @@ public final class LLMStack: @unchecked Sendable {
         Thread.detachNewThread { topology.remove(from: url) }
     }
 }
-

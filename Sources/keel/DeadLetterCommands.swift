@@ -10,7 +10,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
         subcommands: [List.self, Drain.self, Redrive.self, Discard.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show what the dead-letter queue holds, without removing anything.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show what the dead-letter queue holds, without removing anything.")
         @OptionGroup var broker: BrokerOptions
         @Option(help: "Show at most this many.") var limit = 1000
         @Flag(help: "Print JSON.") var json = false
@@ -21,7 +22,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
             if items.isEmpty { return print("the dead-letter queue is empty") }
             for item in items {
                 if let entry = item.entry {
-                    print("\(item.id)  \(entry.parked ? "PARKED" : "dead")  \(entry.workflowType)/\(entry.workflowId)  \(entry.activityType) on \(entry.taskQueue)  \(entry.attempts.count) attempt(s)  \(item.reason)")
+                    print(
+                        "\(item.id)  \(entry.parked ? "PARKED" : "dead")  \(entry.workflowType)/\(entry.workflowId)  \(entry.activityType) on \(entry.taskQueue)  \(entry.attempts.count) attempt(s)  \(item.reason)"
+                    )
                 } else {
                     print("\(item.id)  message  \(item.messageType ?? "?") from \(item.origin ?? "?")  \(item.reason)")
                 }
@@ -32,7 +35,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     struct Drain: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Move every item out of the queue into a JSON Lines file (appended; each line is on disk before its message is removed).")
+            abstract:
+                "Move every item out of the queue into a JSON Lines file (appended; each line is on disk before its message is removed)."
+        )
         @OptionGroup var broker: BrokerOptions
         @Option(help: "The file to append to.") var out: String
         @Flag(help: "Print JSON.") var json = false
@@ -45,7 +50,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     struct Redrive: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Retry items: a parked activity gets fresh attempts and its workflow resumes; a message goes back to its queue.")
+            abstract:
+                "Retry items: a parked activity gets fresh attempts and its workflow resumes; a message goes back to its queue.")
         @OptionGroup var selection: Selection
 
         func run() async throws {

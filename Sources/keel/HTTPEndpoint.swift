@@ -71,8 +71,10 @@ enum ProcessServices {
     static func run(_ main: some Service, endpoint: HTTPEndpoint?, serviceName: String, logger: Logger) async throws {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         func add(_ service: any Service) {
-            services.append(.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
-                                  failureTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(
+                .init(
+                    service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                    failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         if let exporter = try TraceExport.exporter(serviceName: serviceName, logger: logger) { add(exporter) }
         if let endpoint {
@@ -80,8 +82,9 @@ enum ProcessServices {
             add(endpoint.service(logger: logger))
         }
         add(main)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -90,7 +93,9 @@ enum ProcessServices {
 struct HTTPOptions: ParsableArguments {
     @Option(name: .customLong("http-host"), help: "Address of the HTTP endpoint (default: $KEEL_HTTP_HOST or 127.0.0.1).")
     var host: String?
-    @Option(name: .customLong("http-port"), help: "Serve the console, /api/ and /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
+    @Option(
+        name: .customLong("http-port"),
+        help: "Serve the console, /api/ and /metrics on this port (default: $KEEL_HTTP_PORT; none: no endpoint).")
     var port: Int?
 
     func endpoint() throws -> HTTPEndpoint? {

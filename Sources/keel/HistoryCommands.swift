@@ -17,23 +17,31 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         if status == "stalled" && type == nil && search == nil && !costOutliers { return try listStalled() }
-        guard let order = RunQuery.Order(rawValue: sort) else { throw ValidationError("--sort is started or cost, not '\(sort)'") }
+        guard let order = RunQuery.Order(rawValue: sort) else {
+            throw ValidationError("--sort is started or cost, not '\(sort)'")
+        }
         var filter: RunQuery.StatusFilter?
         if let status {
             guard let parsed = RunQuery.StatusFilter(status) else {
-                throw ValidationError("unknown status '\(status)'; use one of \(RunQuery.StatusFilter.names.joined(separator: ", "))")
+                throw ValidationError(
+                    "unknown status '\(status)'; use one of \(RunQuery.StatusFilter.names.joined(separator: ", "))")
             }
             filter = parsed
         }
         let listed = try database.openStore().runs(
-            RunQuery(status: filter, workflowType: type, search: search, costOutliersOnly: costOutliers, order: order, limit: limit))
+            RunQuery(
+                status: filter, workflowType: type, search: search, costOutliersOnly: costOutliers, order: order, limit: limit))
         if json { return try printJSON(listed.map(\.run)) }
-        print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "SPEND".padding(22) + "STARTED")
+        print(
+            "WORKFLOW ID".padding(28) + "TYPE".padding(24) + "STATUS".padding(16) + "EVENTS".padding(8) + "SPEND".padding(22)
+                + "STARTED")
         for item in listed {
             let run = item.run
             let flag = item.costRatio.map { String(format: "  %.1fx the median cost", $0) } ?? ""
-            print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
-                  + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601) + flag)
+            print(
+                run.workflowId.padding(28) + run.workflowType.padding(24) + run.status.rawValue.padding(16)
+                    + "\(run.historyLength)".padding(8) + run.spend.summary.padding(22) + run.createdAt.formatted(.iso8601) + flag
+            )
         }
     }
 
@@ -44,7 +52,9 @@ struct ListCommand: AsyncParsableCommand {
         if stalled.isEmpty { return print("no stalled runs") }
         print("WORKFLOW ID".padding(28) + "TYPE".padding(24) + "SINCE".padding(22) + "WHY")
         for run in stalled.prefix(limit) {
-            print(run.workflowId.padding(28) + run.workflowType.padding(24) + run.since.formatted(.iso8601).padding(22) + run.reason)
+            print(
+                run.workflowId.padding(28) + run.workflowType.padding(24) + run.since.formatted(.iso8601).padding(22) + run.reason
+            )
         }
     }
 }
@@ -63,14 +73,21 @@ struct ShowCommand: AsyncParsableCommand {
         let history = try store.export(workflowId: workflowId, runId: runId)
         if json { return try printJSON(history) }
         let record = try store.run(runId: history.runId)
-        print("workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)  trace \(TraceIdentity.traceId(runId: history.runId))")
+        print(
+            "workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)  trace \(TraceIdentity.traceId(runId: history.runId))"
+        )
         if let record {
             print("status \(record.status.rawValue)" + (record.failure.map { "  error \($0)" } ?? ""))
             if !record.spend.isZero {
                 let limit = record.options.budget
-                print("spend \(record.spend.inputTokens) input + \(record.spend.outputTokens) output tokens, "
-                      + String(format: "$%.4f", record.spend.costUSD)
-                      + (limit.map { " of budget " + [$0.maxTokens.map { "\($0) tokens" }, $0.maxCostUSD.map { String(format: "$%.4f", $0) }].compactMap { $0 }.joined(separator: ", ") } ?? ""))
+                print(
+                    "spend \(record.spend.inputTokens) input + \(record.spend.outputTokens) output tokens, "
+                        + String(format: "$%.4f", record.spend.costUSD)
+                        + (limit.map {
+                            " of budget "
+                                + [$0.maxTokens.map { "\($0) tokens" }, $0.maxCostUSD.map { String(format: "$%.4f", $0) }]
+                                .compactMap { $0 }.joined(separator: ", ")
+                        } ?? ""))
             }
             if let result = record.result { print("result \(result.preview)") }
         }
@@ -84,7 +101,8 @@ struct HistoryCommand: AsyncParsableCommand {
         commandName: "history", abstract: "Export run histories.", subcommands: [Export.self])
 
     struct Export: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a run's history as JSON, for `keel replay --file` and replay tests.")
+        static let configuration = CommandConfiguration(
+            abstract: "Write a run's history as JSON, for `keel replay --file` and replay tests.")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "Workflow id.") var workflowId: String
         @Option(help: "A specific run (default: the latest).") var runId: String?
@@ -125,8 +143,11 @@ struct ReplayCommand: AsyncParsableCommand {
             print("NON-DETERMINISTIC: \(divergence.message)")
             throw ExitCode(1)
         }
-        let outcome = report.outcome.map(\.summary) ?? "still open (\(report.pendingCommands.count) command(s) would be issued next)"
-        print("replayed \(report.events) events of \(history.workflowType) \(history.workflowId): deterministic; outcome \(outcome)")
+        let outcome =
+            report.outcome.map(\.summary) ?? "still open (\(report.pendingCommands.count) command(s) would be issued next)"
+        print(
+            "replayed \(report.events) events of \(history.workflowType) \(history.workflowId): deterministic; outcome \(outcome)"
+        )
     }
 }
 

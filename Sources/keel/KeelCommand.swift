@@ -10,8 +10,9 @@ struct KeelCommand: AsyncParsableCommand {
         abstract: "Durable execution for LLM pipelines.",
         subcommands: [
             CoordinatorCommand.self, WorkerCommand.self, StartCommand.self, SignalCommand.self, CancelCommand.self,
-            TerminateCommand.self, UnblockCommand.self, QueryCommand.self, ListCommand.self, ShowCommand.self, HistoryCommand.self, ReplayCommand.self,
-            DeadLetterCommand.self, BreakersCommand.self, MockLLMCommand.self, BenchCommand.self,
+            TerminateCommand.self, UnblockCommand.self, QueryCommand.self, ListCommand.self, ShowCommand.self,
+            HistoryCommand.self, ReplayCommand.self,
+            DeadLetterCommand.self, BreakersCommand.self, MockLLMCommand.self, BenchCommand.self
         ])
 }
 

@@ -5,7 +5,9 @@ import KeelMockLLM
 
 /// `--config PATH`, falling back to `KEEL_CONFIG`: the `keel.yaml` with the `llm:` section.
 struct LLMConfigOptions: ParsableArguments {
-    @Option(name: .customLong("config"), help: "keel.yaml with the `llm:` section (default: $KEEL_CONFIG; else KEEL_LLM_BASE_URL/KEEL_LLM_MODEL/KEEL_LLM_API).")
+    @Option(
+        name: .customLong("config"),
+        help: "keel.yaml with the `llm:` section (default: $KEEL_CONFIG; else KEEL_LLM_BASE_URL/KEEL_LLM_MODEL/KEEL_LLM_API).")
     var path: String?
 
     func load() throws -> LLMConfiguration? {
@@ -20,7 +22,9 @@ struct LLMConfigOptions: ParsableArguments {
 struct MockLLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mock-llm",
-        abstract: "Run a fault-injecting LLM provider (Anthropic and OpenAI APIs) for tests and demos; docs/llm.md describes scenarios.")
+        abstract:
+            "Run a fault-injecting LLM provider (Anthropic and OpenAI APIs) for tests and demos; docs/llm.md describes scenarios."
+    )
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one; the chosen port is printed).") var port = 8090
     @Option(help: "Scenario JSON file (default: answer 200 to everything).") var scenario: String?
@@ -59,8 +63,9 @@ struct BreakersCommand: AsyncParsableCommand {
         if breakers.isEmpty { return print("no circuit breaker has changed state yet (all closed)") }
         print("PROVIDER".padding(20) + "STATE".padding(10) + "FAILURES".padding(10) + "SINCE".padding(22) + "PROBE AT")
         for breaker in breakers {
-            print(breaker.provider.padding(20) + breaker.state.rawValue.padding(10) + "\(breaker.consecutiveFailures)".padding(10)
-                  + (breaker.openedAt?.formatted(.iso8601) ?? "-").padding(22) + (breaker.retryAt?.formatted(.iso8601) ?? "-"))
+            print(
+                breaker.provider.padding(20) + breaker.state.rawValue.padding(10) + "\(breaker.consecutiveFailures)".padding(10)
+                    + (breaker.openedAt?.formatted(.iso8601) ?? "-").padding(22) + (breaker.retryAt?.formatted(.iso8601) ?? "-"))
         }
     }
 }

@@ -2,8 +2,8 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
-import KeelConsole
 import KeelAMQP
+import KeelConsole
 import Logging
 
 /// `--amqp-url URL`, falling back to `KEEL_AMQP_URL`, then a local broker on `KEEL_AMQP_PORT`.
@@ -61,7 +61,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             backend = console
         }
         defer { backend?.close() }
-        try await ProcessServices.run(service, endpoint: endpoint, serviceName: "keel-coordinator", logger: Logger(label: "keel.coordinator"))
+        try await ProcessServices.run(
+            service, endpoint: endpoint, serviceName: "keel-coordinator", logger: Logger(label: "keel.coordinator"))
     }
 }
 
@@ -72,7 +73,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Task queue to serve (default: $KEEL_QUEUE or default).") var queue: String?
     @Option(help: "Activities run at once, and the prefetch (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
     @OptionGroup var llm: LLMConfigOptions
-    @Option(help: "Serve GET /metrics on this port (default: $KEEL_METRICS_PORT; none: no endpoint); host from $KEEL_HTTP_HOST or 127.0.0.1.")
+    @Option(
+        help:
+            "Serve GET /metrics on this port (default: $KEEL_METRICS_PORT; none: no endpoint); host from $KEEL_HTTP_HOST or 127.0.0.1."
+    )
     var metricsPort: Int?
 
     func run() async throws {
@@ -83,12 +87,14 @@ struct WorkerCommand: AsyncParsableCommand {
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
         var activities = BuiltIn.activities
         // Registered even without providers: a call then fails with LLMNotConfigured, which says what to set.
-        activities.register(LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
+        activities.register(
+            LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
         let endpoint = (metricsPort ?? environment["KEEL_METRICS_PORT"].flatMap(Int.init)).map {
             HTTPEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
         }
         let service = WorkerService(configuration: configuration, activities: activities)
-        try await ProcessServices.run(service, endpoint: endpoint, serviceName: "keel-worker", logger: Logger(label: "keel.worker"))
+        try await ProcessServices.run(
+            service, endpoint: endpoint, serviceName: "keel-worker", logger: Logger(label: "keel.worker"))
     }
 }
 
@@ -97,7 +103,9 @@ func readInput(_ text: String?) throws -> Payload {
     guard var text else { return .null }
     if text.hasPrefix("@") {
         let path = String(text.dropFirst())
-        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read input file \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read input file \(path)")
+        }
         text = String(decoding: data, as: UTF8.self)
     }
     let value: JSONValue
@@ -132,13 +140,19 @@ struct StartCommand: AsyncParsableCommand {
             requestId: requestId ?? UUID().uuidString)
         guard wait else {
             try await client.start(request)
-            if json { try printJSON(["workflowId": id, "requestId": request.requestId ?? ""]) } else { print("start of \(type) \(id) published") }
+            if json {
+                try printJSON(["workflowId": id, "requestId": request.requestId ?? ""])
+            } else {
+                print("start of \(type) \(id) published")
+            }
             return
         }
         let started = try await client.startAndConfirm(request)
         if !json { print(started.started ? "started run \(started.runId)" : "joined the existing run \(started.runId)") }
         let run = try await client.waitForResult(workflowId: id)
-        if json { try printJSON(run) } else {
+        if json {
+            try printJSON(run)
+        } else {
             print("\(run.status.rawValue): " + (run.result?.json ?? run.failure?.description ?? ""))
         }
         if run.status != .completed { throw ExitCode(1) }
@@ -147,7 +161,11 @@ struct StartCommand: AsyncParsableCommand {
 
 /// `--no-wait` for the jobs that change a run.
 struct NoWaitOption: ParsableArguments {
-    @Flag(name: .customLong("no-wait"), help: "Return once RabbitMQ holds the job, without waiting for the coordinator's answer (a refusal then goes to keel.dead only).")
+    @Flag(
+        name: .customLong("no-wait"),
+        help:
+            "Return once RabbitMQ holds the job, without waiting for the coordinator's answer (a refusal then goes to keel.dead only)."
+    )
     var noWait = false
 }
 
@@ -166,7 +184,9 @@ struct SignalCommand: AsyncParsableCommand {
         defer { client.close() }
         try await client.signal(workflowId: workflowId, name: name, input: try readInput(input), confirm: !wait.noWait)
         let outcome = wait.noWait ? "published" : "delivered"
-        if json { try printJSON(["workflowId": workflowId, "signal": name, "outcome": outcome]) } else {
+        if json {
+            try printJSON(["workflowId": workflowId, "signal": name, "outcome": outcome])
+        } else {
             print("signal \(name) to \(workflowId) \(outcome)")
         }
     }
@@ -185,7 +205,9 @@ struct CancelCommand: AsyncParsableCommand {
         defer { client.close() }
         try await client.cancel(workflowId: workflowId, confirm: !wait.noWait)
         let outcome = wait.noWait ? "published" : "requested"
-        if json { try printJSON(["workflowId": workflowId, "cancel": outcome]) } else {
+        if json {
+            try printJSON(["workflowId": workflowId, "cancel": outcome])
+        } else {
             print("cancellation of \(workflowId) \(outcome)")
         }
     }
@@ -193,7 +215,9 @@ struct CancelCommand: AsyncParsableCommand {
 
 struct TerminateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "terminate", abstract: "End a workflow's open run at once, running no more of its code; exits 1 with the reason if the coordinator refuses.")
+        commandName: "terminate",
+        abstract:
+            "End a workflow's open run at once, running no more of its code; exits 1 with the reason if the coordinator refuses.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
     @Option(help: "Why; recorded as the run's failure.") var reason = "terminated by an operator"
@@ -205,7 +229,9 @@ struct TerminateCommand: AsyncParsableCommand {
         defer { client.close() }
         try await client.terminate(workflowId: workflowId, reason: reason, confirm: !wait.noWait)
         let outcome = wait.noWait ? "published" : "done"
-        if json { try printJSON(["workflowId": workflowId, "terminate": outcome]) } else {
+        if json {
+            try printJSON(["workflowId": workflowId, "terminate": outcome])
+        } else {
             print("termination of \(workflowId) \(outcome)")
         }
     }
@@ -214,7 +240,9 @@ struct TerminateCommand: AsyncParsableCommand {
 struct UnblockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unblock",
-        abstract: "Replay a blocked run with the coordinator's current code and let it run again (after a fix); exits 1 with the reason if it stays blocked.")
+        abstract:
+            "Replay a blocked run with the coordinator's current code and let it run again (after a fix); exits 1 with the reason if it stays blocked."
+    )
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
     @Option(help: "Seconds to wait for the coordinator's answer.") var timeout = 60.0
@@ -229,7 +257,8 @@ struct UnblockCommand: AsyncParsableCommand {
 }
 
 struct QueryCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "query", abstract: "Ask a workflow a query; prints the JSON answer.")
+    static let configuration = CommandConfiguration(
+        commandName: "query", abstract: "Ask a workflow a query; prints the JSON answer.")
     @OptionGroup var broker: BrokerOptions
     @Argument var workflowId: String
     @Argument var name: String

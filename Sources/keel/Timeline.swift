@@ -12,7 +12,8 @@ struct Timeline {
         var started: [Int64: (time: Date, worker: String)] = [:]
         var lines: [String] = []
         for event in events {
-            var text = String(format: "%9.3fs  #%-4d ", event.time.timeIntervalSince(start), event.id)
+            var text =
+                String(format: "%9.3fs  #%-4d ", event.time.timeIntervalSince(start), event.id)
                 + event.kind.rawValue.padding(24)
             if let ref = event.ref {
                 if event.kind == .activityScheduled, let name = event.name { activityTypes[ref] = name }
@@ -25,7 +26,8 @@ struct Timeline {
                 started[ref] = (event.time, event.name ?? "?")
                 text += "  on \(event.name ?? "?")"
             }
-            if [.activityCompleted, .activityFailed, .activityTimedOut, .activityParked].contains(event.kind), let ref = event.ref,
+            if [.activityCompleted, .activityFailed, .activityTimedOut, .activityParked].contains(event.kind),
+                let ref = event.ref,
                 let begin = started[ref]
             {
                 text += String(format: "  %.3fs on %@", event.time.timeIntervalSince(begin.time), begin.worker)

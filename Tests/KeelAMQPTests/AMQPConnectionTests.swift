@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KeelAMQP
 
 @Suite("AMQP connection against the real broker", .tags(.integration), .timeLimit(.minutes(1)))
@@ -13,8 +14,10 @@ struct AMQPConnectionTests {
         try connection.bind(queue: queue, exchange: "keel.test.x", routingKey: queue)
         try connection.enableConfirms()
         for index in 0..<100 {
-            try connection.publish(AMQPMessage(exchange: "keel.test.x", routingKey: queue, body: Data("{\"n\":\(index)}".utf8),
-                                               type: "probe", messageId: "m\(index)", headers: ["keel-type": "probe"]))
+            try connection.publish(
+                AMQPMessage(
+                    exchange: "keel.test.x", routingKey: queue, body: Data("{\"n\":\(index)}".utf8),
+                    type: "probe", messageId: "m\(index)", headers: ["keel-type": "probe"]))
         }
         try connection.waitForConfirms()
         #expect(try connection.messageCount(queue: queue) == 100)
@@ -36,7 +39,9 @@ struct AMQPConnectionTests {
 
     @Test func badURLsAndUnreachableBrokersSayWhatIsWrong() {
         #expect(throws: AMQPError.self) { try AMQPURL("http://x") }
-        let error = #expect(throws: AMQPError.self) { try AMQPConnection(url: AMQPURL("amqp://guest:guest@127.0.0.1:1"), connectTimeout: 1) }
+        let error = #expect(throws: AMQPError.self) {
+            try AMQPConnection(url: AMQPURL("amqp://guest:guest@127.0.0.1:1"), connectTimeout: 1)
+        }
         #expect(error?.code == .connectionFailed)
         #expect(error?.message.contains("cannot reach RabbitMQ at amqp://guest@127.0.0.1:1") == true)
     }

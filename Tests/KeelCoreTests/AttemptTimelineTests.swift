@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KeelCore
 
 /// The console's timeline bars, read from a history.
@@ -7,8 +8,12 @@ import Testing
 struct AttemptTimelineTests {
     static let start = Date(timeIntervalSince1970: 1_800_000_000)
 
-    static func event(_ id: Int64, _ at: Double, _ kind: EventKind, ref: Int64? = 1, name: String? = nil, attempt: Int? = nil, failure: Failure? = nil) -> HistoryEvent {
-        var event = HistoryEvent(id: id, time: start.addingTimeInterval(at), kind: kind, ref: ref, name: name, attempt: attempt, failure: failure)
+    static func event(
+        _ id: Int64, _ at: Double, _ kind: EventKind, ref: Int64? = 1, name: String? = nil, attempt: Int? = nil,
+        failure: Failure? = nil
+    ) -> HistoryEvent {
+        var event = HistoryEvent(
+            id: id, time: start.addingTimeInterval(at), kind: kind, ref: ref, name: name, attempt: attempt, failure: failure)
         if kind == .activityScheduled {
             event.attributes = try? Payload(encoding: ActivityOptions(taskQueue: "llm"), field: "options")
         }
@@ -34,7 +39,7 @@ struct AttemptTimelineTests {
             Self.event(9, 60, .activityRedriven, attempt: 3),
             Self.event(10, 61, .activityStarted, name: "w2", attempt: 4),
             Self.event(11, 62, .activityCompleted, attempt: 4),
-            Self.event(12, 62, .activityScheduled, ref: 2, name: "notify"),
+            Self.event(12, 62, .activityScheduled, ref: 2, name: "notify")
         ])
         #expect(spans.map(\.attempt) == [1, 2, 3, 4, 1])
         #expect(spans.map(\.outcome) == [.failed, .timedOut, .parked, .completed, .waiting])

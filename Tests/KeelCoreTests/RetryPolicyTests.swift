@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KeelCore
 
 @Suite("RetryPolicy", .tags(.unit))
@@ -19,7 +20,10 @@ struct RetryPolicyTests {
     @Test func delaysGrowGeometricallyUntilTheCap() {
         let policy = RetryPolicy(initialInterval: .seconds(1), backoffCoefficient: 2, maximumInterval: .seconds(10))
         let delays = (1...6).map { policy.decide(attempt: $0, failure: flake, now: now, deadline: nil, random: 0) }
-        #expect(delays == [.retry(after: 1), .retry(after: 2), .retry(after: 4), .retry(after: 8), .retry(after: 10), .retry(after: 10)])
+        #expect(
+            delays == [
+                .retry(after: 1), .retry(after: 2), .retry(after: 4), .retry(after: 8), .retry(after: 10), .retry(after: 10)
+            ])
     }
 
     @Test func unlimitedAttemptsNeverStopOnCount() {
@@ -32,7 +36,8 @@ struct RetryPolicyTests {
         #expect(policy.decide(attempt: 1, failure: flake, now: now, deadline: nil, random: 0) == .retry(after: 10))
         #expect(policy.decide(attempt: 1, failure: flake, now: now, deadline: nil, random: 0.5) == .retry(after: 9))
         guard case .retry(let low) = policy.decide(attempt: 1, failure: flake, now: now, deadline: nil, random: 0.999_999) else {
-            Issue.record("expected a retry"); return
+            Issue.record("expected a retry")
+            return
         }
         #expect(low > 8 && low <= 8.0001)
     }
@@ -63,23 +68,33 @@ struct RetryPolicyTests {
 
     @Test func aRetryPastTheScheduleToCloseDeadlineIsNotMade() {
         let policy = RetryPolicy(initialInterval: .seconds(4))
-        #expect(policy.decide(attempt: 1, failure: flake, now: now, deadline: now.addingTimeInterval(5), random: 0) == .retry(after: 4))
-        #expect(policy.decide(attempt: 2, failure: flake, now: now, deadline: now.addingTimeInterval(5), random: 0) == .stop(.timeout))
+        #expect(
+            policy.decide(attempt: 1, failure: flake, now: now, deadline: now.addingTimeInterval(5), random: 0)
+                == .retry(after: 4))
+        #expect(
+            policy.decide(attempt: 2, failure: flake, now: now, deadline: now.addingTimeInterval(5), random: 0) == .stop(.timeout)
+        )
     }
 
     @Test func llmPolicyNeverRetriesClientErrors() {
         let policy = RetryPolicy.llmRecommended
         for type in ["LLMBadRequest", "LLMAuthenticationFailed", "LLMContentPolicy", "LLMContextLengthExceeded"] {
-            #expect(policy.decide(attempt: 1, failure: Failure(type: type, message: ""), now: now, deadline: nil, random: 0) == .stop(.nonRetryableFailure))
+            #expect(
+                policy.decide(attempt: 1, failure: Failure(type: type, message: ""), now: now, deadline: nil, random: 0)
+                    == .stop(.nonRetryableFailure))
         }
         #expect(policy.maximumAttempts == 5)
-        #expect(policy.decide(attempt: 1, failure: Failure(type: "LLMRateLimited", message: ""), now: now, deadline: nil, random: 0) == .retry(after: 2))
+        #expect(
+            policy.decide(attempt: 1, failure: Failure(type: "LLMRateLimited", message: ""), now: now, deadline: nil, random: 0)
+                == .retry(after: 2))
     }
 
     @Test func invalidPoliciesAndOptionsSayWhatToChange() throws {
         #expect(throws: InvalidOptionsError.self) { try RetryPolicy(backoffCoefficient: 0.5).validate() }
         #expect(throws: InvalidOptionsError.self) { try RetryPolicy(jitter: 2).validate() }
-        let error = #expect(throws: InvalidOptionsError.self) { try ActivityOptions(taskQueue: "llm").validate(activityType: "summarize") }
+        let error = #expect(throws: InvalidOptionsError.self) {
+            try ActivityOptions(taskQueue: "llm").validate(activityType: "summarize")
+        }
         #expect(error?.message.contains("summarize needs startToCloseTimeout or scheduleToCloseTimeout") == true)
         try ActivityOptions(scheduleToCloseTimeout: .seconds(5)).validate(activityType: "a")
     }
@@ -93,8 +108,12 @@ struct RetryPolicyTests {
     }
 
     @Test func deterministicRandomRepeatsForTheSameSeed() {
-        var first = DeterministicRandom(seed: 7), second = DeterministicRandom(seed: 7), other = DeterministicRandom(seed: 8)
-        let a = (0..<5).map { _ in first.next() }, b = (0..<5).map { _ in second.next() }, c = (0..<5).map { _ in other.next() }
+        var first = DeterministicRandom(seed: 7)
+        var second = DeterministicRandom(seed: 7)
+        var other = DeterministicRandom(seed: 8)
+        let a = (0..<5).map { _ in first.next() }
+        let b = (0..<5).map { _ in second.next() }
+        let c = (0..<5).map { _ in other.next() }
         #expect(a == b)
         #expect(a != c)
         #expect(first.uuid() == second.uuid())

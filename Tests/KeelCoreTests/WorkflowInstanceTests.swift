@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import KeelCore
 
 struct Echo: Activity {
@@ -68,18 +69,25 @@ struct Harness {
     }
 
     /// Runs a workflow to its end live, completing activities in `order` (index into open ones).
-    mutating func runLive(_ definition: WorkflowDefinition, input: some Encodable, pickLast: Bool = false) throws -> WorkflowInstance {
+    mutating func runLive(
+        _ definition: WorkflowDefinition, input: some Encodable, pickLast: Bool = false
+    ) throws -> WorkflowInstance {
         let instance = Harness.instance(definition)
-        let start = append(HistoryEvent(id: 0, time: time, kind: .workflowStarted, payload: try Payload(encoding: input, field: "input")))
+        let start = append(
+            HistoryEvent(id: 0, time: time, kind: .workflowStarted, payload: try Payload(encoding: input, field: "input")))
         var activation = instance.apply(start)
         while true {
             #expect(activation.nondeterminism == nil)
             record(activation.commands)
             if instance.outcome != nil { return instance }
             let open = openActivities
-            guard let next = pickLast ? open.last : open.first else { Issue.record("stuck"); return instance }
+            guard let next = pickLast ? open.last : open.first else {
+                Issue.record("stuck")
+                return instance
+            }
             time += 1
-            let done = append(HistoryEvent(id: 0, time: time, kind: .activityCompleted, ref: next.ref, attempt: 1, payload: next.payload))
+            let done = append(
+                HistoryEvent(id: 0, time: time, kind: .activityCompleted, ref: next.ref, attempt: 1, payload: next.payload))
             activation = instance.apply(done)
         }
     }
@@ -90,7 +98,10 @@ struct WorkflowInstanceTests {
     @Test func sequentialRunsStepByStepAndReplaysWithoutNewCommands() throws {
         var harness = Harness()
         let live = try harness.runLive(WorkflowDefinition(Sequential.self), input: 5)
-        guard case .completeWorkflow(let result) = live.outcome else { Issue.record("not completed"); return }
+        guard case .completeWorkflow(let result) = live.outcome else {
+            Issue.record("not completed")
+            return
+        }
         #expect(try result.decode([String].self) == ["s1", "s2", "s3", "s4", "s5"])
         #expect(harness.events.filter { $0.kind == .activityScheduled }.count == 5)
 
@@ -105,7 +116,10 @@ struct WorkflowInstanceTests {
         for pickLast in [false, true] {
             var harness = Harness()
             let live = try harness.runLive(WorkflowDefinition(Parallel.self), input: 4, pickLast: pickLast)
-            guard case .completeWorkflow(let result) = live.outcome else { Issue.record("not completed"); return }
+            guard case .completeWorkflow(let result) = live.outcome else {
+                Issue.record("not completed")
+                return
+            }
             #expect(try result.decode(String.self) == "abg0g1g2g3")
             for _ in 0..<3 {
                 let replayed = Harness.instance(WorkflowDefinition(Parallel.self))

@@ -25,10 +25,12 @@ struct DocumentProcessingTests {
     }
 
     @Test func summarisesEveryDocumentAndDeadLettersTheRejectedOnes() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(match: MockMatch(promptContains: "[doc-3]"), responses: [MockResponse(status: 400, message: "rejected")]),
-            MockRule(responses: [MockResponse(text: "summary", usage: MockUsage(inputTokens: 100, outputTokens: 20))]),
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(
+                    match: MockMatch(promptContains: "[doc-3]"), responses: [MockResponse(status: 400, message: "rejected")]),
+                MockRule(responses: [MockResponse(text: "summary", usage: MockUsage(inputTokens: 100, outputTokens: 20))])
+            ]))
         defer { stack.stop() }
         let ids = (1...6).map { "doc-\($0)" }
         let (output, _) = try await stack.run(
@@ -48,9 +50,10 @@ struct DocumentProcessingTests {
     }
 
     @Test func aSpentBudgetStopsTheBatch() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(responses: [MockResponse(text: "summary", usage: MockUsage(inputTokens: 250, outputTokens: 50))])
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(responses: [MockResponse(text: "summary", usage: MockUsage(inputTokens: 250, outputTokens: 50))])
+            ]))
         defer { stack.stop() }
         let (output, _) = try await stack.run(
             DocumentProcessing.self, "budget", Self.input(stack, (1...6).map { "doc-\($0)" }, concurrency: 1),

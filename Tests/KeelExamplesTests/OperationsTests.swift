@@ -6,7 +6,8 @@ import Testing
 /// The demo and the deployment files, as a newcomer runs them.
 @Suite("scripts/demo, scripts/stack and the compose file", .tags(.integration), .timeLimit(.minutes(6)))
 struct OperationsTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
         try await runToEnd(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: environment, directory: root)
@@ -18,10 +19,12 @@ struct OperationsTests {
         let started = Date()
         let port = freeLocalPort()
         let httpPort = freeLocalPort()
-        let demo = try await Self.run(["bash", "scripts/demo"], environment: [
-            "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port, "KEEL_HTTP_PORT": httpPort,
-            "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace,
-        ])
+        let demo = try await Self.run(
+            ["bash", "scripts/demo"],
+            environment: [
+                "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port, "KEEL_HTTP_PORT": httpPort,
+                "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace
+            ])
         #expect(demo.status == 0, "\(demo.output)")
         #expect(demo.output.contains("the new coordinator recovered 1 open runs"), "\(demo.output)")
         #expect(demo.output.contains("status            completed"))
@@ -32,17 +35,22 @@ struct OperationsTests {
         // It stopped what it started.
         // (Regexes that do not match their own command line.)
         let leftovers = try await Self.run([
-            "bash", "-c", "pgrep -f 'keel (coordinator|worker).*\(directory.path)'; pgrep -f 'keel [m]ock-llm --port \(port) '; true",
+            "bash", "-c",
+            "pgrep -f 'keel (coordinator|worker).*\(directory.path)'; pgrep -f 'keel [m]ock-llm --port \(port) '; true"
         ])
         #expect(leftovers.output.isEmpty)
-        #expect(try await Self.run(["bash", "-c", "ls \(directory.path)/pids"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        #expect(
+            try await Self.run(["bash", "-c", "ls \(directory.path)/pids"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+                .isEmpty)
     }
 
     @Test func stackScalesWorkersPerQueue() async throws {
         let directory = makeTemporaryDirectory("keel-stack")
         defer { try? FileManager.default.removeItem(at: directory) }
         let topology = Topology.forTest()
-        let environment = ["KEEL_BIN": KeelProcess.binary.path, "KEEL_STACK_DIR": directory.path, "KEEL_NAMESPACE": topology.namespace]
+        let environment = [
+            "KEEL_BIN": KeelProcess.binary.path, "KEEL_STACK_DIR": directory.path, "KEEL_NAMESPACE": topology.namespace
+        ]
         do {
             try await Self.scaleStack(environment, topology)
         } catch {
@@ -60,7 +68,9 @@ struct OperationsTests {
         let scaled = try await Self.run(["bash", "scripts/stack", "scale", "llm=3"], environment: environment)
         #expect(scaled.status == 0, "\(scaled.output)")
         let status = try await Self.run(["bash", "scripts/stack", "status"], environment: environment)
-        #expect(status.output.split(separator: "\n").filter { $0.hasPrefix("worker-llm-") && $0.contains("running") }.count == 3, "\(status.output)")
+        #expect(
+            status.output.split(separator: "\n").filter { $0.hasPrefix("worker-llm-") && $0.contains("running") }.count == 3,
+            "\(status.output)")
         // Three llm workers really consume the queue.
         let url = try AMQPURL.fromEnvironment()
         let consumers = try await offPool {
@@ -88,14 +98,19 @@ struct OperationsTests {
         #expect(valid.output.contains("amqp://keel:change-me@rabbitmq:5672/"))
         #expect(valid.output.contains("capabilities:\n              - gpu") || valid.output.contains("- gpu"))
         let services = try await Self.run(
-            ["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "--profile", "mock", "config", "--services"])
+            [
+                "docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "--profile", "mock",
+                "config", "--services"
+            ])
         #expect(services.output.split(separator: "\n").contains("mock-llm"))
         // Without credentials (no guest fallback) the file refuses to render.
         let empty = makeTemporaryDirectory("keel-env")
         defer { try? FileManager.default.removeItem(at: empty) }
         let envFile = empty.appendingPathComponent("empty.env")
         try Data().write(to: envFile)
-        let refused = try await Self.run(["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", envFile.path, "config"])
+        let refused = try await Self.run([
+            "docker-compose", "-f", "compose/docker-compose.yml", "--env-file", envFile.path, "config"
+        ])
         #expect(refused.status != 0)
         #expect(refused.output.contains("set RABBITMQ_USER in .env"), "\(refused.output)")
     }

@@ -17,7 +17,10 @@ struct PipelineTests {
     ) async throws -> LLMStack {
         let mock = try await MockProvider.start(scenario, documentsDirectory: documents)
         var workflows = WorkflowRegistry()
-        for workflow: any Workflow.Type in [InvoiceProcessing.self, TripBooking.self, SummaryApproval.self, AgentLoop.self, GPUInference.self, DocumentProcessing.self] {
+        for workflow: any Workflow.Type in [
+            InvoiceProcessing.self, TripBooking.self, SummaryApproval.self, AgentLoop.self, GPUInference.self,
+            DocumentProcessing.self
+        ] {
             workflows.register(workflow)
         }
         var activities = ActivityRegistry()
@@ -29,15 +32,21 @@ struct PipelineTests {
         return try LLMStack(mock: mock, llm: llm, workflows: workflows, activities: activities, gpuConcurrency: gpuConcurrency)
     }
 
-    static let invoiceJSON = #"{"vendor": "Northwind Traders", "invoiceNumber": "1001", "total": 4500.0, "currency": "EUR", "dueDate": "2026-12-02"}"#
+    static let invoiceJSON =
+        #"{"vendor": "Northwind Traders", "invoiceNumber": "1001", "total": 4500.0, "currency": "EUR", "dueDate": "2026-12-02"}"#
 
     // MARK: invoice
 
     @Test func invoiceFromAPDFIsBilledOnceThoughTheFirstResponseIsLostAndTheWebhookFiresTwice() async throws {
-        let stack = try await Self.stack(MockScenario(
-            // Matches only if the PDF's text reached the prompt (through pdftotext).
-            rules: [MockRule(match: MockMatch(promptContains: "Total due: 4,500.00 EUR"), responses: [MockResponse(text: "```json\n\(Self.invoiceJSON)\n```")])],
-            services: MockServicesScenario(accountingLostResponses: 1)))
+        let stack = try await Self.stack(
+            MockScenario(
+                // Matches only if the PDF's text reached the prompt (through pdftotext).
+                rules: [
+                    MockRule(
+                        match: MockMatch(promptContains: "Total due: 4,500.00 EUR"),
+                        responses: [MockResponse(text: "```json\n\(Self.invoiceJSON)\n```")])
+                ],
+                services: MockServicesScenario(accountingLostResponses: 1)))
         defer { stack.stop() }
         let documentURL = stack.mock.baseURL + "/documents/invoice-1001"
         let id = InvoiceProcessing.workflowId(for: documentURL)
@@ -61,14 +70,18 @@ struct PipelineTests {
     }
 
     @Test func invoiceWithInvalidJSONFailsWithoutRetryingOrBilling() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(match: MockMatch(promptContains: "[invoice]"), responses: [MockResponse(text: "Sure! The total is 4,500 EUR.")])
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(
+                    match: MockMatch(promptContains: "[invoice]"),
+                    responses: [MockResponse(text: "Sure! The total is 4,500 EUR.")])
+            ]))
         defer { stack.stop() }
         let documentURL = stack.mock.baseURL + "/documents/invoice-1001"
         let id = InvoiceProcessing.workflowId(for: documentURL)
-        _ = try await stack.client.startAndConfirm(try StartRequest(
-            InvoiceProcessing.self, id: id, input: .init(documentURL: documentURL, accountingURL: stack.mock.baseURL)))
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                InvoiceProcessing.self, id: id, input: .init(documentURL: documentURL, accountingURL: stack.mock.baseURL)))
         let run = try await stack.client.waitForResult(workflowId: id, timeout: 60)
         #expect(run.status == .failed)
         #expect(run.failure?.type == "LLMInvalidOutput")
@@ -82,19 +95,23 @@ struct PipelineTests {
         let stack = try await Self.stack(MockScenario(rules: [MockRule(responses: [MockResponse(text: "Day 1: arrive.")])]))
         defer { stack.stop() }
         let (output, _) = try await stack.run(
-            TripBooking.self, "trip-ok", .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL))
+            TripBooking.self, "trip-ok",
+            .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL))
         #expect(output.itinerary == "Day 1: arrive.")
         #expect(await stack.mock.server.bookings().map(\.status) == ["booked", "booked"])
     }
 
     @Test func aFailureAfterTheBookingsCancelsThemInReverseOrder() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(match: MockMatch(promptContains: "[itinerary]"), responses: [MockResponse(status: 400, message: "rejected")])
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(
+                    match: MockMatch(promptContains: "[itinerary]"), responses: [MockResponse(status: 400, message: "rejected")])
+            ]))
         defer { stack.stop() }
-        _ = try await stack.client.startAndConfirm(try StartRequest(
-            TripBooking.self, id: "trip-saga",
-            input: .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL)))
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                TripBooking.self, id: "trip-saga",
+                input: .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL)))
         let run = try await stack.client.waitForResult(workflowId: "trip-saga", timeout: 60)
         #expect(run.status == .failed)
         #expect(run.failure?.message.contains("LLMBadRequest") == true, "\(run.failure?.description ?? "")")
@@ -107,9 +124,10 @@ struct PipelineTests {
     @Test func aRefusedHotelCancelsTheFlight() async throws {
         let stack = try await Self.stack(MockScenario(services: MockServicesScenario(failingBookings: ["hotel"])))
         defer { stack.stop() }
-        _ = try await stack.client.startAndConfirm(try StartRequest(
-            TripBooking.self, id: "trip-no-hotel",
-            input: .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL)))
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                TripBooking.self, id: "trip-no-hotel",
+                input: .init(traveller: "Ana", destination: "Lisbon", dates: "May 3-6", bookingsURL: stack.mock.baseURL)))
         let run = try await stack.client.waitForResult(workflowId: "trip-no-hotel", timeout: 60)
         #expect(run.status == .failed)
         let bookings = await stack.mock.server.bookings()
@@ -121,16 +139,19 @@ struct PipelineTests {
     // MARK: summary approval
 
     @Test func summaryWaitsForApprovalAndAnswersStatusAtEveryStage() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [MockRule(responses: [MockResponse(text: "Short summary.", delayMs: 500)])]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [MockRule(responses: [MockResponse(text: "Short summary.", delayMs: 500)])]))
         defer { stack.stop() }
-        _ = try await stack.client.startAndConfirm(try StartRequest(SummaryApproval.self, id: "review", input: .init(text: "A long report.")))
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(SummaryApproval.self, id: "review", input: .init(text: "A long report.")))
         func stage() async throws -> String {
             try await stack.client.query(workflowId: "review", name: "status").decode(SummaryApproval.Status.self).stage
         }
         #expect(try await stage() == "summarising")
         #expect(try await eventually(20) { try await stage() == "awaiting approval" })
         try await stack.client.signal(
-            workflowId: "review", name: "approve", input: try Payload(encoding: SummaryApproval.Decision(by: "ana"), field: "signal"))
+            workflowId: "review", name: "approve",
+            input: try Payload(encoding: SummaryApproval.Decision(by: "ana"), field: "signal"))
         let run = try await stack.client.waitForResult(workflowId: "review", timeout: 30)
         let status = try #require(try run.result?.decode(SummaryApproval.Status.self))
         #expect(status == SummaryApproval.Status(stage: "approved", summary: "Short summary.", decidedBy: "ana"))
@@ -148,11 +169,13 @@ struct PipelineTests {
     // MARK: agent loop
 
     @Test func stepSevenOfTwelveFailsAndOnlyItIsRetried() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(match: MockMatch(promptContains: "[agent step 7 of 12]"),
-                     responses: [MockResponse(status: 503), MockResponse(status: 503), MockResponse(text: "step seven done")]),
-            MockRule(responses: [MockResponse(text: "done")]),
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(
+                    match: MockMatch(promptContains: "[agent step 7 of 12]"),
+                    responses: [MockResponse(status: 503), MockResponse(status: 503), MockResponse(text: "step seven done")]),
+                MockRule(responses: [MockResponse(text: "done")])
+            ]))
         defer { stack.stop() }
         let (output, run) = try await stack.run(AgentLoop.self, "agent", .init(task: "plan a migration", steps: 12))
         #expect(output.steps.map(\.step) == Array(1...12))
@@ -173,7 +196,7 @@ struct PipelineTests {
         let stack = try await Self.stack(
             MockScenario(rules: [
                 MockRule(match: MockMatch(pathPrefix: "/local"), responses: [MockResponse(text: "gpu", delayMs: 400)]),
-                MockRule(responses: [MockResponse(text: "fast")]),
+                MockRule(responses: [MockResponse(text: "fast")])
             ]),
             providers: { mock in
                 var local = mock.provider("local", api: .openai, model: "qwen")
@@ -183,8 +206,9 @@ struct PipelineTests {
             },
             gpuConcurrency: 1)
         defer { stack.stop() }
-        _ = try await stack.client.startAndConfirm(try StartRequest(
-            GPUInference.self, id: "gpu-flood", input: .init(prompts: (1...6).map { "image \($0)" }, concurrency: 6)))
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                GPUInference.self, id: "gpu-flood", input: .init(prompts: (1...6).map { "image \($0)" }, concurrency: 6)))
         let (agent, _) = try await stack.run(AgentLoop.self, "llm-meanwhile", .init(task: "t", steps: 3))
         #expect(agent.steps.count == 3)
         let gpu = try await stack.client.waitForResult(workflowId: "gpu-flood", timeout: 60)

@@ -9,7 +9,8 @@ import Testing
 /// file the README shows.
 @Suite("the README's starter pipeline", .tags(.integration), .timeLimit(.minutes(2)))
 struct StarterTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     @Test func theReadmeShowsTheStarterFileVerbatim() throws {
         let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
@@ -19,16 +20,20 @@ struct StarterTests {
     }
 
     @Test func theStarterPipelineRuns() async throws {
-        let mock = try await MockProvider.start(MockScenario(rules: [
-            MockRule(match: MockMatch(promptContains: "server down"), responses: [MockResponse(text: "Urgent.")]),
-            MockRule(responses: [MockResponse(text: "Routine.")]),
-        ]))
+        let mock = try await MockProvider.start(
+            MockScenario(rules: [
+                MockRule(match: MockMatch(promptContains: "server down"), responses: [MockResponse(text: "Urgent.")]),
+                MockRule(responses: [MockResponse(text: "Routine.")])
+            ]))
         let llm = LLMConfiguration(providers: [mock.provider("primary", model: "m")])
         let stack = try LLMStack(mock: mock, llm: llm, workflows: Starter.workflows, activities: Starter.activities(llm: llm))
         defer { stack.stop() }
-        let (labels, run) = try await stack.run(TriageTickets.self, "triage", ["server down in eu-west", "typo on the pricing page"])
+        let (labels, run) = try await stack.run(
+            TriageTickets.self, "triage", ["server down in eu-west", "typo on the pricing page"])
         #expect(labels == ["server down in eu-west": "urgent", "typo on the pricing page": "routine"])
-        let pages = try stack.store().events(runId: run.runId).filter { $0.kind == .activityScheduled && $0.name == "page-on-call" }
+        let pages = try stack.store().events(runId: run.runId).filter {
+            $0.kind == .activityScheduled && $0.name == "page-on-call"
+        }
         #expect(pages.count == 1)
     }
 }

@@ -40,7 +40,10 @@ struct LLMCalls: Workflow {
         for prompt in input.prompts {
             do {
                 let answer = try await context.llm(LLMRequest(prompt: prompt, stream: input.stream ?? false), options: options)
-                calls.append(Call(prompt: prompt, text: answer.text, provider: answer.provider, calls: answer.callCount, usage: answer.usage))
+                calls.append(
+                    Call(
+                        prompt: prompt, text: answer.text, provider: answer.provider, calls: answer.callCount, usage: answer.usage
+                    ))
             } catch let error as ActivityFailedError {
                 calls.append(Call(prompt: prompt, error: error.cause.type, attempts: error.attempts))
             } catch let error as any KeelError {

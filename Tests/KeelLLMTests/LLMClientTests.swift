@@ -10,13 +10,17 @@ import Testing
 struct LLMClientTests {
     @Test(arguments: [LLMProviderConfiguration.API.anthropic, .openai], [false, true])
     func answersWithUsageAndCost(api: LLMProviderConfiguration.API, stream: Bool) async throws {
-        let mock = try await MockProvider.start(MockScenario(rules: [
-            MockRule(responses: [MockResponse(text: "the answer is 42", usage: MockUsage(inputTokens: 1000, outputTokens: 200))])
-        ]))
+        let mock = try await MockProvider.start(
+            MockScenario(rules: [
+                MockRule(responses: [
+                    MockResponse(text: "the answer is 42", usage: MockUsage(inputTokens: 1000, outputTokens: 200))
+                ])
+            ]))
         defer { mock.stop() }
-        let client = LLMClient(configuration: LLMConfiguration(
-            providers: [mock.provider("p", api: api, model: "m-1")],
-            prices: ["m-1": ModelPrice(inputPerMillion: 3, outputPerMillion: 15)]))
+        let client = LLMClient(
+            configuration: LLMConfiguration(
+                providers: [mock.provider("p", api: api, model: "m-1")],
+                prices: ["m-1": ModelPrice(inputPerMillion: 3, outputPerMillion: 15)]))
         let chunks = ChunkCounter()
         let answer = try await client.complete(LLMRequest(prompt: "question", system: "be brief", stream: stream)) { _, count in
             chunks.set(count)
@@ -48,7 +52,8 @@ struct LLMClientTests {
         }
         // Without the variable the call is not made at all, and the error names what to set.
         let unconfigured = LLMClient(
-            configuration: LLMConfiguration(providers: [mock.provider("p", model: "m", apiKeyEnv: "TEST_LLM_KEY")]), environment: [:])
+            configuration: LLMConfiguration(providers: [mock.provider("p", model: "m", apiKeyEnv: "TEST_LLM_KEY")]),
+            environment: [:])
         do {
             _ = try await unconfigured.complete(LLMRequest(prompt: "hi"))
             Issue.record("a missing key must fail")
@@ -70,12 +75,14 @@ struct LLMClientTests {
     }
 
     @Test func rateLimitCarriesRetryAfterAndTheNextProviderIsTried() async throws {
-        let mock = try await MockProvider.start(MockScenario(rules: [
-            MockRule(match: MockMatch(model: "a"), responses: [MockResponse(status: 429, headers: ["Retry-After": "7"])]),
-            MockRule(match: MockMatch(model: "b"), responses: [MockResponse(status: 529)]),
-        ]))
+        let mock = try await MockProvider.start(
+            MockScenario(rules: [
+                MockRule(match: MockMatch(model: "a"), responses: [MockResponse(status: 429, headers: ["Retry-After": "7"])]),
+                MockRule(match: MockMatch(model: "b"), responses: [MockResponse(status: 529)])
+            ]))
         defer { mock.stop() }
-        let client = LLMClient(configuration: LLMConfiguration(providers: [mock.provider("a", model: "a"), mock.provider("b", model: "b")]))
+        let client = LLMClient(
+            configuration: LLMConfiguration(providers: [mock.provider("a", model: "a"), mock.provider("b", model: "b")]))
         do {
             _ = try await client.complete(LLMRequest(prompt: "hi"))
             Issue.record("both providers fail")
@@ -93,7 +100,8 @@ struct LLMClientTests {
         let scenario = #"{"rules":[{"match":{"promptContains":"x"},"responses":[{"status":503}]}]}"#
         let (set, _) = try await http.send(HTTPRequest(url: mock.baseURL + "/_mock/scenario", body: Data(scenario.utf8)))
         #expect(set.status == 200)
-        let (bad, body) = try await http.send(HTTPRequest(url: mock.baseURL + "/_mock/scenario", body: Data(#"{"rules":[{"responses":[]}]}"#.utf8)))
+        let (bad, body) = try await http.send(
+            HTTPRequest(url: mock.baseURL + "/_mock/scenario", body: Data(#"{"rules":[{"responses":[]}]}"#.utf8)))
         #expect(bad.status == 400)
         #expect(String(decoding: body, as: UTF8.self).contains("rule 0 has no responses"))
         let client = LLMClient(configuration: LLMConfiguration(providers: [mock.provider("p", model: "m")]))
@@ -124,15 +132,18 @@ struct LLMCommandTests {
         let mock = try KeelProcess(["mock-llm", "--port", "0", "--scenario", scenario.path], environment: [:], log: log)
         defer { mock.terminate() }
         var port: Int?
-        #expect(await eventually(20) {
-            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            port = text.split(separator: "\n").first { $0.hasPrefix("keel mock-llm listening on") }
-                .flatMap { $0.split(separator: ":").last.flatMap { Int($0) } }
-            return port != nil
-        })
-        let client = LLMClient(configuration: LLMConfiguration(providers: [
-            LLMProviderConfiguration(name: "mock", api: .anthropic, baseURL: "http://127.0.0.1:\(try #require(port))", model: "m")
-        ]))
+        #expect(
+            await eventually(20) {
+                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                port = text.split(separator: "\n").first { $0.hasPrefix("keel mock-llm listening on") }
+                    .flatMap { $0.split(separator: ":").last.flatMap { Int($0) } }
+                return port != nil
+            })
+        let client = LLMClient(
+            configuration: LLMConfiguration(providers: [
+                LLMProviderConfiguration(
+                    name: "mock", api: .anthropic, baseURL: "http://127.0.0.1:\(try #require(port))", model: "m")
+            ]))
         do {
             _ = try await client.complete(LLMRequest(prompt: "hi"))
             Issue.record("the scenario answers 429")
@@ -143,7 +154,9 @@ struct LLMCommandTests {
 
         let broken = directory.appendingPathComponent("broken.json")
         try Data(#"{"rules":[{"responses":[{"status":1000}]}]}"#.utf8).write(to: broken)
-        let refused = try KeelProcess(["mock-llm", "--port", "0", "--scenario", broken.path], environment: [:], log: directory.appendingPathComponent("broken.log"))
+        let refused = try KeelProcess(
+            ["mock-llm", "--port", "0", "--scenario", broken.path], environment: [:],
+            log: directory.appendingPathComponent("broken.log"))
         #expect(await eventually(20) { !refused.exists || !refused.process.isRunning })
         let output = try String(contentsOf: directory.appendingPathComponent("broken.log"), encoding: .utf8)
         #expect(output.contains("rule 0 response 0: status 1000 is not an HTTP status"), "\(output)")

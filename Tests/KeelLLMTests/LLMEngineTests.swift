@@ -25,11 +25,12 @@ struct LLMEngineTests {
             MockScenario(rules: [
                 MockRule(match: MockMatch(promptContains: "doc-400"), responses: [MockResponse(status: 400)]),
                 MockRule(match: MockMatch(promptContains: "doc-401"), responses: [MockResponse(status: 401)]),
-                MockRule(match: MockMatch(promptContains: "doc-422"), responses: [MockResponse(status: 422)]),
+                MockRule(match: MockMatch(promptContains: "doc-422"), responses: [MockResponse(status: 422)])
             ]),
             providers: [("primary", "model-a"), ("secondary", "model-b")])
         defer { stack.stop() }
-        let (output, _) = try await stack.run(LLMCalls.self, "client-errors", .init(prompts: ["doc-400", "doc-401", "doc-422"], maximumAttempts: 5))
+        let (output, _) = try await stack.run(
+            LLMCalls.self, "client-errors", .init(prompts: ["doc-400", "doc-401", "doc-422"], maximumAttempts: 5))
         #expect(output.calls.map(\.error) == ["LLMBadRequest", "LLMAuthenticationFailed", "LLMContentPolicy"])
         #expect(output.calls.map(\.attempts) == [1, 1, 1])
         // One call per activity: neither retried nor failed over to the secondary.
@@ -39,9 +40,12 @@ struct LLMEngineTests {
     }
 
     @Test func rateLimitWaitsForRetryAfter() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(responses: [MockResponse(status: 429, headers: ["Retry-After": "2"]), MockResponse(status: 200, text: "done")])
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(responses: [
+                    MockResponse(status: 429, headers: ["Retry-After": "2"]), MockResponse(status: 200, text: "done")
+                ])
+            ]))
         defer { stack.stop() }
         let (output, _) = try await stack.run(LLMCalls.self, "rate-limited", .init(prompts: ["summarise"]))
         #expect(output.calls.first?.text == "done")
@@ -86,9 +90,12 @@ struct LLMEngineTests {
         #expect(breakers.first?.state == .open)
         let shown = try await stack.keel(["breakers"])
         #expect(shown.status == 0)
-        #expect(shown.output.split(separator: "\n").contains { $0.hasPrefix("primary") && $0.contains(" open ") }, "\(shown.output)")
+        #expect(
+            shown.output.split(separator: "\n").contains { $0.hasPrefix("primary") && $0.contains(" open ") }, "\(shown.output)")
         // The decisions are in history: markers that replay reads instead of the live breakers.
-        let markers = try stack.store().events(runId: run.runId).filter { $0.kind == .markerRecorded && $0.name == "circuitBreakers" }
+        let markers = try stack.store().events(runId: run.runId).filter {
+            $0.kind == .markerRecorded && $0.name == "circuitBreakers"
+        }
         #expect(markers.count == 10)
         #expect(try markers.last?.payload?.decode(CircuitGate.self) == CircuitGate(providers: ["primary"], decisions: [.reject]))
         // Replay elsewhere (no breakers, no provider configuration) takes the same path.
@@ -102,10 +109,12 @@ struct LLMEngineTests {
     @Test func cutStreamIsRetriedAndItsPartialUsageCounts() async throws {
         let text = (1...40).map { "word\($0)" }.joined(separator: " ")
         let stack = try await Self.stack(
-            MockScenario(rules: [MockRule(responses: [
-                MockResponse(text: text, cutAfterChunks: 10, usage: MockUsage(inputTokens: 500)),
-                MockResponse(text: text, usage: MockUsage(inputTokens: 500, outputTokens: 60)),
-            ])]),
+            MockScenario(rules: [
+                MockRule(responses: [
+                    MockResponse(text: text, cutAfterChunks: 10, usage: MockUsage(inputTokens: 500)),
+                    MockResponse(text: text, usage: MockUsage(inputTokens: 500, outputTokens: 60))
+                ])
+            ]),
             prices: ["model-a": ModelPrice(inputPerMillion: 3, outputPerMillion: 15)])
         defer { stack.stop() }
         let (output, run) = try await stack.run(LLMCalls.self, "cut-stream", .init(prompts: ["stream it"], stream: true))
@@ -125,10 +134,13 @@ struct LLMEngineTests {
     }
 
     @Test func hungStreamIsCaughtByTheHeartbeatTimeout() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [MockRule(responses: [
-            MockResponse(text: "a b c d e f", stallAfterChunks: 1),
-            MockResponse(text: "answered"),
-        ])]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(responses: [
+                    MockResponse(text: "a b c d e f", stallAfterChunks: 1),
+                    MockResponse(text: "answered")
+                ])
+            ]))
         defer { stack.stop() }
         let started = Date()
         let (output, run) = try await stack.run(
@@ -140,9 +152,10 @@ struct LLMEngineTests {
     }
 
     @Test func budgetStopsDispatchOnceSpent() async throws {
-        let stack = try await Self.stack(MockScenario(rules: [
-            MockRule(responses: [MockResponse(text: "ok", usage: MockUsage(inputTokens: 3000, outputTokens: 1000))])
-        ]))
+        let stack = try await Self.stack(
+            MockScenario(rules: [
+                MockRule(responses: [MockResponse(text: "ok", usage: MockUsage(inputTokens: 3000, outputTokens: 1000))])
+            ]))
         defer { stack.stop() }
         let (output, run) = try await stack.run(
             LLMCalls.self, "budget", .init(prompts: (1...5).map { "chunk \($0)" }), budget: SpendLimit(maxTokens: 10_000))

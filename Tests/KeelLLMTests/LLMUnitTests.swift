@@ -12,18 +12,22 @@ struct LLMUnitTests {
         (401, "", .authenticationFailed), (403, "", .permissionDenied), (404, "", .modelNotFound),
         (408, "", .timeout), (413, "", .requestTooLarge), (422, "", .contentPolicy), (429, "", .rateLimited),
         (500, "", .serverError), (502, "", .serverError), (503, "", .unavailable), (504, "", .serverError),
-        (529, "", .overloaded), (500, "{\"error\":{\"type\":\"overloaded_error\"}}", .overloaded),
+        (529, "", .overloaded), (500, "{\"error\":{\"type\":\"overloaded_error\"}}", .overloaded)
     ])
     func statusesMapToStableTypes(status: Int, body: String, kind: LLMErrorKind) {
         #expect(LLMErrorClassifier.kind(status: status, body: body) == kind)
     }
 
     @Test func clientErrorsAreNeverRetriedAndServerErrorsAre() {
-        for kind in [LLMErrorKind.badRequest, .authenticationFailed, .permissionDenied, .modelNotFound, .requestTooLarge,
-                     .contextLengthExceeded, .contentPolicy] {
+        for kind in [
+            LLMErrorKind.badRequest, .authenticationFailed, .permissionDenied, .modelNotFound, .requestTooLarge,
+            .contextLengthExceeded, .contentPolicy
+        ] {
             #expect(!kind.isRetryable, "\(kind)")
         }
-        for kind in [LLMErrorKind.rateLimited, .serverError, .unavailable, .overloaded, .timeout, .connectionFailed, .streamInterrupted] {
+        for kind in [
+            LLMErrorKind.rateLimited, .serverError, .unavailable, .overloaded, .timeout, .connectionFailed, .streamInterrupted
+        ] {
             #expect(kind.isRetryable, "\(kind)")
         }
         // The recommended policy lists exactly the non-retryable kinds (and the budget stop).
@@ -43,17 +47,19 @@ struct LLMUnitTests {
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
         let date = formatter.string(from: now.addingTimeInterval(30))
         #expect(LLMErrorClassifier.retryAfter(["retry-after": date], now: now) == 30)
-        #expect(LLMErrorClassifier.retryAfter(["retry-after": formatter.string(from: now.addingTimeInterval(-30))], now: now) == 0)
+        #expect(
+            LLMErrorClassifier.retryAfter(["retry-after": formatter.string(from: now.addingTimeInterval(-30))], now: now) == 0)
         #expect(LLMErrorClassifier.retryAfter(["retry-after": "soon"], now: now) == nil)
         #expect(LLMErrorClassifier.retryAfter([:], now: now) == nil)
     }
 
     @Test func serverSentEventsSurviveAnyChunking() {
-        let stream = "event: message_start\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n"
+        let stream =
+            "event: message_start\r\ndata: {\"a\":1}\r\n\r\n: keep-alive\n\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n"
         let expected = [
             ServerSentEvent(event: "message_start", data: "{\"a\":1}"),
             ServerSentEvent(event: nil, data: "line one\nline two"),
-            ServerSentEvent(event: nil, data: "[DONE]"),
+            ServerSentEvent(event: nil, data: "[DONE]")
         ]
         let bytes = Array(stream.utf8)
         for size in [1, 2, 3, 7, bytes.count] {
@@ -90,11 +96,20 @@ struct LLMUnitTests {
         #expect(configuration.circuitBreakerPolicy == CircuitBreakerPolicy(failureThreshold: 4, cooldown: .seconds(10)))
 
         func message(_ text: String) -> String {
-            do { _ = try LLMConfiguration.parse(text, source: "keel.yaml"); return "" } catch { return "\(error)" }
+            do {
+                _ = try LLMConfiguration.parse(text, source: "keel.yaml")
+                return ""
+            } catch { return "\(error)" }
         }
-        #expect(message("llm:\n  providers:\n    - name: a\n      api: anthropic\n      baseURL: https://x\n").contains("missing `model` at .llm.providers[0]"))
-        #expect(message("llm:\n  providers:\n    - {name: a, api: anthropic, baseURL: 'ftp://x', model: m}\n").contains("baseURL 'ftp://x' is not an http(s) URL"))
-        #expect(message("llm:\n  providers:\n    - {name: a, api: gemini, baseURL: 'https://x', model: m}\n").contains(".llm.providers[0].api"))
+        #expect(
+            message("llm:\n  providers:\n    - name: a\n      api: anthropic\n      baseURL: https://x\n").contains(
+                "missing `model` at .llm.providers[0]"))
+        #expect(
+            message("llm:\n  providers:\n    - {name: a, api: anthropic, baseURL: 'ftp://x', model: m}\n").contains(
+                "baseURL 'ftp://x' is not an http(s) URL"))
+        #expect(
+            message("llm:\n  providers:\n    - {name: a, api: gemini, baseURL: 'https://x', model: m}\n").contains(
+                ".llm.providers[0].api"))
         #expect(message("other: 1\n") == "keel.yaml: no `llm:` section")
 
         let fromEnvironment = try LLMConfiguration.resolve(
@@ -123,9 +138,11 @@ struct LLMUnitTests {
         #expect(breakers.admit("other") == .allow)
 
         // Bad requests and rate limits say nothing about the provider's health.
-        let tries = Payload(data: Data(#"{"tries":[{"provider":"q","ok":false,"providerFault":false},{"provider":"q","ok":false}]}"#.utf8))
-        let event = HistoryEvent(id: 1, time: start, kind: .activityFailed, ref: 1, attempt: 1,
-                                 failure: Failure(type: "LLMBadRequest", message: "", details: tries))
+        let tries = Payload(
+            data: Data(#"{"tries":[{"provider":"q","ok":false,"providerFault":false},{"provider":"q","ok":false}]}"#.utf8))
+        let event = HistoryEvent(
+            id: 1, time: start, kind: .activityFailed, ref: 1, attempt: 1,
+            failure: Failure(type: "LLMBadRequest", message: "", details: tries))
         for _ in 1...2 { breakers.observe(event, now: start) }
         #expect(breakers.snapshots().first { $0.provider == "q" }?.consecutiveFailures == 2, "only the faults count")
     }

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Limits the broker imposes: `consumer_timeout` and resource alarms. This suite's broker
 /// (on a free port) has the consumer timeout lowered to 2 s.
@@ -47,9 +47,10 @@ struct BrokerLimitTests {
         defer { deployment.stopAll() }
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 1)
-        try await deployment.client.start(StartRequest(
-            workflowType: "bench-steps", workflowId: "long-gpu-job",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 4 * Self.timeoutMilliseconds), field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "long-gpu-job",
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 4 * Self.timeoutMilliseconds), field: "input")))
         let run = try await deployment.client.waitForResult(workflowId: "long-gpu-job", timeout: 60)
         #expect(run.status == .completed, "\(run.failure?.description ?? "")")
         #expect(deployment.executions.map(\.attempt) == [1], "no redelivery, no second execution")

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Restarts RabbitMQ under running coordinator and workers. Uses a broker of its own (on a free port)
 /// so the other tests' broker stays up.
@@ -20,9 +20,10 @@ struct BrokerRestartTests {
         try deployment.startWorker(concurrency: 4)
         let ids = (1...6).map { "restart-\($0)" }
         for id in ids {
-            try await deployment.client.start(StartRequest(
-                workflowType: "bench-steps", workflowId: id,
-                input: Payload(encoding: StepsInput(steps: 40, milliseconds: 300), field: "input"), requestId: id))
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 40, milliseconds: 300), field: "input"), requestId: id))
         }
         #expect(await eventually(30) { deployment.executions.count >= 6 }, "the run got going")
         try await offPool { try Self.rabbitmq("stop") }

@@ -9,7 +9,8 @@ import Testing
 struct ClaimTests {
     /// Worker `worker`'s claim (one claim per worker here: its id is the worker's name).
     private func claim(_ task: ActivityTask, by worker: String) -> Coordinator.WorkerReport {
-        .claim(ActivityClaim(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: worker, claimId: worker))
+        .claim(
+            ActivityClaim(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: worker, claimId: worker))
     }
 
     /// A started one-activity run whose task was taken off the queue, then found in the outbox
@@ -41,14 +42,17 @@ struct ClaimTests {
 
     @Test func aClaimAfterTheOriginalStartedIsRefused() async throws {
         let (engine, original, copy) = try await republished()
-        try await engine.coordinator.activityStarted(ActivityStarted(
-            runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", time: Date()))
+        try await engine.coordinator.activityStarted(
+            ActivityStarted(
+                runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", time: Date()))
         #expect(try await engine.coordinator.commit([claim(copy, by: "b")]).applied == [false])
         // Refused to the worker that runs the other copy too: its claim is not what started it.
         #expect(try await engine.coordinator.commit([claim(copy, by: "a")]).applied == [false])
         // The original's result completes the activity; a claim for the ended attempt is refused too.
-        try await engine.coordinator.activityResult(ActivityResult(
-            runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", outcome: .completed(try Payload(encoding: "done", field: "result"))))
+        try await engine.coordinator.activityResult(
+            ActivityResult(
+                runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a",
+                outcome: .completed(try Payload(encoding: "done", field: "result"))))
         #expect(try await engine.coordinator.commit([claim(copy, by: "c")]).applied == [false])
     }
 }

@@ -16,12 +16,16 @@ struct ConsoleTests {
         var text: String { String(decoding: body, as: UTF8.self) }
     }
 
-    static func call(_ port: String, _ path: String, method: String = "GET", token: String? = nil, body: String? = nil) async throws -> Answer {
+    static func call(
+        _ port: String, _ path: String, method: String = "GET", token: String? = nil, body: String? = nil
+    ) async throws -> Answer {
         var headers: [(name: String, value: String)] = []
         if let token { headers.append(("Authorization", "Bearer \(token)")) }
         if body != nil { headers.append(("Content-Type", "application/json")) }
-        let (head, data) = try await CurlHTTPClient().send(HTTPRequest(
-            url: "http://127.0.0.1:\(port)\(path)", method: method, headers: headers, body: Data((body ?? "").utf8), timeout: 30))
+        let (head, data) = try await CurlHTTPClient().send(
+            HTTPRequest(
+                url: "http://127.0.0.1:\(port)\(path)", method: method, headers: headers, body: Data((body ?? "").utf8),
+                timeout: 30))
         return Answer(status: head.status, body: data)
     }
 
@@ -35,8 +39,10 @@ struct ConsoleTests {
         defer { try? FileManager.default.removeItem(at: profile) }
         let (status, output) = try await runToEnd(
             URL(fileURLWithPath: "/usr/bin/env"),
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile.path)",
-             "--virtual-time-budget=8000", "--dump-dom", url],
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile.path)",
+                "--virtual-time-budget=8000", "--dump-dom", url
+            ],
             environment: [:])
         #expect(status == 0, "\(output.suffix(2000))")
         return output
@@ -49,23 +55,27 @@ struct ConsoleTests {
         let port = freeLocalPort()
         try deployment.startCoordinator(["--http-port", port])
         try deployment.startWorker(concurrency: 2)
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "bench-steps", workflowId: "console-ok", input: try Payload(encoding: ["steps": 2, "milliseconds": 20], field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "console-ok",
+                input: try Payload(encoding: ["steps": 2, "milliseconds": 20], field: "input")))
         // Each attempt outlives its start-to-close timeout: two timeouts, then it parks.
         let slow = JSONValue.object([
             "activityType": .string("sleep"), "input": .object(["step": .number(1), "milliseconds": .number(3000)]),
-            "startToCloseSeconds": .number(0.3), "maximumAttempts": .number(2), "park": .bool(true),
+            "startToCloseSeconds": .number(0.3), "maximumAttempts": .number(2), "park": .bool(true)
         ])
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "call-activity", workflowId: "console-slow", input: try Payload(encoding: slow, field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "call-activity", workflowId: "console-slow", input: try Payload(encoding: slow, field: "input")))
         #expect(try await deployment.client.waitForResult(workflowId: "console-ok", timeout: 30).status == .completed)
 
         // Lists and filters.
         var parked = Answer(status: 0, body: Data())
-        #expect(try await eventually(20) {
-            parked = try await Self.call(port, "/api/runs?status=parked")
-            return Self.workflowIds(parked) == ["console-slow"]
-        }, "\(parked.text)")
+        #expect(
+            try await eventually(20) {
+                parked = try await Self.call(port, "/api/runs?status=parked")
+                return Self.workflowIds(parked) == ["console-slow"]
+            }, "\(parked.text)")
         let all = try await Self.call(port, "/api/runs")
         #expect(all.status == 200)
         #expect(Set(Self.workflowIds(all)) == ["console-ok", "console-slow"])
@@ -84,7 +94,8 @@ struct ConsoleTests {
         let attempts = try #require(detail.json["attempts"] as? [[String: Any]])
         #expect(attempts.map { $0["outcome"] as? String } == ["timedOut", "parked"], "\(detail.text)")
         #expect(attempts.map { $0["attempt"] as? Int } == [1, 2])
-        #expect(attempts.allSatisfy { ($0["worker"] as? String)?.isEmpty == false && $0["startedAt"] != nil && $0["endedAt"] != nil })
+        #expect(
+            attempts.allSatisfy { ($0["worker"] as? String)?.isEmpty == false && $0["startedAt"] != nil && $0["endedAt"] != nil })
         #expect((detail.json["traceId"] as? String)?.count == 32)
         #expect(try await Self.call(port, "/api/runs/no-such-run").status == 404)
 
@@ -96,11 +107,15 @@ struct ConsoleTests {
         // Entry ids hold slashes (`<run id>/<activity id>/<attempt>`): one path segment, encoded.
         let itemPath = "/api/dlq/" + (itemId.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? itemId)
         var queues = Answer(status: 0, body: Data())
-        #expect(try await eventually(10) {
-            queues = try await Self.call(port, "/api/queues")
-            let all = (queues.json["queues"] as? [[String: Any]]) ?? []
-            return all.contains { $0["taskQueue"] as? String == "default" && $0["consumers"] as? Int == 1 && ($0["dispatched"] as? Int ?? 0) >= 4 }
-        }, "\(queues.text)")
+        #expect(
+            try await eventually(10) {
+                queues = try await Self.call(port, "/api/queues")
+                let all = (queues.json["queues"] as? [[String: Any]]) ?? []
+                return all.contains {
+                    $0["taskQueue"] as? String == "default" && $0["consumers"] as? Int == 1
+                        && ($0["dispatched"] as? Int ?? 0) >= 4
+                }
+            }, "\(queues.text)")
         let breakers = try await Self.call(port, "/api/breakers")
         #expect(breakers.status == 200 && breakers.json["breakers"] is [Any])
 
@@ -124,7 +139,9 @@ struct ConsoleTests {
         #expect(anonymous.status == 401)
         #expect(try await Self.call(port, itemPath + "/discard", method: "POST", token: "wrong").status == 401)
         #expect(try await Self.call(port, "/api/runs/console-ok/cancel", method: "POST").status == 401)
-        #expect(try await deployment.client.describe(workflowId: "console-slow").status == .running, "nothing happened without the token")
+        #expect(
+            try await deployment.client.describe(workflowId: "console-slow").status == .running,
+            "nothing happened without the token")
         let discarded = try await Self.call(port, itemPath + "/discard", method: "POST", token: Self.token)
         #expect(discarded.status == 200, "\(discarded.text)")
         #expect(discarded.json["done"] as? Bool == true)
@@ -134,7 +151,8 @@ struct ConsoleTests {
         #expect(again.status == 409)
         #expect((again.json["detail"] as? String)?.contains("no such entry") == true)
         // A signal needs a name and JSON; a signal to a closed run is the coordinator's business.
-        let nameless = try await Self.call(port, "/api/runs/console-ok/signal", method: "POST", token: Self.token, body: #"{"name": ""}"#)
+        let nameless = try await Self.call(
+            port, "/api/runs/console-ok/signal", method: "POST", token: Self.token, body: #"{"name": ""}"#)
         #expect(nameless.status == 400)
         let garbled = try await Self.call(port, "/api/runs/console-ok/signal", method: "POST", token: Self.token, body: "{name")
         #expect(garbled.status == 400)
@@ -148,26 +166,33 @@ struct ConsoleTests {
         try deployment.startCoordinator(["--http-port", port])
         // No llm worker: the run waits on its summary, open for queries, signals and a cancel.
         let input = JSONValue.object(["text": .string("A short text."), "approvalTimeoutSeconds": .number(60)])
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "summary-approval", workflowId: "console-approval", input: try Payload(encoding: input, field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "summary-approval", workflowId: "console-approval",
+                input: try Payload(encoding: input, field: "input")))
         var status = Answer(status: 0, body: Data())
-        #expect(try await eventually(20) {
-            status = try await Self.call(port, "/api/runs/console-approval/query/status")
-            return status.status == 200
-        }, "\(status.text)")
+        #expect(
+            try await eventually(20) {
+                status = try await Self.call(port, "/api/runs/console-approval/query/status")
+                return status.status == 200
+            }, "\(status.text)")
         #expect(status.json["result"] != nil)
         #expect(try await Self.call(port, "/api/runs/console-approval/query/status?argument=%7Bnot-json").status == 400)
         let unknown = try await Self.call(port, "/api/runs/console-approval/query/no-such-query")
         #expect(unknown.status == 422)
         #expect(unknown.json["type"] as? String == "QueryFailed", "\(unknown.text)")
         let signalled = try await Self.call(
-            port, "/api/runs/console-approval/signal", method: "POST", token: Self.token, body: #"{"name": "approve", "input": {"approver": "ops"}}"#)
+            port, "/api/runs/console-approval/signal", method: "POST", token: Self.token,
+            body: #"{"name": "approve", "input": {"approver": "ops"}}"#)
         #expect(signalled.status == 200, "\(signalled.text)")
-        #expect(try await eventually(10) {
-            let events = (try await Self.call(port, "/api/runs/console-approval").json["events"] as? [[String: Any]]) ?? []
-            return events.contains { $0["kind"] as? String == "signalReceived" && $0["name"] as? String == "approve" }
-        })
-        #expect(try await Self.call(port, "/api/runs/nobody/signal", method: "POST", token: Self.token, body: #"{"name": "approve"}"#).status == 404)
+        #expect(
+            try await eventually(10) {
+                let events = (try await Self.call(port, "/api/runs/console-approval").json["events"] as? [[String: Any]]) ?? []
+                return events.contains { $0["kind"] as? String == "signalReceived" && $0["name"] as? String == "approve" }
+            })
+        #expect(
+            try await Self.call(port, "/api/runs/nobody/signal", method: "POST", token: Self.token, body: #"{"name": "approve"}"#)
+                .status == 404)
         let cancelled = try await Self.call(port, "/api/runs/console-approval/cancel", method: "POST", token: Self.token)
         #expect(cancelled.status == 200, "\(cancelled.text)")
         #expect(try await deployment.client.waitForResult(workflowId: "console-approval", timeout: 30).status == .cancelled)
@@ -184,10 +209,11 @@ struct ConsoleTests {
         deployment.extraEnvironment = ["KEEL_API_TOKEN": Self.token]
         try deployment.startCoordinator(["--http-host", "0.0.0.0", "--http-port", port])
         var anonymous = Answer(status: 0, body: Data())
-        #expect(try await eventually(20) {
-            anonymous = (try? await Self.call(port, "/api/runs")) ?? anonymous
-            return anonymous.status != 0
-        })
+        #expect(
+            try await eventually(20) {
+                anonymous = (try? await Self.call(port, "/api/runs")) ?? anonymous
+                return anonymous.status != 0
+            })
         #expect(anonymous.status == 401)
         #expect(try await Self.call(port, "/metrics").status == 401)
         #expect(try await Self.call(port, "/api/runs", token: Self.token).status == 200)

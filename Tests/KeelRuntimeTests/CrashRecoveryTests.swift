@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Crashes the coordinator after every event position of a scenario and proves that the
 /// restarted coordinator finishes the run with the same result and without running any
@@ -96,29 +96,33 @@ struct CrashRecoveryTests {
 
     @Test func twelveStepsWithStepSevenFailingTwice() async throws {
         let steps = (1...12).map { (step: Int) -> String in "\"step-\(step)\"" }.joined(separator: ",")
-        try await Self.sweep(Scenario(
-            request: try StartRequest(TwelveSteps.self, id: "twelve", input: 12, requestId: "req-twelve"),
-            expectedResult: "[\(steps)]", expectedExecutions: 14))
+        try await Self.sweep(
+            Scenario(
+                request: try StartRequest(TwelveSteps.self, id: "twelve", input: 12, requestId: "req-twelve"),
+                expectedResult: "[\(steps)]", expectedExecutions: 14))
     }
 
     @Test func parallelBranches() async throws {
-        try await Self.sweep(Scenario(
-            request: try StartRequest(FanOut.self, id: "fan", input: 4, requestId: "req-fan"),
-            expectedResult: #"["step-100","step-200","step-1","step-2","step-3","step-4"]"#,
-            expectedExecutions: 7))
+        try await Self.sweep(
+            Scenario(
+                request: try StartRequest(FanOut.self, id: "fan", input: 4, requestId: "req-fan"),
+                expectedResult: #"["step-100","step-200","step-1","step-2","step-3","step-4"]"#,
+                expectedExecutions: 7))
     }
 
     @Test func timersAndSignalsArrivingDuringDowntime() async throws {
-        try await Self.sweep(Scenario(
-            request: try StartRequest(SleepThenApprove.self, id: "approve", input: "doc", requestId: "req-approve"),
-            signals: [("approve", "ana")], signalAtStatus: "awaiting approval",
-            expectedResult: #""doc:step-1:step-2:ana""#, expectedExecutions: 2))
+        try await Self.sweep(
+            Scenario(
+                request: try StartRequest(SleepThenApprove.self, id: "approve", input: "doc", requestId: "req-approve"),
+                signals: [("approve", "ana")], signalAtStatus: "awaiting approval",
+                expectedResult: #""doc:step-1:step-2:ana""#, expectedExecutions: 2))
     }
 
     @Test func continueAsNew() async throws {
-        try await Self.sweep(Scenario(
-            request: try StartRequest(CountWithContinueAsNew.self, id: "count", input: 1, requestId: "req-count"),
-            expectedResult: "3", expectedExecutions: 3))
+        try await Self.sweep(
+            Scenario(
+                request: try StartRequest(CountWithContinueAsNew.self, id: "count", input: 1, requestId: "req-count"),
+                expectedResult: "3", expectedExecutions: 3))
     }
 }
 

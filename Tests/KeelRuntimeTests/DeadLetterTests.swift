@@ -1,8 +1,8 @@
 import Foundation
-import Synchronization
-import Testing
 import Keel
 import KeelTestKit
+import Synchronization
+import Testing
 
 /// An activity that fails (non-retryably) while the switch is off.
 struct Flaky: Activity {
@@ -32,25 +32,28 @@ struct DeadLetterTests {
         // Each attempt sleeps past its start-to-close timeout: two attempts, then the workflow fails.
         let slow = JSONValue.object([
             "activityType": .string("sleep"), "input": .object(["step": .integer(1), "milliseconds": .integer(5000)]),
-            "startToCloseSeconds": .number(0.5), "maximumAttempts": .integer(2),
+            "startToCloseSeconds": .number(0.5), "maximumAttempts": .integer(2)
         ])
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "call-activity", workflowId: "too-slow", input: Payload(encoding: slow, field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "call-activity", workflowId: "too-slow", input: Payload(encoding: slow, field: "input")))
         let failed = try await deployment.client.waitForResult(workflowId: "too-slow", timeout: 30)
         #expect(failed.status == .failed)
 
         // A job nobody can read.
         let connection = try AMQPConnection(url: deployment.url)
-        try connection.publish(AMQPMessage(
-            exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{not json".utf8),
-            type: "start", messageId: "garbled-1"))
+        try connection.publish(
+            AMQPMessage(
+                exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{not json".utf8),
+                type: "start", messageId: "garbled-1"))
         connection.close()
 
         var items: [DeadLetterItem] = []
-        #expect(try await eventually(10) {
-            items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
-            return items.count == 2
-        })
+        #expect(
+            try await eventually(10) {
+                items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
+                return items.count == 2
+            })
         let listed = try await deployment.keel(["dlq", "list", "--json"])
         #expect(listed.status == 0, "\(listed.output)")
         let decoder = JSONDecoder()
@@ -98,7 +101,8 @@ struct DeadLetterTests {
         let flaky = Flaky.Switch()
         var activities = ActivityRegistry()
         activities.register(Flaky(state: flaky))
-        var configuration = WorkerService.Configuration(url: deployment.url, taskQueue: "flaky", concurrency: 2, identity: "test-worker")
+        var configuration = WorkerService.Configuration(
+            url: deployment.url, taskQueue: "flaky", concurrency: 2, identity: "test-worker")
         configuration.topology = deployment.topology
         configuration.executionLog = nil
         let worker = WorkerService(configuration: configuration, activities: activities)
@@ -108,15 +112,20 @@ struct DeadLetterTests {
 
         func start(_ id: String) async throws {
             let input = JSONValue.object([
-                "activityType": .string("flaky"), "taskQueue": .string("flaky"), "input": .string(id), "park": .bool(true),
+                "activityType": .string("flaky"), "taskQueue": .string("flaky"), "input": .string(id), "park": .bool(true)
             ])
-            _ = try await deployment.client.startAndConfirm(StartRequest(
-                workflowType: "call-activity", workflowId: id, input: try Payload(encoding: input, field: "input")))
+            _ = try await deployment.client.startAndConfirm(
+                StartRequest(
+                    workflowType: "call-activity", workflowId: id, input: try Payload(encoding: input, field: "input")))
         }
         try await start("parked-1")
         try await start("parked-2")
         var items: [DeadLetterItem] = []
-        #expect(try await eventually(15) { items = try queue.list(); return items.count == 2 })
+        #expect(
+            try await eventually(15) {
+                items = try queue.list()
+                return items.count == 2
+            })
         #expect(items.allSatisfy { $0.entry?.parked == true && $0.entry?.failure.type == "NotYet" })
         #expect(flaky.executions.withLock { $0 } == 2, "non-retryable: one attempt each")
         // Parked, not failed: the workflows wait.

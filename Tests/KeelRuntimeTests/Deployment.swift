@@ -25,8 +25,10 @@ final class Deployment: @unchecked Sendable {
     var extraEnvironment: [String: String] = [:]
 
     var environment: [String: String] {
-        extraEnvironment.merging(["KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
-         "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace]) { $1 }
+        extraEnvironment.merging([
+            "KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
+            "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace
+        ]) { $1 }
     }
 
     func startCoordinator(_ arguments: [String] = []) throws {
@@ -63,7 +65,7 @@ final class Deployment: @unchecked Sendable {
         }
         let (client, topology, url) = (self.client, self.topology, self.url)
         Thread.detachNewThread {
-            processes.forEach { $0.terminate() }
+            for process in processes { process.terminate() }
             client.close()
             topology.remove(from: url, taskQueues: ["python", "orphan"])
         }
@@ -91,14 +93,18 @@ extension Deployment {
         let run = try #require(try store.latestRun(workflowId: workflowId))
         let activity = try #require(try store.activities(runId: run.runId).first)
         var batch = StoreBatch()
-        batch.outbox = [ActivityTask(
-            workflowId: run.workflowId, runId: run.runId, workflowType: run.workflowType, activityId: activity.activityId,
-            activityType: activity.activityType, attempt: activity.attempt, input: activity.input, taskQueue: taskQueue,
-            scheduledAt: activity.scheduledAt, attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: nil,
-            scheduleToCloseTimeout: nil, heartbeatTimeout: nil, heartbeatDetails: nil)]
+        batch.outbox = [
+            ActivityTask(
+                workflowId: run.workflowId, runId: run.runId, workflowType: run.workflowType, activityId: activity.activityId,
+                activityType: activity.activityType, attempt: activity.attempt, input: activity.input, taskQueue: taskQueue,
+                scheduledAt: activity.scheduledAt, attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: nil,
+                scheduleToCloseTimeout: nil, heartbeatTimeout: nil, heartbeatDetails: nil)
+        ]
         try store.commit(batch)
         try startCoordinator()
-        #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 }, "the restarted coordinator republished it")
+        #expect(
+            try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 },
+            "the restarted coordinator republished it")
         return activity
     }
 }

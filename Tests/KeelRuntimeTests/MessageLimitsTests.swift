@@ -1,9 +1,10 @@
 import Foundation
+import Keel
 import Testing
+
 @testable import KeelAMQP
 @testable import KeelConsole
 @testable import KeelRuntime
-import Keel
 
 /// What a message may carry, and the checks that keep a bad one from stopping a process:
 /// pure logic, no broker.
@@ -17,21 +18,30 @@ struct MessageLimitsTests {
         #expect(error?.message == "workflowId is 1001 bytes, over the 1000-byte limit")
         let empty = StartJob(StartRequest(workflowType: "t", workflowId: "", input: .null))
         #expect(throws: LimitError.self) { try limits.check(empty) }
-        let big = StartJob(StartRequest(
-            workflowType: "summarize", workflowId: "w", input: Payload(data: Data(repeating: 0x20, count: Payload.defaultSizeLimit + 1))))
+        let big = StartJob(
+            StartRequest(
+                workflowType: "summarize", workflowId: "w",
+                input: Payload(data: Data(repeating: 0x20, count: Payload.defaultSizeLimit + 1))))
         let payload = #expect(throws: PayloadError.self) { try limits.check(big) }
-        #expect(payload?.message.hasPrefix("input of workflow summarize is 2097153 bytes, over the 2097152-byte payload limit") == true)
+        #expect(
+            payload?.message.hasPrefix("input of workflow summarize is 2097153 bytes, over the 2097152-byte payload limit")
+                == true)
         #expect(payload?.errorType == "PayloadTooLarge")
-        let budget = StartJob(StartRequest(workflowType: "t", workflowId: "w", input: .null, options: WorkflowOptions(budget: SpendLimit(maxTokens: -5))))
+        let budget = StartJob(
+            StartRequest(
+                workflowType: "t", workflowId: "w", input: .null, options: WorkflowOptions(budget: SpendLimit(maxTokens: -5))))
         #expect(throws: InvalidOptionsError.self) { try limits.check(budget) }
         try limits.check(StartJob(StartRequest(workflowType: "t", workflowId: String(repeating: "w", count: 1000), input: .null)))
     }
 
     @Test func envelopesOverTheBodyOrHeaderLimitAreRefusedBeforeParsing() throws {
         var message = AMQPDelivery(
-            deliveryTag: 1, exchange: "", routingKey: "", redelivered: false, body: Data(count: limits.jobBody + 1), type: "start",
+            deliveryTag: 1, exchange: "", routingKey: "", redelivered: false, body: Data(count: limits.jobBody + 1),
+            type: "start",
             messageId: nil, replyTo: nil, correlationId: nil, headers: [:], death: nil)
-        let body = #expect(throws: LimitError.self) { try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "start job") }
+        let body = #expect(throws: LimitError.self) {
+            try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "start job")
+        }
         #expect(body?.message == "start job body is \(limits.jobBody + 1) bytes, over the \(limits.jobBody)-byte limit")
         message.body = Data("{}".utf8)
         message.headers = ["x-padding": String(repeating: "h", count: 16_384)]
@@ -63,7 +73,9 @@ struct MessageLimitsTests {
         let failure = try #require(limits.oversizedResult(result))
         #expect(failure.type == "PayloadTooLarge")
         #expect(failure.nonRetryable)
-        #expect(limits.oversizedResult(ActivityResult(runId: "r", activityId: 1, attempt: 1, worker: "w", outcome: .completed(.null))) == nil)
+        #expect(
+            limits.oversizedResult(ActivityResult(runId: "r", activityId: 1, attempt: 1, worker: "w", outcome: .completed(.null)))
+                == nil)
     }
 
     @Test func workflowOptionsTakeTheDefaultsForFieldsTheyDoNotName() throws {
@@ -80,7 +92,8 @@ struct MessageLimitsTests {
     @Test func aRunRecordWritesResultAndFailureAsNullWhenAbsent() throws {
         let record = RunRecord(
             workflowId: "w", runId: "r", workflowType: "t", status: .running, input: .null, requestId: nil, parentRunId: nil,
-            parentSeq: nil, continuedFromRunId: nil, createdAt: Date(), randomSeed: 1, options: WorkflowOptions(), executionDeadline: nil)
+            parentSeq: nil, continuedFromRunId: nil, createdAt: Date(), randomSeed: 1, options: WorkflowOptions(),
+            executionDeadline: nil)
         let json = String(decoding: try Wire.encode(record), as: UTF8.self)
         #expect(json.contains(#""failure":null"#))
         #expect(json.contains(#""result":null"#))
@@ -102,7 +115,8 @@ struct MessageLimitsTests {
         let first = try CrashMarker(path: path)
         #expect(first.lastCrash == nil)
         let second = try first.around(workflowId: "order-42", runId: "run-1", lastEventId: 7) { try CrashMarker(path: path) }
-        #expect(second.lastCrash == CrashMarker.Crash(workflowId: "order-42", runId: "run-1", lastEventId: 7, signal: 0, count: 1))
+        #expect(
+            second.lastCrash == CrashMarker.Crash(workflowId: "order-42", runId: "run-1", lastEventId: 7, signal: 0, count: 1))
         let third = try second.around(workflowId: "order-42", runId: "run-1", lastEventId: 7) { try CrashMarker(path: path) }
         #expect(third.lastCrash?.count == 2)
         // Another workflow's crash starts the count again; a clean stop clears it.

@@ -7,7 +7,8 @@ import Testing
 @Suite("Prometheus metrics", .tags(.integration), .timeLimit(.minutes(2)))
 struct MetricsTests {
     static func scrape(_ port: String) async throws -> String {
-        let (head, body) = try await CurlHTTPClient().send(HTTPRequest(url: "http://127.0.0.1:\(port)/metrics", method: "GET", timeout: 5))
+        let (head, body) = try await CurlHTTPClient().send(
+            HTTPRequest(url: "http://127.0.0.1:\(port)/metrics", method: "GET", timeout: 5))
         #expect(head.status == 200)
         #expect(head.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         return String(decoding: body, as: UTF8.self)
@@ -26,17 +27,19 @@ struct MetricsTests {
         try deployment.startCoordinator(["--http-port", coordinatorPort])
         try deployment.startWorker(concurrency: 2, ["--metrics-port", workerPort])
         for id in ["m-1", "m-2", "m-3"] {
-            _ = try await deployment.client.startAndConfirm(StartRequest(
-                workflowType: "bench-steps", workflowId: id, input: try Payload(encoding: ["steps": 2], field: "input")))
+            _ = try await deployment.client.startAndConfirm(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id, input: try Payload(encoding: ["steps": 2], field: "input")))
         }
         for id in ["m-1", "m-2", "m-3"] {
             #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 30).status == .completed)
         }
         var text = ""
-        #expect(try await eventually(10) {
-            text = try await Self.scrape(coordinatorPort)
-            return Self.value(text, #"keel_workflows_closed_total{workflow_type="bench-steps",status="completed"}"#) == 3
-        }, "\(text)")
+        #expect(
+            try await eventually(10) {
+                text = try await Self.scrape(coordinatorPort)
+                return Self.value(text, #"keel_workflows_closed_total{workflow_type="bench-steps",status="completed"}"#) == 3
+            }, "\(text)")
         #expect(Self.value(text, #"keel_workflows_started_total{workflow_type="bench-steps"}"#) == 3)
         // Each run: started, 2 x (scheduled, started, completed), completed.
         #expect(Self.value(text, #"keel_workflow_history_events_count{workflow_type="bench-steps"}"#) == 3)
@@ -47,7 +50,9 @@ struct MetricsTests {
         #expect(text.contains("# TYPE keel_activity_execution_seconds histogram"))
 
         let worker = try await Self.scrape(workerPort)
-        #expect(Self.value(worker, #"keel_worker_activity_duration_seconds_count{activity_type="sleep",outcome="completed"}"#) == 6, "\(worker)")
+        #expect(
+            Self.value(worker, #"keel_worker_activity_duration_seconds_count{activity_type="sleep",outcome="completed"}"#) == 6,
+            "\(worker)")
         #expect(Self.value(worker, #"keel_worker_activities_running{task_queue="default"}"#) == 0)
     }
 
@@ -58,7 +63,7 @@ struct MetricsTests {
         defer { deployment.stopAll() }
         deployment.extraEnvironment = [
             "KEEL_LLM_API": "openai", "KEEL_LLM_BASE_URL": mock.baseURL + "/v1", "KEEL_LLM_MODEL": "mock-small",
-            "KEEL_LLM_PROVIDER_NAME": "local",
+            "KEEL_LLM_PROVIDER_NAME": "local"
         ]
         let workerPort = freeLocalPort()
         try deployment.startCoordinator()
@@ -66,10 +71,13 @@ struct MetricsTests {
         for id in ["llm-m-1", "llm-m-2"] {
             let input = JSONValue.object([
                 "activityType": .string("llm.complete"), "taskQueue": .string("llm"),
-                "input": .object(["messages": .array([.object(["role": .string("user"), "content": .string("Summarise \(id).")])])]),
+                "input": .object([
+                    "messages": .array([.object(["role": .string("user"), "content": .string("Summarise \(id).")])])
+                ])
             ])
-            _ = try await deployment.client.startAndConfirm(StartRequest(
-                workflowType: "call-activity", workflowId: id, input: try Payload(encoding: input, field: "input")))
+            _ = try await deployment.client.startAndConfirm(
+                StartRequest(
+                    workflowType: "call-activity", workflowId: id, input: try Payload(encoding: input, field: "input")))
         }
         for id in ["llm-m-1", "llm-m-2"] {
             #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 30).status == .completed)
@@ -88,41 +96,52 @@ struct MetricsTests {
     @Test func aQueueWithNoConsumerAndTheRunWaitingOnItAreReported() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
-        deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1", "KEEL_STALL_SECONDS": "1"]
+        deployment.extraEnvironment = [
+            "KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1", "KEEL_STALL_SECONDS": "1"
+        ]
         let port = freeLocalPort()
         try deployment.startCoordinator(["--http-port", port])
         let input = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .number(7)])
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "call-activity", workflowId: "orphaned", input: try Payload(encoding: input, field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "call-activity", workflowId: "orphaned", input: try Payload(encoding: input, field: "input")))
         var text = ""
-        #expect(try await eventually(15) {
-            text = try await Self.scrape(port)
-            return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 1
-        }, "\(text)")
+        #expect(
+            try await eventually(15) {
+                text = try await Self.scrape(port)
+                return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 1
+            }, "\(text)")
         #expect(Self.value(text, #"keel_queue_messages{task_queue="orphan"}"#) == 1)
         #expect(Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 0)
         #expect(Self.value(text, #"keel_queue_stalled{task_queue="default"}"#) == 0)
         // The run is stalled too, and says on what.
         var stalled = (status: Int32(0), output: "")
-        #expect(try await eventually(10) {
-            stalled = try await deployment.keel(["list", "--status", "stalled"])
-            return stalled.output.contains("orphaned")
-        }, "\(stalled.output)")
+        #expect(
+            try await eventually(10) {
+                stalled = try await deployment.keel(["list", "--status", "stalled"])
+                return stalled.output.contains("orphaned")
+            }, "\(stalled.output)")
         #expect(stalled.output.contains("activity noop#1 (attempt 1) has waited"))
         #expect(stalled.output.contains("in task queue orphan: no worker took it"))
         #expect(Self.value(try await Self.scrape(port), "keel_workflows_stalled") == 1)
         let log = deployment.directory.appendingPathComponent("coordinator.log")
-        #expect(try String(contentsOf: log, encoding: .utf8).contains("task queue orphan (\(deployment.topology.queue(forTaskQueue: "orphan"))) has 1 task(s) and no consumer"))
+        #expect(
+            try String(contentsOf: log, encoding: .utf8).contains(
+                "task queue orphan (\(deployment.topology.queue(forTaskQueue: "orphan"))) has 1 task(s) and no consumer"))
 
         // A worker for the queue clears the flag and the workflow completes.
         try deployment.startWorker(queue: "orphan")
         #expect(try await deployment.client.waitForResult(workflowId: "orphaned", timeout: 30).status == .completed)
-        #expect(try await eventually(10) {
-            text = try await Self.scrape(port)
-            return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 0
-                && Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 1
-        }, "\(text)")
-        #expect(try await eventually(10) { try await deployment.keel(["list", "--status", "stalled"]).output.contains("no stalled runs") })
+        #expect(
+            try await eventually(10) {
+                text = try await Self.scrape(port)
+                return Self.value(text, #"keel_queue_stalled{task_queue="orphan"}"#) == 0
+                    && Self.value(text, #"keel_queue_consumers{task_queue="orphan"}"#) == 1
+            }, "\(text)")
+        #expect(
+            try await eventually(10) {
+                try await deployment.keel(["list", "--status", "stalled"]).output.contains("no stalled runs")
+            })
         #expect(try String(contentsOf: log, encoding: .utf8).contains("workflow stalled: activity noop#1"))
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Messages no Keel process may choke on, through real processes and a real broker: every one is
 /// handled to an end (applied, refused with a reply, or dead-lettered with the reason) and the
@@ -23,13 +23,22 @@ struct PoisonMessageTests {
         let bigInput = String(repeating: "x", count: 10 * 1024 * 1024)
         let longId = String(repeating: "w", count: 1024 * 1024)
         try await publisher.publish([
-            job(.start, #"{"workflowType":"bench-sequential","workflowId":"huge-input","input":"\#(bigInput)"}"#, id: "huge-input"),
-            job(.signal, #"{"workflowId":"anyone","name":"approve","input":"\#(String(repeating: "s", count: 3 * 1024 * 1024))"}"#, id: "huge-signal"),
+            job(
+                .start, #"{"workflowType":"bench-sequential","workflowId":"huge-input","input":"\#(bigInput)"}"#, id: "huge-input"
+            ),
+            job(
+                .signal,
+                #"{"workflowId":"anyone","name":"approve","input":"\#(String(repeating: "s", count: 3 * 1024 * 1024))"}"#,
+                id: "huge-signal"),
             job(.start, #"{"workflowType":"bench-sequential","workflowId":"\#(longId)","input":1}"#, id: "long-id"),
-            job(.start, #"{"workflowType":"bench-sequential","workflowId":"big-headers","input":1}"#, id: "big-headers",
+            job(
+                .start, #"{"workflowType":"bench-sequential","workflowId":"big-headers","input":1}"#, id: "big-headers",
                 headers: ["x-padding": String(repeating: "h", count: 20_000)]),
             // Only `budget` among the options: the others take their documented defaults.
-            job(.start, #"{"workflowType":"bench-sequential","workflowId":"partial-options","input":2,"options":{"budget":{"maxTokens":1000}}}"#, id: "partial"),
+            job(
+                .start,
+                #"{"workflowType":"bench-sequential","workflowId":"partial-options","input":2,"options":{"budget":{"maxTokens":1000}}}"#,
+                id: "partial")
         ])
         let partial = try await deployment.client.waitForResult(workflowId: "partial-options", timeout: 60)
         #expect(partial.status == .completed, "\(partial.failure?.description ?? "")")
@@ -37,10 +46,11 @@ struct PoisonMessageTests {
         #expect(partial.options.idConflictPolicy == .useExisting)
 
         var items: [DeadLetterItem] = []
-        #expect(try await eventually(20) {
-            items = try DeadLetterQueue(url: deployment.url, topology: topology).list()
-            return items.count >= 4
-        })
+        #expect(
+            try await eventually(20) {
+                items = try DeadLetterQueue(url: deployment.url, topology: topology).list()
+                return items.count >= 4
+            })
         let reasons = Dictionary(items.map { ($0.id, $0.reason) }) { first, _ in first }
         #expect(reasons["huge-input"]?.contains("start job body is 104") == true, "\(reasons["huge-input"] ?? "missing")")
         #expect(reasons["huge-signal"]?.contains("job body is 3") == true, "\(reasons["huge-signal"] ?? "missing")")
@@ -53,8 +63,9 @@ struct PoisonMessageTests {
         #expect(try store.latestRun(workflowId: "big-headers") == nil)
 
         // Still serving: a start after them completes.
-        _ = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "bench-sequential", workflowId: "after-poison", input: Payload(encoding: 3, field: "input")))
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-sequential", workflowId: "after-poison", input: Payload(encoding: 3, field: "input")))
         let after = try await deployment.client.waitForResult(workflowId: "after-poison", timeout: 60)
         #expect(after.status == .completed)
         #expect(deployment.coordinator?.exists == true)
@@ -65,7 +76,8 @@ struct PoisonMessageTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 1)
         let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 3000), field: "input")
-        let started = try await deployment.client.startAndConfirm(StartRequest(workflowType: "bench-steps", workflowId: "forged", input: input))
+        let started = try await deployment.client.startAndConfirm(
+            StartRequest(workflowType: "bench-steps", workflowId: "forged", input: input))
         let store = try deployment.store()
         #expect(try await eventually(60) { try store.activities(runId: started.runId).first?.state == .started })
         let activity = try #require(try store.activities(runId: started.runId).first)
@@ -74,7 +86,8 @@ struct PoisonMessageTests {
             outcome: .completed(try Payload(encoding: 999, field: "r")))
         let publisher = AMQPPublisher(url: deployment.url, topology: deployment.topology)
         defer { publisher.close() }
-        try await publisher.send(.result, forged, exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+        try await publisher.send(
+            .result, forged, exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
         let run = try await deployment.client.waitForResult(workflowId: "forged", timeout: 60)
         #expect(run.status == .completed)
         #expect(run.result?.json == "0", "the worker's value, not the forged 999")
@@ -123,8 +136,14 @@ struct PoisonMessageTests {
         let campaign = FuzzCampaign(url: deployment.url, topology: deployment.topology, seed: seed, messages: count)
         let report = try await campaign.run(
             alive: { deployment.coordinator?.exists == true && deployment.workers.allSatisfy { $0.exists } },
-            stop: { for process in [deployment.coordinator].compactMap({ $0 }) + deployment.workers { try? await offPool { process.terminate() } } })
-        print("fuzz seed \(seed): \(report.published), \(report.deadLettered) dead-lettered, \(String(format: "%.1f", report.seconds)) s")
+            stop: {
+                for process in [deployment.coordinator].compactMap({ $0 }) + deployment.workers {
+                    try? await offPool { process.terminate() }
+                }
+            })
+        print(
+            "fuzz seed \(seed): \(report.published), \(report.deadLettered) dead-lettered, \(String(format: "%.1f", report.seconds)) s"
+        )
         let names = (try? FileManager.default.contentsOfDirectory(atPath: deployment.directory.path)) ?? []
         let logs = names.filter { $0.hasSuffix(".log") }.sorted().map { name in
             // A crash report's head says what failed; the rest of a log, its last lines.
@@ -138,6 +157,7 @@ struct PoisonMessageTests {
         #expect(report.survived, "the coordinator and the worker survived (seed \(seed))\n\(logs)")
         #expect(report.stuck.values.allSatisfy { $0 == 0 }, "left unacknowledged: \(report.stuck) (seed \(seed))")
         #expect(report.deadLettered > 0, "refusals reached keel.dead")
-        #expect(!logs.contains("coordinator stopping:") && !logs.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
+        #expect(
+            !logs.contains("coordinator stopping:") && !logs.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 struct StepsInput: Codable, Sendable {
     var steps: Int
@@ -18,11 +18,14 @@ struct ProcessFaultTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 4)
         try deployment.startWorker(concurrency: 4)
+        // Steps long enough (10 runs x 8 steps x 0.6 s over 8 slots: about 6 s) that the kill
+        // lands mid-run even when a loaded machine delays this test's polling by seconds.
         let ids = (1...10).map { "kill-coordinator-\($0)" }
         for id in ids {
-            try await deployment.client.start(StartRequest(
-                workflowType: "bench-steps", workflowId: id,
-                input: Payload(encoding: StepsInput(steps: 8, milliseconds: 250), field: "input"), requestId: id))
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 600), field: "input"), requestId: id))
         }
         #expect(await eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()
@@ -45,7 +48,9 @@ struct ProcessFaultTests {
                 completedBefore.insert("\(run.runId)/\(event.ref!)")
             }
         }
-        let rerun = deployment.executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }
+        let rerun = deployment.executions.filter {
+            $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)")
+        }
         #expect(!completedBefore.isEmpty)
         #expect(rerun.isEmpty, "re-executed: \(rerun)")
         #expect(Set(deployment.executions.map { "\($0.runId)/\($0.activityId)" }).count == 80)
@@ -55,9 +60,10 @@ struct ProcessFaultTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         let doomed = try deployment.startWorker(concurrency: 1)
-        try await deployment.client.start(StartRequest(
-            workflowType: "bench-steps", workflowId: "kill-worker",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 3), field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "kill-worker",
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 3), field: "input")))
         #expect(await eventually(20) { !deployment.executions.isEmpty })
         try await Task.sleep(for: .milliseconds(300))
         doomed.kill()
@@ -79,11 +85,12 @@ struct ProcessFaultTests {
     @Test func aTaskThatKillsItsWorkerEveryTimeEndsInTheDeadLetterQueue() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        try await deployment.client.start(StartRequest(
-            workflowType: "bench-steps", workflowId: "poison",
-            input: Payload(
-                encoding: StepsInput(steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 1, maximumAttempts: 3),
-                field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "poison",
+                input: Payload(
+                    encoding: StepsInput(steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 1, maximumAttempts: 3),
+                    field: "input")))
         // Every attempt takes its worker down with it.
         for attempt in 1...3 {
             let worker = try deployment.startWorker(concurrency: 1)
@@ -94,18 +101,20 @@ struct ProcessFaultTests {
         #expect(run.status == .failed)
         #expect(run.failure?.type == "ActivityFailed", "\(run.failure?.description ?? "")")
         var items: [DeadLetterItem] = []
-        #expect(try await eventually(10) {
-            items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
-            return !items.isEmpty
-        })
+        #expect(
+            try await eventually(10) {
+                items = try DeadLetterQueue(url: deployment.url, topology: deployment.topology).list()
+                return !items.isEmpty
+            })
         let entry = try #require(items.first?.entry)
         #expect(entry.workflowId == "poison")
         #expect(entry.attempts.map(\.attempt) == [1, 2, 3])
         // A worker killed after acknowledging its task is found out by the heartbeat timeout; one
         // killed before (the ack follows the `started` confirm by a fraction of a millisecond)
         // leaves the task to be redelivered, and the next worker reports it instead of running it.
-        #expect(entry.attempts.allSatisfy { $0.failure.timeoutKind == .heartbeat || $0.failure.type == "TaskRedelivered" },
-                "\(entry.attempts.map(\.failure))")
+        #expect(
+            entry.attempts.allSatisfy { $0.failure.timeoutKind == .heartbeat || $0.failure.type == "TaskRedelivered" },
+            "\(entry.attempts.map(\.failure))")
         #expect(entry.failure.retryState == .maximumAttemptsReached)
         #expect(Set(entry.attempts.compactMap(\.worker)).count == 3, "each attempt died on its own worker")
         // Nothing is redelivered: a healthy worker gets no fourth execution.
@@ -118,9 +127,10 @@ struct ProcessFaultTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         let worker = try deployment.startWorker(concurrency: 1)
-        try await deployment.client.start(StartRequest(
-            workflowType: "bench-steps", workflowId: "graceful",
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 4000), field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "graceful",
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 4000), field: "input")))
         #expect(await eventually(20) { deployment.executions.count == 1 })
         worker.process.terminate()  // SIGTERM only: nothing here kills it
         #expect(await eventually(30) { !worker.process.isRunning })
@@ -159,10 +169,19 @@ struct ProcessFaultTests {
         try deployment.topology.declare(on: connection)
         try connection.enableConfirms()
         let garbage = Data("{not json".utf8)
-        try connection.publish(AMQPMessage(exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: garbage, type: "start"))
-        try connection.publish(AMQPMessage(exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey, body: garbage, type: "result"))
-        try connection.publish(AMQPMessage(exchange: deployment.topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
-        try connection.publish(AMQPMessage(exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8), type: "launch"))
+        try connection.publish(
+            AMQPMessage(
+                exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: garbage, type: "start"))
+        try connection.publish(
+            AMQPMessage(
+                exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey, body: garbage,
+                type: "result"))
+        try connection.publish(
+            AMQPMessage(exchange: deployment.topology.tasksExchange, routingKey: "default", body: garbage, type: "task"))
+        try connection.publish(
+            AMQPMessage(
+                exchange: deployment.topology.jobsExchange, routingKey: Topology.jobsRoutingKey, body: Data("{}".utf8),
+                type: "launch"))
         try connection.waitForConfirms()
         #expect(try await eventually(20) { try connection.messageCount(queue: deployment.topology.deadLetterQueue) == 4 })
         var reasons: [String: String] = [:]
@@ -178,7 +197,9 @@ struct ProcessFaultTests {
         #expect(reasons[deployment.topology.resultsQueue]?.contains("result body is not valid") == true)
         #expect(reasons[deployment.topology.queue(forTaskQueue: "default")]?.contains("task body is not valid") == true)
         // Both processes still work.
-        try await deployment.client.start(StartRequest(workflowType: "bench-sequential", workflowId: "after-garbage", input: try Payload(encoding: 2, field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-sequential", workflowId: "after-garbage", input: try Payload(encoding: 2, field: "input")))
         let run = try await deployment.client.waitForResult(workflowId: "after-garbage", timeout: 30)
         #expect(run.status == .completed)
     }

@@ -14,11 +14,12 @@ struct RedeliveryTests {
     private func deployment(running workflowId: String) async throws -> Deployment {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        try await deployment.client.start(StartRequest(
-            workflowType: "bench-steps", workflowId: workflowId,
-            // A long heartbeat timeout: on a loaded machine the next worker may take seconds to
-            // start, and the attempt must end by its redelivery, not by a timeout.
-            input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0, heartbeatTimeoutSeconds: 60), field: "input")))
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: workflowId,
+                // A long heartbeat timeout: on a loaded machine the next worker may take seconds to
+                // start, and the attempt must end by its redelivery, not by a timeout.
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0, heartbeatTimeoutSeconds: 60), field: "input")))
         return deployment
     }
 
@@ -28,10 +29,11 @@ struct RedeliveryTests {
         let taker = try AMQPConnection(url: deployment.url)
         let queue = deployment.topology.queue(forTaskQueue: "default")
         var taken: AMQPDelivery?
-        #expect(try await eventually(20) {
-            taken = try await offPool { try taker.get(queue: queue) }
-            return taken != nil
-        }, "the coordinator published the task")
+        #expect(
+            try await eventually(20) {
+                taken = try await offPool { try taker.get(queue: queue) }
+                return taken != nil
+            }, "the coordinator published the task")
         let delivery = try #require(taken)
         #expect(!delivery.redelivered)
         return (taker, try Wire.decode(ActivityTask.self, from: delivery.body, what: "task"))
@@ -54,7 +56,9 @@ struct RedeliveryTests {
         let events = try deployment.store().events(runId: run.runId)
         #expect(!events.contains { $0.kind == .activityFailed }, "nothing ran, so no attempt was lost")
         #expect(events.filter { $0.kind == .activityStarted }.map(\.attempt) == [1])
-        #expect(workerLog(deployment).contains("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run"))
+        #expect(
+            workerLog(deployment).contains(
+                "task \(task.attemptKey) was delivered again; reported to the coordinator instead of run"))
         let metrics = try await MetricsTests.scrape(metricsPort)
         #expect(MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="redelivered"}"#) == 1)
     }
@@ -66,15 +70,18 @@ struct RedeliveryTests {
         let reporter = try AMQPConnection(url: deployment.url)
         defer { reporter.close() }
         try reporter.enableConfirms()
-        try reporter.publish(.wire(
-            .started,
-            ActivityStarted(runId: task.runId, activityId: task.activityId, attempt: 1, worker: "vanishing-worker", time: Date()),
-            exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey))
+        try reporter.publish(
+            .wire(
+                .started,
+                ActivityStarted(
+                    runId: task.runId, activityId: task.activityId, attempt: 1, worker: "vanishing-worker", time: Date()),
+                exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey))
         try reporter.waitForConfirms()
         let store = try deployment.store()
-        #expect(try await eventually(20) {
-            try store.events(runId: task.runId).contains { $0.kind == .activityStarted }
-        }, "the coordinator recorded the start")
+        #expect(
+            try await eventually(20) {
+                try store.events(runId: task.runId).contains { $0.kind == .activityStarted }
+            }, "the coordinator recorded the start")
         taker.close()
         try deployment.startWorker(concurrency: 1)
         let run = try await deployment.client.waitForResult(workflowId: "started-then-vanished", timeout: 30)
@@ -98,11 +105,16 @@ struct RedeliveryTests {
         try deployment.startWorker(concurrency: 1, ["--metrics-port", metricsPort])
         let result = try await deployment.client.waitForResult(workflowId: "republished", timeout: 30)
         #expect(result.status == .completed)
-        #expect(await eventually(10) {
-            workerLog(deployment).contains("task \(activity.runId)/\(activity.activityId)/1 is a republished copy of an attempt another worker started; dropped")
-        }, "\(workerLog(deployment))")
+        #expect(
+            await eventually(10) {
+                workerLog(deployment).contains(
+                    "task \(activity.runId)/\(activity.activityId)/1 is a republished copy of an attempt another worker started; dropped"
+                )
+            }, "\(workerLog(deployment))")
         #expect(deployment.executions.count == 1, "the first copy ran, the republished one did not")
         let metrics = try await MetricsTests.scrape(metricsPort)
-        #expect(MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="claimed_elsewhere"}"#) == 1)
+        #expect(
+            MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="claimed_elsewhere"}"#) == 1
+        )
     }
 }

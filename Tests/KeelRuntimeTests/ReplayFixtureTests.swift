@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Replays committed history files against the current code. `twelve-steps.golden.json` is a
 /// complete run recorded by the engine; `twelve-steps.nondeterministic.json` is the same run
@@ -47,7 +47,9 @@ struct ReplayFixtureTests {
     }
 
     @Test func badFilesGetAClearError() {
-        let error = #expect(throws: ReplayError.self) { try HistoryExport.decode(Data("{\"format\": 1}".utf8), source: "bad.json") }
+        let error = #expect(throws: ReplayError.self) {
+            try HistoryExport.decode(Data("{\"format\": 1}".utf8), source: "bad.json")
+        }
         #expect(error?.message.hasPrefix("bad.json is not a Keel history export") == true)
     }
 

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// Books, then waits; on cancellation it runs the compensation as a durable activity.
 struct BookWithCompensation: Workflow {
@@ -88,7 +88,9 @@ struct EvolvingBroken: Workflow {
 struct SemanticsTests {
     static func engine(_ extra: [any Workflow.Type] = []) throws -> Engine {
         var workflows = testWorkflows
-        for workflow in [BookWithCompensation.self, Parent.self, FailingChild.self, Deterministic.self, EvolvingV1.self] as [any Workflow.Type] + extra {
+        for workflow in [BookWithCompensation.self, Parent.self, FailingChild.self, Deterministic.self, EvolvingV1.self]
+            as [any Workflow.Type] + extra
+        {
             workflows.register(workflow)
         }
         return try Engine(workflows: workflows)
@@ -115,9 +117,11 @@ struct SemanticsTests {
         let engine = try Self.engine()
         let first = try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "c", input: "x"))
         await #expect(throws: WorkflowAlreadyStartedError.self) {
-            try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "c", input: "x", options: .init(idConflictPolicy: .fail)))
+            try await engine.coordinator.start(
+                try StartRequest(SleepThenApprove.self, id: "c", input: "x", options: .init(idConflictPolicy: .fail)))
         }
-        let replaced = try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "c", input: "y", options: .init(idConflictPolicy: .terminateExisting)))
+        let replaced = try await engine.coordinator.start(
+            try StartRequest(SleepThenApprove.self, id: "c", input: "y", options: .init(idConflictPolicy: .terminateExisting)))
         #expect(replaced.started && replaced.runId != first.runId)
         let old = try #require(try engine.store.run(runId: first.runId))
         #expect(old.status == .terminated)
@@ -129,10 +133,12 @@ struct SemanticsTests {
         _ = try await engine.coordinator.start(try StartRequest(TwelveSteps.self, id: "r", input: 1))
         try await engine.drain()
         await #expect(throws: WorkflowAlreadyStartedError.self) {
-            try await engine.coordinator.start(try StartRequest(TwelveSteps.self, id: "r", input: 1, options: .init(idReusePolicy: .rejectDuplicate)))
+            try await engine.coordinator.start(
+                try StartRequest(TwelveSteps.self, id: "r", input: 1, options: .init(idReusePolicy: .rejectDuplicate)))
         }
         await #expect(throws: WorkflowAlreadyStartedError.self) {
-            try await engine.coordinator.start(try StartRequest(TwelveSteps.self, id: "r", input: 1, options: .init(idReusePolicy: .allowDuplicateFailedOnly)))
+            try await engine.coordinator.start(
+                try StartRequest(TwelveSteps.self, id: "r", input: 1, options: .init(idReusePolicy: .allowDuplicateFailedOnly)))
         }
         let again = try await engine.coordinator.start(try StartRequest(TwelveSteps.self, id: "r", input: 1))
         #expect(again.started)
@@ -244,7 +250,8 @@ struct SemanticsTests {
         let engine = try Self.engine()
         let huge = String(repeating: "x", count: Payload.defaultSizeLimit + 1)
         let error = await #expect(throws: PayloadError.self) {
-            try await engine.coordinator.start(StartRequest(workflowType: SleepThenApprove.name, workflowId: "big", input: Payload(data: Data(huge.utf8))))
+            try await engine.coordinator.start(
+                StartRequest(workflowType: SleepThenApprove.name, workflowId: "big", input: Payload(data: Data(huge.utf8))))
         }
         #expect(error?.message.hasPrefix("input of workflow sleep-then-approve is 2097153 bytes") == true)
         #expect(try engine.store.latestRun(workflowId: "big") == nil)

@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// A history database that fails says so with SQLite's result code as data.
 @Suite("History store errors", .tags(.unit))

@@ -1,8 +1,9 @@
 import Foundation
+import Keel
 import Testing
+
 @testable import KeelAMQP
 @testable import KeelRuntime
-import Keel
 
 /// What a worker does with each delivery (docs/protocol.md, steps 0 and 0b), decided without a
 /// broker.
@@ -46,7 +47,8 @@ struct TaskAdmissionTests {
     }
 
     @Test func anUnknownActivityFailsAtOnceAndIsDeadLettered() throws {
-        guard case .failUnknownActivity(let failed, let failure) = admission.decide(delivery(try Wire.encode(task("translate")))) else {
+        guard case .failUnknownActivity(let failed, let failure) = admission.decide(delivery(try Wire.encode(task("translate"))))
+        else {
             Issue.record("not failed")
             return
         }

@@ -27,8 +27,9 @@ struct TwelveSteps: Workflow {
     func run(context: WorkflowContext, input: Int) async throws -> [String] {
         var results: [String] = []
         for step in 1...input {
-            results.append(try await context.execute(
-                StepActivity.self, input: .init(step: step, succeedOnAttempt: step == 7 ? 3 : 1), options: stepOptions))
+            results.append(
+                try await context.execute(
+                    StepActivity.self, input: .init(step: step, succeedOnAttempt: step == 7 ? 3 : 1), options: stepOptions))
         }
         return results
     }
@@ -138,7 +139,9 @@ final class Engine: @unchecked Sendable {
 
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
 
-    init(workflows: WorkflowRegistry = testWorkflows, activities: ActivityRegistry = testActivities, crashAfterEvents: Int? = nil) throws {
+    init(
+        workflows: WorkflowRegistry = testWorkflows, activities: ActivityRegistry = testActivities, crashAfterEvents: Int? = nil
+    ) throws {
         self.workflows = workflows
         self.coordinatorWorkflows = workflows
         workers = InProcessWorkers(broker: broker, activities: activities)
@@ -160,7 +163,9 @@ final class Engine: @unchecked Sendable {
     }
 
     func latest(_ workflowId: String) throws -> RunRecord {
-        guard let run = try store.latestRun(workflowId: workflowId) else { throw WorkflowNotFoundError(workflowId: workflowId, detail: "none") }
+        guard let run = try store.latestRun(workflowId: workflowId) else {
+            throw WorkflowNotFoundError(workflowId: workflowId, detail: "none")
+        }
         return run
     }
 

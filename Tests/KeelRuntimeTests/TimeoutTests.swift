@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import Keel
 import KeelTestKit
+import Testing
 
 /// A workflow running one activity with options from its input, returning the result or the failure type.
 struct OneActivity: Workflow {
@@ -16,7 +16,8 @@ struct OneActivity: Workflow {
                 activityType: input.activity, input: StepActivity.Input(step: 1), options: input.options)
             return try result.decode(String.self)
         } catch let error as ActivityFailedError {
-            return "failed:\(error.cause.type):\(error.cause.timeoutKind?.rawValue ?? "-"):\(error.cause.retryState?.rawValue ?? "-"):\(error.attempts)"
+            return
+                "failed:\(error.cause.type):\(error.cause.timeoutKind?.rawValue ?? "-"):\(error.cause.retryState?.rawValue ?? "-"):\(error.attempts)"
         }
     }
 }
@@ -40,26 +41,34 @@ struct TimeoutTests {
     }
 
     static func start(_ engine: Engine, _ options: ActivityOptions, activity: String = "step", id: String = "t") async throws {
-        _ = try await engine.coordinator.start(try StartRequest(OneActivity.self, id: id, input: .init(options: options, activity: activity)))
+        _ = try await engine.coordinator.start(
+            try StartRequest(OneActivity.self, id: id, input: .init(options: options, activity: activity)))
     }
 
     /// Takes the task off the queue and reports only that it started: the worker then dies silently.
     static func startAndDie(_ engine: Engine) async throws -> ActivityTask {
         let task = try #require(engine.broker.take())
-        try await engine.coordinator.activityStarted(ActivityStarted(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "doomed", time: Date()))
+        try await engine.coordinator.activityStarted(
+            ActivityStarted(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "doomed", time: Date())
+        )
         return task
     }
 
     @Test func startToCloseTimesOutTheAttemptAndRetries() async throws {
         let engine = try Self.engine()
-        try await Self.start(engine, ActivityOptions(startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(initialInterval: .seconds(2))))
+        try await Self.start(
+            engine, ActivityOptions(startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(initialInterval: .seconds(2))))
         let first = try await Self.startAndDie(engine)
         engine.clock.advance(by: 29.9)
         #expect(try await engine.coordinator.fireDueTimers() == 0)
         engine.clock.advance(by: 0.1)
         #expect(try await engine.coordinator.fireDueTimers() == 1)
         // The dead worker's late result is stale: ignored.
-        #expect(try await engine.coordinator.activityResult(ActivityResult(runId: first.runId, activityId: first.activityId, attempt: 1, worker: "doomed", outcome: .completed(Payload(encoding: "late", field: "r")))) == false)
+        #expect(
+            try await engine.coordinator.activityResult(
+                ActivityResult(
+                    runId: first.runId, activityId: first.activityId, attempt: 1, worker: "doomed",
+                    outcome: .completed(Payload(encoding: "late", field: "r")))) == false)
         try await engine.drain()
         let run = try engine.latest("t")
         #expect(run.result?.json == "\"step-1\"")
@@ -73,10 +82,15 @@ struct TimeoutTests {
 
     @Test func heartbeatTimeoutCatchesASilentWorkerBeforeStartToClose() async throws {
         let engine = try Self.engine()
-        try await Self.start(engine, ActivityOptions(startToCloseTimeout: .seconds(600), heartbeatTimeout: .seconds(10), retryPolicy: RetryPolicy(maximumAttempts: 1)))
+        try await Self.start(
+            engine,
+            ActivityOptions(
+                startToCloseTimeout: .seconds(600), heartbeatTimeout: .seconds(10), retryPolicy: RetryPolicy(maximumAttempts: 1)))
         let task = try await Self.startAndDie(engine)
         engine.clock.advance(by: 8)
-        try await engine.coordinator.activityHeartbeat(ActivityHeartbeat(runId: task.runId, activityId: task.activityId, attempt: 1, details: try Payload(encoding: 42, field: "d")))
+        try await engine.coordinator.activityHeartbeat(
+            ActivityHeartbeat(
+                runId: task.runId, activityId: task.activityId, attempt: 1, details: try Payload(encoding: 42, field: "d")))
         engine.clock.advance(by: 8)
         #expect(try await engine.coordinator.fireDueTimers() == 0, "the heartbeat pushed the deadline")
         engine.clock.advance(by: 2)
@@ -87,9 +101,16 @@ struct TimeoutTests {
 
     @Test func lastHeartbeatDetailsReachTheNextAttempt() async throws {
         let engine = try Self.engine()
-        try await Self.start(engine, ActivityOptions(startToCloseTimeout: .seconds(60), heartbeatTimeout: .seconds(10), retryPolicy: RetryPolicy(initialInterval: .seconds(1))))
+        try await Self.start(
+            engine,
+            ActivityOptions(
+                startToCloseTimeout: .seconds(60), heartbeatTimeout: .seconds(10),
+                retryPolicy: RetryPolicy(initialInterval: .seconds(1))))
         let task = try await Self.startAndDie(engine)
-        try await engine.coordinator.activityHeartbeat(ActivityHeartbeat(runId: task.runId, activityId: task.activityId, attempt: 1, details: try Payload(encoding: ["page": 17], field: "d")))
+        try await engine.coordinator.activityHeartbeat(
+            ActivityHeartbeat(
+                runId: task.runId, activityId: task.activityId, attempt: 1,
+                details: try Payload(encoding: ["page": 17], field: "d")))
         engine.clock.advance(by: 10)
         try await engine.coordinator.fireDueTimers()
         engine.clock.advance(by: 1)
@@ -110,7 +131,11 @@ struct TimeoutTests {
 
     @Test func scheduleToCloseBoundsAllAttempts() async throws {
         let engine = try Self.engine()
-        try await Self.start(engine, ActivityOptions(scheduleToCloseTimeout: .seconds(20), retryPolicy: RetryPolicy(initialInterval: .seconds(1), backoffCoefficient: 1)), activity: "failing")
+        try await Self.start(
+            engine,
+            ActivityOptions(
+                scheduleToCloseTimeout: .seconds(20),
+                retryPolicy: RetryPolicy(initialInterval: .seconds(1), backoffCoefficient: 1)), activity: "failing")
         try await engine.drain()
         let run = try engine.latest("t")
         // Attempts at t=0,1,...; a retry that would start at or after t=20 is not made.
@@ -142,7 +167,10 @@ struct TimeoutTests {
 
     @Test func nonRetryableTypesRunOnce() async throws {
         let engine = try Self.engine()
-        try await Self.start(engine, ActivityOptions(startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(nonRetryableErrorTypes: ["Rejected"])), activity: "failing")
+        try await Self.start(
+            engine,
+            ActivityOptions(startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(nonRetryableErrorTypes: ["Rejected"])),
+            activity: "failing")
         try await engine.drain()
         #expect(try engine.latest("t").result?.json == "\"failed:Rejected:-:nonRetryableFailure:1\"")
         #expect(engine.workers.executions(ofWorkflow: "t") == 1)
@@ -167,7 +195,9 @@ struct TimeoutTests {
 
     @Test func workflowExecutionTimeout() async throws {
         let engine = try Self.engine()
-        _ = try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "w", input: "x", options: WorkflowOptions(executionTimeout: .seconds(60))))
+        _ = try await engine.coordinator.start(
+            try StartRequest(SleepThenApprove.self, id: "w", input: "x", options: WorkflowOptions(executionTimeout: .seconds(60)))
+        )
         try await engine.drain()
         let run = try engine.latest("w")
         #expect(run.status == .timedOut)
@@ -190,7 +220,11 @@ struct TimeoutTests {
 struct RateLimited: Workflow {
     static let name = "rate-limited"
     func run(context: WorkflowContext, input: Int) async throws -> String {
-        try await context.execute(FlakyRateLimit.self, input: input, options: ActivityOptions(startToCloseTimeout: .seconds(30), retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumInterval: .seconds(2))))
+        try await context.execute(
+            FlakyRateLimit.self, input: input,
+            options: ActivityOptions(
+                startToCloseTimeout: .seconds(30),
+                retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumInterval: .seconds(2))))
     }
 }
 

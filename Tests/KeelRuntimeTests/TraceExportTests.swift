@@ -39,18 +39,23 @@ struct TraceExportTests {
 
         let deployment = try Deployment()
         defer { deployment.stopAll() }
-        deployment.extraEnvironment = ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(port)", "OTEL_BSP_SCHEDULE_DELAY": "100"]
+        deployment.extraEnvironment = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(port)", "OTEL_BSP_SCHEDULE_DELAY": "100"
+        ]
         try deployment.startCoordinator()
         try deployment.startWorker()
-        let started = try await deployment.client.startAndConfirm(StartRequest(
-            workflowType: "bench-steps", workflowId: "exported", input: try Payload(encoding: ["steps": 2, "milliseconds": 10], field: "input")))
+        let started = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "exported",
+                input: try Payload(encoding: ["steps": 2, "milliseconds": 10], field: "input")))
         #expect(try await deployment.client.waitForResult(workflowId: "exported", timeout: 30).status == .completed)
 
         let traceId = TraceIdentity.traceId(runId: started.runId)
-        let traceBytes = Data(stride(from: 0, to: traceId.count, by: 2).map { offset in
-            let start = traceId.index(traceId.startIndex, offsetBy: offset)
-            return UInt8(traceId[start..<traceId.index(start, offsetBy: 2)], radix: 16)!
-        })
+        let traceBytes = Data(
+            stride(from: 0, to: traceId.count, by: 2).map { offset in
+                let start = traceId.index(traceId.startIndex, offsetBy: offset)
+                return UInt8(traceId[start..<traceId.index(start, offsetBy: 2)], radix: 16)!
+            })
         func bodies() -> [Data] {
             ((try? FileManager.default.contentsOfDirectory(at: received, includingPropertiesForKeys: nil)) ?? [])
                 .filter { $0.lastPathComponent.hasSuffix("_v1_traces.bin") }
@@ -58,11 +63,14 @@ struct TraceExportTests {
         }
         func exported(by service: String, span: String) -> Bool {
             bodies().contains { body in
-                body.range(of: Data(service.utf8)) != nil && body.range(of: Data(span.utf8)) != nil && body.range(of: traceBytes) != nil
+                body.range(of: Data(service.utf8)) != nil && body.range(of: Data(span.utf8)) != nil
+                    && body.range(of: traceBytes) != nil
             }
         }
-        #expect(try await eventually(15) {
-            exported(by: "keel-coordinator", span: "workflow bench-steps") && exported(by: "keel-worker", span: "activity sleep")
-        }, "\(bodies().count) export(s)")
+        #expect(
+            try await eventually(15) {
+                exported(by: "keel-coordinator", span: "workflow bench-steps")
+                    && exported(by: "keel-worker", span: "activity sleep")
+            }, "\(bodies().count) export(s)")
     }
 }

@@ -9,6 +9,6 @@ let package = Package(
     dependencies: [.package(name: "Keel", path: "../..")],
     targets: [
         .target(name: "Starter", dependencies: [.product(name: "Keel", package: "Keel")]),
-        .executableTarget(name: "starter-server", dependencies: ["Starter", .product(name: "Keel", package: "Keel")]),
+        .executableTarget(name: "starter-server", dependencies: ["Starter", .product(name: "Keel", package: "Keel")])
     ]
 )

@@ -14,9 +14,10 @@ extension Coordinator {
         let options = activity.options
         work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
-            work.batch.set(TimerRecord(
-                runId: run.runId, kind: .scheduleToStart, seq: activity.activityId,
-                fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
+            work.batch.set(
+                TimerRecord(
+                    runId: run.runId, kind: .scheduleToStart, seq: activity.activityId,
+                    fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
         }
         save(activity, in: run, &work)
     }
@@ -35,8 +36,9 @@ extension Coordinator {
 
     func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {
         append(
-            HistoryEvent(id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
-                         attempt: activity.attempt),
+            HistoryEvent(
+                id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
+                attempt: activity.attempt),
             to: run, &work)
         metrics.attemptStarted(activity, now: work.now)
         activity.state = .started
@@ -45,14 +47,16 @@ extension Coordinator {
         let seq = activity.activityId
         deleteTimers([.scheduleToStart], of: activity, in: run, &work)
         if let timeout = activity.options.startToCloseTimeout {
-            work.batch.set(TimerRecord(
-                runId: run.runId, kind: .startToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
-                attempt: activity.attempt))
+            work.batch.set(
+                TimerRecord(
+                    runId: run.runId, kind: .startToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
+                    attempt: activity.attempt))
         }
         if let timeout = activity.options.heartbeatTimeout {
-            work.batch.set(TimerRecord(
-                runId: run.runId, kind: .heartbeat, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
-                attempt: activity.attempt))
+            work.batch.set(
+                TimerRecord(
+                    runId: run.runId, kind: .heartbeat, seq: seq, fireAt: work.now.addingTimeInterval(timeout),
+                    attempt: activity.attempt))
         }
         save(activity, in: run, &work)
     }
@@ -87,9 +91,10 @@ extension Coordinator {
             activity.startedAt = nil
             activity.startedByClaim = nil
             deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
-            work.batch.set(TimerRecord(
-                runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
-                attempt: activity.attempt))
+            work.batch.set(
+                TimerRecord(
+                    runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),
+                    attempt: activity.attempt))
             save(activity, in: run, &work)
         case .stop(let state):
             failure.retryState = state
@@ -123,7 +128,8 @@ extension Coordinator {
         else { return nil }
         return Failure(
             type: "CircuitOpen",
-            message: "not retried: the circuit breaker of every provider it called is open (\(providers.joined(separator: ", ")))",
+            message:
+                "not retried: the circuit breaker of every provider it called is open (\(providers.joined(separator: ", ")))",
             nonRetryable: true, retryState: .nonRetryableFailure)
     }
 

@@ -73,7 +73,8 @@ extension Coordinator {
             try store.commit(cleared)
             return true
         } catch {
-            logger.warning("publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
+            logger.warning(
+                "publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
             return false
         }
     }

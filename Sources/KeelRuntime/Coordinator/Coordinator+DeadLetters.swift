@@ -17,8 +17,9 @@ extension Coordinator {
         redriven.parkedFailure = nil
         redriven.scheduledAt = work.now
         if let timeout = activity.options.scheduleToCloseTimeout {
-            work.batch.set(TimerRecord(
-                runId: runId, kind: .scheduleToClose, seq: activityId, fireAt: work.now.addingTimeInterval(timeout)))
+            work.batch.set(
+                TimerRecord(
+                    runId: runId, kind: .scheduleToClose, seq: activityId, fireAt: work.now.addingTimeInterval(timeout)))
         }
         dispatch(&redriven, in: run, &work)
         try await finish(&work)
@@ -30,9 +31,11 @@ extension Coordinator {
         var work = Work(now: clock.now())
         endActivity(activity, in: run, &work)
         apply(
-            HistoryEvent(id: 0, time: work.now, kind: .activityFailed, ref: activityId,
-                         name: HistoryEvent.discardedMark, attempt: activity.attempt,
-                         failure: activity.parkedFailure ?? Failure(type: "Discarded", message: "discarded from the dead-letter queue", nonRetryable: true)),
+            HistoryEvent(
+                id: 0, time: work.now, kind: .activityFailed, ref: activityId,
+                name: HistoryEvent.discardedMark, attempt: activity.attempt,
+                failure: activity.parkedFailure
+                    ?? Failure(type: "Discarded", message: "discarded from the dead-letter queue", nonRetryable: true)),
             to: run, &work)
         try await finish(&work)
     }
@@ -45,11 +48,15 @@ extension Coordinator {
         }
         guard let activity = run.activities[activityId] else {
             throw ActivityNotParkedError(
-                message: "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is not pending (already completed, failed or discarded)")
+                message:
+                    "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is not pending (already completed, failed or discarded)"
+            )
         }
         guard activity.state == .parked else {
             throw ActivityNotParkedError(
-                message: "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is \(activity.state.rawValue), not parked")
+                message:
+                    "cannot \(action) activity \(activityId) of workflow \(run.record.workflowId): it is \(activity.state.rawValue), not parked"
+            )
         }
         return (run, activity)
     }
@@ -64,11 +71,12 @@ extension Coordinator {
         let seq = activity.activityId
         let park = activity.options.parkOnExhaustion
         metrics.deadLettered(activity, parked: park)
-        work.batch.deadLetters.append(DeadLetterEntry(
-            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
-            activityId: seq, activityType: activity.activityType, taskQueue: activity.options.taskQueue,
-            input: activity.input, failure: failure, attempts: attempts(of: activity, in: run, final: failure, work),
-            parked: park, scheduledAt: activity.scheduledAt, deadLetteredAt: work.now))
+        work.batch.deadLetters.append(
+            DeadLetterEntry(
+                workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+                activityId: seq, activityType: activity.activityType, taskQueue: activity.options.taskQueue,
+                input: activity.input, failure: failure, attempts: attempts(of: activity, in: run, final: failure, work),
+                parked: park, scheduledAt: activity.scheduledAt, deadLetteredAt: work.now))
         guard park else {
             endActivity(activity, in: run, &work)
             apply(
@@ -87,8 +95,10 @@ extension Coordinator {
         save(activity, in: run, &work)
         logger.warning(
             "activity parked after its last attempt failed; `keel dlq redrive` retries it, `keel dlq discard` fails it",
-            metadata: ["workflow_id": "\(run.record.workflowId)", "activity": "\(activity.activityType)#\(seq)",
-                       "error": "\(failure.type)"])
+            metadata: [
+                "workflow_id": "\(run.record.workflowId)", "activity": "\(activity.activityType)#\(seq)",
+                "error": "\(failure.type)"
+            ])
     }
 
     /// Every failed attempt of `activity` as its history has it, the last one ending with `final`.
@@ -107,16 +117,18 @@ extension Coordinator {
                 started[attempt] = (event.name, event.time)
             case .activityFailed, .activityTimedOut, .activityParked:
                 guard let failure = event.failure else { continue }
-                attempts.append(DeadLetterEntry.Attempt(
-                    attempt: attempt, worker: started[attempt]?.worker, startedAt: started[attempt]?.at,
-                    endedAt: event.time, failure: failure))
+                attempts.append(
+                    DeadLetterEntry.Attempt(
+                        attempt: attempt, worker: started[attempt]?.worker, startedAt: started[attempt]?.at,
+                        endedAt: event.time, failure: failure))
             default:
                 continue
             }
         }
         let last = activity.attempt
-        attempts.append(DeadLetterEntry.Attempt(
-            attempt: last, worker: started[last]?.worker, startedAt: started[last]?.at, endedAt: work.now, failure: final))
+        attempts.append(
+            DeadLetterEntry.Attempt(
+                attempt: last, worker: started[last]?.worker, startedAt: started[last]?.at, endedAt: work.now, failure: final))
         return attempts
     }
 }

@@ -43,7 +43,9 @@ extension Coordinator {
         }
         try configuration.limits.check(StartJob(request))
         if let requestId = request.requestId {
-            if let earlier = byRequestId[requestId] { return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false) }
+            if let earlier = byRequestId[requestId] {
+                return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false)
+            }
             if let existing = try store.run(requestId: requestId) {
                 return StartResult(workflowId: existing.workflowId, runId: existing.runId, started: false)
             }
@@ -115,13 +117,16 @@ extension Coordinator {
         }
         if record.status == .blocked {
             throw WorkflowNotFoundError(
-                workflowId: workflowId, detail: "cannot query: run \(record.runId) is blocked (\(record.failure?.message ?? "")); `keel unblock` replays it")
+                workflowId: workflowId,
+                detail:
+                    "cannot query: run \(record.runId) is blocked (\(record.failure?.message ?? "")); `keel unblock` replays it")
         }
         let instance = makeInstance(record, try workflows.definition(named: record.workflowType))
         let events = try store.events(runId: record.runId)
         let marker = self.marker
         func code<T>(_ body: () throws -> T) rethrows -> T {
-            try marker?.around(workflowId: record.workflowId, runId: record.runId, lastEventId: record.historyLength, body) ?? body()
+            try marker?.around(workflowId: record.workflowId, runId: record.runId, lastEventId: record.historyLength, body)
+                ?? body()
         }
         defer { code { instance.evict() } }
         _ = code { instance.replay(events) }

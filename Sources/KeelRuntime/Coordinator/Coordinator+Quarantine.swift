@@ -18,14 +18,20 @@ extension Coordinator {
     func quarantine(workflowId: String) -> Failure? {
         guard isQuarantined(workflowId), let crash = lastCrash else { return nil }
         metrics.quarantined()
-        struct Details: Encodable { var signal: Int32; var lastEventId: Int64; var crashes: Int32 }
+        struct Details: Encodable {
+            var signal: Int32
+            var lastEventId: Int64
+            var crashes: Int32
+        }
         return Failure(
             type: Self.crashedType,
-            message: "the workflow code crashed the coordinator \(crash.count == 2 ? "twice" : "\(crash.count) times") in a row while processing this run: "
+            message:
+                "the workflow code crashed the coordinator \(crash.count == 2 ? "twice" : "\(crash.count) times") in a row while processing this run: "
                 + "\(CrashMarker.describe(signal: crash.signal)), after event \(crash.lastEventId). The run is quarantined; "
                 + "fix the code, deploy it, then `keel unblock \(workflowId)` replays it",
             nonRetryable: true,
-            details: try? Payload(encoding: Details(signal: crash.signal, lastEventId: crash.lastEventId, crashes: crash.count), field: "crash"))
+            details: try? Payload(
+                encoding: Details(signal: crash.signal, lastEventId: crash.lastEventId, crashes: crash.count), field: "crash"))
     }
 
     /// Whether `workflowId`'s code crashed the last two coordinators.
@@ -40,13 +46,15 @@ extension Coordinator {
     public func unblock(workflowId: String) async throws -> RunRecord {
         let run = try openRun(workflowId, for: "unblock")
         guard run.record.status == .blocked else {
-            throw NotBlockedError(message: "workflow \(workflowId): run \(run.runId) is \(run.record.status.rawValue), not blocked")
+            throw NotBlockedError(
+                message: "workflow \(workflowId): run \(run.runId) is \(run.record.status.rawValue), not blocked")
         }
         // This process runs the code that crashed the last two: replaying it would crash this
         // one too. (So does an unblock job a crash left unacknowledged, when it comes back.)
         if isQuarantined(workflowId) {
             throw NotBlockedError(
-                message: "workflow \(workflowId) stays blocked: its code crashed the last two coordinators, and this one runs the "
+                message:
+                    "workflow \(workflowId) stays blocked: its code crashed the last two coordinators, and this one runs the "
                     + "same code; deploy a fix and restart the coordinator, then unblock it")
         }
         let definition = try workflows.definition(named: run.record.workflowType)

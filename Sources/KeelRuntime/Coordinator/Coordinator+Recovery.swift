@@ -20,11 +20,13 @@ extension Coordinator {
         var report = RecoveryReport()
         var work = Work(now: clock.now())
         if let crash = lastCrash {
-            let outlook = crash.count >= 2
+            let outlook =
+                crash.count >= 2
                 ? "it happened \(crash.count) times in a row, so the run is quarantined (blocked)"
                 : "it runs once more, and is quarantined if it crashes again"
             logger.error(
-                "the previous coordinator died while running the workflow code of \(crash.workflowId) (run \(crash.runId), after event \(crash.lastEventId)): \(CrashMarker.describe(signal: crash.signal)); \(outlook)")
+                "the previous coordinator died while running the workflow code of \(crash.workflowId) (run \(crash.runId), after event \(crash.lastEventId)): \(CrashMarker.describe(signal: crash.signal)); \(outlook)"
+            )
         }
         let state = try store.openRunState()
         for record in try store.openRuns() {
@@ -59,7 +61,9 @@ extension Coordinator {
         try await finish(&work)
         report.republished = try await flushOutbox()
         metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)
-        logger.info("recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)")
+        logger.info(
+            "recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)"
+        )
         return report
     }
 

@@ -22,7 +22,8 @@ extension Coordinator {
         requestId: String?, parent: (runId: String, seq: Int64)?, continuedFrom: RunRecord?, blockedBy: Failure? = nil,
         _ work: inout Work
     ) -> LiveRun {
-        let deadline = continuedFrom?.executionDeadline
+        let deadline =
+            continuedFrom?.executionDeadline
             ?? options.executionTimeout.map { work.now.addingTimeInterval($0) }
         let record = RunRecord(
             workflowId: workflowId, runId: UUID().uuidString.lowercased(), workflowType: definition.name,
@@ -101,15 +102,17 @@ extension Coordinator {
                     runId: run.runId, activityId: seq, activityType: type, input: input, options: options,
                     scheduledAt: work.now)
                 if let timeout = options.scheduleToCloseTimeout {
-                    work.batch.set(TimerRecord(
-                        runId: run.runId, kind: .scheduleToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout)))
+                    work.batch.set(
+                        TimerRecord(
+                            runId: run.runId, kind: .scheduleToClose, seq: seq, fireAt: work.now.addingTimeInterval(timeout)))
                 }
                 dispatch(&activity, in: run, &work)
             case .cancelActivity(let seq):
                 if let activity = run.activities[seq] { endActivity(activity, in: run, &work) }
             case .startTimer(let seq, let seconds):
-                work.batch.set(TimerRecord(
-                    runId: run.runId, kind: .workflowTimer, seq: seq, fireAt: work.now.addingTimeInterval(seconds)))
+                work.batch.set(
+                    TimerRecord(
+                        runId: run.runId, kind: .workflowTimer, seq: seq, fireAt: work.now.addingTimeInterval(seconds)))
             case .cancelTimer(let seq):
                 work.batch.deleteTimer(runId: run.runId, kind: .workflowTimer, seq: seq)
             case .recordMarker:
@@ -139,7 +142,8 @@ extension Coordinator {
     ) {
         let refused: Failure?
         if workflowId.utf8.count > configuration.limits.workflowId {
-            refused = Failure(LimitError(field: "child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
+            refused = Failure(
+                LimitError(field: "child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
         } else if let openId = openRunByWorkflowId[workflowId] {
             refused = Failure(
                 type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",
@@ -153,8 +157,9 @@ extension Coordinator {
             refused = Failure(UnknownTypeError(kind: "workflow", name: type, known: workflows.names))
         }
         if let refused {
-            apply(HistoryEvent(id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: type, failure: refused),
-                  to: parent, &work)
+            apply(
+                HistoryEvent(id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: type, failure: refused),
+                to: parent, &work)
         }
     }
 
@@ -188,7 +193,8 @@ extension Coordinator {
             } else {
                 event = HistoryEvent(
                     id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: run.record.workflowType,
-                    failure: failure ?? Failure(type: "Workflow\(status.rawValue.capitalized)", message: "child run \(status.rawValue)"))
+                    failure: failure
+                        ?? Failure(type: "Workflow\(status.rawValue.capitalized)", message: "child run \(status.rawValue)"))
             }
             apply(event, to: parent, &work)
         }

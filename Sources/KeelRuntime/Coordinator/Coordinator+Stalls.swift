@@ -19,7 +19,8 @@ extension Coordinator {
                 switch activity.state {
                 case .scheduled:
                     since = activity.attemptScheduledAt
-                    reason = "\(label) has waited \(Int(now.timeIntervalSince(since))) s in task queue \(activity.options.taskQueue): no worker took it"
+                    reason =
+                        "\(label) has waited \(Int(now.timeIntervalSince(since))) s in task queue \(activity.options.taskQueue): no worker took it"
                 case .started:
                     since = max(activity.startedAt ?? activity.attemptScheduledAt, activity.lastHeartbeatAt ?? .distantPast)
                     reason = "\(label) has neither heartbeated nor finished for \(Int(now.timeIntervalSince(since))) s"
@@ -27,22 +28,25 @@ extension Coordinator {
                     continue
                 }
                 if now.timeIntervalSince(since) >= threshold {
-                    stalled.append(StalledRun(
-                        workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
-                        reason: reason, since: since))
+                    stalled.append(
+                        StalledRun(
+                            workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+                            reason: reason, since: since))
                     break
                 }
             }
         }
         // A timer long past due has not fired: the coordinator's timer loop is behind or stuck.
         var flagged = Set(stalled.map(\.runId))
-        for timer in try store.dueTimers(at: now.addingTimeInterval(-threshold), limit: 1000) where !flagged.contains(timer.runId) {
+        for timer in try store.dueTimers(at: now.addingTimeInterval(-threshold), limit: 1000) where !flagged.contains(timer.runId)
+        {
             guard let run = runs[timer.runId], run.record.status == .running else { continue }
             flagged.insert(timer.runId)
-            stalled.append(StalledRun(
-                workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
-                reason: "\(timer.description) was due \(Int(now.timeIntervalSince(timer.fireAt))) s ago and has not fired",
-                since: timer.fireAt))
+            stalled.append(
+                StalledRun(
+                    workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
+                    reason: "\(timer.description) was due \(Int(now.timeIntervalSince(timer.fireAt))) s ago and has not fired",
+                    since: timer.fireAt))
         }
         let before = Set(stalledRunIds)
         stalledRunIds = flagged

@@ -124,9 +124,10 @@ extension Coordinator {
         if let details = message.details { activity.heartbeatDetails = details }
         activity.lastHeartbeatAt = work.now
         if let timeout = activity.options.heartbeatTimeout {
-            work.batch.set(TimerRecord(
-                runId: run.runId, kind: .heartbeat, seq: activity.activityId,
-                fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
+            work.batch.set(
+                TimerRecord(
+                    runId: run.runId, kind: .heartbeat, seq: activity.activityId,
+                    fireAt: work.now.addingTimeInterval(timeout), attempt: activity.attempt))
         }
         save(activity, in: run, &work)
         return true
@@ -165,8 +166,9 @@ extension Coordinator {
             metrics.attemptCompleted(activity, now: work.now)
             endActivity(activity, in: run, &work)
             apply(
-                HistoryEvent(id: 0, time: work.now, kind: .activityCompleted, ref: activity.activityId,
-                             attempt: activity.attempt, payload: payload),
+                HistoryEvent(
+                    id: 0, time: work.now, kind: .activityCompleted, ref: activity.activityId,
+                    attempt: activity.attempt, payload: payload),
                 to: run, &work)
         case .failed(let failure):
             attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)

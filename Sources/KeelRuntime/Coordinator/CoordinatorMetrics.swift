@@ -35,7 +35,8 @@ struct CoordinatorMetrics: Sendable {
         ).increment()
         if let kind = failure.timeoutKind {
             Counter(
-                label: "keel_activity_timeouts_total", dimensions: [("activity_type", activity.activityType), ("kind", kind.rawValue)]
+                label: "keel_activity_timeouts_total",
+                dimensions: [("activity_type", activity.activityType), ("kind", kind.rawValue)]
             ).increment()
         }
         if willRetry {

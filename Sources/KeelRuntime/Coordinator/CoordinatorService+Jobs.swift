@@ -72,9 +72,11 @@ extension CoordinatorService {
     func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async {
         guard let reply, let replyTo = message.replyTo else { return }
         do {
-            try await publisher.publish([AMQPMessage(
-                exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
-                correlationId: message.correlationId, persistent: false)])
+            try await publisher.publish([
+                AMQPMessage(
+                    exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",
+                    correlationId: message.correlationId, persistent: false)
+            ])
         } catch {
             logger.warning("could not answer a \(message.type ?? "job") on \(replyTo): \(error)")
         }
@@ -95,7 +97,9 @@ extension CoordinatorService {
         let answered = message.replyTo != nil && (message.type ?? message.headers["keel-type"]) != WireType.start.rawValue
         if !answered {
             let refused = RefusedMessages(publisher: publisher, logger: logger)
-            if await refused.deadLetter(delivery, from: publisher.topology.jobsQueue, reason: failure.description, consumer: consumer) {
+            if await refused.deadLetter(
+                delivery, from: publisher.topology.jobsQueue, reason: failure.description, consumer: consumer)
+            {
                 rejected.insert(message.deliveryTag)
             }
         } else {
@@ -108,7 +112,8 @@ extension CoordinatorService {
     private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
         let typeName = message.type ?? message.headers["keel-type"] ?? ""
         guard let type = WireType(rawValue: typeName), WireType.jobs.contains(type) else {
-            throw WireError(message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")
+            throw WireError(
+                message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")
         }
         let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
         try configuration.coordinator.limits.check(job, type)
@@ -122,7 +127,8 @@ extension CoordinatorService {
             try await coordinator.terminate(workflowId: job.workflowId, reason: job.reason ?? "terminated by an operator")
         case .query:
             guard let name = job.name else { throw WireError(message: "query job needs 'name'") }
-            return JobReply(ok: true, result: try await coordinator.query(workflowId: job.workflowId, name: name, argument: job.input))
+            return JobReply(
+                ok: true, result: try await coordinator.query(workflowId: job.workflowId, name: name, argument: job.input))
         case .redrive, .discard:
             guard let runId = job.runId, let activityId = job.activityId else {
                 throw WireError(message: "\(type.rawValue) job needs 'runId' and 'activityId'")

@@ -111,7 +111,9 @@ public final class CoordinatorService: Service {
             }
             // Announced once the broker counts both consumers.
             if await jobs.consuming(), await results.consuming() {
-                logger.info("coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))")
+                logger.info(
+                    "coordinator running: \(configuration.url), history \(configuration.databasePath), workflows \(workflows.names.joined(separator: ", "))"
+                )
             }
             // Each loop runs until the coordinator stops. One that ends before, or throws (the
             // history cannot be written), ends the process with an error, so that a supervisor
@@ -152,7 +154,9 @@ public final class CoordinatorService: Service {
                 for run in new {
                     logger.warning(
                         "workflow stalled: \(run.reason)",
-                        metadata: ["workflow_id": "\(run.workflowId)", "run_id": "\(run.runId)", "workflow_type": "\(run.workflowType)"])
+                        metadata: [
+                            "workflow_id": "\(run.workflowId)", "run_id": "\(run.runId)", "workflow_type": "\(run.workflowType)"
+                        ])
                 }
             } catch {
                 logger.warning("stall check failed: \(error)")

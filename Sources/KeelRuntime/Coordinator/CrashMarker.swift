@@ -132,9 +132,12 @@ final class CrashMarker: @unchecked Sendable {
     static func describe(signal: Int32) -> String {
         switch signal {
         case 0: return "no signal recorded (killed: SIGKILL, the OOM killer, or a stack overflow)"
-        case SIGILL, SIGTRAP: return "signal \(signal) (\(signal == SIGILL ? "SIGILL" : "SIGTRAP"): a Swift runtime trap, such as an index out of range, a forced unwrap of nil, an arithmetic overflow or a failed precondition)"
+        case SIGILL, SIGTRAP:
+            return
+                "signal \(signal) (\(signal == SIGILL ? "SIGILL" : "SIGTRAP"): a Swift runtime trap, such as an index out of range, a forced unwrap of nil, an arithmetic overflow or a failed precondition)"
         case SIGABRT: return "signal \(signal) (SIGABRT: an abort, such as a fatalError or a failed assertion in C code)"
-        case SIGSEGV, SIGBUS: return "signal \(signal) (\(signal == SIGSEGV ? "SIGSEGV" : "SIGBUS"): a bad memory access, or a stack overflow)"
+        case SIGSEGV, SIGBUS:
+            return "signal \(signal) (\(signal == SIGSEGV ? "SIGSEGV" : "SIGBUS"): a bad memory access, or a stack overflow)"
         case SIGFPE: return "signal \(signal) (SIGFPE: an arithmetic fault)"
         default: return "signal \(signal)"
         }

@@ -54,7 +54,10 @@ public struct MessageLimits: Sendable, Hashable {
     public func check(_ job: WorkflowJob, _ type: WireType) throws {
         try check(job.workflowId, "workflowId", limit: workflowId, empty: type == .redrive || type == .discard)
         try check(job.name, type == .query ? "query name" : "signal name", limit: name)
-        try check(job.input, type == .query ? "argument of query \((job.name ?? "").prefix(name))" : "input of signal \((job.name ?? "").prefix(name))")
+        try check(
+            job.input,
+            type == .query
+                ? "argument of query \((job.name ?? "").prefix(name))" : "input of signal \((job.name ?? "").prefix(name))")
         try check(job.reason, "reason", limit: reason)
         try check(job.runId, "runId", limit: name)
     }
@@ -84,11 +87,13 @@ public struct MessageLimits: Sendable, Hashable {
                 if let delay = failure.nextRetryDelay, !(delay >= 0 && delay <= Self.longestTimeout) {
                     throw LimitError(
                         field: "nextRetryDelay", size: 0, limit: 0,
-                        custom: "failure.nextRetryDelay is \(delay); it must be a number of seconds between 0 and \(Int(Self.longestTimeout))")
+                        custom:
+                            "failure.nextRetryDelay is \(delay); it must be a number of seconds between 0 and \(Int(Self.longestTimeout))"
+                    )
                 }
             }
-            // A completed result over the payload limit is not refused here: it becomes the
-            // attempt's failure (``oversizedResult(_:)``), so the workflow learns at once.
+        // A completed result over the payload limit is not refused here: it becomes the
+        // attempt's failure (``oversizedResult(_:)``), so the workflow learns at once.
         }
     }
 
@@ -101,10 +106,16 @@ public struct MessageLimits: Sendable, Hashable {
         try check(task.taskQueue, "taskQueue", limit: name)
         try check(task.input, "input of activity \(task.activityType.prefix(name))")
         try check(task.heartbeatDetails, "heartbeatDetails")
-        for (field, value) in [("startToCloseTimeout", task.startToCloseTimeout), ("scheduleToCloseTimeout", task.scheduleToCloseTimeout),
-                               ("heartbeatTimeout", task.heartbeatTimeout)] {
+        for (field, value) in [
+            ("startToCloseTimeout", task.startToCloseTimeout), ("scheduleToCloseTimeout", task.scheduleToCloseTimeout),
+            ("heartbeatTimeout", task.heartbeatTimeout)
+        ] {
             if let value, !(value > 0 && value <= Self.longestTimeout) {
-                throw LimitError(field: field, size: 0, limit: 0, custom: "\(field) is \(value); it must be a number of seconds between 0 and \(Int(Self.longestTimeout)) (ten years)")
+                throw LimitError(
+                    field: field, size: 0, limit: 0,
+                    custom:
+                        "\(field) is \(value); it must be a number of seconds between 0 and \(Int(Self.longestTimeout)) (ten years)"
+                )
             }
         }
     }

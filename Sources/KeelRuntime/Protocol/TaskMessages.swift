@@ -6,8 +6,10 @@ extension ActivityTask {
     /// The task as it goes to `keel.tasks`, routed by its task queue. The workflow id, activity
     /// type and trace context travel as headers too, so tools read them without the body.
     func message(topology: Topology) throws -> AMQPMessage {
-        var headers = ["keel-type": WireType.task.rawValue, "keel-version": wireVersion,
-                       "keel-workflow-id": workflowId, "keel-activity-type": activityType]
+        var headers = [
+            "keel-type": WireType.task.rawValue, "keel-version": wireVersion,
+            "keel-workflow-id": workflowId, "keel-activity-type": activityType
+        ]
         if let trace { headers.merge(trace) { keel, _ in keel } }
         return AMQPMessage(
             exchange: topology.tasksExchange, routingKey: taskQueue, body: try Wire.encode(self),
@@ -21,10 +23,12 @@ extension DeadLetterEntry {
         AMQPMessage(
             exchange: topology.deadLetterExchange, routingKey: taskQueue, body: try Wire.encode(self),
             type: WireType.deadLetter.rawValue, messageId: id,
-            headers: ["keel-type": WireType.deadLetter.rawValue, "keel-version": wireVersion,
-                      "keel-workflow-id": workflowId, "keel-run-id": runId, "keel-activity-type": activityType,
-                      "keel-origin": topology.queue(forTaskQueue: taskQueue),
-                      "keel-error": String("\(failure.type): \(failure.message)".prefix(1000))])
+            headers: [
+                "keel-type": WireType.deadLetter.rawValue, "keel-version": wireVersion,
+                "keel-workflow-id": workflowId, "keel-run-id": runId, "keel-activity-type": activityType,
+                "keel-origin": topology.queue(forTaskQueue: taskQueue),
+                "keel-error": String("\(failure.type): \(failure.message)".prefix(1000))
+            ])
     }
 }
 

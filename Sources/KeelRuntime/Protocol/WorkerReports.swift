@@ -34,7 +34,10 @@ extension WorkerReport {
             return (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
                 + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
         default:
-            throw WireError(message: "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports")
+            throw WireError(
+                message:
+                    "unknown report type '\(message.type ?? "")'; expected started, redelivered, claim, heartbeat, result or reports"
+            )
         }
     }
 
@@ -50,8 +53,10 @@ extension WorkerReport {
             case .claim: throw WireError(message: "a claim is a request that waits for its answer: ClaimClient sends it")
             }
         }
-        var started: [ActivityStarted] = [], redelivered: [ActivityRedelivered] = []
-        var heartbeats: [ActivityHeartbeat] = [], results: [ActivityResult] = []
+        var started: [ActivityStarted] = []
+        var redelivered: [ActivityRedelivered] = []
+        var heartbeats: [ActivityHeartbeat] = []
+        var results: [ActivityResult] = []
         for report in reports {
             switch report {
             case .started(let report): started.append(report)

@@ -36,7 +36,8 @@ final class ClaimClient: @unchecked Sendable {
         do {
             let connection = try open()
             let correlation = UUID().uuidString
-            var message = try AMQPMessage.wire(.claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+            var message = try AMQPMessage.wire(
+                .claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
             message.replyTo = Topology.replyTo
             message.correlationId = correlation
             try connection.publish(message)
@@ -46,7 +47,8 @@ final class ClaimClient: @unchecked Sendable {
                 guard let reply = try connection.next(timeout: 0.2), reply.correlationId == correlation else { continue }
                 return try Wire.decode(JobReply.self, from: reply.body, what: "claim reply").ok
             }
-            throw WireError(message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")
+            throw WireError(
+                message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")
         } catch let error as AMQPError {
             connection?.close()
             connection = nil

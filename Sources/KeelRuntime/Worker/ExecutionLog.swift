@@ -13,7 +13,8 @@ public enum ExecutionLog {
     }
 
     static func append(_ task: ActivityTask, worker: String, to path: String) {
-        let line = String(format: "%.6f", Date().timeIntervalSince1970)
+        let line =
+            String(format: "%.6f", Date().timeIntervalSince1970)
             + " \(task.workflowId) \(task.runId) \(task.activityId) \(task.attempt) \(worker)\n"
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard descriptor >= 0 else { return }
@@ -25,9 +26,11 @@ public enum ExecutionLog {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
-            guard fields.count == 6, let time = Double(fields[0]), let activity = Int64(fields[3]), let attempt = Int(fields[4]) else { return nil }
-            return Entry(time: Date(timeIntervalSince1970: time), workflowId: String(fields[1]), runId: String(fields[2]),
-                         activityId: activity, attempt: attempt, worker: String(fields[5]))
+            guard fields.count == 6, let time = Double(fields[0]), let activity = Int64(fields[3]), let attempt = Int(fields[4])
+            else { return nil }
+            return Entry(
+                time: Date(timeIntervalSince1970: time), workflowId: String(fields[1]), runId: String(fields[2]),
+                activityId: activity, attempt: attempt, worker: String(fields[5]))
         }
     }
 }

@@ -33,7 +33,8 @@ final class ReportSender: Sendable {
     /// Sends without waiting: `written` is called once the report is on the connection,
     /// `settled` once the broker confirmed it (nil) or it could not be sent. Both are called on
     /// the publishing thread and must not block.
-    func send(_ report: WorkerReport, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void) {
+    func send(_ report: WorkerReport, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void)
+    {
         let batch = state.withLock { state -> [Item] in
             state.waiting.append(Item(report: report, written: written, settled: settled))
             guard state.inFlight < window else { return [] }

@@ -74,7 +74,8 @@ public final class WorkerService: Service {
         let queueName = topology.queue(forTaskQueue: configuration.taskQueue)
         let taskQueue = configuration.taskQueue
         let consumer = AMQPConsumer(
-            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, maxBatch: configuration.concurrency, logger: logger,
+            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, maxBatch: configuration.concurrency,
+            logger: logger,
             declare: { connection in
                 try topology.declare(on: connection)
                 try topology.declareTaskQueue(taskQueue, on: connection)
@@ -91,7 +92,9 @@ public final class WorkerService: Service {
             }
             // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
             if await consumer.consuming() {
-                logger.info("worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))")
+                logger.info(
+                    "worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))"
+                )
             }
             let inFlight = InProgress()
             let slots = ActivitySlots(configuration.concurrency)
@@ -126,7 +129,8 @@ public final class WorkerService: Service {
             if running > 0 {
                 logger.info("stopping: waiting for \(running) running activit\(running == 1 ? "y" : "ies")")
                 if await !inFlight.drained(within: configuration.shutdownGrace) {
-                    logger.warning("stopping: \(inFlight.count) activities still running after \(configuration.shutdownGrace); cancelled")
+                    logger.warning(
+                        "stopping: \(inFlight.count) activities still running after \(configuration.shutdownGrace); cancelled")
                 }
             }
             consumer.stop()
@@ -151,9 +155,12 @@ public final class WorkerService: Service {
             await deadLetter(delivery, queueName, reason, publisher, consumer)
             return
         case .failUnknownActivity(let unknown, let failure):
-            try? await reports.send(.result(ActivityResult(
-                runId: unknown.runId, activityId: unknown.activityId, attempt: unknown.attempt, worker: configuration.identity,
-                outcome: .failed(failure))))
+            try? await reports.send(
+                .result(
+                    ActivityResult(
+                        runId: unknown.runId, activityId: unknown.activityId, attempt: unknown.attempt,
+                        worker: configuration.identity,
+                        outcome: .failed(failure))))
             await deadLetter(delivery, queueName, failure.description, publisher, consumer)
             return
         case .reportRedelivered(let redelivered):
@@ -180,9 +187,10 @@ public final class WorkerService: Service {
         let start = StartedReport()
         // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
         reports.send(
-            .started(ActivityStarted(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                time: Date())),
+            .started(
+                ActivityStarted(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+                    time: Date())),
             written: { start.wrote() },
             settled: { error in
                 if error == nil { consumer.ack(delivery) }
@@ -198,13 +206,16 @@ public final class WorkerService: Service {
         guard stillCurrent(task, delivery, consumer) else { return }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
-            try? await reports.send(.heartbeat(ActivityHeartbeat(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
+            try? await reports.send(
+                .heartbeat(
+                    ActivityHeartbeat(
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
         }
         let running = Meter(label: "keel_worker_activities_running", dimensions: [("task_queue", task.taskQueue)])
         running.increment()
         let span = RunTracing.startAttemptSpan(
-            task, headers: message.headers, worker: configuration.identity, tracer: configuration.tracer ?? InstrumentationSystem.tracer)
+            task, headers: message.headers, worker: configuration.identity,
+            tracer: configuration.tracer ?? InstrumentationSystem.tracer)
         let started = ContinuousClock.now
         let outcome = await runner.run(task) { details in heartbeats.beat(details) }
         running.decrement()
@@ -234,7 +245,8 @@ public final class WorkerService: Service {
                 // Done once the task's acknowledgement is queued: a stopping worker closes its
                 // connection only after that.
                 if let error = await start.confirmed() {
-                    logger.error("RabbitMQ did not confirm the start of \(task.attemptKey) (\(error)); the task was not acknowledged")
+                    logger.error(
+                        "RabbitMQ did not confirm the start of \(task.attemptKey) (\(error)); the task was not acknowledged")
                 }
                 return
             } catch {
@@ -247,15 +259,16 @@ public final class WorkerService: Service {
         }
     }
 
-
     /// Tells the coordinator that RabbitMQ delivered an attempt's task again, and acknowledges
     /// it unrun; if the report cannot be sent, the delivery is left to RabbitMQ.
     private func reportRedelivery(
         _ task: ActivityTask, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ reports: ReportSender
     ) async {
         do {
-            try await reports.send(.redelivered(ActivityRedelivered(
-                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
+            try await reports.send(
+                .redelivered(
+                    ActivityRedelivered(
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
             consumer.ack(delivery)
             notRun(task, reason: "redelivered")
             logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
@@ -266,7 +279,8 @@ public final class WorkerService: Service {
 
     /// Dead-letters a task this worker cannot run (``RefusedMessages``) and acknowledges it.
     private func deadLetter(
-        _ delivery: AMQPConsumer.Delivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher, _ consumer: AMQPConsumer
+        _ delivery: AMQPConsumer.Delivery, _ queueName: String, _ reason: String, _ publisher: AMQPPublisher,
+        _ consumer: AMQPConsumer
     ) async {
         let refused = RefusedMessages(publisher: publisher, logger: logger)
         if await !refused.deadLetter(delivery, from: queueName, reason: reason, consumer: consumer) { consumer.ack(delivery) }

@@ -5,7 +5,8 @@ import KeelHarness
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Keel on this machine.", subcommands: [ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self])
+        commandName: "bench", abstract: "Measure Keel on this machine.",
+        subcommands: [ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self])
 }
 
 struct ReplayBench: AsyncParsableCommand {
@@ -51,10 +52,15 @@ struct ReplayBench: AsyncParsableCommand {
             replayTimes.append(end - replayStart)
         }
         let count = Double(history.events.count)
-        let replay = median(replayTimes), load = median(loadTimes)
-        print("median of \(iterations): load from SQLite \(format(load)), replay \(format(replay)), together \(format(load + replay))")
-        print(String(format: "replay only: %.0f events/s; load + replay: %.0f events/s",
-                     count / replay.seconds, count / (load + replay).seconds))
+        let replay = median(replayTimes)
+        let load = median(loadTimes)
+        print(
+            "median of \(iterations): load from SQLite \(format(load)), replay \(format(replay)), together \(format(load + replay))"
+        )
+        print(
+            String(
+                format: "replay only: %.0f events/s; load + replay: %.0f events/s",
+                count / replay.seconds, count / (load + replay).seconds))
         print(String(format: "events=%d events_per_s=%.0f", history.events.count, count / replay.seconds))
     }
 

@@ -10,7 +10,10 @@ struct NoOp: Activity {
 /// Sleeps `milliseconds`, heartbeating every 100 ms with its progress.
 struct Sleep: Activity {
     static let name = "sleep"
-    struct Input: Codable, Sendable { var step: Int; var milliseconds: Int }
+    struct Input: Codable, Sendable {
+        var step: Int
+        var milliseconds: Int
+    }
     func run(context: ActivityContext, input: Input) async throws -> Int {
         var slept = context.lastHeartbeatDetails(as: Int.self) ?? 0
         while slept < input.milliseconds {

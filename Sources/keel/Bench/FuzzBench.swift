@@ -6,7 +6,9 @@ import KeelHarness
 struct FuzzBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fuzz",
-        abstract: "Soak a coordinator and a worker (real processes) with --messages generated and mutated messages on every queue they consume; then a normal run must complete, both must still run, and nothing may be left unacknowledged.")
+        abstract:
+            "Soak a coordinator and a worker (real processes) with --messages generated and mutated messages on every queue they consume; then a normal run must complete, both must still run, and nothing may be left unacknowledged."
+    )
 
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Messages, spread over the jobs, results and task queues.") var messages = 20_000
@@ -25,8 +27,10 @@ struct FuzzBench: AsyncParsableCommand {
         print("published \(report.published.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         if let failure = report.failure { print("the run after the messages: \(failure)") }
         print("processes survived: \(report.survived ? "yes" : "no"); left unacknowledged: \(report.stuck.values.reduce(0, +))")
-        print("fuzz_messages=\(messages) seed=\(seed) dead_lettered=\(report.deadLettered) final_run=\(report.finalRun?.rawValue ?? "unfinished") "
-            + "survived=\(report.survived ? "yes" : "no") stuck=\(report.stuck.values.reduce(0, +)) seconds=" + String(format: "%.1f", report.seconds))
+        print(
+            "fuzz_messages=\(messages) seed=\(seed) dead_lettered=\(report.deadLettered) final_run=\(report.finalRun?.rawValue ?? "unfinished") "
+                + "survived=\(report.survived ? "yes" : "no") stuck=\(report.stuck.values.reduce(0, +)) seconds="
+                + String(format: "%.1f", report.seconds))
         if !report.passed { throw ExitCode(1) }
     }
 }

@@ -18,9 +18,12 @@ struct BenchDeployment {
     /// With `countExecutions`, workers log every execution to ``executionLogPath``.
     init(url: AMQPURL, durability: String, workers: Int, concurrency: Int, countExecutions: Bool = false) throws {
         self.url = url
-        var environment = ["KEEL_DB": directory.appendingPathComponent("bench.sqlite").path,
-                           "KEEL_NAMESPACE": topology.namespace, "KEEL_DURABILITY": durability]
-        environment["KEEL_AMQP_URL"] = "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)/\(url.vhost == "/" ? "" : url.vhost)"
+        var environment = [
+            "KEEL_DB": directory.appendingPathComponent("bench.sqlite").path,
+            "KEEL_NAMESPACE": topology.namespace, "KEEL_DURABILITY": durability
+        ]
+        environment["KEEL_AMQP_URL"] =
+            "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)/\(url.vhost == "/" ? "" : url.vhost)"
         if countExecutions { environment["KEEL_EXECUTION_LOG"] = directory.appendingPathComponent("executions.log").path }
         self.environment = environment
         self.concurrency = concurrency
@@ -31,9 +34,10 @@ struct BenchDeployment {
     /// Starts `count` more worker processes on `default`.
     mutating func startWorkers(_ count: Int) throws {
         for _ in 0..<count {
-            processes.append(try KeelProcess(
-                ["worker", "--queue", "default", "--concurrency", "\(concurrency)"], environment: environment,
-                log: directory.appendingPathComponent("worker-\(processes.count).log")))
+            processes.append(
+                try KeelProcess(
+                    ["worker", "--queue", "default", "--concurrency", "\(concurrency)"], environment: environment,
+                    log: directory.appendingPathComponent("worker-\(processes.count).log")))
         }
     }
 
@@ -54,11 +58,13 @@ struct BenchDeployment {
     }
 
     func stop() {
-        processes.forEach { $0.terminate() }
+        for process in processes { process.terminate() }
         if let connection = try? AMQPConnection(url: url) {
             for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue]
-                + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:)) { try? connection.deleteQueue(queue) }
-            for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange] {
+                + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:))
+            { try? connection.deleteQueue(queue) }
+            for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange]
+            {
                 try? connection.deleteExchange(exchange)
             }
             connection.close()
@@ -76,8 +82,9 @@ struct BenchWorkerOptions: ParsableArguments {
 /// `count` starts of `bench-sequential` with `steps` no-op steps, ids `<prefix>-<n>` (also the request ids).
 func sequentialStarts(_ count: Int, steps: Int, prefix: String) throws -> [StartRequest] {
     try (0..<count).map { index in
-        StartRequest(workflowType: BenchSequential.name, workflowId: "\(prefix)-\(index)",
-                     input: try Payload(encoding: steps, field: "input"), requestId: "\(prefix)-\(index)")
+        StartRequest(
+            workflowType: BenchSequential.name, workflowId: "\(prefix)-\(index)",
+            input: try Payload(encoding: steps, field: "input"), requestId: "\(prefix)-\(index)")
     }
 }
 
@@ -96,16 +103,22 @@ struct LatencyBench: AsyncParsableCommand {
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
         // Warm up connections and code paths, then measure.
-        _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 5, field: "input")))
+        _ = try await client.startAndConfirm(
+            StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 5, field: "input")))
         _ = try await client.waitForResult(workflowId: "warm-up", timeout: 60, poll: 0.05)
         let begin = ContinuousClock.now
-        _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "latency", input: Payload(encoding: steps, field: "input")))
+        _ = try await client.startAndConfirm(
+            StartRequest(
+                workflowType: BenchSequential.name, workflowId: "latency", input: Payload(encoding: steps, field: "input")))
         let run = try await client.waitForResult(workflowId: "latency", timeout: 600, poll: 0.05)
         let wall = ContinuousClock.now - begin
         guard run.status == .completed else { throw ValidationError("the bench workflow ended \(run.status.rawValue)") }
         let events = try SQLiteHistoryStore(path: deployment.databasePath).events(runId: run.runId)
-        var scheduled: [Int64: Date] = [:], started: [Int64: Date] = [:]
-        var latencies: [Double] = [], toStart: [Double] = [], toComplete: [Double] = []
+        var scheduled: [Int64: Date] = [:]
+        var started: [Int64: Date] = [:]
+        var latencies: [Double] = []
+        var toStart: [Double] = []
+        var toComplete: [Double] = []
         for event in events {
             guard let ref = event.ref else { continue }
             switch event.kind {
@@ -126,11 +139,18 @@ struct LatencyBench: AsyncParsableCommand {
             let values = values ?? latencies
             return values[min(Int(Double(values.count) * p), values.count - 1)]
         }
-        print("\(latencies.count) steps, durability \(durability), one worker process, wall \(String(format: "%.2f", wall.seconds)) s")
+        print(
+            "\(latencies.count) steps, durability \(durability), one worker process, wall \(String(format: "%.2f", wall.seconds)) s"
+        )
         print("per step (activity scheduled -> completion recorded, coordinator clock):")
-        print(String(format: "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last ?? 0))
-        print(String(format: "split, p50: scheduled -> started recorded %.2f ms, started -> completed recorded %.2f ms",
-                     percentile(0.5, of: toStart), percentile(0.5, of: toComplete)))
+        print(
+            String(
+                format: "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms", percentile(0.5), percentile(0.9), percentile(0.99),
+                latencies.last ?? 0))
+        print(
+            String(
+                format: "split, p50: scheduled -> started recorded %.2f ms, started -> completed recorded %.2f ms",
+                percentile(0.5, of: toStart), percentile(0.5, of: toComplete)))
         print(String(format: "p50_ms=%.2f p99_ms=%.2f", percentile(0.5), percentile(0.99)))
     }
 }

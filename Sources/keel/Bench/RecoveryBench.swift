@@ -6,7 +6,9 @@ import KeelHarness
 struct RecoveryBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recovery",
-        abstract: "kill -9 the coordinator with --workflows open workflows mid-run; time until they are replayed and progressing again, then check that none is lost and no completed step runs again.")
+        abstract:
+            "kill -9 the coordinator with --workflows open workflows mid-run; time until they are replayed and progressing again, then check that none is lost and no completed step runs again."
+    )
 
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Open workflows when the coordinator is killed.") var workflows = 10_000
@@ -17,7 +19,8 @@ struct RecoveryBench: AsyncParsableCommand {
     func run() async throws {
         // Workers join once every workflow is recorded, so all of them are open at the kill.
         var deployment = try BenchDeployment(
-            url: try broker.url(), durability: "normal", workers: 0, concurrency: workerOptions.concurrency, countExecutions: true)
+            url: try broker.url(), durability: "normal", workers: 0, concurrency: workerOptions.concurrency, countExecutions: true
+        )
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
@@ -31,7 +34,9 @@ struct RecoveryBench: AsyncParsableCommand {
 
         let open = try store.count(status: .running)
         guard open > 0 else {
-            throw ValidationError("every workflow finished within --run-for \(runFor) s, before the kill; use more --workflows or --steps, or a shorter --run-for")
+            throw ValidationError(
+                "every workflow finished within --run-for \(runFor) s, before the kill; use more --workflows or --steps, or a shorter --run-for"
+            )
         }
         let killedAt = Date()
         deployment.killCoordinator()
@@ -55,11 +60,16 @@ struct RecoveryBench: AsyncParsableCommand {
         try await until("every workflow completed", timeout: 600) { try store.count(status: .completed) >= workflows }
         let completed = try store.count(status: .completed)
         let executions = ExecutionLog.read(deployment.executionLogPath)
-        let reexecuted = executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }.count
+        let reexecuted = executions.filter { $0.time > killedAt && completedBefore.contains("\($0.runId)/\($0.activityId)") }
+            .count
         let attempts = executions.map { "\($0.runId)/\($0.activityId)/\($0.attempt)" }
         let duplicates = attempts.count - Set(attempts).count
-        print(String(format: "restart -> recovered and consuming: %.2f s; restart -> first result applied: %.2f s", serving.seconds, progressing.seconds))
-        print("\(completed) of \(workflows) completed; \(executions.count) executions (\(duplicates) duplicate attempt deliveries)")
+        print(
+            String(
+                format: "restart -> recovered and consuming: %.2f s; restart -> first result applied: %.2f s", serving.seconds,
+                progressing.seconds))
+        print(
+            "\(completed) of \(workflows) completed; \(executions.count) executions (\(duplicates) duplicate attempt deliveries)")
         print(String(format: "recovery_s=%.2f lost=%d reexecuted=%d", progressing.seconds, workflows - completed, reexecuted))
     }
 

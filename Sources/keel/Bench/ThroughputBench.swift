@@ -6,7 +6,9 @@ import KeelHarness
 struct ThroughputBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "throughput",
-        abstract: "Activities per second through real coordinator and worker processes, RabbitMQ (persistent, confirmed) and the SQLite history.")
+        abstract:
+            "Activities per second through real coordinator and worker processes, RabbitMQ (persistent, confirmed) and the SQLite history."
+    )
 
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Workflows started at once.") var workflows = 2000
@@ -15,11 +17,13 @@ struct ThroughputBench: AsyncParsableCommand {
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
 
     func run() async throws {
-        let deployment = try BenchDeployment(url: try broker.url(), durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
+        let deployment = try BenchDeployment(
+            url: try broker.url(), durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
-        _ = try await client.startAndConfirm(StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 2, field: "input")))
+        _ = try await client.startAndConfirm(
+            StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 2, field: "input")))
         _ = try await client.waitForResult(workflowId: "warm-up", timeout: 60, poll: 0.05)
 
         let requests = try sequentialStarts(workflows, steps: steps, prefix: "tp")
@@ -34,16 +38,21 @@ struct ThroughputBench: AsyncParsableCommand {
             completed = try store.count(status: .completed)
             if completed != lastProgress.count { lastProgress = (completed, ContinuousClock.now) }
             if ContinuousClock.now - lastProgress.at > .seconds(60) {
-                throw ValidationError("no progress for 60 s with \(completed - 1) of \(workflows) completed; logs in \(deployment.directory.path)")
+                throw ValidationError(
+                    "no progress for 60 s with \(completed - 1) of \(workflows) completed; logs in \(deployment.directory.path)")
             }
         }
         let elapsed = (ContinuousClock.now - begin).seconds
         let failed = try store.runs(status: .failed, limit: 10)
-        guard failed.isEmpty else { throw ValidationError("\(failed.count) bench workflow(s) failed: \(failed[0].failure?.description ?? "")") }
+        guard failed.isEmpty else {
+            throw ValidationError("\(failed.count) bench workflow(s) failed: \(failed[0].failure?.description ?? "")")
+        }
         // Where a step's time goes, from the coordinator's clock, over a sample of runs.
-        var toStart: [Double] = [], toComplete: [Double] = []
+        var toStart: [Double] = []
+        var toComplete: [Double] = []
         for run in try store.runs(status: .completed, limit: 200) {
-            var scheduled: [Int64: Date] = [:], started: [Int64: Date] = [:]
+            var scheduled: [Int64: Date] = [:]
+            var started: [Int64: Date] = [:]
             for event in try store.events(runId: run.runId) {
                 guard let ref = event.ref else { continue }
                 switch event.kind {
@@ -62,11 +71,21 @@ struct ThroughputBench: AsyncParsableCommand {
             return sorted.isEmpty ? 0 : sorted[min(Int(Double(sorted.count) * p), sorted.count - 1)]
         }
         let activities = workflows * steps
-        print("\(workflows) workflows x \(steps) no-op activities, \(workerOptions.workers) worker process(es) x \(workerOptions.concurrency), durability \(durability)")
+        print(
+            "\(workflows) workflows x \(steps) no-op activities, \(workerOptions.workers) worker process(es) x \(workerOptions.concurrency), durability \(durability)"
+        )
         print(String(format: "starts published and confirmed in %.2f s; all completed in %.2f s", published.seconds, elapsed))
-        print(String(format: "%.0f activities/s, %.0f workflows/s end to end", Double(activities) / elapsed, Double(workflows) / elapsed))
-        print(String(format: "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
-                     percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
-        print(String(format: "activities_per_s=%.0f workflows_per_s=%.0f", Double(activities) / elapsed, Double(workflows) / elapsed))
+        print(
+            String(
+                format: "%.0f activities/s, %.0f workflows/s end to end", Double(activities) / elapsed,
+                Double(workflows) / elapsed))
+        print(
+            String(
+                format:
+                    "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
+                percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
+        print(
+            String(
+                format: "activities_per_s=%.0f workflows_per_s=%.0f", Double(activities) / elapsed, Double(workflows) / elapsed))
     }
 }

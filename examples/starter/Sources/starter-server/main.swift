@@ -7,7 +7,8 @@ import Starter
 let environment = ProcessInfo.processInfo.environment
 let url = try AMQPURL.fromEnvironment()
 let llm = try LLMConfiguration.resolve(path: nil, environment: environment) ?? LLMConfiguration(providers: [])
-var coordinatorConfiguration = CoordinatorService.Configuration(url: url, databasePath: environment["KEEL_DB"] ?? "starter.sqlite")
+var coordinatorConfiguration = CoordinatorService.Configuration(
+    url: url, databasePath: environment["KEEL_DB"] ?? "starter.sqlite")
 coordinatorConfiguration.coordinator.providerChain = llm.chain
 let coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: Starter.workflows)
 let workers = ["default", "llm"].map { queue in
