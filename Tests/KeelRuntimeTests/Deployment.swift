@@ -12,6 +12,7 @@ final class Deployment: @unchecked Sendable {
     let client: KeelClient
     private(set) var coordinator: KeelProcess?
     private(set) var workers: [KeelProcess] = []
+    private var retired: [KeelProcess] = []
 
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
     var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
@@ -32,6 +33,9 @@ final class Deployment: @unchecked Sendable {
     }
 
     func startCoordinator(_ arguments: [String] = []) throws {
+        // One still running (a test that restarts a coordinator it expected to have died) is
+        // stopped with the others, not leaked.
+        if let previous = coordinator, previous.exists { retired.append(previous) }
         coordinator = try KeelProcess(
             ["coordinator"] + arguments, environment: environment, log: directory.appendingPathComponent("coordinator.log"))
     }
@@ -59,7 +63,7 @@ final class Deployment: @unchecked Sendable {
     /// cleanup happen on a thread of their own: tests call this from `defer` on the two-thread
     /// cooperative pool, and blocking it there stalled every other test in the suite.
     func stopAll() {
-        let processes = [coordinator].compactMap { $0 } + workers
+        let processes = [coordinator].compactMap { $0 } + retired + workers
         for process in processes where process.process.isRunning {
             kill(process.process.processIdentifier, SIGTERM)
         }
