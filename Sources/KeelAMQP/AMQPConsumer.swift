@@ -95,6 +95,7 @@ public final class AMQPConsumer: Sendable {
     /// Stops consuming; unacknowledged deliveries go back to the queue.
     public func stop() {
         state.withLock { $0.stopped = true }
+        wakeup.signal()
     }
 
     /// The deliveries received since the last call (at most `maxBatch`), waiting for one if there
@@ -203,7 +204,8 @@ public final class AMQPConsumer: Sendable {
                         case .reject(let tag): try connection.reject(tag)
                         }
                     }
-                    if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 0.05) }
+                    // Woken by a delivery, a settlement to send or stop(); the timeout only bounds a lost wakeup.
+                    if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 1) }
                     guard let first = try connection.next(timeout: 0) else { continue }
                     var batch = [Delivery(message: first, generation: generation)]
                     while batch.count < maxBatch, let message = try connection.next(timeout: 0) {

@@ -7,11 +7,11 @@ import Foundation
 /// Lets a thread that owns a rabbitmq-c connection sleep until either the broker sent something
 /// or another thread handed it work: it polls the connection's socket and a pipe that
 /// ``signal()`` writes to.
-final class Wakeup: Sendable {
+public final class Wakeup: Sendable {
     private let readEnd: Int32
     private let writeEnd: Int32
 
-    init() {
+    public init() {
         var fds: [Int32] = [-1, -1]
         _ = pipe(&fds)
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
@@ -24,13 +24,13 @@ final class Wakeup: Sendable {
     }
 
     /// Wakes the sleeping thread (or makes its next sleep return at once).
-    func signal() {
+    public func signal() {
         var one: UInt8 = 1
         _ = write(writeEnd, &one, 1)
     }
 
     /// Sleeps until ``signal()``, input on `socket` (if given), or `timeout` seconds.
-    func sleep(socket: Int32?, timeout: Double) {
+    public func sleep(socket: Int32?, timeout: Double) {
         var descriptors = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)]
         if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
         _ = poll(&descriptors, nfds_t(descriptors.count), Int32(max(timeout, 0) * 1000))

@@ -39,6 +39,8 @@ public final class QueueMonitor: Sendable {
     private let dispatchCounts = Mutex([String: Int]())
     private let samples = Mutex([String: QueueSample]())
     private let stopped = Mutex(false)
+    /// Ends the wait between two looks at once when the monitor stops.
+    private let wakeup = Wakeup()
     private let finished = DispatchSemaphore(value: 0)
 
     init(url: AMQPURL, topology: Topology, interval: Double, noConsumerAfter: Double, logger: Logger) {
@@ -110,11 +112,7 @@ public final class QueueMonitor: Sendable {
                         connection = nil
                     }
                 }
-                var waited = 0.0
-                while waited < interval, !stopped.withLock({ $0 }) {
-                    Thread.sleep(forTimeInterval: 0.05)
-                    waited += 0.05
-                }
+                if !stopped.withLock({ $0 }) { wakeup.sleep(socket: nil, timeout: interval) }
             }
             connection?.close()
         }
@@ -123,6 +121,7 @@ public final class QueueMonitor: Sendable {
     /// Stops the thread and waits for it (off the cooperative pool).
     func stop() async {
         stopped.withLock { $0 = true }
+        wakeup.signal()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread { [finished] in
                 finished.wait()
