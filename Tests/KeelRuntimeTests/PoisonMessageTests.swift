@@ -161,3 +161,31 @@ struct PoisonMessageTests {
             !logs.contains("coordinator stopping:") && !logs.contains("worker stopping:"), "a serving loop ended (seed \(seed))")
     }
 }
+
+/// A coordinator whose history cannot be written stops with an error, so a supervisor restarts
+/// it, instead of staying up with a jobs queue nobody serves.
+@Suite("A coordinator that cannot write", .tags(.integration), .timeLimit(.minutes(3)))
+struct UnwritableHistoryTests {
+    @Test func aFailedCommitStopsTheCoordinatorWithANonZeroExit() async throws {
+        let deployment = try Deployment()
+        // Files may grow to 1 MiB (bash counts 1024-byte blocks); past that a write fails with
+        // EFBIG (SIGXFSZ ignored) and SQLite's commit with it.
+        let log = deployment.directory.appendingPathComponent("coordinator.log")
+        let coordinator = try KeelProcess(
+            ["-c", "trap '' XFSZ; ulimit -f 1024; exec \"$0\" coordinator", KeelProcess.binary.path],
+            environment: deployment.environment, log: log, binary: URL(fileURLWithPath: "/bin/bash"))
+        defer { coordinator.terminate() }
+        func logText() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        #expect(await eventually(60) { logText().contains("coordinator running") })
+        let input = try Payload(encoding: String(repeating: "x", count: 400_000), field: "input")
+        for index in 0..<8 {
+            try await deployment.client.start(
+                StartRequest(workflowType: "call-activity", workflowId: "big-\(index)", input: input))
+        }
+        #expect(await eventually(60) { !coordinator.exists }, "the coordinator exits")
+        #expect(await eventually(10) { !coordinator.process.isRunning })
+        if !coordinator.process.isRunning { #expect(coordinator.process.terminationStatus != 0) }
+        #expect(logText().contains("coordinator stopping:"), "\(logText().suffix(2000))")
+        #expect(logText().contains("StoreError"), "\(logText().suffix(2000))")
+    }
+}
