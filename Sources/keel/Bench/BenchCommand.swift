@@ -6,7 +6,9 @@ import KeelHarness
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure Keel on this machine.",
-        subcommands: [ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self])
+        subcommands: [
+            ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self, FloorBench.self
+        ])
 }
 
 struct ReplayBench: AsyncParsableCommand {

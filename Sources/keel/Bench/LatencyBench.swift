@@ -96,9 +96,23 @@ struct LatencyBench: AsyncParsableCommand {
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Sequential no-op steps.") var steps = 200
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
+    @OptionGroup var floorOptions: FloorOptions
 
     func run() async throws {
-        let deployment = try BenchDeployment(url: try broker.url(), durability: durability, workers: 1, concurrency: 1)
+        let url = try broker.url()
+        let (keel, floor) = try await BrokerFloor.around(url: url, enabled: floorOptions.floor) { try await measure(url) }
+        var line = String(format: "p50_ms=%.2f p99_ms=%.2f", keel.p50, keel.p99)
+        if let floor {
+            line += String(
+                format: " floor_p50_ms=%.2f floor_p99_ms=%.2f floor_ratio=%.2f floor_ratio_p99=%.2f", floor.p50Milliseconds,
+                floor.p99Milliseconds, keel.p50 / floor.p50Milliseconds, keel.p99 / floor.p99Milliseconds)
+        }
+        print(line)
+    }
+
+    /// Keel's run; returns its per-step p50 and p99 in milliseconds.
+    private func measure(_ url: AMQPURL) async throws -> (p50: Double, p99: Double) {
+        let deployment = try BenchDeployment(url: url, durability: durability, workers: 1, concurrency: 1)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
@@ -151,6 +165,6 @@ struct LatencyBench: AsyncParsableCommand {
             String(
                 format: "split, p50: scheduled -> started recorded %.2f ms, started -> completed recorded %.2f ms",
                 percentile(0.5, of: toStart), percentile(0.5, of: toComplete)))
-        print(String(format: "p50_ms=%.2f p99_ms=%.2f", percentile(0.5), percentile(0.99)))
+        return (percentile(0.5), percentile(0.99))
     }
 }

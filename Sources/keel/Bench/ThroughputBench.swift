@@ -15,10 +15,24 @@ struct ThroughputBench: AsyncParsableCommand {
     @Option(help: "Sequential no-op activities per workflow.") var steps = 5
     @OptionGroup var workerOptions: BenchWorkerOptions
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
+    @OptionGroup var floorOptions: FloorOptions
 
     func run() async throws {
+        let url = try broker.url()
+        let (perSecond, floor) = try await BrokerFloor.around(url: url, enabled: floorOptions.floor) { try await measure(url) }
+        var line = String(format: "activities_per_s=%.0f workflows_per_s=%.0f", perSecond.activities, perSecond.workflows)
+        if let floor {
+            line += String(
+                format: " floor_steps_per_s=%.0f floor_ratio=%.3f", floor.stepsPerSecond,
+                perSecond.activities / floor.stepsPerSecond)
+        }
+        print(line)
+    }
+
+    /// Keel's run; returns activities and workflows per second.
+    private func measure(_ url: AMQPURL) async throws -> (activities: Double, workflows: Double) {
         let deployment = try BenchDeployment(
-            url: try broker.url(), durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
+            url: url, durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
@@ -84,8 +98,6 @@ struct ThroughputBench: AsyncParsableCommand {
                 format:
                     "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
                 percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
-        print(
-            String(
-                format: "activities_per_s=%.0f workflows_per_s=%.0f", Double(activities) / elapsed, Double(workflows) / elapsed))
+        return (Double(activities) / elapsed, Double(workflows) / elapsed)
     }
 }
