@@ -101,7 +101,7 @@ struct LatencyBench: AsyncParsableCommand {
     func run() async throws {
         let url = try broker.url()
         let (keel, floor) = try await BrokerFloor.around(url: url, enabled: floorOptions.floor) { try await measure(url) }
-        var line = String(format: "p50_ms=%.2f p99_ms=%.2f", keel.p50, keel.p99)
+        var line = String(format: "p50_ms=%.2f p99_ms=%.2f ", keel.p50, keel.p99) + keel.cpu
         if let floor {
             line += String(
                 format: " floor_p50_ms=%.2f floor_p99_ms=%.2f floor_ratio=%.2f floor_ratio_p99=%.2f", floor.p50Milliseconds,
@@ -111,7 +111,7 @@ struct LatencyBench: AsyncParsableCommand {
     }
 
     /// Keel's run; returns its per-step p50 and p99 in milliseconds.
-    private func measure(_ url: AMQPURL) async throws -> (p50: Double, p99: Double) {
+    private func measure(_ url: AMQPURL) async throws -> (p50: Double, p99: Double, cpu: String) {
         let deployment = try BenchDeployment(url: url, durability: durability, workers: 1, concurrency: 1)
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
@@ -120,12 +120,14 @@ struct LatencyBench: AsyncParsableCommand {
         _ = try await client.startAndConfirm(
             StartRequest(workflowType: BenchSequential.name, workflowId: "warm-up", input: Payload(encoding: 5, field: "input")))
         _ = try await client.waitForResult(workflowId: "warm-up", timeout: 60, poll: 0.05)
+        let cpuBefore = ProcessCPU.sample(deployment)
         let begin = ContinuousClock.now
         _ = try await client.startAndConfirm(
             StartRequest(
                 workflowType: BenchSequential.name, workflowId: "latency", input: Payload(encoding: steps, field: "input")))
         let run = try await client.waitForResult(workflowId: "latency", timeout: 600, poll: 0.05)
         let wall = ContinuousClock.now - begin
+        let cpu = ProcessCPU.perStep(from: cpuBefore, to: ProcessCPU.sample(deployment), steps: steps)
         guard run.status == .completed else { throw ValidationError("the bench workflow ended \(run.status.rawValue)") }
         let events = try SQLiteHistoryStore(path: deployment.databasePath).events(runId: run.runId)
         var scheduled: [Int64: Date] = [:]
@@ -165,6 +167,7 @@ struct LatencyBench: AsyncParsableCommand {
             String(
                 format: "split, p50: scheduled -> started recorded %.2f ms, started -> completed recorded %.2f ms",
                 percentile(0.5, of: toStart), percentile(0.5, of: toComplete)))
-        return (percentile(0.5), percentile(0.99))
+        print(cpu.sentence)
+        return (percentile(0.5), percentile(0.99), cpu.fields)
     }
 }

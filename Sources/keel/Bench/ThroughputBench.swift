@@ -20,7 +20,9 @@ struct ThroughputBench: AsyncParsableCommand {
     func run() async throws {
         let url = try broker.url()
         let (perSecond, floor) = try await BrokerFloor.around(url: url, enabled: floorOptions.floor) { try await measure(url) }
-        var line = String(format: "activities_per_s=%.0f workflows_per_s=%.0f", perSecond.activities, perSecond.workflows)
+        var line =
+            String(format: "activities_per_s=%.0f workflows_per_s=%.0f ", perSecond.activities, perSecond.workflows)
+            + perSecond.cpu
         if let floor {
             line += String(
                 format: " floor_steps_per_s=%.0f floor_ratio=%.3f", floor.stepsPerSecond,
@@ -30,7 +32,7 @@ struct ThroughputBench: AsyncParsableCommand {
     }
 
     /// Keel's run; returns activities and workflows per second.
-    private func measure(_ url: AMQPURL) async throws -> (activities: Double, workflows: Double) {
+    private func measure(_ url: AMQPURL) async throws -> (activities: Double, workflows: Double, cpu: String) {
         let deployment = try BenchDeployment(
             url: url, durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
         defer { deployment.stop() }
@@ -42,6 +44,7 @@ struct ThroughputBench: AsyncParsableCommand {
 
         let requests = try sequentialStarts(workflows, steps: steps, prefix: "tp")
         let store = try SQLiteHistoryStore(path: deployment.databasePath)
+        let cpuBefore = ProcessCPU.sample(deployment)
         let begin = ContinuousClock.now
         try await client.start(requests)
         let published = ContinuousClock.now - begin
@@ -57,6 +60,7 @@ struct ThroughputBench: AsyncParsableCommand {
             }
         }
         let elapsed = (ContinuousClock.now - begin).seconds
+        let cpu = ProcessCPU.perStep(from: cpuBefore, to: ProcessCPU.sample(deployment), steps: workflows * steps)
         let failed = try store.runs(status: .failed, limit: 10)
         guard failed.isEmpty else {
             throw ValidationError("\(failed.count) bench workflow(s) failed: \(failed[0].failure?.description ?? "")")
@@ -98,6 +102,7 @@ struct ThroughputBench: AsyncParsableCommand {
                 format:
                     "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
                 percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
-        return (Double(activities) / elapsed, Double(workflows) / elapsed)
+        print(cpu.sentence)
+        return (Double(activities) / elapsed, Double(workflows) / elapsed, cpu.fields)
     }
 }
