@@ -2,69 +2,24 @@ import CAMQP
 import Foundation
 import Logging
 
-/// A message as received.
-public struct AMQPDelivery: Sendable {
-    public var deliveryTag: UInt64
-    public var exchange: String
-    public var routingKey: String
-    public var redelivered: Bool
-    public var body: Data
-    public var type: String?
-    public var messageId: String?
-    public var replyTo: String?
-    public var correlationId: String?
-    /// String headers that Keel reads (`keel-*`).
-    public var headers: [String: String]
-    /// RabbitMQ's record of why the message was dead-lettered (first `x-death` entry).
-    public var death: (reason: String, queue: String, count: Int64)?
-}
-
-/// A message to send.
-public struct AMQPMessage: Sendable {
-    public var exchange: String
-    public var routingKey: String
-    public var body: Data
-    public var type: String?
-    public var messageId: String?
-    public var replyTo: String?
-    public var correlationId: String?
-    public var headers: [String: String]
-    public var persistent: Bool
-
-    public init(
-        exchange: String, routingKey: String, body: Data, type: String? = nil, messageId: String? = nil,
-        replyTo: String? = nil, correlationId: String? = nil, headers: [String: String] = [:], persistent: Bool = true
-    ) {
-        self.exchange = exchange
-        self.routingKey = routingKey
-        self.body = body
-        self.type = type
-        self.messageId = messageId
-        self.replyTo = replyTo
-        self.correlationId = correlationId
-        self.headers = headers
-        self.persistent = persistent
-    }
-}
-
 /// One rabbitmq-c connection with one channel. rabbitmq-c is synchronous and not thread-safe:
 /// an instance must be used by one thread at a time (its owner serialises calls).
 public final class AMQPConnection: @unchecked Sendable {
-    private let state: amqp_connection_state_t
-    private let channel: amqp_channel_t = 1
+    let state: amqp_connection_state_t
+    let channel: amqp_channel_t = 1
     public let url: AMQPURL
-    private var confirms = false
-    private let logger: Logger
+    var confirms = false
+    let logger: Logger
     /// Delivery tags published in confirm mode and not yet confirmed.
-    private var unconfirmed: Set<UInt64> = []
-    private var lastTag: UInt64 = 0
-    private var lowestUnsettled: UInt64 = 1
+    var unconfirmed: Set<UInt64> = []
+    var lastTag: UInt64 = 0
+    var lowestUnsettled: UInt64 = 1
     /// Nacked delivery tags not yet reported by ``takeRefusals(in:)``.
-    private var refusedTags: Set<UInt64> = []
+    var refusedTags: Set<UInt64> = []
     /// The broker has blocked publishing on this connection (a memory or disk alarm).
     public private(set) var isBlocked = false
-    private var nacked = false
-    private var isOpen = false
+    var nacked = false
+    var isOpen = false
 
     public init(
         url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5, logger: Logger = Logger(label: "keel.amqp")
@@ -113,7 +68,7 @@ public final class AMQPConnection: @unchecked Sendable {
         amqp_destroy_connection(state)
     }
 
-    private func check(_ code: AMQPError.Code, _ what: String) throws {
+    func check(_ code: AMQPError.Code, _ what: String) throws {
         var text = [CChar](repeating: 0, count: 512)
         if keel_amqp_describe_reply(amqp_get_rpc_reply(state), &text, text.count) != 0 {
             throw AMQPError(code, "\(what): \(cText(text))")
@@ -228,7 +183,7 @@ public final class AMQPConnection: @unchecked Sendable {
 
     /// Reads one frame and handles confirms and channel closes. Returns false on timeout.
     @discardableResult
-    private func readFrame(timeout: Double) throws -> Bool {
+    func readFrame(timeout: Double) throws -> Bool {
         var frame = amqp_frame_t()
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1_000_000))
         let status = amqp_simple_wait_frame_noblock(state, &frame, &tv)
@@ -276,7 +231,7 @@ public final class AMQPConnection: @unchecked Sendable {
     }
 
     /// Marks `tag` (and with `multiple`, every earlier tag) confirmed.
-    private func settle(_ tag: UInt64, multiple: Bool) {
+    func settle(_ tag: UInt64, multiple: Bool) {
         if multiple {
             unconfirmed = unconfirmed.filter { $0 > tag }
         } else {
@@ -317,129 +272,22 @@ public final class AMQPConnection: @unchecked Sendable {
     }
 
     // MARK: Consuming
-
-    public func qos(prefetch: Int) throws {
-        amqp_basic_qos(state, channel, 0, UInt16(clamping: prefetch), 0)
-        try check(.consumeFailed, "setting prefetch \(prefetch)")
-    }
-
-    public func consume(queue: String, noAck: Bool = false) throws {
-        withBytes(queue) {
-            _ = amqp_basic_consume(state, channel, $0[0], amqp_empty_bytes, 0, noAck ? 1 : 0, 0, amqp_empty_table)
-        }
-        try check(.consumeFailed, "consuming \(queue)")
-    }
-
-    /// The next delivery, or nil when none arrived within `timeout` seconds.
-    public func next(timeout: Double) throws -> AMQPDelivery? {
-        amqp_maybe_release_buffers(state)
-        var envelope = amqp_envelope_t()
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1_000_000))
-        let reply = amqp_consume_message(state, &envelope, &tv, 0)
-        switch reply.reply_type {
-        case AMQP_RESPONSE_NORMAL:
-            defer { amqp_destroy_envelope(&envelope) }
-            return delivery(from: envelope)
-        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
-            return nil
-        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_UNEXPECTED_STATE.rawValue:
-            // A frame that is not a delivery: a confirm, or the broker closing the channel.
-            try readFrame(timeout: 0.01)
-            return nil
-        default:
-            var text = [CChar](repeating: 0, count: 512)
-            keel_amqp_describe_reply(reply, &text, text.count)
-            throw AMQPError(.connectionLost, "consuming from \(url): \(cText(text))")
-        }
-    }
-
-    /// Acknowledges a delivery; with `multiple`, every earlier unacknowledged one too.
-    public func ack(_ deliveryTag: UInt64, multiple: Bool = false) throws {
-        let status = amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0)
-        guard status == AMQP_STATUS_OK.rawValue else {
-            throw AMQPError(.connectionLost, "ack failed: \(String(cString: amqp_error_string2(status)))")
-        }
-    }
-
-    /// Rejects without requeue: the queue's dead-letter exchange receives the message.
-    public func reject(_ deliveryTag: UInt64, requeue: Bool = false) throws {
-        let status = amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0)
-        guard status == AMQP_STATUS_OK.rawValue else {
-            throw AMQPError(.connectionLost, "reject failed: \(String(cString: amqp_error_string2(status)))")
-        }
-    }
-
-    /// Takes one message without a consumer (basic.get); nil when the queue is empty.
-    public func get(queue: String) throws -> AMQPDelivery? {
-        let reply = withBytes(queue) { amqp_basic_get(state, channel, $0[0], 0) }
-        try check(.consumeFailed, "reading \(queue)")
-        guard reply.reply.id == AMQP_BASIC_GET_OK_METHOD else { return nil }
-        let ok = reply.reply.decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
-        var message = amqp_message_t()
-        let read = amqp_read_message(state, channel, &message, 0)
-        var text = [CChar](repeating: 0, count: 512)
-        guard keel_amqp_describe_reply(read, &text, text.count) == 0 else {
-            throw AMQPError(.consumeFailed, "reading a message body from \(queue): \(cText(text))")
-        }
-        defer { amqp_destroy_message(&message) }
-        var envelope = amqp_envelope_t()
-        envelope.delivery_tag = ok.delivery_tag
-        envelope.redelivered = ok.redelivered
-        envelope.exchange = ok.exchange
-        envelope.routing_key = ok.routing_key
-        envelope.message = message
-        return delivery(from: envelope)
-    }
-
-    private func delivery(from envelope: amqp_envelope_t) -> AMQPDelivery {
-        var properties = envelope.message.properties
-        func bytes(_ value: amqp_bytes_t) -> String {
-            String(decoding: UnsafeRawBufferPointer(start: value.bytes, count: value.len), as: UTF8.self)
-        }
-        func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? {
-            (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil
-        }
-        // Every string header: Keel's (`keel-*`) and the trace context (`traceparent`, …).
-        var headers: [String: String] = [:]
-        if (properties._flags & amqp_flags_t(AMQP_BASIC_HEADERS_FLAG)) != 0, let entries = properties.headers.entries {
-            let stringKinds = [UInt8(AMQP_FIELD_KIND_UTF8.rawValue), UInt8(AMQP_FIELD_KIND_BYTES.rawValue)]
-            for entry in UnsafeBufferPointer(start: entries, count: Int(properties.headers.num_entries))
-            where stringKinds.contains(entry.value.kind) {
-                headers[bytes(entry.key)] = bytes(entry.value.value.bytes)
-            }
-        }
-        var reason = [CChar](repeating: 0, count: 256)
-        var queue = [CChar](repeating: 0, count: 256)
-        var count: Int64 = 0
-        let death =
-            keel_amqp_first_death(&properties, &reason, reason.count, &queue, queue.count, &count) == 0
-            ? (cText(reason), cText(queue), count) : nil
-        return AMQPDelivery(
-            deliveryTag: envelope.delivery_tag, exchange: bytes(envelope.exchange), routingKey: bytes(envelope.routing_key),
-            redelivered: envelope.redelivered != 0,
-            body: Data(UnsafeRawBufferPointer(start: envelope.message.body.bytes, count: envelope.message.body.len)),
-            type: optional(AMQP_BASIC_TYPE_FLAG, properties.type),
-            messageId: optional(AMQP_BASIC_MESSAGE_ID_FLAG, properties.message_id),
-            replyTo: optional(AMQP_BASIC_REPLY_TO_FLAG, properties.reply_to),
-            correlationId: optional(AMQP_BASIC_CORRELATION_ID_FLAG, properties.correlation_id),
-            headers: headers, death: death)
-    }
 }
 
 /// Calls `body` with a C array of C strings that live for the call.
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
     let duplicates = strings.map { UnsafePointer(strdup($0)) }
     defer { for duplicate in duplicates { free(UnsafeMutablePointer(mutating: duplicate)) } }
     return duplicates.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// The text of a NUL-terminated C buffer.
-private func cText(_ buffer: [CChar]) -> String {
+func cText(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Calls `body` with `amqp_bytes_t` views of `strings` that stay valid for the whole call.
-private func withBytes<R>(_ strings: String..., body: ([amqp_bytes_t]) -> R) -> R {
+func withBytes<R>(_ strings: String..., body: ([amqp_bytes_t]) -> R) -> R {
     let copies = strings.map { strdup($0)! }
     defer { for copy in copies { free(copy) } }
     return body(copies.map { amqp_bytes_t(len: strlen($0), bytes: UnsafeMutableRawPointer($0)) })

@@ -129,14 +129,40 @@ struct StartCommand: AsyncParsableCommand {
     @Option(help: "Input JSON, or @file.") var input: String?
     @Option(help: "Request id: repeated starts with it make one run (default: a new one).") var requestId: String?
     @OptionGroup var budget: BudgetOptions
+    @Option(help: "When the id has an open run: useExisting (default), fail or terminateExisting.")
+    var idConflictPolicy: String?
+    @Option(help: "When the id's runs are all closed: allowDuplicate (default), allowDuplicateFailedOnly or rejectDuplicate.")
+    var idReusePolicy: String?
     @Flag(help: "Wait for the result; exit 0 if it completed, 1 otherwise.") var wait = false
+
+    /// The start options these flags give.
+    func options() throws -> WorkflowOptions {
+        var options = WorkflowOptions(budget: try budget.limit())
+        if let idConflictPolicy {
+            guard let policy = WorkflowIdConflictPolicy(rawValue: idConflictPolicy) else {
+                throw ValidationError(
+                    "--id-conflict-policy must be one of \(WorkflowIdConflictPolicy.allCases.map(\.rawValue).joined(separator: ", ")), not '\(idConflictPolicy)'"
+                )
+            }
+            options.idConflictPolicy = policy
+        }
+        if let idReusePolicy {
+            guard let policy = WorkflowIdReusePolicy(rawValue: idReusePolicy) else {
+                throw ValidationError(
+                    "--id-reuse-policy must be one of \(WorkflowIdReusePolicy.allCases.map(\.rawValue).joined(separator: ", ")), not '\(idReusePolicy)'"
+                )
+            }
+            options.idReusePolicy = policy
+        }
+        return options
+    }
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = KeelClient(url: try broker.url())
         defer { client.close() }
         let request = StartRequest(
-            workflowType: type, workflowId: id, input: try readInput(input), options: WorkflowOptions(budget: try budget.limit()),
+            workflowType: type, workflowId: id, input: try readInput(input), options: try options(),
             requestId: requestId ?? UUID().uuidString)
         guard wait else {
             try await client.start(request)

@@ -113,6 +113,24 @@ struct PoisonMessageTests {
         #expect(tooLarge.output.contains("over the 2097152-byte payload limit"), "\(tooLarge.output.prefix(300))")
     }
 
+    @Test func startTakesTheIdPoliciesAndNamesABadOne() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        // No worker: the run stays open.
+        let input = #"{"steps": 1, "milliseconds": 1000}"#
+        let first = try await deployment.keel(["start", "bench-steps", "--id", "dup", "--input", input])
+        #expect(first.status == 0, "\(first.output)")
+        #expect(try await eventually(20) { try deployment.store().latestRun(workflowId: "dup") != nil })
+        let refused = try await deployment.keel([
+            "start", "bench-steps", "--id", "dup", "--input", input, "--id-conflict-policy", "fail", "--wait"
+        ])
+        #expect(refused.status == 1, "\(refused.output)")
+        #expect(refused.output.contains("WorkflowAlreadyStarted"), "\(refused.output)")
+        let bad = try await deployment.keel(["start", "bench-steps", "--id", "dup", "--id-reuse-policy", "sometimes"])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("allowDuplicate, allowDuplicateFailedOnly, rejectDuplicate"), "\(bad.output)")
+    }
+
     @Test func anHTTPHostThatCannotBeBoundStopsTheCoordinatorWithAnError() async throws {
         let deployment = try Deployment()
         // Not an address of this machine (TEST-NET-1); the token keeps the access check quiet.
