@@ -30,7 +30,7 @@ public struct DeadLetterItem: Codable, Sendable {
 
     init(_ delivery: AMQPDelivery) {
         headers = delivery.headers
-        messageType = delivery.type ?? delivery.headers["keel-type"]
+        messageType = delivery.wireType
         origin = delivery.headers["keel-origin"] ?? delivery.death?.queue
         if messageType == WireType.deadLetter.rawValue,
             let entry = try? Wire.decode(DeadLetterEntry.self, from: delivery.body, what: "dead letter")

@@ -144,19 +144,12 @@ public final class KeelClient: Sendable {
                     // Once per client: waitForResult polls through here.
                     if mustDeclare { try topology.declare(on: connection) }
                     try connection.consume(queue: Topology.replyTo, noAck: true)
-                    let correlation = UUID().uuidString
                     var message = try AMQPMessage.wire(
                         type, job, exchange: exchange, routingKey: routingKey, messageId: messageId)
-                    message.replyTo = Topology.replyTo
-                    message.correlationId = correlation
                     message.persistent = persistent
-                    try connection.publish(message)
-                    let deadline = Date().addingTimeInterval(timeout)
-                    while Date() < deadline {
-                        if let message = try connection.next(timeout: 0.2), message.correlationId == correlation {
-                            continuation.resume(returning: try Wire.decode(JobReply.self, from: message.body, what: "reply"))
-                            return
-                        }
+                    if let reply = try connection.ask(message, timeout: timeout) {
+                        continuation.resume(returning: reply)
+                        return
                     }
                     throw WireError(
                         message:

@@ -37,11 +37,9 @@ extension Coordinator {
     func start(
         _ request: StartRequest, byRequestId: inout [String: StartResult], _ work: inout Work
     ) throws -> StartResult {
-        let definition = try workflows.definition(named: request.workflowType)
-        guard !request.workflowId.isEmpty else {
-            throw InvalidOptionsError(message: "a workflow id is required to start \(request.workflowType)")
-        }
+        // Ids, names, input and options, before anything else looks at them (an empty id too).
         try configuration.limits.check(StartJob(request))
+        let definition = try workflows.definition(named: request.workflowType)
         if let requestId = request.requestId {
             if let earlier = byRequestId[requestId] {
                 return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false)

@@ -143,7 +143,7 @@ extension Coordinator {
         let refused: Failure?
         if workflowId.utf8.count > configuration.limits.workflowId {
             refused = Failure(
-                LimitError(field: "child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
+                LimitError.tooLarge("child workflow id", size: workflowId.utf8.count, limit: configuration.limits.workflowId))
         } else if let openId = openRunByWorkflowId[workflowId] {
             refused = Failure(
                 type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",

@@ -43,7 +43,7 @@ public actor Coordinator {
     /// Names the run whose workflow code is running, for the next process if this one crashes.
     let marker: CrashMarker?
     /// The run whose code was running when the previous coordinator crashed, if one was.
-    let lastCrash: CrashMarker.Crash?
+    var lastCrash: CrashMarker.Crash? { marker?.lastCrash }
 
     final class BreakerChanges: Sendable {
         let pending = Mutex<[CircuitBreakerSnapshot]>([])
@@ -68,7 +68,6 @@ public actor Coordinator {
             }
         }
         self.marker = marker
-        lastCrash = marker?.lastCrash
         let changes = breakerChanges
         let metrics = self.metrics
         self.breakers = CircuitBreakers(policy: configuration.circuitBreaker) { snapshot in

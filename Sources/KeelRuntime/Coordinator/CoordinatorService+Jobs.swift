@@ -15,11 +15,11 @@ extension CoordinatorService {
             var rejected: Set<UInt64> = []
             for delivery in batch {
                 let message = delivery.message
-                if (message.type ?? message.headers["keel-type"]) == WireType.start.rawValue {
+                if message.wireType == WireType.start.rawValue {
                     do {
                         try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "start job")
+                        // Its fields are checked by the coordinator, before the batch's commit.
                         let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
-                        try limits.check(job)
                         starts.append((delivery, job.request(messageId: message.messageId)))
                     } catch {
                         await refuse(delivery, error, consumer, publisher, &rejected)
@@ -94,7 +94,7 @@ extension CoordinatorService {
         await reply(to: message, with: JobReply(ok: false, error: failure), publisher)
         // A job that asked for an answer got it and is done; only a start is kept in keel.dead
         // as well (its input would be lost with a client that stopped waiting).
-        let answered = message.replyTo != nil && (message.type ?? message.headers["keel-type"]) != WireType.start.rawValue
+        let answered = message.replyTo != nil && message.wireType != WireType.start.rawValue
         if !answered {
             let refused = RefusedMessages(publisher: publisher, logger: logger)
             if await refused.deadLetter(
@@ -110,7 +110,7 @@ extension CoordinatorService {
     /// Handles a job other than `start` (starts are committed in batches by ``startAll``). The
     /// answer goes to `reply_to`, when the job has one.
     private func handleJob(_ message: AMQPDelivery, _ coordinator: Coordinator) async throws -> JobReply? {
-        let typeName = message.type ?? message.headers["keel-type"] ?? ""
+        let typeName = message.wireType ?? ""
         guard let type = WireType(rawValue: typeName), WireType.jobs.contains(type) else {
             throw WireError(
                 message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")

@@ -1,4 +1,5 @@
 import Foundation
+import KeelAMQP
 import KeelCore
 
 /// Body of a `start` job. Only `workflowType`, `workflowId` and `input` are required.
@@ -65,5 +66,24 @@ public struct JobReply: Codable, Sendable {
         self.result = result
         self.run = run
         self.error = error
+    }
+}
+
+extension AMQPConnection {
+    /// Publishes `message` with direct reply-to and a correlation id of its own, and waits for
+    /// the answer; nil when none came within `timeout` seconds. The connection must consume
+    /// ``Topology/replyTo``; answers to earlier requests that timed out are skipped.
+    func ask(_ message: AMQPMessage, timeout: Double) throws -> JobReply? {
+        var message = message
+        let correlation = UUID().uuidString
+        message.replyTo = Topology.replyTo
+        message.correlationId = correlation
+        try publish(message)
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard let reply = try next(timeout: 0.2), reply.correlationId == correlation else { continue }
+            return try Wire.decode(JobReply.self, from: reply.body, what: "reply")
+        }
+        return nil
     }
 }

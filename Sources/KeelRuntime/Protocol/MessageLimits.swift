@@ -35,24 +35,23 @@ public struct MessageLimits: Sendable, Hashable {
     /// large; checked before the body is parsed.
     public func checkEnvelope(_ message: AMQPDelivery, bodyLimit: Int, what: String) throws {
         if message.body.count > bodyLimit {
-            throw LimitError(field: "\(what) body", size: message.body.count, limit: bodyLimit)
+            throw LimitError.tooLarge("\(what) body", size: message.body.count, limit: bodyLimit)
         }
-        let headerBytes = message.headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
-        if headerBytes > headers {
-            throw LimitError(field: "\(what) headers", size: headerBytes, limit: headers)
+        if message.headerBytes > headers {
+            throw LimitError.tooLarge("\(what) headers", size: message.headerBytes, limit: headers)
         }
     }
 
     public func check(_ job: StartJob) throws {
         try check(job.workflowType, "workflowType", limit: name)
-        try check(job.workflowId, "workflowId", limit: workflowId, empty: false)
+        try check(job.workflowId, "workflowId", limit: workflowId, allowEmpty: false)
         try check(job.requestId, "requestId", limit: requestId)
         try check(job.input, "input of workflow \(job.workflowType.prefix(name))")
         try job.options?.validate()
     }
 
     public func check(_ job: WorkflowJob, _ type: WireType) throws {
-        try check(job.workflowId, "workflowId", limit: workflowId, empty: type == .redrive || type == .discard)
+        try check(job.workflowId, "workflowId", limit: workflowId, allowEmpty: type == .redrive || type == .discard)
         try check(job.name, type == .query ? "query name" : "signal name", limit: name)
         try check(
             job.input,
@@ -85,11 +84,7 @@ public struct MessageLimits: Sendable, Hashable {
                 try check(failure.message, "failure message", limit: failureMessage)
                 try check(failure.details, "failure details")
                 if let delay = failure.nextRetryDelay, !(delay >= 0 && delay <= Self.longestTimeout) {
-                    throw LimitError(
-                        field: "nextRetryDelay", size: 0, limit: 0,
-                        custom:
-                            "failure.nextRetryDelay is \(delay); it must be a number of seconds between 0 and \(Int(Self.longestTimeout))"
-                    )
+                    throw LimitError.seconds("failure.nextRetryDelay", delay)
                 }
             }
         // A completed result over the payload limit is not refused here: it becomes the
@@ -100,9 +95,9 @@ public struct MessageLimits: Sendable, Hashable {
     /// A task as a worker receives it: ids and names that fit, payloads within the limit, and
     /// timeouts that are positive, finite numbers of seconds.
     public func check(_ task: ActivityTask) throws {
-        try check(task.workflowId, "workflowId", limit: workflowId, empty: false)
-        try check(task.runId, "runId", limit: name, empty: false)
-        try check(task.activityType, "activityType", limit: name, empty: false)
+        try check(task.workflowId, "workflowId", limit: workflowId, allowEmpty: false)
+        try check(task.runId, "runId", limit: name, allowEmpty: false)
+        try check(task.activityType, "activityType", limit: name, allowEmpty: false)
         try check(task.taskQueue, "taskQueue", limit: name)
         try check(task.input, "input of activity \(task.activityType.prefix(name))")
         try check(task.heartbeatDetails, "heartbeatDetails")
@@ -111,11 +106,7 @@ public struct MessageLimits: Sendable, Hashable {
             ("heartbeatTimeout", task.heartbeatTimeout)
         ] {
             if let value, !(value > 0 && value <= Self.longestTimeout) {
-                throw LimitError(
-                    field: field, size: 0, limit: 0,
-                    custom:
-                        "\(field) is \(value); it must be a number of seconds between 0 and \(Int(Self.longestTimeout)) (ten years)"
-                )
+                throw LimitError.seconds(field, value)
             }
         }
     }
@@ -133,11 +124,11 @@ public struct MessageLimits: Sendable, Hashable {
             nonRetryable: true)
     }
 
-    private func check(_ value: String?, _ field: String, limit: Int, empty allowed: Bool = true) throws {
+    private func check(_ value: String?, _ field: String, limit: Int, allowEmpty: Bool = true) throws {
         guard let value else { return }
-        if !allowed, value.isEmpty { throw LimitError(field: field, size: 0, limit: limit, empty: true) }
+        if !allowEmpty, value.isEmpty { throw LimitError.empty(field) }
         let size = value.utf8.count
-        if size > limit { throw LimitError(field: field, size: size, limit: limit) }
+        if size > limit { throw LimitError.tooLarge(field, size: size, limit: limit) }
     }
 
     private func check(_ value: Payload?, _ field: String) throws {
@@ -149,18 +140,28 @@ public struct MessageLimits: Sendable, Hashable {
     }
 }
 
-/// A field of a message is longer than Keel accepts (or empty where a value is required).
+/// A field of a message is outside what Keel accepts: too long, empty where a value is required,
+/// or a number out of its range.
 public struct LimitError: KeelError {
     public var field: String
-    public var size: Int
-    public var limit: Int
-    public var empty = false
-    /// A message of its own, for limits that are not sizes.
-    public var custom: String?
+    public var message: String
     public var errorType: String { "LimitExceeded" }
     public var isNonRetryable: Bool { true }
-    public var message: String {
-        if let custom { return custom }
-        return empty ? "\(field) must not be empty" : "\(field) is \(size) bytes, over the \(limit)-byte limit"
+
+    public static func tooLarge(_ field: String, size: Int, limit: Int) -> LimitError {
+        LimitError(field: field, message: "\(field) is \(size) bytes, over the \(limit)-byte limit")
+    }
+
+    public static func empty(_ field: String) -> LimitError {
+        LimitError(field: field, message: "\(field) must not be empty")
+    }
+
+    /// A number of seconds outside what a timeout or delay may be.
+    static func seconds(_ field: String, _ value: Double) -> LimitError {
+        LimitError(
+            field: field,
+            message:
+                "\(field) is \(value); it must be a number of seconds between 0 and \(Int(MessageLimits.longestTimeout)) (ten years)"
+        )
     }
 }

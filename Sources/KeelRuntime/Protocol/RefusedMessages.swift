@@ -33,9 +33,8 @@ struct RefusedMessages: Sendable {
     /// Headers too large for a frame would make that publish fail too: such a message keeps only
     /// its Keel type header.
     static func deadLetter(_ message: AMQPDelivery, from queue: String, reason: String, topology: Topology) -> AMQPMessage {
-        let size = message.headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
         var headers =
-            size <= MessageLimits().headers
+            message.headerBytes <= MessageLimits().headers
             ? message.headers : message.headers.filter { $0.key == "keel-type" && $0.value.utf8.count < 64 }
         headers["keel-error"] = String(reason.prefix(1000))
         headers["keel-origin"] = queue

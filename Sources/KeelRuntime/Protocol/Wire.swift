@@ -77,3 +77,11 @@ extension AMQPMessage {
             messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
     }
 }
+
+extension AMQPDelivery {
+    /// The Keel message type: the AMQP `type` property, else the `keel-type` header.
+    public var wireType: String? { type ?? headers["keel-type"] }
+
+    /// Bytes of all string headers together (names and values), as the header limit counts them.
+    var headerBytes: Int { headers.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count } }
+}

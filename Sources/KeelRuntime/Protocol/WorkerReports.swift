@@ -16,7 +16,7 @@ public enum WorkerReport: Sendable {
 extension WorkerReport {
     /// The reports one message on `keel.results` carries.
     public static func decode(_ message: AMQPDelivery) throws -> [WorkerReport] {
-        switch WireType(rawValue: message.type ?? message.headers["keel-type"] ?? "") {
+        switch WireType(rawValue: message.wireType ?? "") {
         case .started:
             return [.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report"))]
         case .redelivered:

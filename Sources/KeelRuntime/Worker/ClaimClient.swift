@@ -34,19 +34,9 @@ final class ClaimClient: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         do {
-            let connection = try open()
-            let correlation = UUID().uuidString
-            var message = try AMQPMessage.wire(
+            let message = try AMQPMessage.wire(
                 .claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
-            message.replyTo = Topology.replyTo
-            message.correlationId = correlation
-            try connection.publish(message)
-            let deadline = Date().addingTimeInterval(timeout)
-            while Date() < deadline {
-                // Answers to earlier claims that timed out carry other correlation ids.
-                guard let reply = try connection.next(timeout: 0.2), reply.correlationId == correlation else { continue }
-                return try Wire.decode(JobReply.self, from: reply.body, what: "claim reply").ok
-            }
+            if let reply = try open().ask(message, timeout: timeout) { return reply.ok }
             throw WireError(
                 message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")
         } catch let error as AMQPError {

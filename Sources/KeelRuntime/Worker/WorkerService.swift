@@ -237,7 +237,7 @@ public final class WorkerService: Service {
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
             outcome: outcome)
         // The coordinator would turn it into this failure anyway; sending the bytes helps nobody.
-        if let failure = MessageLimits().oversizedResult(result) { result.outcome = .failed(failure) }
+        if let failure = admission.limits.oversizedResult(result) { result.outcome = .failed(failure) }
         var delay = 0.5
         while true {
             do {
