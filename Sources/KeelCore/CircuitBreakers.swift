@@ -181,11 +181,23 @@ public struct ProviderOutcome: Codable, Sendable, Hashable {
     /// connection). Client errors and rate limits say `false` and leave the breaker alone.
     /// Absent: a fault.
     public var providerFault: Bool?
+    /// The error type of a failed call (`LLMRateLimited`, …).
+    public var errorType: String?
+    /// Tokens and cost the call consumed, as far as it reported them.
+    public var usage: Spend?
+    /// What the provider's response headers said about the caller's rate limits.
+    public var limits: RateLimitReading?
 
-    public init(provider: String, ok: Bool, providerFault: Bool? = nil) {
+    public init(
+        provider: String, ok: Bool, providerFault: Bool? = nil, errorType: String? = nil, usage: Spend? = nil,
+        limits: RateLimitReading? = nil
+    ) {
         self.provider = provider
         self.ok = ok
         self.providerFault = providerFault
+        self.errorType = errorType
+        self.usage = usage
+        self.limits = limits
     }
 
     private static let triesKey = Data("\"tries\"".utf8)

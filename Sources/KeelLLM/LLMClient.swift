@@ -58,7 +58,7 @@ public struct LLMClient: Sendable {
                 break
             }
             let started = ContinuousClock.now
-            let outcome = await call(request, provider: provider, onChunk: onChunk)
+            let (outcome, limits) = await call(request, provider: provider, onChunk: onChunk)
             let duration = started.duration(to: .now)
             let milliseconds = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
             switch outcome {
@@ -68,18 +68,20 @@ public struct LLMClient: Sendable {
                     LLMTry(
                         provider: name, model: completion.model ?? provider.model, ok: true, status: 200,
                         durationMs: milliseconds,
-                        usage: callUsage))
+                        usage: callUsage, limits: limits))
                 return LLMResponse(
                     text: completion.text, provider: name, model: completion.model ?? provider.model,
                     finishReason: completion.finishReason, usage: usage, tries: tries)
             case .failure(let error):
                 if let callUsage = error.usage { usage = usage + callUsage }
-                if let delay = error.retryAfter { retryAfter = max(retryAfter ?? 0, delay) }
+                if let delay = error.retryAfter ?? (error.kind == .rateLimited ? limits?.waitSeconds : nil) {
+                    retryAfter = max(retryAfter ?? 0, delay)
+                }
                 tries.append(
                     LLMTry(
                         provider: name, model: provider.model, ok: false, status: error.status, errorType: error.kind.rawValue,
                         providerFault: error.kind.isProviderFault, message: error.message, durationMs: milliseconds,
-                        usage: error.usage))
+                        usage: error.usage, limits: limits))
                 lastError = error
             }
             // Another provider cannot fix a bad request; a cancelled attempt stops here.
@@ -88,9 +90,18 @@ public struct LLMClient: Sendable {
         throw LLMAttemptFailure(error: lastError, tries: tries, usage: usage, retryAfter: retryAfter)
     }
 
-    /// One call to one provider.
+    /// One call to one provider, and what its response headers said about rate limits.
     private func call(
         _ request: LLMRequest, provider: LLMProviderConfiguration,
+        onChunk: @escaping @Sendable (String, Int) -> Void
+    ) async -> (Result<(Completion, LLMUsage), LLMError>, RateLimitReading?) {
+        let limits = LimitsSeen()
+        let outcome = await attempt(request, provider: provider, limits: limits, onChunk: onChunk)
+        return (outcome, limits.reading.withLock { $0 })
+    }
+
+    private func attempt(
+        _ request: LLMRequest, provider: LLMProviderConfiguration, limits: LimitsSeen,
         onChunk: @escaping @Sendable (String, Int) -> Void
     ) async -> Result<(Completion, LLMUsage), LLMError> {
         let wire = provider.api.wire
@@ -112,6 +123,7 @@ public struct LLMClient: Sendable {
                 httpRequest,
                 onHead: { head in
                     state.withLock { $0.status = head.status }
+                    limits.reading.withLock { $0 = RateLimitHeaders.reading(head.headers) }
                 },
                 onBody: { chunk in
                     let chunks: Int? = state.withLock { state in
@@ -192,6 +204,11 @@ public struct LLMClient: Sendable {
             inputTokens: input, outputTokens: output,
             costUSD: price?.cost(inputTokens: input, outputTokens: output) ?? 0, estimated: estimated ? true : nil)
     }
+}
+
+/// The rate-limit headers of one call's response (read on the transfer's thread).
+private final class LimitsSeen: Sendable {
+    let reading = Mutex<RateLimitReading?>(nil)
 }
 
 /// What one call has received so far (filled on the transfer's thread).

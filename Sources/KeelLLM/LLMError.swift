@@ -119,23 +119,32 @@ public enum LLMErrorClassifier {
     ]
     static let contentPolicyMarkers = ["content_policy", "content_filter", "content policy", "safety system"]
 
-    /// The delay a `Retry-After` (seconds or an HTTP date) or `retry-after-ms` header asks for.
+    /// The delay a `Retry-After` (seconds or an HTTP date) or `retry-after-ms` header asks for,
+    /// also in the `llm_provider-` forms a gateway (LiteLLM) passes on from its upstream.
     public static func retryAfter(_ headers: [String: String], now: Date = Date()) -> Double? {
-        if let millis = headers["retry-after-ms"].flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }),
-            millis >= 0
-        {
-            return millis / 1000
+        for prefix in RateLimitHeaders.prefixes {
+            if let millis = headers[prefix + "retry-after-ms"].flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }),
+                millis >= 0
+            {
+                return millis / 1000
+            }
+            guard let value = headers[prefix + "retry-after"]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else {
+                continue
+            }
+            if let seconds = Double(value) { return max(seconds, 0) }
+            if let date = httpDate(value) { return max(date.timeIntervalSince(now), 0) }
         }
-        guard let value = headers["retry-after"]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else {
-            return nil
-        }
-        if let seconds = Double(value) { return max(seconds, 0) }
+        return nil
+    }
+
+    /// An HTTP date in any of its three forms.
+    static func httpDate(_ value: String) -> Date? {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
             formatter.dateFormat = format
-            if let date = formatter.date(from: value) { return max(date.timeIntervalSince(now), 0) }
+            if let date = formatter.date(from: value) { return date }
         }
         return nil
     }

@@ -99,6 +99,9 @@ public struct LLMTry: Codable, Sendable, Hashable {
     public var message: String?
     public var durationMs: Int
     public var usage: LLMUsage?
+    /// What the response's headers said about the caller's rate limits; the coordinator's
+    /// capacity buckets learn from it.
+    public var limits: RateLimitReading?
 }
 
 /// The answer of the `llm.complete` activity.

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// `keel mock-llm`: an HTTP server speaking the Anthropic Messages and OpenAI Chat Completions
 /// APIs (streaming included) that answers from a ``MockScenario`` — status sequences,
@@ -45,7 +46,7 @@ public struct MockLLMServer: Sendable {
     /// Serves until the task is cancelled (or, with `handleSignals`, the process gets SIGTERM or
     /// SIGINT); `onListening` gets the bound port (useful with port 0).
     public func run(handleSignals: Bool = true, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let router = Router()
+        let router = Router(context: MockRequestContext.self)
         let state = self.state
         router.post("/_mock/scenario") { request, _ -> Response in
             var request = request
@@ -104,7 +105,7 @@ public struct MockLLMServer: Sendable {
             Self.encoded(await state.services.bookings)
         }
         router.post("**") { request, context -> Response in
-            try await Self.answer(request, state: state)
+            try await Self.answer(request, context: context, state: state)
         }
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel-mock-llm"),
@@ -142,7 +143,7 @@ public struct MockLLMServer: Sendable {
 
     // MARK: Answering provider calls
 
-    static func answer(_ request: Request, state: MockState) async throws -> Response {
+    static func answer(_ request: Request, context: MockRequestContext, state: MockState) async throws -> Response {
         let path = request.uri.path
         let api: MockAPI
         if path.hasSuffix("/v1/messages") {
@@ -157,14 +158,32 @@ public struct MockLLMServer: Sendable {
         guard let call = MockCall(body: Data(buffer: body), api: api, path: path) else {
             return api.error(status: 400, message: "the request body is not a JSON \(api.rawValue) request", headers: [:])
         }
-        let (response, record) = await state.respond(to: call)
-        if let delay = response.delayMs, delay > 0 { try? await Task.sleep(for: .milliseconds(delay)) }
-        if response.hang ?? false {
-            try? await Task.sleep(for: .seconds(3600))
-            return api.error(status: 504, message: "hung", headers: [:])
-        }
+        let (response, record, index) = await state.respond(to: call)
         let status = response.status ?? 200
-        let headers = response.headers ?? [:]
+        let defaultText = await state.scenario.defaultText
+        let text = response.text ?? defaultText ?? "Mock answer to: \(record.promptPreview)"
+        var output = response.usage?.outputTokens ?? (text.count + 3) / 4
+        if let low = response.usage?.outputTokens, let high = response.usage?.outputTokensMax {
+            output = Int.random(in: low...high)
+        }
+        let usage = (input: response.usage?.inputTokens ?? (call.prompt.count + 3) / 4, output: output)
+        // Rate limits: a request that does not fit is refused at once, as a provider does.
+        let admission = await state.admit(
+            call, input: usage.input, output: status == 200 ? usage.output : 0, record: index)
+        var headers = admission.headers.merging(response.headers ?? [:]) { _, scenario in scenario }
+        if let refusal = admission.refusal {
+            headers["retry-after"] = String(refusal.wait)
+            return api.error(status: 429, message: "rate limit exceeded: \(refusal.reason)", headers: headers)
+        }
+        defer { if let limiter = admission.limiter { Task { await state.finished(limiter) } } }
+        var delay = response.delayMs ?? 0
+        if let high = response.delayMsMax { delay = Int.random(in: delay...max(delay, high)) }
+        if response.hang ?? false { delay = 3_600_000 }
+        if delay > 0, await !waitOrClosed(milliseconds: delay, channel: context.channel) {
+            await state.closedEarly(index)
+            return api.error(status: 499, message: "the client closed the request", headers: headers)
+        }
+        if response.hang ?? false { return api.error(status: 504, message: "hung", headers: headers) }
         if let raw = response.body {
             return Response(
                 status: .init(code: status), headers: api.fields(headers, contentType: "application/json"),
@@ -173,16 +192,77 @@ public struct MockLLMServer: Sendable {
         guard status == 200 else {
             return api.error(status: status, message: response.message ?? MockAPI.defaultMessage(status), headers: headers)
         }
-        let defaultText = await state.scenario.defaultText
-        let text = response.text ?? defaultText ?? "Mock answer to: \(record.promptPreview)"
-        let usage = (
-            input: response.usage?.inputTokens ?? (call.prompt.count + 3) / 4,
-            output: response.usage?.outputTokens ?? (text.count + 3) / 4
-        )
         if call.stream {
             return api.stream(text: text, model: call.model, usage: usage, response: response, headers: headers)
         }
         return api.message(text: text, model: call.model, usage: usage, headers: headers)
+    }
+
+    /// Sleeps, or returns false as soon as the client closes the connection (its side of it:
+    /// the server allows half-closed connections, so the channel itself stays open).
+    static func waitOrClosed(milliseconds: Int, channel: any Channel) async -> Bool {
+        let closed = channel.eventLoop.makePromise(of: Void.self)
+        let watcher = InputClosedWatcher(closed: closed)
+        if (try? await channel.pipeline.addHandler(watcher, position: .first).get()) == nil { closed.succeed() }
+        let outcome = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+        let finish: @Sendable (Bool) -> Void = { value in
+            outcome.withLock { continuation in
+                continuation?.resume(returning: value)
+                continuation = nil
+            }
+        }
+        let answer = await withCheckedContinuation { continuation in
+            outcome.withLock { $0 = continuation }
+            closed.futureResult.whenComplete { _ in finish(false) }
+            Task {
+                try? await Task.sleep(for: .milliseconds(milliseconds))
+                finish(true)
+            }
+        }
+        _ = try? await channel.pipeline.removeHandler(watcher).get()
+        return answer
+    }
+}
+
+/// Completes its promise when the peer closes its side of the connection.
+final class InputClosedWatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    private let promise: EventLoopPromise<Void>
+    private var done = false
+
+    init(closed: EventLoopPromise<Void>) { promise = closed }
+
+    /// On the channel's event loop only.
+    private func close() {
+        guard !done else { return }
+        done = true
+        promise.succeed()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.fireChannelRead(data) }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent { close() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        close()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { close() }
+}
+
+/// Hummingbird's basic context plus the connection, so that a delayed answer notices a client
+/// that gave up.
+struct MockRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
     }
 }
 
@@ -193,6 +273,7 @@ struct MockCall: Sendable {
     var model: String
     var stream: Bool
     var prompt: String
+    var maxTokens: Int?
 
     init?(body: Data, api: MockAPI, path: String) {
         guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else { return nil }
@@ -200,6 +281,7 @@ struct MockCall: Sendable {
         self.path = path
         model = object["model"] as? String ?? ""
         stream = object["stream"] as? Bool ?? false
+        maxTokens = object["max_tokens"] as? Int
         var parts: [String] = []
         if let system = object["system"] as? String { parts.append(system) }
         for message in object["messages"] as? [[String: Any]] ?? [] {
@@ -224,8 +306,12 @@ actor MockState {
     private(set) var scenario: MockScenario
     private var positions: [String: Int] = [:]
     private(set) var log: [MockRequestRecord] = []
+    private var limiters: [MockLimiter] = []
 
-    init(scenario: MockScenario) { self.scenario = scenario }
+    init(scenario: MockScenario) {
+        self.scenario = scenario
+        limiters = (scenario.limits ?? []).map { MockLimiter($0, now: Date()) }
+    }
 
     var services = MockServicesState()
 
@@ -238,6 +324,34 @@ actor MockState {
         positions = [:]
         log = []
         services = MockServicesState()
+        limiters = (scenario.limits ?? []).map { MockLimiter($0, now: Date()) }
+    }
+
+    /// What the limits say to a request: the headers to send, and a refusal or the limiter
+    /// that counts it in flight.
+    func admit(
+        _ call: MockCall, input: Int, output: Int, record: Int
+    ) -> (headers: [String: String], refusal: (wait: Int, reason: String)?, limiter: Int?) {
+        let now = Date()
+        guard let index = limiters.firstIndex(where: { $0.limits.match?.matches(call) ?? true }) else {
+            return ([:], nil, nil)
+        }
+        let refusal = limiters[index].admit(input: input, output: output, now: now)
+        if refusal != nil, log.indices.contains(record) {
+            log[record].status = 429
+            log[record].rateLimited = true
+        }
+        return (limiters[index].headers(api: call.api, now: now), refusal, refusal == nil ? index : nil)
+    }
+
+    func finished(_ limiter: Int) {
+        if limiters.indices.contains(limiter) { limiters[limiter].finished() }
+    }
+
+    func closedEarly(_ record: Int) {
+        guard log.indices.contains(record) else { return }
+        log[record].closedEarly = true
+        log[record].closedAt = Date()
     }
 
     func postBill(key: String, body: Data) -> MockServicesState.Answer {
@@ -250,7 +364,7 @@ actor MockState {
 
     func cancel(id: String) -> MockServicesState.Answer { services.cancel(id: id) }
 
-    func respond(to call: MockCall) -> (MockResponse, MockRequestRecord) {
+    func respond(to call: MockCall) -> (MockResponse, MockRequestRecord, Int) {
         var chosen: (rule: Int, position: Int, response: MockResponse)?
         for (index, rule) in scenario.rules.enumerated() where rule.matches(call) {
             let key = rule.sequencePer == "prompt" ? "\(index)/\(call.promptDigest)" : "\(index)"
@@ -265,13 +379,17 @@ actor MockState {
             promptDigest: call.promptDigest, promptPreview: String(call.prompt.prefix(120)),
             status: response.hang == true ? 0 : response.status ?? 200, rule: chosen?.rule, response: chosen?.position)
         log.append(record)
-        return (response, record)
+        return (response, record, log.count - 1)
     }
 }
 
 extension MockRule {
+    func matches(_ call: MockCall) -> Bool { match?.matches(call) ?? true }
+}
+
+extension MockMatch {
     func matches(_ call: MockCall) -> Bool {
-        guard let match else { return true }
+        let match = self
         if let model = match.model, model != call.model { return false }
         if let api = match.api, api != call.api.rawValue { return false }
         if let prefix = match.pathPrefix, !call.path.hasPrefix(prefix) { return false }

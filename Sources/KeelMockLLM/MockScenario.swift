@@ -17,11 +17,17 @@ public struct MockScenario: Codable, Sendable, Hashable {
     public var defaultText: String?
     /// Faults of the example pipelines' business endpoints.
     public var services: MockServicesScenario?
+    /// Rate limits enforced like a provider's, each on the requests its `match` selects (by
+    /// path prefix when providers are told apart by base URL).
+    public var limits: [MockLimits]?
 
-    public init(rules: [MockRule] = [], defaultText: String? = nil, services: MockServicesScenario? = nil) {
+    public init(
+        rules: [MockRule] = [], defaultText: String? = nil, services: MockServicesScenario? = nil, limits: [MockLimits]? = nil
+    ) {
         self.rules = rules
         self.defaultText = defaultText
         self.services = services
+        self.limits = limits
     }
 
     public func validate() throws {
@@ -40,6 +46,28 @@ public struct MockScenario: Codable, Sendable, Hashable {
             if let per = rule.sequencePer, per != "rule", per != "prompt" {
                 throw MockScenarioError(message: "rule \(index): sequencePer must be \"rule\" or \"prompt\"")
             }
+            for (position, response) in rule.responses.enumerated() {
+                if let low = response.delayMs, let high = response.delayMsMax, high < low {
+                    throw MockScenarioError(message: "rule \(index) response \(position): delayMsMax is below delayMs")
+                }
+                if let low = response.usage?.outputTokens, let high = response.usage?.outputTokensMax, high < low {
+                    throw MockScenarioError(
+                        message: "rule \(index) response \(position): usage.outputTokensMax is below usage.outputTokens")
+                }
+            }
+        }
+        for (index, limit) in (limits ?? []).enumerated() {
+            let values = [
+                ("requestsPerMinute", limit.requestsPerMinute), ("tokensPerMinute", limit.tokensPerMinute),
+                ("inputTokensPerMinute", limit.inputTokensPerMinute), ("outputTokensPerMinute", limit.outputTokensPerMinute),
+                ("maxConcurrent", limit.maxConcurrent)
+            ]
+            if values.allSatisfy({ $0.1 == nil }) {
+                throw MockScenarioError(message: "limits \(index) sets no limit")
+            }
+            for (name, value) in values {
+                if let value, value < 1 { throw MockScenarioError(message: "limits \(index): \(name) must be at least 1") }
+            }
         }
     }
 
@@ -55,6 +83,35 @@ public struct MockScenario: Codable, Sendable, Hashable {
             throw MockScenarioError(message: "\(source): \(error.message)")
         }
         return scenario
+    }
+}
+
+/// Rate limits the mock enforces, as a provider would, on the requests `match` selects (all
+/// when it is absent). Requests and tokens refill continuously to their per-minute limit; a
+/// request is charged its input tokens plus the output it is answered with.
+///
+/// ```json
+/// {"limits": [{"match": {"pathPrefix": "/primary"}, "requestsPerMinute": 600, "tokensPerMinute": 100000}]}
+/// ```
+public struct MockLimits: Codable, Sendable, Hashable {
+    public var match: MockMatch?
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var inputTokensPerMinute: Int?
+    public var outputTokensPerMinute: Int?
+    /// Requests answered at once; one more is refused with a 429.
+    public var maxConcurrent: Int?
+
+    public init(
+        match: MockMatch? = nil, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil,
+        inputTokensPerMinute: Int? = nil, outputTokensPerMinute: Int? = nil, maxConcurrent: Int? = nil
+    ) {
+        self.match = match
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.inputTokensPerMinute = inputTokensPerMinute
+        self.outputTokensPerMinute = outputTokensPerMinute
+        self.maxConcurrent = maxConcurrent
     }
 }
 
@@ -105,6 +162,8 @@ public struct MockResponse: Codable, Sendable, Hashable {
     public var body: String?
     /// Wait this long before answering, milliseconds.
     public var delayMs: Int?
+    /// With `delayMs`: wait a uniformly random time between the two, milliseconds.
+    public var delayMsMax: Int?
     /// Never answer (the connection stays open).
     public var hang: Bool?
     /// Streaming: send this many chunks, then cut the connection.
@@ -138,10 +197,13 @@ public struct MockResponse: Codable, Sendable, Hashable {
 public struct MockUsage: Codable, Sendable, Hashable {
     public var inputTokens: Int?
     public var outputTokens: Int?
+    /// With `outputTokens`: report a uniformly random count between the two.
+    public var outputTokensMax: Int?
 
-    public init(inputTokens: Int? = nil, outputTokens: Int? = nil) {
+    public init(inputTokens: Int? = nil, outputTokens: Int? = nil, outputTokensMax: Int? = nil) {
         self.inputTokens = inputTokens
         self.outputTokens = outputTokens
+        self.outputTokensMax = outputTokensMax
     }
 }
 
@@ -162,6 +224,12 @@ public struct MockRequestRecord: Codable, Sendable, Hashable {
     /// Which rule answered (nil: the default answer) and which of its responses.
     public var rule: Int?
     public var response: Int?
+    /// Set when a `limits` entry refused the request (answered 429).
+    public var rateLimited: Bool?
+    /// Set when the client closed the connection before the answer was complete.
+    public var closedEarly: Bool?
+    /// When the client closed it (seconds since 1970 in JSON).
+    public var closedAt: Date?
 }
 
 public struct MockScenarioError: Error, Sendable, CustomStringConvertible {

@@ -162,3 +162,48 @@ struct LLMCommandTests {
         #expect(output.contains("rule 0 response 0: status 1000 is not an HTTP status"), "\(output)")
     }
 }
+
+@Suite("keel mock-llm enforces rate limits, the client reads them", .tags(.integration), .timeLimit(.minutes(2)))
+struct MockLimitTests {
+    @Test(arguments: [LLMProviderConfiguration.API.anthropic, .openai])
+    func limitsAreEnforcedAndEveryAnswerCarriesTheHeaders(api: LLMProviderConfiguration.API) async throws {
+        let mock = try await MockProvider.start(
+            MockScenario(limits: [MockLimits(requestsPerMinute: 2, tokensPerMinute: 100_000)]))
+        defer { mock.stop() }
+        let client = LLMClient(configuration: LLMConfiguration(providers: [mock.provider("p", api: api, model: "m")]))
+        let first = try await client.complete(LLMRequest(prompt: "one"))
+        let limits = try #require(first.tries.first?.limits)
+        #expect(limits.requests?.limit == 2)
+        #expect(limits.requests?.remaining == 1)
+        #expect((limits.tokens?.limit ?? 0) == 100_000)
+        _ = try await client.complete(LLMRequest(prompt: "two"))
+        do {
+            _ = try await client.complete(LLMRequest(prompt: "three"))
+            Issue.record("the third request in a minute is over the limit")
+        } catch let failure as LLMAttemptFailure {
+            #expect(failure.error.kind == .rateLimited)
+            let wait = try #require(failure.retryAfter)
+            #expect(wait >= 1 && wait <= 31, "a request comes back every 30 s")
+            #expect(failure.tries.first?.limits?.requests?.remaining == 0)
+        }
+        let log = await mock.requests()
+        #expect(log.map(\.status) == [200, 200, 429])
+        #expect(log.last?.rateLimited == true)
+    }
+
+    @Test func aClientThatGivesUpIsLoggedAsClosedEarly() async throws {
+        let mock = try await MockProvider.start(MockScenario(rules: [MockRule(responses: [MockResponse(hang: true)])]))
+        defer { mock.stop() }
+        let task = Task {
+            try await LLMClient(configuration: LLMConfiguration(providers: [mock.provider("p", model: "m")]))
+                .complete(LLMRequest(prompt: "hang"))
+        }
+        #expect(await eventually(5) { await mock.requests().count == 1 })
+        let cancelled = Date()
+        task.cancel()
+        _ = await task.result
+        #expect(await eventually(5) { await mock.requests().first?.closedEarly == true })
+        let closedAt = try #require(await mock.requests().first?.closedAt)
+        #expect(closedAt.timeIntervalSince(cancelled) < 1, "a cancelled call closes its connection at once")
+    }
+}
