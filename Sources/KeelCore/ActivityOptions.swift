@@ -29,6 +29,15 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
     }
     // Optional so that options recorded before the field existed still decode.
     var budgeted: Bool?
+    /// When capacity is short (an LLM provider's limits, a task queue's cap, the run's budget),
+    /// lower numbers are admitted first: 1 (highest) to 5 (lowest). Nil: the run's
+    /// ``WorkflowOptions/priority``, else 3.
+    public var priority: Int?
+    /// Whose work this is (a tenant, a customer). Among waiting tasks of equal priority, capacity
+    /// is shared across fairness keys by weighted round robin (weights in `keel.yaml`), so one
+    /// key's large batch cannot starve another's single request. Nil: the run's
+    /// ``WorkflowOptions/fairnessKey``, else one shared key.
+    public var fairnessKey: String?
 
     public init(
         taskQueue: String = "default", scheduleToStartTimeout: Duration? = nil,
@@ -72,7 +81,16 @@ public struct ActivityOptions: Codable, Sendable, Hashable {
         do { try retryPolicy.validate() } catch let error as InvalidOptionsError {
             throw InvalidOptionsError(message: "activity \(activityType): \(error.message)")
         }
+        if let priority, !Priority.range.contains(priority) {
+            throw InvalidOptionsError(message: "activity \(activityType): priority \(priority) is not 1 (highest) to 5 (lowest)")
+        }
     }
+}
+
+/// Admission priorities: 1 is admitted first, 5 last.
+public enum Priority {
+    public static let range = 1...5
+    public static let `default` = 3
 }
 
 /// What happens when a start names a workflow id that has an open run.
@@ -101,19 +119,27 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
     public var executionTimeout: Double?
     /// Tokens and dollars the run may spend on activities that count against the budget.
     public var budget: SpendLimit?
+    /// The default ``ActivityOptions/priority`` of the run's activities (1 highest to 5 lowest).
+    public var priority: Int?
+    /// The default ``ActivityOptions/fairnessKey`` of the run's activities (a tenant).
+    public var fairnessKey: String?
 
     public init(
         idConflictPolicy: WorkflowIdConflictPolicy = .useExisting,
         idReusePolicy: WorkflowIdReusePolicy = .allowDuplicate, executionTimeout: Duration? = nil,
-        budget: SpendLimit? = nil
+        budget: SpendLimit? = nil, priority: Int? = nil, fairnessKey: String? = nil
     ) {
         self.idConflictPolicy = idConflictPolicy
         self.idReusePolicy = idReusePolicy
         self.executionTimeout = executionTimeout?.seconds
         self.budget = budget
+        self.priority = priority
+        self.fairnessKey = fairnessKey
     }
 
-    private enum CodingKeys: String, CodingKey { case idConflictPolicy, idReusePolicy, executionTimeout, budget }
+    private enum CodingKeys: String, CodingKey {
+        case idConflictPolicy, idReusePolicy, executionTimeout, budget, priority, fairnessKey
+    }
 
     // Every field is optional on the wire: a start that names only `budget` gets the defaults.
     public init(from decoder: any Decoder) throws {
@@ -122,6 +148,8 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
         idReusePolicy = try container.decodeIfPresent(WorkflowIdReusePolicy.self, forKey: .idReusePolicy) ?? .allowDuplicate
         executionTimeout = try container.decodeIfPresent(Double.self, forKey: .executionTimeout)
         budget = try container.decodeIfPresent(SpendLimit.self, forKey: .budget)
+        priority = try container.decodeIfPresent(Int.self, forKey: .priority)
+        fairnessKey = try container.decodeIfPresent(String.self, forKey: .fairnessKey)
     }
 
     /// Throws what a start with these options cannot have (a non-positive timeout or budget).
@@ -130,5 +158,11 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
             throw InvalidOptionsError(message: "executionTimeout must be a positive number of seconds")
         }
         try budget?.validate()
+        if let priority, !Priority.range.contains(priority) {
+            throw InvalidOptionsError(message: "priority \(priority) is not 1 (highest) to 5 (lowest)")
+        }
+        if let fairnessKey, fairnessKey.isEmpty || fairnessKey.utf8.count > 255 {
+            throw InvalidOptionsError(message: "fairnessKey must be 1 to 255 bytes")
+        }
     }
 }

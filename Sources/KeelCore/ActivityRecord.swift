@@ -3,6 +3,9 @@ import Foundation
 /// An activity that has not ended: the coordinator's mutable state for it.
 public struct ActivityRecord: Codable, Sendable, Hashable {
     public enum State: String, Codable, Sendable {
+        /// Waiting in the coordinator for capacity (an LLM provider's limits, its task queue's
+        /// cap, its run's budget); not published yet.
+        case waiting
         /// Published, not yet started by a worker.
         case scheduled
         case started
@@ -37,9 +40,20 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     /// The downstream providers the last failed attempt called (its reported `tries`); a retry
     /// is not made while all their circuit breakers are open.
     public var lastProviders: [String]?
+    /// Since when the attempt waits for capacity (state `waiting`); orders the waiting tasks
+    /// across a restart.
+    public var waitingSince: Date?
+    /// For an LLM call: the providers the current attempt may call, in order, chosen at dispatch
+    /// against the breakers and the providers' capacity.
+    public var route: [String]?
+    /// Attempts that a provider's rate limit refused while the coordinator admits by capacity:
+    /// they wait for capacity instead of counting against `maximumAttempts`.
+    public var rateLimitedAttempts: Int?
+    /// How long each attempt waited for capacity, seconds, by attempt number (for the timeline).
+    public var capacityWaits: [Int: Double]?
 
     /// Attempts counted by the retry policy: those since the last redrive.
-    public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) }
+    public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) - (rateLimitedAttempts ?? 0) }
 
     public init(
         runId: String, activityId: Int64, activityType: String, input: Payload,

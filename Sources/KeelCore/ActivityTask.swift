@@ -25,12 +25,21 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     /// publish that failed): the first copy may be queued or running too. A worker claims such a
     /// task (``ActivityClaim``) before it runs it.
     public var republished: Bool?
+    /// For an LLM call (`llm.complete`): the providers this attempt may call, in order, chosen by
+    /// the coordinator at dispatch against the circuit breakers and the providers' capacity.
+    /// They take the place of the request's own `providers`.
+    public var providers: [String]?
+    /// Set when the worker must claim the task (``ActivityClaim``) before running it, as for a
+    /// republished copy: the coordinator refuses the claim if the run or the activity was
+    /// cancelled meanwhile, so a task that waited in RabbitMQ never reaches a paid provider.
+    public var claimBeforeRunning: Bool?
 
     public init(
         workflowId: String, runId: String, workflowType: String, activityId: Int64,
         activityType: String, attempt: Int, input: Payload, taskQueue: String, scheduledAt: Date,
         attemptScheduledAt: Date, startToCloseTimeout: Double?, scheduleToCloseTimeout: Double?,
-        heartbeatTimeout: Double?, heartbeatDetails: Payload?, trace: [String: String]? = nil
+        heartbeatTimeout: Double?, heartbeatDetails: Payload?, trace: [String: String]? = nil,
+        providers: [String]? = nil, claimBeforeRunning: Bool = false
     ) {
         self.workflowId = workflowId
         self.runId = runId
@@ -47,6 +56,8 @@ public struct ActivityTask: Codable, Sendable, Hashable {
         self.heartbeatTimeout = heartbeatTimeout
         self.heartbeatDetails = heartbeatDetails
         self.trace = trace
+        self.providers = providers
+        self.claimBeforeRunning = claimBeforeRunning ? true : nil
     }
 
     /// A key stable across attempts and replays of this step, for deduplicating side effects

@@ -159,6 +159,35 @@ public final class CircuitBreakers: Sendable {
         }
     }
 
+    /// Whether ``admit(_:now:)`` would let a call to `provider` through now (as a call or a
+    /// probe), without counting anything.
+    public func wouldAdmit(_ provider: String, now: Date = Date()) -> Bool {
+        state.withLock { breakers in
+            guard let breaker = breakers[provider], breaker.state != .closed else { return true }
+            let since = breaker.state == .open ? breaker.openedAt : breaker.probeSentAt
+            return since.map { now.timeIntervalSince($0) >= policy.cooldown } ?? true
+        }
+    }
+
+    /// Takes up the states a previous coordinator recorded (`keel breakers`), so that a restart
+    /// does not close every breaker: an open one stays open for the rest of its cooldown.
+    public func restore(_ snapshots: [CircuitBreakerSnapshot]) {
+        state.withLock { breakers in
+            for snapshot in snapshots {
+                var breaker = Breaker()
+                breaker.state = snapshot.state
+                breaker.consecutiveFailures = snapshot.consecutiveFailures
+                breaker.openedAt = snapshot.openedAt
+                // A probe in flight before the restart is lost: the next may go after a cooldown.
+                if snapshot.state == .halfOpen { breaker.probeSentAt = snapshot.openedAt ?? Date() }
+                breaker.totalFailures = snapshot.totalFailures
+                breaker.totalSuccesses = snapshot.totalSuccesses
+                breaker.rejected = snapshot.rejected
+                breakers[snapshot.provider] = breaker
+            }
+        }
+    }
+
     /// Where `provider`'s breaker stands, without deciding anything.
     public func state(of provider: String) -> CircuitState {
         state.withLock { $0[provider]?.state ?? .closed }

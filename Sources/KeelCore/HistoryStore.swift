@@ -22,6 +22,8 @@ public protocol HistoryStore: Sendable {
     func deadLetterOutbox(skipping: Set<String>) throws -> [DeadLetterEntry]
     /// The last recorded state of every provider's circuit breaker.
     func circuitBreakers() throws -> [CircuitBreakerSnapshot]
+    /// The last recorded capacity of every provider the coordinator admits calls to.
+    func providerCapacity() throws -> [ProviderCapacitySnapshot]
     /// Replaces the list of stalled runs (the coordinator's last check).
     func replaceStalledRuns(_ runs: [StalledRun]) throws
     /// Runs the coordinator's last check found stalled.

@@ -18,6 +18,8 @@ public struct StoreBatch: Sendable {
     public var deletedDeadLetters: [String] = []
     /// Circuit breakers whose state changed, for `keel breakers`.
     public var circuitBreakers: [CircuitBreakerSnapshot] = []
+    /// Providers' capacity as the coordinator learned it, to keep across a restart.
+    public var providerCapacity: [ProviderCapacitySnapshot] = []
 
     public struct ActivityChange: Sendable {
         public var runId: String
@@ -36,7 +38,7 @@ public struct StoreBatch: Sendable {
     public var isEmpty: Bool {
         runs.isEmpty && events.isEmpty && activityChanges.isEmpty && timerChanges.isEmpty && clearedRuns.isEmpty
             && outbox.isEmpty && deletedOutbox.isEmpty && deadLetters.isEmpty && deletedDeadLetters.isEmpty
-            && circuitBreakers.isEmpty
+            && circuitBreakers.isEmpty && providerCapacity.isEmpty
     }
 
     /// Every activity change (an upsert, or a delete when `record` is nil).

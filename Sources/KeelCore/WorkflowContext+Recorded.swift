@@ -15,7 +15,15 @@ extension WorkflowContext {
     public func circuitGate(for providers: () -> [String]) throws -> CircuitGate {
         try recorded(marker: "circuitBreakers") {
             let names = providers()
-            return CircuitGate(providers: names, decisions: names.map { environment.breakers.admit($0, now: Date()) })
+            // Asked, not taken: the coordinator registers a probe when it sends the call.
+            let breakers = environment.breakers
+            let now = Date()
+            return CircuitGate(
+                providers: names,
+                decisions: names.map { name in
+                    guard breakers.wouldAdmit(name, now: now) else { return .reject }
+                    return breakers.state(of: name) == .closed ? .allow : .probe
+                })
         }
     }
 

@@ -165,6 +165,16 @@ extension SQLiteHistoryStore {
         }
     }
 
+    public func providerCapacity() throws -> [ProviderCapacitySnapshot] {
+        try wrap("read provider capacity") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT snapshot FROM provider_capacity ORDER BY provider")
+                    .map { try decoder.decode(ProviderCapacitySnapshot.self, from: $0) }
+            }
+        }
+    }
+
     public func deadLetterOutbox(skipping: Set<String> = []) throws -> [DeadLetterEntry] {
         try wrap("read dead-letter outbox") {
             try pool.read { db in

@@ -100,6 +100,16 @@ extension SQLiteHistoryStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v5: provider capacity") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE provider_capacity (
+                        provider TEXT PRIMARY KEY NOT NULL,
+                        snapshot BLOB NOT NULL,
+                        updated_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

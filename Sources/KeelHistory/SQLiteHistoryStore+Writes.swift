@@ -94,16 +94,17 @@ extension SQLiteHistoryStore {
                 for id in batch.deletedDeadLetters {
                     try db.cachedStatement(sql: "DELETE FROM dead_letter_outbox WHERE id = ?").execute(arguments: [id])
                 }
-                for breaker in batch.circuitBreakers {
+                // Per-provider state, one row each (`keel breakers`, the admission's capacity).
+                func upsert(_ table: String, _ provider: String, _ snapshot: some Encodable) throws {
                     try db.cachedStatement(
                         sql: """
-                            INSERT INTO circuit_breakers (provider, snapshot, updated_at) VALUES (?, ?, ?)
+                            INSERT INTO \(table) (provider, snapshot, updated_at) VALUES (?, ?, ?)
                             ON CONFLICT(provider) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at
                             """
-                    ).execute(arguments: [
-                        breaker.provider, try encoder.encode(breaker), Date().timeIntervalSince1970
-                    ])
+                    ).execute(arguments: [provider, try encoder.encode(snapshot), Date().timeIntervalSince1970])
                 }
+                for breaker in batch.circuitBreakers { try upsert("circuit_breakers", breaker.provider, breaker) }
+                for capacity in batch.providerCapacity { try upsert("provider_capacity", capacity.provider, capacity) }
             }
         }
     }

@@ -27,6 +27,9 @@ public struct LLMCompleteActivity: Activity {
     }
 
     public func run(context: ActivityContext, input: LLMRequest) async throws -> LLMResponse {
+        var input = input
+        // The coordinator chose this attempt's providers (breakers, capacity) from the request's.
+        if let providers = context.task.providers, !providers.isEmpty { input.providers = providers }
         do {
             let response = try await call(context: context, input: input)
             LLMMetrics.record(response.tries)

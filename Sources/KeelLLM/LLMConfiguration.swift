@@ -31,6 +31,9 @@ public struct LLMProviderConfiguration: Codable, Sendable, Hashable {
     /// False: left out of the default failover chain, called only by requests that name it
     /// (a local model behind the `gpu` queue). True by default.
     public var defaultChain: Bool?
+    /// What the whole fleet may send this provider; the coordinator admits calls against it and
+    /// corrects it from every response's rate-limit headers. Nil: learned from the headers alone.
+    public var limits: ProviderLimits?
 
     public init(
         name: String, api: API, baseURL: String, model: String, apiKeyEnv: String? = nil,
@@ -109,6 +112,14 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
     /// By model name; a model absent here costs nothing (local models).
     public var prices: [String: ModelPrice]?
     public var circuitBreaker: BreakerSettings?
+    /// Weights of fairness keys (tenants) when capacity is short: `fairness: {weights: {acme: 3}}`.
+    public var fairness: FairnessSettings?
+
+    public struct FairnessSettings: Codable, Sendable, Hashable {
+        public var weights: [String: Double]?
+
+        public init(weights: [String: Double]? = nil) { self.weights = weights }
+    }
 
     public struct BreakerSettings: Codable, Sendable, Hashable {
         public var failureThreshold: Int?
@@ -139,6 +150,63 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
             cooldown: .seconds(double: circuitBreaker?.cooldownSeconds ?? defaults.cooldown))
     }
 
+    /// What the coordinator needs of each provider to admit calls: limits, output cap, prices.
+    public var profiles: [String: ProviderProfile] {
+        Dictionary(
+            providers.map { provider in
+                let price = price(of: provider.model)
+                return (
+                    provider.name,
+                    ProviderProfile(
+                        limits: provider.limits, maxTokens: provider.maxTokens ?? 1024,
+                        inputPerMillion: price?.inputPerMillion ?? 0, outputPerMillion: price?.outputPerMillion ?? 0)
+                )
+            }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The coordinator's admission settings from this section and the file's `taskQueues`.
+    public func capacity(taskQueueLimits: [String: Int] = [:], enabled: Bool = true) -> CapacityConfiguration {
+        var capacity = CapacityConfiguration()
+        capacity.enabled = enabled
+        capacity.providers = profiles
+        capacity.taskQueueLimits = taskQueueLimits
+        capacity.fairnessWeights = fairness?.weights ?? [:]
+        return capacity
+    }
+
+    /// The `taskQueues:` section of a configuration file: `{gpu: {maxConcurrent: 2}}`, the tasks
+    /// of a queue that run at once across every worker.
+    public static func taskQueueLimits(path: String?, environment: [String: String]) throws -> [String: Int] {
+        guard let path = path ?? environment["KEEL_CONFIG"], !path.isEmpty else { return [:] }
+        struct Queue: Decodable { var maxConcurrent: Int? }
+        struct File: Decodable { var taskQueues: [String: Queue]? }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw LLMConfigurationError(message: "cannot read configuration file \(path): \(error.localizedDescription)")
+        }
+        let file: File
+        do {
+            file = try YAMLDecoder().decode(File.self, from: text)
+        } catch let error as DecodingError {
+            throw LLMConfigurationError(message: "\(path): \(describe(error))")
+        } catch {
+            throw LLMConfigurationError(message: "\(path): not valid YAML: \(error)")
+        }
+        var limits: [String: Int] = [:]
+        for (name, queue) in file.taskQueues ?? [:] {
+            guard let cap = queue.maxConcurrent else {
+                throw LLMConfigurationError(message: "\(path): taskQueues.\(name) sets no maxConcurrent")
+            }
+            guard cap >= 1 else {
+                throw LLMConfigurationError(message: "\(path): taskQueues.\(name).maxConcurrent must be at least 1")
+            }
+            limits[name] = cap
+        }
+        return limits
+    }
+
     public func provider(named name: String) -> LLMProviderConfiguration? {
         providers.first { $0.name == name }
     }
@@ -167,6 +235,10 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
             if let timeout = provider.timeout, !(timeout > 0) { throw fail("timeout must be positive") }
             if let idle = provider.idleTimeout, !(idle > 0) { throw fail("idleTimeout must be positive") }
             if let maxTokens = provider.maxTokens, maxTokens <= 0 { throw fail("maxTokens must be positive") }
+            do { try provider.limits?.validate() } catch let error as InvalidOptionsError { throw fail(error.message) }
+        }
+        for (key, weight) in fairness?.weights ?? [:] where !(weight > 0) {
+            throw LLMConfigurationError(message: "llm fairness weight of '\(key)' must be positive")
         }
         if let threshold = circuitBreaker?.failureThreshold, threshold < 1 {
             throw LLMConfigurationError(message: "llm circuitBreaker.failureThreshold must be at least 1")

@@ -55,7 +55,9 @@ extension WorkflowContext {
         let gate = try circuitGate { [environment] in request.providers ?? environment.providerChain }
         if !gate.providers.isEmpty {
             if gate.admitted.isEmpty { throw CircuitOpenError(providers: gate.providers) }
-            request.providers = gate.admitted
+            // The whole chain this call may use: the coordinator picks from it again for every
+            // attempt, against the breakers and the providers' capacity at that moment.
+            request.providers = gate.providers
         }
         return try await execute(LLMCompleteActivity.self, input: request, options: options)
     }

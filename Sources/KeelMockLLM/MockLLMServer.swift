@@ -179,8 +179,8 @@ public struct MockLLMServer: Sendable {
         var delay = response.delayMs ?? 0
         if let high = response.delayMsMax { delay = Int.random(in: delay...max(delay, high)) }
         if response.hang ?? false { delay = 3_600_000 }
-        if delay > 0, await !waitOrClosed(milliseconds: delay, channel: context.channel) {
-            await state.closedEarly(index)
+        if delay > 0, let closedAt = await waitOrClosed(milliseconds: delay, channel: context.channel) {
+            await state.closedEarly(index, at: closedAt)
             return api.error(status: 499, message: "the client closed the request", headers: headers)
         }
         if response.hang ?? false { return api.error(status: 504, message: "hung", headers: headers) }
@@ -198,14 +198,15 @@ public struct MockLLMServer: Sendable {
         return api.message(text: text, model: call.model, usage: usage, headers: headers)
     }
 
-    /// Sleeps, or returns false as soon as the client closes the connection (its side of it:
-    /// the server allows half-closed connections, so the channel itself stays open).
-    static func waitOrClosed(milliseconds: Int, channel: any Channel) async -> Bool {
+    /// Sleeps; or returns as soon as the client closes the connection (its side of it: the
+    /// server allows half-closed connections, so the channel itself stays open), with the time
+    /// the close was seen.
+    static func waitOrClosed(milliseconds: Int, channel: any Channel) async -> Date? {
         let closed = channel.eventLoop.makePromise(of: Void.self)
         let watcher = InputClosedWatcher(closed: closed)
         if (try? await channel.pipeline.addHandler(watcher, position: .first).get()) == nil { closed.succeed() }
-        let outcome = Mutex<CheckedContinuation<Bool, Never>?>(nil)
-        let finish: @Sendable (Bool) -> Void = { value in
+        let outcome = Mutex<CheckedContinuation<Date?, Never>?>(nil)
+        let finish: @Sendable (Date?) -> Void = { value in
             outcome.withLock { continuation in
                 continuation?.resume(returning: value)
                 continuation = nil
@@ -213,10 +214,10 @@ public struct MockLLMServer: Sendable {
         }
         let answer = await withCheckedContinuation { continuation in
             outcome.withLock { $0 = continuation }
-            closed.futureResult.whenComplete { _ in finish(false) }
+            closed.futureResult.whenComplete { _ in finish(Date()) }
             Task {
                 try? await Task.sleep(for: .milliseconds(milliseconds))
-                finish(true)
+                finish(nil)
             }
         }
         _ = try? await channel.pipeline.removeHandler(watcher).get()
@@ -348,10 +349,10 @@ actor MockState {
         if limiters.indices.contains(limiter) { limiters[limiter].finished() }
     }
 
-    func closedEarly(_ record: Int) {
+    func closedEarly(_ record: Int, at time: Date) {
         guard log.indices.contains(record) else { return }
         log[record].closedEarly = true
-        log[record].closedAt = Date()
+        log[record].closedAt = time
     }
 
     func postBill(key: String, body: Data) -> MockServicesState.Answer {

@@ -52,6 +52,7 @@ public final class FaultInjectingStore: HistoryStore {
         try base.deadLetterOutbox(skipping: skipping)
     }
     public func circuitBreakers() throws -> [CircuitBreakerSnapshot] { try base.circuitBreakers() }
+    public func providerCapacity() throws -> [ProviderCapacitySnapshot] { try base.providerCapacity() }
     public func replaceStalledRuns(_ runs: [StalledRun]) throws { try base.replaceStalledRuns(runs) }
     public func stalledRuns() throws -> [StalledRun] { try base.stalledRuns() }
 }

@@ -65,7 +65,8 @@ public final class LLMStack: @unchecked Sendable {
     /// 4), `default` with `activities`, and, with `gpuConcurrency`, `gpu` with `llm.complete`.
     public init(
         mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
-        gpuConcurrency: Int? = nil, environment: [String: String] = [:], tracer: (any Tracer)? = nil
+        gpuConcurrency: Int? = nil, environment: [String: String] = [:], tracer: (any Tracer)? = nil,
+        admission: Bool = true, taskQueueLimits: [String: Int] = [:]
     ) throws {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
@@ -75,6 +76,7 @@ public final class LLMStack: @unchecked Sendable {
         coordinatorConfiguration.topology = topology
         coordinatorConfiguration.coordinator.providerChain = llm.chain
         coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
+        coordinatorConfiguration.coordinator.capacity = llm.capacity(taskQueueLimits: taskQueueLimits, enabled: admission)
         coordinatorConfiguration.coordinator.tracer = tracer
         coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
         let (url, topology) = (self.url, self.topology)

@@ -26,13 +26,31 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var durability: String?
     @OptionGroup var llm: LLMConfigOptions
     @OptionGroup var http: HTTPOptions
+    @Option(
+        help:
+            "Admission by capacity: on (LLM calls wait in the coordinator for their providers' capacity, tasks for their queue's cap and their run's budget) or off (published at once); default $KEEL_ADMISSION or on."
+    )
+    var admission: String?
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
-        if let llm = try llm.load() {
-            configuration.coordinator.providerChain = llm.chain
-            configuration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
+        let admitting = admission ?? ProcessInfo.processInfo.environment["KEEL_ADMISSION"] ?? "on"
+        guard admitting == "on" || admitting == "off" else {
+            throw ValidationError("admission must be on or off, not '\(admitting)'")
         }
+        let queueLimits: [String: Int]
+        do {
+            queueLimits = try LLMConfiguration.taskQueueLimits(path: llm.path, environment: ProcessInfo.processInfo.environment)
+        } catch let error as LLMConfigurationError {
+            throw ValidationError(error.message)
+        }
+        let loaded = try llm.load()
+        if let loaded {
+            configuration.coordinator.providerChain = loaded.chain
+            configuration.coordinator.circuitBreaker = loaded.circuitBreakerPolicy
+        }
+        configuration.coordinator.capacity = (loaded ?? LLMConfiguration(providers: [])).capacity(
+            taskQueueLimits: queueLimits, enabled: admitting == "on")
         let level = durability ?? ProcessInfo.processInfo.environment["KEEL_DURABILITY"] ?? "normal"
         guard let parsed = SQLiteHistoryStore.Durability(rawValue: level) else {
             throw ValidationError("durability must be normal or full, not '\(level)'")

@@ -108,7 +108,7 @@ struct RedeliveryTests {
         #expect(
             await eventually(10) {
                 workerLog(deployment).contains(
-                    "task \(activity.runId)/\(activity.activityId)/1 is a republished copy of an attempt another worker started; dropped"
+                    "task \(activity.runId)/\(activity.activityId)/1 not run: the coordinator refused its claim"
                 )
             }, "\(workerLog(deployment))")
         #expect(deployment.executions.count == 1, "the first copy ran, the republished one did not")

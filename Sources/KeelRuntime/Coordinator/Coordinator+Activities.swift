@@ -4,13 +4,11 @@ import Logging
 
 // Activity attempts: dispatch, start, failure and the retry decision, budget and breaker refusals.
 extension Coordinator {
-    func dispatch(_ activity: inout ActivityRecord, in run: LiveRun, _ work: inout Work) {
-        activity.attempt += 1
+    /// Publishes the activity's current attempt (through the outbox).
+    func publishAttempt(_ activity: inout ActivityRecord, in run: LiveRun, _ work: inout Work) {
         activity.state = .scheduled
         activity.attemptScheduledAt = work.now
-        activity.startedAt = nil
-        activity.startedByClaim = nil
-        activity.startedBy = nil
+        activity.waitingSince = nil
         let options = activity.options
         work.batch.outbox.append(task(for: activity, in: run))
         if let timeout = options.scheduleToStartTimeout {
@@ -31,7 +29,8 @@ extension Coordinator {
             input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
             attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: options.startToCloseTimeout,
             scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
-            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders)
+            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders, providers: activity.route,
+            claimBeforeRunning: activity.options.countsAgainstBudget)
     }
 
     func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {
@@ -65,11 +64,13 @@ extension Coordinator {
     func attemptFailed(
         _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
     ) {
+        release(activity.attemptKey, outcomes: nil, now: work.now)
         if let refusal = budgetRefusal(of: activity, in: run, cause: failure) {
             metrics.attemptFailed(activity, failure: failure, willRetry: false)
             activityFailedFinally(&activity, failure: refusal, kind: kind, in: run, &work)
             return
         }
+        if waitAfterRateLimit(&activity, failure: failure, kind: kind, in: run, &work) { return }
         let deadline = activity.options.scheduleToCloseTimeout.map { activity.scheduledAt.addingTimeInterval($0) }
         let decision = activity.options.retryPolicy.decide(
             attempt: activity.attemptsSinceRedrive, failure: failure, now: work.now, deadline: deadline,
@@ -123,8 +124,9 @@ extension Coordinator {
     /// has its circuit breaker open: retrying would only add to the flood. The failure event is
     /// the recorded decision; replay never asks the breakers.
     func circuitRefusal(of activity: ActivityRecord) -> Failure? {
-        guard let providers = activity.lastProviders, !providers.isEmpty,
-            providers.allSatisfy({ breakers.admit($0) == .reject })
+        // An LLM call's providers are chosen again at dispatch, from its whole chain.
+        guard !isLLMCall(activity), let providers = activity.lastProviders, !providers.isEmpty,
+            providers.allSatisfy({ !breakers.wouldAdmit($0) })
         else { return nil }
         return Failure(
             type: "CircuitOpen",
@@ -139,6 +141,7 @@ extension Coordinator {
     }
 
     func endActivity(_ activity: ActivityRecord, in run: LiveRun, _ work: inout Work) {
+        forget(activity, in: run, now: work.now)
         let seq = activity.activityId
         run.activities.removeValue(forKey: seq)
         work.batch.deleteActivity(runId: run.runId, activityId: seq)

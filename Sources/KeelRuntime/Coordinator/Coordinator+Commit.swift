@@ -40,6 +40,8 @@ extension Coordinator {
 
     /// Commits the work and wakes waiters of closed runs.
     func commit(_ work: inout Work) throws -> Outgoing {
+        admitWaiting(&work)
+        persistCapacity(&work)
         for run in work.touched.values { work.batch.runs.append(run.record) }
         work.batch.circuitBreakers = breakerChanges.pending.withLock { changes in
             defer { changes.removeAll() }

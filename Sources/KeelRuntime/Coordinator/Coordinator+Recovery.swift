@@ -28,12 +28,15 @@ extension Coordinator {
                 "the previous coordinator died while running the workflow code of \(crash.workflowId) (run \(crash.runId), after event \(crash.lastEventId)): \(CrashMarker.describe(signal: crash.signal)); \(outlook)"
             )
         }
+        try restoreCapacity(now: work.now)
         let state = try store.openRunState()
+        var loaded: [(ActivityRecord, LiveRun)] = []
         for record in try store.openRuns() {
             let run = LiveRun(record: record)
             startSpan(of: run)
             for activity in state.activities[record.runId] ?? [] {
                 run.activities[activity.activityId] = activity
+                loaded.append((activity, run))
             }
             let events = state.events[record.runId] ?? []
             run.nextEventId = (events.last?.id ?? 0) + 1
@@ -58,6 +61,7 @@ extension Coordinator {
             }
             if resume(run, definition, events, &work) != nil { report.blocked += 1 }
         }
+        readmit(loaded.filter { $0.1.record.status == .running }, now: work.now)
         try await finish(&work)
         report.republished = try await flushOutbox()
         metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)

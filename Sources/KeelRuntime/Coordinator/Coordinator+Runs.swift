@@ -172,6 +172,8 @@ extension Coordinator {
         run.record.updatedAt = work.now
         work.touched[run.runId] = run
         work.batch.clear(runId: run.runId)
+        for activity in run.activities.values { forget(activity, in: run, now: work.now) }
+        admission.reservedByRun[run.runId] = nil
         run.activities.removeAll()
         runs.removeValue(forKey: run.runId)
         if openRunByWorkflowId[run.record.workflowId] == run.runId {

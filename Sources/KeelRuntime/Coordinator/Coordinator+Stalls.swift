@@ -24,7 +24,7 @@ extension Coordinator {
                 case .started:
                     since = max(activity.startedAt ?? activity.attemptScheduledAt, activity.lastHeartbeatAt ?? .distantPast)
                     reason = "\(label) has neither heartbeated nor finished for \(Int(now.timeIntervalSince(since))) s"
-                case .backoff, .parked:
+                case .backoff, .parked, .waiting:
                     continue
                 }
                 if now.timeIntervalSince(since) >= threshold {

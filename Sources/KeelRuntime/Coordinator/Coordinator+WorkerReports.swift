@@ -58,6 +58,28 @@ extension Coordinator {
         try await apply([.result(message)])[0]
     }
 
+    /// Gives back what the attempt held for admission, charging its providers what its calls
+    /// used; done for every result, even a stale one (the calls were made all the same).
+    func settle(_ message: ActivityResult, now: Date) {
+        let payload: Payload?
+        switch message.outcome {
+        case .completed(let result): payload = result
+        case .failed(let failure): payload = failure.details
+        }
+        let key = "\(message.runId)/\(message.activityId)/\(message.attempt)"
+        let outcomes = ProviderOutcome.reported(in: payload)
+        guard admission.holds[key] != nil || !outcomes.isEmpty else { return }
+        release(key, outcomes: outcomes, now: now)
+        if let spend = payload.flatMap(Spend.reported(in:)), let hold = runs[message.runId]?.activities[message.activityId],
+            hold.options.countsAgainstBudget, !isLLMCall(hold)
+        {
+            let largest = admission.largestSpend[hold.activityType] ?? .zero
+            if spend.totalTokens > largest.totalTokens || spend.costUSD > largest.costUSD {
+                admission.largestSpend[hold.activityType] = spend
+            }
+        }
+    }
+
     /// The run and activity a worker's report names, if the report is about the activity's
     /// current attempt (anything else is stale or a duplicate).
     func current(_ runId: String, _ activityId: Int64, attempt: Int) -> (LiveRun, ActivityRecord)? {
@@ -134,6 +156,7 @@ extension Coordinator {
     }
 
     func result(_ message: ActivityResult, _ work: inout Work) -> Bool {
+        settle(message, now: work.now)
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
             activity.state == .scheduled || activity.state == .started
         else {

@@ -40,6 +40,8 @@ public actor Coordinator {
     /// Breaker state changes not yet committed (they happen while a unit of work runs).
     let breakerChanges = BreakerChanges()
     let metrics = CoordinatorMetrics()
+    /// Attempts waiting for capacity, providers' capacity, what admitted attempts hold.
+    var admission: AdmissionState
     /// Names the run whose workflow code is running, for the next process if this one crashes.
     let marker: CrashMarker?
     /// The run whose code was running when the previous coordinator crashed, if one was.
@@ -61,6 +63,7 @@ public actor Coordinator {
         self.configuration = configuration
         self.tracer = configuration.tracer ?? InstrumentationSystem.tracer
         self.logger = logger
+        admission = AdmissionState(weights: configuration.capacity.fairnessWeights)
         var marker: CrashMarker?
         if let path = configuration.crashMarkerPath {
             do { marker = try CrashMarker(path: path) } catch {

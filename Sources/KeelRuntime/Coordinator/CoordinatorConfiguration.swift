@@ -16,6 +16,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// LLM provider names in failover order (from `keel.yaml`); workflows gate calls to them
     /// on their circuit breakers.
     public var providerChain: [String] = []
+    /// Admission by capacity: providers' limits, task queue caps, fairness weights.
+    public var capacity = CapacityConfiguration()
     /// A file the coordinator maps to name the run whose workflow code runs, so that a run that
     /// crashes the coordinator twice in a row is quarantined (nil: no quarantine).
     public var crashMarkerPath: String?

@@ -44,6 +44,29 @@ struct CoordinatorMetrics: Sendable {
         }
     }
 
+    /// An attempt left the admission queue for its task queue (and its provider).
+    func admitted(_ activity: ActivityRecord, provider: String?, waited: Double) {
+        Timer(
+            label: "keel_llm_admission_wait_seconds",
+            dimensions: [("task_queue", activity.options.taskQueue), ("provider", provider ?? "")]
+        ).recordSeconds(waited)
+    }
+
+    func waiting(_ count: Int) {
+        Gauge(label: "keel_admission_waiting").record(Double(count))
+    }
+
+    func rateLimited(provider: String) {
+        Counter(label: "keel_llm_rate_limited_total", dimensions: [("provider", provider)]).increment()
+    }
+
+    func capacity(provider: String, remaining: [(CapacityKind, Double)]) {
+        for (kind, value) in remaining {
+            Gauge(label: "keel_llm_capacity_remaining", dimensions: [("provider", provider), ("kind", kind.rawValue)])
+                .record(value)
+        }
+    }
+
     func deadLettered(_ activity: ActivityRecord, parked: Bool) {
         Counter(label: "keel_activities_dead_lettered_total", dimensions: dimensions(activity)).increment()
         if parked {

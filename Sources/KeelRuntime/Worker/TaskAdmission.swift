@@ -10,7 +10,9 @@ import KeelCore
 ///   without waiting for a timeout) and dead-lettered;
 /// - a task RabbitMQ delivered again is never run: an earlier delivery went unacknowledged, so a
 ///   worker may have run it and died; it is reported, and the coordinator decides;
-/// - a copy the coordinator republished runs only once its claim is granted;
+/// - a copy the coordinator republished, and a task that spends a budget (an LLM call), runs
+///   only once its claim is granted: the coordinator refuses it if another worker started the
+///   attempt or the run or activity ended while the task waited in RabbitMQ;
 /// - anything else runs.
 struct TaskAdmission: Sendable {
     let activities: Set<String>
@@ -38,7 +40,7 @@ struct TaskAdmission: Sendable {
             return .failUnknownActivity(task, Failure(error))
         }
         if message.redelivered { return .reportRedelivered(task) }
-        if task.republished == true { return .claim(task) }
+        if task.republished == true || task.claimBeforeRunning == true { return .claim(task) }
         return .run(task)
     }
 

@@ -43,7 +43,7 @@ public final class WorkerService: Service {
     let configuration: Configuration
     let runner: ActivityRunner
     let logger: Logger
-    /// Asks the coordinator before running a republished task.
+    /// Asks the coordinator before running a republished task or one that spends a budget.
     private let claims: ClaimClient
     private let admission: TaskAdmission
     private let stopping = ShutdownSignal()
@@ -166,14 +166,16 @@ public final class WorkerService: Service {
         case .reportRedelivered(let redelivered):
             await reportRedelivery(redelivered, delivery, consumer, reports)
             return
-        case .claim(let republished):
-            switch TaskAdmission.afterClaim(await claim(republished)) {
+        case .claim(let claimed):
+            switch TaskAdmission.afterClaim(await claim(claimed)) {
             case .run:
-                task = republished
+                task = claimed
             case .drop:
                 consumer.ack(delivery)
-                notRun(republished, reason: "claimed_elsewhere")
-                logger.info("task \(republished.attemptKey) is a republished copy of an attempt another worker started; dropped")
+                notRun(claimed, reason: claimed.republished == true ? "claimed_elsewhere" : "ended")
+                logger.info(
+                    "task \(claimed.attemptKey) not run: the coordinator refused its claim (another worker started the attempt, or its run or activity ended while it waited)"
+                )
                 return
             case .leave:
                 return
@@ -302,8 +304,8 @@ public final class WorkerService: Service {
             .increment()
     }
 
-    /// Claims a republished task from the coordinator, asking until it answers (nil: the worker
-    /// stopped first).
+    /// Claims a task from the coordinator, asking until it answers (nil: the worker stopped
+    /// first).
     private func claim(_ task: ActivityTask) async -> TaskAdmission.ClaimAnswer {
         let claim = ActivityClaim(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
@@ -312,7 +314,7 @@ public final class WorkerService: Service {
             do {
                 return try await claims.claim(claim) ? .granted : .refused
             } catch {
-                logger.warning("claiming the republished task \(task.attemptKey): \(error); asking again")
+                logger.warning("claiming the task \(task.attemptKey): \(error); asking again")
                 try? await Task.sleep(for: .seconds(1))
             }
         }

@@ -1,0 +1,96 @@
+import DequeModule
+import Foundation
+import KeelCore
+
+/// Attempts waiting in the coordinator for capacity, in the order they are admitted: by
+/// priority (1 first), and among equal priorities across fairness keys by weighted round robin
+/// (stride scheduling: each key advances by 1/weight per admitted task, the key furthest behind
+/// goes next), first come first served within a key.
+struct AdmissionQueue {
+    struct Key: Hashable, Sendable {
+        var runId: String
+        var activityId: Int64
+    }
+
+    struct Entry: Sendable {
+        var key: Key
+        var priority: Int
+        var fairnessKey: String
+        var since: Date
+    }
+
+    private var lanes: [Int: [String: Deque<Entry>]] = [:]
+    private var located: [Key: (priority: Int, fairnessKey: String)] = [:]
+    /// Stride position per priority and fairness key.
+    private var passes: [Int: [String: Double]] = [:]
+    let weights: [String: Double]
+
+    init(weights: [String: Double] = [:]) { self.weights = weights }
+
+    var count: Int { located.count }
+    var isEmpty: Bool { located.isEmpty }
+
+    func contains(_ key: Key) -> Bool { located[key] != nil }
+
+    func weight(of fairnessKey: String) -> Double { max(weights[fairnessKey] ?? 1, 0.000_001) }
+
+    /// Adds an entry behind those of its key. A key that had nothing waiting starts level with
+    /// the keys that do, so that it neither jumps them by a backlog of credit nor lags.
+    mutating func add(_ entry: Entry) {
+        guard located[entry.key] == nil else { return }
+        var keys = lanes[entry.priority, default: [:]]
+        if keys[entry.fairnessKey]?.isEmpty ?? true {
+            let active = keys.filter { !$0.value.isEmpty }.keys.compactMap { passes[entry.priority]?[$0] }
+            let level = active.min() ?? passes[entry.priority]?[entry.fairnessKey] ?? 0
+            passes[entry.priority, default: [:]][entry.fairnessKey] = max(
+                passes[entry.priority]?[entry.fairnessKey] ?? 0, level)
+        }
+        // In the order they began to wait (a restart adds older ones after new ones).
+        var lane = keys[entry.fairnessKey, default: []]
+        var index = lane.endIndex
+        while index > lane.startIndex, lane[index - 1].since > entry.since { index -= 1 }
+        lane.insert(entry, at: index)
+        keys[entry.fairnessKey] = lane
+        lanes[entry.priority] = keys
+        located[entry.key] = (entry.priority, entry.fairnessKey)
+    }
+
+    mutating func remove(_ key: Key) {
+        guard let (priority, fairnessKey) = located.removeValue(forKey: key) else { return }
+        lanes[priority]?[fairnessKey]?.removeAll { $0.key == key }
+        if lanes[priority]?[fairnessKey]?.isEmpty ?? false { lanes[priority]?[fairnessKey] = nil }
+        if lanes[priority]?.isEmpty ?? false { lanes[priority] = nil }
+    }
+
+    /// Takes an admitted entry out and moves its key on by one stride.
+    mutating func admitted(_ key: Key) {
+        guard let (priority, fairnessKey) = located[key] else { return }
+        remove(key)
+        passes[priority, default: [:]][fairnessKey, default: 0] += 1 / weight(of: fairnessKey)
+    }
+
+    /// Every waiting entry in admission order (the strides as they stand; admitting one changes
+    /// the order of those after it only across keys, which the next pass takes up).
+    func ordered() -> [Entry] {
+        var result: [Entry] = []
+        result.reserveCapacity(count)
+        for priority in lanes.keys.sorted() {
+            guard let keys = lanes[priority] else { continue }
+            var position = keys.mapValues { _ in 0 }
+            var pass = Dictionary(uniqueKeysWithValues: keys.keys.map { ($0, passes[priority]?[$0] ?? 0) })
+            var remaining = keys.values.reduce(0) { $0 + $1.count }
+            while remaining > 0 {
+                // The key furthest behind that still has entries; ties go by name, for a stable order.
+                guard
+                    let next = pass.filter({ position[$0.key]! < keys[$0.key]!.count })
+                        .min(by: { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key })?.key
+                else { break }
+                result.append(keys[next]![position[next]!])
+                position[next]! += 1
+                pass[next]! += 1 / weight(of: next)
+                remaining -= 1
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import KeelCore
+
+/// What the coordinator holds for admission: the waiting attempts, every provider's capacity,
+/// the tasks running per capped queue, and what each admitted attempt holds until it ends.
+struct AdmissionState {
+    /// What an admitted attempt holds until its result (or its end) gives it back.
+    struct Hold {
+        var runId: String
+        var activityId: Int64
+        var provider: String?
+        var demand: CallDemand?
+        var taskQueue: String?
+        /// Estimated spend reserved against the run's budget.
+        var reserved: Spend
+        var since: Date
+    }
+
+    var queue: AdmissionQueue
+    var providers: [String: ProviderCapacity] = [:]
+    var queueInFlight: [String: Int] = [:]
+    var holds: [String: Hold] = [:]
+    var reservedByRun: [String: Spend] = [:]
+    /// Largest spend an attempt of each budgeted (non-LLM) activity type reported, its estimate.
+    var largestSpend: [String: Spend] = [:]
+    /// Providers whose capacity changed since it was last written to the store.
+    var dirty: Set<String> = []
+    var lastPersisted = Date.distantPast
+    var lastPass = Date.distantPast
+
+    init(weights: [String: Double]) { queue = AdmissionQueue(weights: weights) }
+
+    mutating func capacity(of provider: String, profile: ProviderProfile?, now: Date) -> ProviderCapacity {
+        if let known = providers[provider] { return known }
+        let fresh = ProviderCapacity(limits: profile?.limits, now: now)
+        providers[provider] = fresh
+        return fresh
+    }
+}
