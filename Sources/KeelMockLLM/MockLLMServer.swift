@@ -172,7 +172,7 @@ public struct MockLLMServer: Sendable {
             call, input: usage.input, output: status == 200 ? usage.output : 0, record: index)
         var headers = admission.headers.merging(response.headers ?? [:]) { _, scenario in scenario }
         if let refusal = admission.refusal {
-            headers["retry-after"] = String(refusal.wait)
+            headers[admission.prefix + "retry-after"] = String(refusal.wait)
             return api.error(status: 429, message: "rate limit exceeded: \(refusal.reason)", headers: headers)
         }
         defer { if let limiter = admission.limiter { Task { await state.finished(limiter) } } }
@@ -332,17 +332,20 @@ actor MockState {
     /// that counts it in flight.
     func admit(
         _ call: MockCall, input: Int, output: Int, record: Int
-    ) -> (headers: [String: String], refusal: (wait: Int, reason: String)?, limiter: Int?) {
+    ) -> (headers: [String: String], refusal: (wait: Int, reason: String)?, limiter: Int?, prefix: String) {
         let now = Date()
         guard let index = limiters.firstIndex(where: { $0.limits.match?.matches(call) ?? true }) else {
-            return ([:], nil, nil)
+            return ([:], nil, nil, "")
         }
         let refusal = limiters[index].admit(input: input, output: output, now: now)
         if refusal != nil, log.indices.contains(record) {
             log[record].status = 429
             log[record].rateLimited = true
         }
-        return (limiters[index].headers(api: call.api, now: now), refusal, refusal == nil ? index : nil)
+        return (
+            limiters[index].headers(api: call.api, now: now), refusal, refusal == nil ? index : nil,
+            limiters[index].limits.headerPrefix ?? ""
+        )
     }
 
     func finished(_ limiter: Int) {

@@ -108,7 +108,13 @@ struct MockLimiter {
         add(tokens, anthropic: "tokens", openai: "tokens")
         add(inputTokens, anthropic: "input-tokens", openai: "")
         add(outputTokens, anthropic: "output-tokens", openai: "")
-        return headers
+        return prefixed(headers)
+    }
+
+    /// `headers` behind the entry's `headerPrefix`, if it has one.
+    func prefixed(_ headers: [String: String]) -> [String: String] {
+        guard let prefix = limits.headerPrefix, !prefix.isEmpty else { return headers }
+        return Dictionary(uniqueKeysWithValues: headers.map { (prefix + $0.key, $0.value) })
     }
 
     /// OpenAI's duration format: `1m30s`, `6.5s`, `120ms`.

@@ -101,10 +101,14 @@ public struct MockLimits: Codable, Sendable, Hashable {
     public var outputTokensPerMinute: Int?
     /// Requests answered at once; one more is refused with a 429.
     public var maxConcurrent: Int?
+    /// Put before every rate-limit header (`retry-after` included), as a gateway passes on its
+    /// upstream's: `llm_provider-` imitates LiteLLM.
+    public var headerPrefix: String?
 
     public init(
         match: MockMatch? = nil, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil,
-        inputTokensPerMinute: Int? = nil, outputTokensPerMinute: Int? = nil, maxConcurrent: Int? = nil
+        inputTokensPerMinute: Int? = nil, outputTokensPerMinute: Int? = nil, maxConcurrent: Int? = nil,
+        headerPrefix: String? = nil
     ) {
         self.match = match
         self.requestsPerMinute = requestsPerMinute
@@ -112,6 +116,7 @@ public struct MockLimits: Codable, Sendable, Hashable {
         self.inputTokensPerMinute = inputTokensPerMinute
         self.outputTokensPerMinute = outputTokensPerMinute
         self.maxConcurrent = maxConcurrent
+        self.headerPrefix = headerPrefix
     }
 }
 

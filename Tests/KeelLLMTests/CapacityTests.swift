@@ -1,0 +1,209 @@
+import Foundation
+import Keel
+import KeelMockLLM
+import KeelTestKit
+import Testing
+
+@testable import KeelRuntime
+
+/// Calls the LLM for every prompt at once (a task group), each call with the run's priority and
+/// fairness key, and reports each call's outcome.
+struct ParallelLLMCalls: Workflow {
+    static let name = "test-parallel-llm-calls"
+
+    struct Input: Codable, Sendable {
+        var prompts: [String]
+        var maxTokens: Int?
+        var maximumAttempts: Int?
+    }
+
+    struct Output: Codable, Sendable {
+        var answered: Int
+        var errors: [String]
+        var budget: Budget
+    }
+
+    func run(context: WorkflowContext, input: Input) async throws -> Output {
+        let options = LLM.activityOptions(
+            startToCloseTimeout: .seconds(20),
+            retryPolicy: RetryPolicy(
+                initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3,
+                nonRetryableErrorTypes: RetryPolicy.llmNonRetryableErrorTypes))
+        var answered = 0
+        var errors: [String] = []
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            for prompt in input.prompts {
+                group.addTask {
+                    do {
+                        _ = try await context.llm(LLMRequest(prompt: prompt, maxTokens: input.maxTokens), options: options)
+                        return nil
+                    } catch let error as ActivityFailedError {
+                        return error.cause.type
+                    } catch let error as any KeelError {
+                        return error.errorType
+                    }
+                }
+            }
+            for try await error in group {
+                if let error { errors.append(error) } else { answered += 1 }
+            }
+        }
+        return Output(answered: answered, errors: errors.sorted(), budget: context.budget)
+    }
+}
+
+@Suite("Admission by capacity: queue order, buckets", .tags(.unit))
+struct AdmissionUnitTests {
+    func entry(_ id: Int64, priority: Int = 3, key: String, at seconds: Double) -> AdmissionQueue.Entry {
+        .init(
+            key: .init(runId: "r", activityId: id), priority: priority, fairnessKey: key,
+            since: Date(timeIntervalSince1970: seconds))
+    }
+
+    @Test func higherPriorityFirstThenRoundRobinAcrossKeys() {
+        var queue = AdmissionQueue(weights: ["big": 1, "vip": 2])
+        for id in 1...6 { queue.add(entry(Int64(id), key: "big", at: Double(id))) }
+        queue.add(entry(10, key: "small", at: 50))
+        queue.add(entry(11, key: "small", at: 51))
+        queue.add(entry(20, priority: 1, key: "big", at: 60))
+        let order = queue.ordered().map(\.key.activityId)
+        #expect(order.first == 20, "priority 1 goes before everything of priority 3")
+        // big's backlog does not starve small: they alternate.
+        #expect(Array(order.dropFirst().prefix(4)) == [1, 10, 2, 11])
+        queue.admitted(.init(runId: "r", activityId: 20))
+        queue.admitted(.init(runId: "r", activityId: 1))
+        #expect(queue.ordered().first?.key.activityId == 10, "big was admitted last: small's turn")
+    }
+
+    @Test func weightsShareCapacityInProportion() {
+        var queue = AdmissionQueue(weights: ["vip": 3])
+        for id in 1...12 { queue.add(entry(Int64(id), key: "vip", at: Double(id))) }
+        for id in 101...112 { queue.add(entry(Int64(id), key: "free", at: Double(id))) }
+        let firstEight = queue.ordered().prefix(8).map(\.fairnessKey)
+        #expect(firstEight.filter { $0 == "vip" }.count == 6, "\(firstEight)")
+    }
+
+    @Test func aRestartAddsOlderEntriesBeforeNewerOnes() {
+        var queue = AdmissionQueue()
+        queue.add(entry(2, key: "k", at: 20))
+        queue.add(entry(1, key: "k", at: 10))
+        #expect(queue.ordered().map(\.key.activityId) == [1, 2])
+    }
+
+    @Test func bucketsRefillLearnFromHeadersAndA429BlocksTheProvider() {
+        let start = Date(timeIntervalSince1970: 1_000)
+        var capacity = ProviderCapacity(limits: ProviderLimits(requestsPerMinute: 60, tokensPerMinute: 6000), now: start)
+        let call = CallDemand(inputTokens: 900, outputTokens: 1100)
+        var fits = capacity.fits(call, now: start)
+        #expect(fits)
+        capacity.take(call)
+        capacity.take(call)
+        capacity.take(call)
+        fits = capacity.fits(call, now: start)
+        #expect(!fits, "6,000 tokens taken")
+        #expect(capacity.fitsAt(call, now: start) == start.addingTimeInterval(20), "2,000 tokens refill in 20 s")
+        fits = capacity.fits(call, now: start.addingTimeInterval(20))
+        #expect(fits)
+        // The call used less than its estimate: the difference comes back.
+        capacity.endCall(refunding: call)
+        capacity.charge(CallDemand(inputTokens: 900, outputTokens: 100))
+        #expect(capacity.buckets[.tokens]?.available == 3000, "2,000 refilled + 2,000 given back - 1,000 used")
+        // The provider says its limit is lower than configured, and less remains.
+        capacity.learn(
+            RateLimitReading(requests: .init(limit: 30, remaining: 5)), rateLimited: false,
+            now: start.addingTimeInterval(20))
+        #expect(capacity.buckets[.requests]?.limit == 30)
+        #expect(capacity.buckets[.requests]?.available == 5)
+        capacity.learn(RateLimitReading(retryAfter: 7), rateLimited: true, now: start.addingTimeInterval(20))
+        fits = capacity.fits(CallDemand(inputTokens: 1, outputTokens: 1), now: start.addingTimeInterval(26))
+        #expect(!fits)
+        #expect(capacity.blockedUntil == start.addingTimeInterval(27))
+    }
+}
+
+/// Admission against `keel mock-llm` with limits, on the real broker and SQLite.
+@Suite("LLM capacity control through the engine", .serialized, .tags(.integration), .timeLimit(.minutes(4)))
+struct CapacityTests {
+    static func stack(
+        _ scenario: MockScenario, limits: ProviderLimits? = nil, maxTokens: Int? = nil, prices: [String: ModelPrice]? = nil,
+        weights: [String: Double]? = nil, admission: Bool = true
+    ) async throws -> LLMStack {
+        let mock = try await MockProvider.start(scenario)
+        var provider = mock.provider("primary", api: .openai, model: "model-a")
+        provider.limits = limits
+        provider.maxTokens = maxTokens
+        var llm = LLMConfiguration(providers: [provider], prices: prices)
+        llm.fairness = weights.map { LLMConfiguration.FairnessSettings(weights: $0) }
+        var workflows = WorkflowRegistry()
+        workflows.register(ParallelLLMCalls.self)
+        workflows.register(LLMCalls.self)
+        return try LLMStack(mock: mock, llm: llm, workflows: workflows, admission: admission)
+    }
+
+    @Test func parallelBranchesStayWithinTheBudget() async throws {
+        // Every call: 900 input + 100 output tokens (the measurement went 2.5 calls over).
+        let stack = try await Self.stack(
+            MockScenario(rules: [MockRule(responses: [MockResponse(usage: MockUsage(inputTokens: 900, outputTokens: 100))])]))
+        defer { stack.stop() }
+        let prompts = (1...8).map { "document \($0) " + String(repeating: "x", count: 3600) }
+        let (output, run) = try await stack.run(
+            ParallelLLMCalls.self, "parallel-budget", .init(prompts: prompts, maxTokens: 200),
+            budget: SpendLimit(maxTokens: 5500))
+        let calls = await stack.mock.requests().count
+        // 5,500 tokens allow five 1,000-token calls before the budget is spent and a sixth at most.
+        #expect(calls <= 6, "\(calls) calls")
+        #expect(run.spend.totalTokens <= 5500 + 1000, "overshoot bounded by one call: \(run.spend.totalTokens)")
+        #expect(output.errors.allSatisfy { $0 == "BudgetExhausted" })
+        #expect(output.answered == calls)
+    }
+
+    @Test func aSmallTenantIsServedWhileABigOneHasHundredsQueued() async throws {
+        let stack = try await Self.stack(
+            MockScenario(
+                rules: [MockRule(responses: [MockResponse(delayMs: 50, usage: MockUsage(inputTokens: 10, outputTokens: 10))])],
+                limits: [MockLimits(requestsPerMinute: 120)]),
+            limits: ProviderLimits(requestsPerMinute: 120))
+        defer { stack.stop() }
+        // The big tenant floods the queue first: at 120 requests/min its 300 calls take 2.5 min.
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                ParallelLLMCalls.self, id: "big-batch", input: .init(prompts: (1...300).map { "big \($0)" }),
+                options: WorkflowOptions(fairnessKey: "big")))
+        #expect(await eventually(30) { await stack.mock.requests().count >= 20 }, "the big batch is being served")
+        let started = Date()
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                ParallelLLMCalls.self, id: "small-request", input: .init(prompts: (1...5).map { "small \($0)" }),
+                options: WorkflowOptions(fairnessKey: "small")))
+        let small = try await stack.client.waitForResult(workflowId: "small-request", timeout: 60)
+        let took = Date().timeIntervalSince(started)
+        #expect(small.status == .completed)
+        // Shared round robin: the 5 calls go out within about 10 request slots (0.5 s each at
+        // 120/min), not behind the ~280 big calls still waiting (over 2 minutes).
+        #expect(took < 20, "the small tenant waited \(took) s")
+        let requests = await stack.mock.requests()
+        #expect(requests.filter { $0.status == 429 }.count <= 2, "admission keeps the fleet under the limit")
+        _ = try? await stack.client.terminate(workflowId: "big-batch", reason: "test over")
+    }
+
+    @Test func aRateLimitedBatchWaitsForCapacityInsteadOfBurningAttempts() async throws {
+        // A gateway like LiteLLM in front of a provider limited to 10 requests a minute: its 429s
+        // carry no Retry-After of its own, the upstream's behind `llm_provider-`.
+        let stack = try await Self.stack(
+            MockScenario(
+                rules: [MockRule(responses: [MockResponse(usage: MockUsage(inputTokens: 10, outputTokens: 10))])],
+                limits: [MockLimits(requestsPerMinute: 30, headerPrefix: "llm_provider-")]))
+        defer { stack.stop() }
+        // 40 calls at once, 3 attempts each; the provider lets 30 through at once, then 1 per 2 s.
+        let (output, run) = try await stack.run(
+            ParallelLLMCalls.self, "rate-limited-batch", .init(prompts: (1...40).map { "doc \($0)" }, maximumAttempts: 3))
+        #expect(output.errors.isEmpty, "no call dead-lettered: \(output.errors)")
+        #expect(output.answered == 40)
+        let requests = await stack.mock.requests()
+        let limited = requests.filter { $0.status == 429 }.count
+        // The first 429 teaches the coordinator the provider's window; the rest wait for it.
+        #expect(limited <= 10, "\(limited) rate-limited calls")
+        let failures = try stack.store().events(runId: run.runId).filter { $0.kind == .activityFailed }
+        #expect(failures.allSatisfy { $0.failure?.type == "LLMRateLimited" })
+    }
+}
