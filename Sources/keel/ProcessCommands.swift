@@ -151,6 +151,10 @@ struct StartCommand: AsyncParsableCommand {
     var idConflictPolicy: String?
     @Option(help: "When the id's runs are all closed: allowDuplicate (default), allowDuplicateFailedOnly or rejectDuplicate.")
     var idReusePolicy: String?
+    @Option(help: "Admission priority of the run's activities when capacity is short: 1 (highest) to 5 (lowest); default 3.")
+    var priority: Int?
+    @Option(help: "Whose work this is (a tenant): capacity is shared across fairness keys by weighted round robin.")
+    var fairnessKey: String?
     @Flag(help: "Wait for the result; exit 0 if it completed, 1 otherwise.") var wait = false
 
     /// The start options these flags give.
@@ -172,6 +176,9 @@ struct StartCommand: AsyncParsableCommand {
             }
             options.idReusePolicy = policy
         }
+        options.priority = priority
+        options.fairnessKey = fairnessKey
+        do { try options.validate() } catch let error as InvalidOptionsError { throw ValidationError(error.message) }
         return options
     }
     @Flag(help: "Print JSON.") var json = false
