@@ -31,3 +31,8 @@ CURLcode keel_curl_set_progress_callback(CURL *curl, keel_curl_progress_callback
 CURLcode keel_curl_getinfo_long(CURL *curl, CURLINFO info, long *value) {
     return curl_easy_getinfo(curl, info, value);
 }
+
+CURLcode keel_curl_set_sockopt_callback(CURL *curl, keel_curl_sockopt_callback callback, void *user) {
+    CURLcode code = curl_easy_setopt(curl, CURLOPT_SOCKOPTFUNCTION, callback);
+    return code != CURLE_OK ? code : curl_easy_setopt(curl, CURLOPT_SOCKOPTDATA, user);
+}

@@ -111,7 +111,17 @@ private final class CurlTransfer: @unchecked Sendable {
         self.onBody = onBody
     }
 
-    func cancel() { cancelled.store(true, ordering: .relaxed) }
+    /// The transfer's socket while it runs (-1: none), so that a cancel can shut it down.
+    let socket = Mutex<Int32>(-1)
+
+    /// Stops the transfer at once: the socket is shut down (libcurl's progress callback alone
+    /// would notice only within about a second), which also tells the server the call is over.
+    func cancel() {
+        cancelled.store(true, ordering: .relaxed)
+        socket.withLock { fd in
+            if fd >= 0 { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
 
     var head: HTTPResponseHead { HTTPResponseHead(status: status, headers: headers) }
 
@@ -156,7 +166,11 @@ private final class CurlTransfer: @unchecked Sendable {
                 keel_curl_set_header_callback(curl, curlHeaderCallback, this)
                 keel_curl_set_write_callback(curl, curlWriteCallback, this)
                 keel_curl_set_progress_callback(curl, curlProgressCallback, this)
-                return curl_easy_perform(curl)
+                keel_curl_set_sockopt_callback(curl, curlSocketCallback, this)
+                let code = curl_easy_perform(curl)
+                // libcurl may close the socket from here on: a late cancel must not touch it.
+                socket.withLock { $0 = -1 }
+                return code
             }
         }
         if code == CURLE_OK {
@@ -167,7 +181,8 @@ private final class CurlTransfer: @unchecked Sendable {
         let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
         let kind: HTTPTransportError.Kind
         switch code {
-        case CURLE_ABORTED_BY_CALLBACK where cancelled.load(ordering: .relaxed): kind = .cancelled
+        // A cancel shuts the socket down: whatever libcurl then reports, the transfer was cancelled.
+        case _ where cancelled.load(ordering: .relaxed): kind = .cancelled
         case CURLE_OPERATION_TIMEDOUT: kind = .timeout
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: kind = .connect
         case CURLE_PARTIAL_FILE, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_GOT_NOTHING: kind = .interrupted
@@ -211,6 +226,15 @@ private func curlWriteCallback(
     transfer.deliverHead()
     transfer.onBody(Data(bytes: data, count: length))
     return length
+}
+
+private func curlSocketCallback(user: UnsafeMutableRawPointer?, fd: curl_socket_t, _: curlsocktype) -> Int32 {
+    guard let user else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(user).takeUnretainedValue()
+    transfer.socket.withLock { $0 = fd }
+    // A cancel that came before the socket existed.
+    if transfer.cancelled.load(ordering: .relaxed) { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+    return 0  // CURL_SOCKOPT_OK
 }
 
 private func curlProgressCallback(

@@ -101,23 +101,26 @@ struct AdmissionUnitTests {
         capacity.take(call)
         fits = capacity.fits(call, now: start)
         #expect(!fits, "6,000 tokens taken")
-        #expect(capacity.fitsAt(call, now: start) == start.addingTimeInterval(20), "2,000 tokens refill in 20 s")
+        // 2,000 tokens, and 150 of headroom (1.5 s of refill), come back in 21.5 s.
+        #expect(capacity.fitsAt(call, now: start) == start.addingTimeInterval(21.5))
         fits = capacity.fits(call, now: start.addingTimeInterval(20))
+        #expect(!fits)
+        fits = capacity.fits(call, now: start.addingTimeInterval(21.5))
         #expect(fits)
         // The call used less than its estimate: the difference comes back.
         capacity.endCall(refunding: call)
         capacity.charge(CallDemand(inputTokens: 900, outputTokens: 100))
-        #expect(capacity.buckets[.tokens]?.available == 3000, "2,000 refilled + 2,000 given back - 1,000 used")
+        #expect(capacity.buckets[.tokens]?.available == 3150, "2,150 refilled + 2,000 given back - 1,000 used")
         // The provider says its limit is lower than configured, and less remains.
         capacity.learn(
             RateLimitReading(requests: .init(limit: 30, remaining: 5)), rateLimited: false,
-            now: start.addingTimeInterval(20))
+            now: start.addingTimeInterval(21.5))
         #expect(capacity.buckets[.requests]?.limit == 30)
         #expect(capacity.buckets[.requests]?.available == 5)
-        capacity.learn(RateLimitReading(retryAfter: 7), rateLimited: true, now: start.addingTimeInterval(20))
-        fits = capacity.fits(CallDemand(inputTokens: 1, outputTokens: 1), now: start.addingTimeInterval(26))
+        capacity.learn(RateLimitReading(retryAfter: 7), rateLimited: true, now: start.addingTimeInterval(21.5))
+        fits = capacity.fits(CallDemand(inputTokens: 1, outputTokens: 1), now: start.addingTimeInterval(28))
         #expect(!fits)
-        #expect(capacity.blockedUntil == start.addingTimeInterval(27))
+        #expect(capacity.blockedUntil == start.addingTimeInterval(28.5))
     }
 }
 
@@ -182,7 +185,8 @@ struct CapacityTests {
         // 120/min), not behind the ~280 big calls still waiting (over 2 minutes).
         #expect(took < 20, "the small tenant waited \(took) s")
         let requests = await stack.mock.requests()
-        #expect(requests.filter { $0.status == 429 }.count <= 2, "admission keeps the fleet under the limit")
+        let limited = requests.filter { $0.status == 429 }.count
+        #expect(limited * 20 <= requests.count, "admission keeps the fleet under the limit: \(limited) of \(requests.count)")
         _ = try? await stack.client.terminate(workflowId: "big-batch", reason: "test over")
     }
 

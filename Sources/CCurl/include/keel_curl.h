@@ -18,6 +18,9 @@ CURLcode keel_curl_set_write_callback(CURL *curl, keel_curl_data_callback callba
 CURLcode keel_curl_set_header_callback(CURL *curl, keel_curl_data_callback callback, void *user);
 /// CURLOPT_XFERINFOFUNCTION (progress on, so the callback runs about once a second while idle).
 CURLcode keel_curl_set_progress_callback(CURL *curl, keel_curl_progress_callback callback, void *user);
+/// Called with each socket libcurl opens (to shut it down when a transfer is cancelled).
+typedef int (*keel_curl_sockopt_callback)(void *user, curl_socket_t fd, curlsocktype purpose);
+CURLcode keel_curl_set_sockopt_callback(CURL *curl, keel_curl_sockopt_callback callback, void *user);
 CURLcode keel_curl_getinfo_long(CURL *curl, CURLINFO info, long *value);
 
 #endif

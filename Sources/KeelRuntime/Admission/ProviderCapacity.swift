@@ -50,16 +50,26 @@ struct ProviderCapacity {
         if let until = blockedUntil, until <= now { blockedUntil = nil }
     }
 
+    /// What each bucket keeps back: 1.5 s of its refill. Calls admitted at the window's pace
+    /// reach the provider with some jitter (queues, a loaded worker); without the margin two of
+    /// them arriving together would be one over. At a steady pace it costs no throughput: the
+    /// bucket only hovers higher.
+    static let headroomSeconds = 1.5
+
     /// Whether a call of `demand` fits now. A call larger than a whole window fits once the
     /// window is full (it could never fit otherwise).
     mutating func fits(_ demand: CallDemand, now: Date) -> Bool {
         refill(now)
         if blockedUntil != nil { return false }
         if let maxConcurrent, inFlight >= maxConcurrent { return false }
-        for (kind, bucket) in buckets where bucket.available < min(demand.amount(kind), bucket.limit) {
+        for (kind, bucket) in buckets where bucket.available < need(demand.amount(kind), bucket) {
             return false
         }
         return true
+    }
+
+    private func need(_ amount: Double, _ bucket: Bucket) -> Double {
+        min(amount + bucket.limit / 60 * Self.headroomSeconds, bucket.limit)
     }
 
     /// When a call of `demand` could fit, if only time stands in its way (nil: it waits for a
@@ -68,7 +78,7 @@ struct ProviderCapacity {
         if let maxConcurrent, inFlight >= maxConcurrent { return nil }
         var at = blockedUntil ?? now
         for (kind, bucket) in buckets {
-            let missing = min(demand.amount(kind), bucket.limit) - bucket.available
+            let missing = need(demand.amount(kind), bucket) - bucket.available
             if missing > 0 { at = max(at, bucket.updated.addingTimeInterval(missing * 60 / bucket.limit)) }
         }
         return at
