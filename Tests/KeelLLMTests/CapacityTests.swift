@@ -211,3 +211,36 @@ struct CapacityTests {
         #expect(failures.allSatisfy { $0.failure?.type == "LLMRateLimited" })
     }
 }
+
+@Suite("What admission learned survives a coordinator restart", .tags(.integration))
+struct CapacityRestartTests {
+    @Test func learnedLimitsBlocksAndBreakersAreReadBack() async throws {
+        let path = makeTemporaryDirectory("keel-capacity").appendingPathComponent("keel.sqlite").path
+        var configuration = CoordinatorConfiguration()
+        configuration.capacity.providers = ["primary": ProviderProfile(limits: ProviderLimits(requestsPerMinute: 600))]
+        configuration.circuitBreaker = CircuitBreakerPolicy(failureThreshold: 2, cooldown: .seconds(60))
+        let first = Coordinator(
+            store: try SQLiteHistoryStore(path: path), workflows: WorkflowRegistry(), publisher: InMemoryBroker(),
+            configuration: configuration)
+        // Mid-storm: the provider says its limit is 30 a minute, none left, and answers 429.
+        await first.learn(
+            from: [
+                ProviderOutcome(
+                    provider: "primary", ok: false, providerFault: false, errorType: "LLMRateLimited",
+                    limits: RateLimitReading(requests: .init(limit: 30, remaining: 0, resetSeconds: 40), retryAfter: 40))
+            ], now: Date())
+        first.breakers.record("secondary", success: false)
+        first.breakers.record("secondary", success: false)
+        try await first.apply([])
+        let second = Coordinator(
+            store: try SQLiteHistoryStore(path: path), workflows: WorkflowRegistry(), publisher: InMemoryBroker(),
+            configuration: configuration)
+        try await second.recover()
+        let restored = try #require(await second.admission.providers["primary"])
+        #expect(restored.buckets[.requests]?.limit == 30, "the learned limit, not the configured 600")
+        #expect((restored.buckets[.requests]?.available ?? 99) < 1)
+        let blocked = try #require(restored.blockedUntil)
+        #expect(blocked.timeIntervalSinceNow > 30, "the 429's 40 s still hold")
+        #expect(second.breakers.state(of: "secondary") == .open, "breakers no longer restart closed")
+    }
+}
