@@ -65,5 +65,10 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     public var idempotencyKey: String { "\(workflowId)/\(runId)/\(activityId)" }
 
     /// Identifies this attempt; results are de-duplicated by it.
-    public var attemptKey: String { "\(runId)/\(activityId)/\(attempt)" }
+    public var attemptKey: String { Self.attemptKey(runId: runId, activityId: activityId, attempt: attempt) }
+
+    /// The key of attempt `attempt` of activity `activityId` of run `runId`.
+    public static func attemptKey(runId: String, activityId: Int64, attempt: Int) -> String {
+        "\(runId)/\(activityId)/\(attempt)"
+    }
 }

@@ -2,7 +2,8 @@ import Foundation
 
 /// What the coordinator has learned of one provider's capacity: a bucket per kind (its
 /// per-minute limit and what is left of it at `updated`), the concurrency cap, and how long a
-/// 429 stopped every call. Kept in the history store so that a restart does not forget it.
+/// 429 stopped every call (calls in flight are not kept: a restart counts them again from the
+/// activities). Kept in the history store so that a restart does not forget it.
 public struct ProviderCapacitySnapshot: Codable, Sendable, Hashable {
     public struct Bucket: Codable, Sendable, Hashable {
         /// Per minute.
@@ -23,16 +24,11 @@ public struct ProviderCapacitySnapshot: Codable, Sendable, Hashable {
     public var maxConcurrent: Int?
     /// No call goes to the provider before this (a 429's `retry-after`, or its exhausted window's reset).
     public var blockedUntil: Date?
-    /// Calls in flight when the snapshot was taken (not restored: rebuilt from the activities).
-    public var inFlight: Int
 
-    public init(
-        provider: String, buckets: [String: Bucket], maxConcurrent: Int?, blockedUntil: Date?, inFlight: Int
-    ) {
+    public init(provider: String, buckets: [String: Bucket], maxConcurrent: Int?, blockedUntil: Date?) {
         self.provider = provider
         self.buckets = buckets
         self.maxConcurrent = maxConcurrent
         self.blockedUntil = blockedUntil
-        self.inFlight = inFlight
     }
 }

@@ -30,6 +30,12 @@ public struct Spend: Codable, Sendable, Hashable {
 
     public static func += (lhs: inout Spend, rhs: Spend) { lhs = lhs + rhs }
 
+    public static func - (lhs: Spend, rhs: Spend) -> Spend {
+        Spend(
+            inputTokens: lhs.inputTokens - rhs.inputTokens, outputTokens: lhs.outputTokens - rhs.outputTokens,
+            costUSD: lhs.costUSD - rhs.costUSD)
+    }
+
     enum CodingKeys: String, CodingKey { case inputTokens, outputTokens, costUSD }
 
     // Every field is optional on the wire, so a worker reports what it knows.

@@ -114,6 +114,11 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
     public var circuitBreaker: BreakerSettings?
     /// Weights of fairness keys (tenants) when capacity is short: `fairness: {weights: {acme: 3}}`.
     public var fairness: FairnessSettings?
+    /// From the file's top-level `taskQueues:` section (`{gpu: {maxConcurrent: 2}}`): the tasks of
+    /// a queue that run at once across every worker.
+    public var taskQueueLimits: [String: Int] = [:]
+
+    private enum CodingKeys: String, CodingKey { case providers, prices, circuitBreaker, fairness }
 
     public struct FairnessSettings: Codable, Sendable, Hashable {
         public var weights: [String: Double]?
@@ -165,46 +170,13 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
     }
 
     /// The coordinator's admission settings from this section and the file's `taskQueues`.
-    public func capacity(taskQueueLimits: [String: Int] = [:], enabled: Bool = true) -> CapacityConfiguration {
+    public func capacity(enabled: Bool = true) -> CapacityConfiguration {
         var capacity = CapacityConfiguration()
         capacity.enabled = enabled
         capacity.providers = profiles
         capacity.taskQueueLimits = taskQueueLimits
         capacity.fairnessWeights = fairness?.weights ?? [:]
         return capacity
-    }
-
-    /// The `taskQueues:` section of a configuration file: `{gpu: {maxConcurrent: 2}}`, the tasks
-    /// of a queue that run at once across every worker.
-    public static func taskQueueLimits(path: String?, environment: [String: String]) throws -> [String: Int] {
-        guard let path = path ?? environment["KEEL_CONFIG"], !path.isEmpty else { return [:] }
-        struct Queue: Decodable { var maxConcurrent: Int? }
-        struct File: Decodable { var taskQueues: [String: Queue]? }
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw LLMConfigurationError(message: "cannot read configuration file \(path): \(error.localizedDescription)")
-        }
-        let file: File
-        do {
-            file = try YAMLDecoder().decode(File.self, from: text)
-        } catch let error as DecodingError {
-            throw LLMConfigurationError(message: "\(path): \(describe(error))")
-        } catch {
-            throw LLMConfigurationError(message: "\(path): not valid YAML: \(error)")
-        }
-        var limits: [String: Int] = [:]
-        for (name, queue) in file.taskQueues ?? [:] {
-            guard let cap = queue.maxConcurrent else {
-                throw LLMConfigurationError(message: "\(path): taskQueues.\(name) sets no maxConcurrent")
-            }
-            guard cap >= 1 else {
-                throw LLMConfigurationError(message: "\(path): taskQueues.\(name).maxConcurrent must be at least 1")
-            }
-            limits[name] = cap
-        }
-        return limits
     }
 
     public func provider(named name: String) -> LLMProviderConfiguration? {
@@ -261,7 +233,11 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
 
     /// Parses the `llm:` section of a YAML (or JSON) document.
     public static func parse(_ text: String, source: String = "configuration") throws -> LLMConfiguration {
-        struct File: Decodable { var llm: LLMConfiguration? }
+        struct Queue: Decodable { var maxConcurrent: Int? }
+        struct File: Decodable {
+            var llm: LLMConfiguration?
+            var taskQueues: [String: Queue]?
+        }
         let file: File
         do {
             file = try YAMLDecoder().decode(File.self, from: text)
@@ -270,8 +246,17 @@ public struct LLMConfiguration: Codable, Sendable, Hashable {
         } catch {
             throw LLMConfigurationError(message: "\(source): not valid YAML: \(error)")
         }
-        guard let configuration = file.llm else {
+        guard var configuration = file.llm else {
             throw LLMConfigurationError(message: "\(source): no `llm:` section")
+        }
+        for (name, queue) in file.taskQueues ?? [:] {
+            guard let cap = queue.maxConcurrent else {
+                throw LLMConfigurationError(message: "\(source): taskQueues.\(name) sets no maxConcurrent")
+            }
+            guard cap >= 1 else {
+                throw LLMConfigurationError(message: "\(source): taskQueues.\(name).maxConcurrent must be at least 1")
+            }
+            configuration.taskQueueLimits[name] = cap
         }
         do { try configuration.validate() } catch let error as LLMConfigurationError {
             throw LLMConfigurationError(message: "\(source): \(error.message)")

@@ -153,6 +153,9 @@ public struct MockLLMServer: Sendable {
         } else {
             return json(["error": "keel mock-llm serves …/v1/messages and …/chat/completions, not \(path)"], status: .notFound)
         }
+        // Before anything is awaited: a client may give up at any moment from here on.
+        let watcher = await InputClosedWatcher.install(on: context.channel)
+        defer { if let watcher { Task { await watcher.remove(from: context.channel) } } }
         var request = request
         let body = try await request.collectBody(upTo: 16 << 20)
         guard let call = MockCall(body: Data(buffer: body), api: api, path: path) else {
@@ -179,7 +182,7 @@ public struct MockLLMServer: Sendable {
         var delay = response.delayMs ?? 0
         if let high = response.delayMsMax { delay = Int.random(in: delay...max(delay, high)) }
         if response.hang ?? false { delay = 3_600_000 }
-        if delay > 0, let closedAt = await waitOrClosed(milliseconds: delay, channel: context.channel) {
+        if delay > 0, let closedAt = await waitOrClosed(milliseconds: delay, watcher: watcher) {
             await state.closedEarly(index, at: closedAt)
             return api.error(status: 499, message: "the client closed the request", headers: headers)
         }
@@ -200,11 +203,8 @@ public struct MockLLMServer: Sendable {
 
     /// Sleeps; or returns as soon as the client closes the connection (its side of it: the
     /// server allows half-closed connections, so the channel itself stays open), with the time
-    /// the close was seen.
-    static func waitOrClosed(milliseconds: Int, channel: any Channel) async -> Date? {
-        let closed = channel.eventLoop.makePromise(of: Void.self)
-        let watcher = InputClosedWatcher(closed: closed)
-        if (try? await channel.pipeline.addHandler(watcher, position: .first).get()) == nil { closed.succeed() }
+    /// the close was seen on the event loop.
+    static func waitOrClosed(milliseconds: Int, watcher: InputClosedWatcher?) async -> Date? {
         let outcome = Mutex<CheckedContinuation<Date?, Never>?>(nil)
         let finish: @Sendable (Date?) -> Void = { value in
             outcome.withLock { continuation in
@@ -212,47 +212,61 @@ public struct MockLLMServer: Sendable {
                 continuation = nil
             }
         }
-        let answer = await withCheckedContinuation { continuation in
+        return await withCheckedContinuation { continuation in
             outcome.withLock { $0 = continuation }
-            closed.futureResult.whenComplete { _ in finish(Date()) }
+            watcher?.closed.futureResult.whenSuccess { date in if let date { finish(date) } }
             Task {
                 try? await Task.sleep(for: .milliseconds(milliseconds))
                 finish(nil)
             }
         }
-        _ = try? await channel.pipeline.removeHandler(watcher).get()
-        return answer
     }
 }
 
-/// Completes its promise when the peer closes its side of the connection.
+/// Notices the peer closing its side of the connection, from the moment a request's head is in
+/// (installed before anything is awaited, so that an early close is not missed).
 final class InputClosedWatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = NIOAny
-    private let promise: EventLoopPromise<Void>
+    /// When the peer closed (nil: the watcher was removed first).
+    let closed: EventLoopPromise<Date?>
     private var done = false
 
-    init(closed: EventLoopPromise<Void>) { promise = closed }
+    private init(closed: EventLoopPromise<Date?>) { self.closed = closed }
+
+    /// Watches `channel` until ``remove(from:)``.
+    static func install(on channel: any Channel) async -> InputClosedWatcher? {
+        let watcher = InputClosedWatcher(closed: channel.eventLoop.makePromise())
+        do {
+            try await channel.pipeline.addHandler(watcher, position: .first).get()
+            return watcher
+        } catch {
+            watcher.closed.succeed(nil)
+            return nil
+        }
+    }
+
+    func remove(from channel: any Channel) async { _ = try? await channel.pipeline.removeHandler(self).get() }
 
     /// On the channel's event loop only.
-    private func close() {
+    private func finish(_ time: Date?) {
         guard !done else { return }
         done = true
-        promise.succeed()
+        closed.succeed(time)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.fireChannelRead(data) }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .inputClosed? = event as? ChannelEvent { close() }
+        if case .inputClosed? = event as? ChannelEvent { finish(Date()) }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        close()
+        finish(Date())
         context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { close() }
+    func handlerRemoved(context: ChannelHandlerContext) { finish(nil) }
 }
 
 /// Hummingbird's basic context plus the connection, so that a delayed answer notices a client

@@ -66,7 +66,7 @@ public final class LLMStack: @unchecked Sendable {
     public init(
         mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
         gpuConcurrency: Int? = nil, environment: [String: String] = [:], tracer: (any Tracer)? = nil,
-        admission: Bool = true, taskQueueLimits: [String: Int] = [:]
+        admission: Bool = true
     ) throws {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
@@ -76,7 +76,7 @@ public final class LLMStack: @unchecked Sendable {
         coordinatorConfiguration.topology = topology
         coordinatorConfiguration.coordinator.providerChain = llm.chain
         coordinatorConfiguration.coordinator.circuitBreaker = llm.circuitBreakerPolicy
-        coordinatorConfiguration.coordinator.capacity = llm.capacity(taskQueueLimits: taskQueueLimits, enabled: admission)
+        coordinatorConfiguration.coordinator.capacity = llm.capacity(enabled: admission)
         coordinatorConfiguration.coordinator.tracer = tracer
         coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
         let (url, topology) = (self.url, self.topology)

@@ -38,19 +38,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard admitting == "on" || admitting == "off" else {
             throw ValidationError("admission must be on or off, not '\(admitting)'")
         }
-        let queueLimits: [String: Int]
-        do {
-            queueLimits = try LLMConfiguration.taskQueueLimits(path: llm.path, environment: ProcessInfo.processInfo.environment)
-        } catch let error as LLMConfigurationError {
-            throw ValidationError(error.message)
-        }
         let loaded = try llm.load()
         if let loaded {
             configuration.coordinator.providerChain = loaded.chain
             configuration.coordinator.circuitBreaker = loaded.circuitBreakerPolicy
         }
-        configuration.coordinator.capacity = (loaded ?? LLMConfiguration(providers: [])).capacity(
-            taskQueueLimits: queueLimits, enabled: admitting == "on")
+        configuration.coordinator.capacity = (loaded ?? LLMConfiguration(providers: [])).capacity(enabled: admitting == "on")
         let level = durability ?? ProcessInfo.processInfo.environment["KEEL_DURABILITY"] ?? "normal"
         guard let parsed = SQLiteHistoryStore.Durability(rawValue: level) else {
             throw ValidationError("durability must be normal or full, not '\(level)'")

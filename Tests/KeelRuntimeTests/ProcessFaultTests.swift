@@ -18,14 +18,15 @@ struct ProcessFaultTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 4)
         try deployment.startWorker(concurrency: 4)
-        // Steps long enough (10 runs x 8 steps x 0.6 s over 8 slots: about 6 s) that the kill
-        // lands mid-run even when a loaded machine delays this test's polling by seconds.
+        // Steps long enough (10 runs x 8 steps x 1 s over 8 slots: about 10 s) that the kill
+        // lands mid-run even when a loaded machine delays this test's polling by seconds (the
+        // suite runs in-process LLM stacks beside it).
         let ids = (1...10).map { "kill-coordinator-\($0)" }
         for id in ids {
             try await deployment.client.start(
                 StartRequest(
                     workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 600), field: "input"), requestId: id))
+                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 1000), field: "input"), requestId: id))
         }
         #expect(await eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()

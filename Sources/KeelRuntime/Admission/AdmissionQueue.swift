@@ -17,6 +17,8 @@ struct AdmissionQueue {
         var priority: Int
         var fairnessKey: String
         var since: Date
+        /// An LLM call's request, decoded once for the passes that weigh it.
+        var request: CallDemand.Request?
     }
 
     private var lanes: [Int: [String: Deque<Entry>]] = [:]
@@ -76,19 +78,20 @@ struct AdmissionQueue {
         result.reserveCapacity(count)
         for priority in lanes.keys.sorted() {
             guard let keys = lanes[priority] else { continue }
-            var position = keys.mapValues { _ in 0 }
-            var pass = Dictionary(uniqueKeysWithValues: keys.keys.map { ($0, passes[priority]?[$0] ?? 0) })
-            var remaining = keys.values.reduce(0) { $0 + $1.count }
-            while remaining > 0 {
-                // The key furthest behind that still has entries; ties go by name, for a stable order.
-                guard
-                    let next = pass.filter({ position[$0.key]! < keys[$0.key]!.count })
-                        .min(by: { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key })?.key
-                else { break }
-                result.append(keys[next]![position[next]!])
-                position[next]! += 1
-                pass[next]! += 1 / weight(of: next)
-                remaining -= 1
+            // Lanes by name, for a stable order among equal strides.
+            var order = keys.sorted { $0.key < $1.key }.map { (key: $0.key, entries: $0.value, next: 0) }
+            var stride = order.map { passes[priority]?[$0.key] ?? 0 }
+            while true {
+                // The key furthest behind that still has entries.
+                var chosen: Int?
+                for index in order.indices where order[index].next < order[index].entries.count {
+                    if let best = chosen, stride[best] <= stride[index] { continue }
+                    chosen = index
+                }
+                guard let index = chosen else { break }
+                result.append(order[index].entries[order[index].next])
+                order[index].next += 1
+                stride[index] += 1 / weight(of: order[index].key)
             }
         }
         return result

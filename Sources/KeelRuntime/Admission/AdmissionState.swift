@@ -7,13 +7,11 @@ struct AdmissionState {
     /// What an admitted attempt holds until its result (or its end) gives it back.
     struct Hold {
         var runId: String
-        var activityId: Int64
         var provider: String?
         var demand: CallDemand?
         var taskQueue: String?
         /// Estimated spend reserved against the run's budget.
         var reserved: Spend
-        var since: Date
     }
 
     var queue: AdmissionQueue
@@ -30,10 +28,4 @@ struct AdmissionState {
 
     init(weights: [String: Double]) { queue = AdmissionQueue(weights: weights) }
 
-    mutating func capacity(of provider: String, profile: ProviderProfile?, now: Date) -> ProviderCapacity {
-        if let known = providers[provider] { return known }
-        let fresh = ProviderCapacity(limits: profile?.limits, now: now)
-        providers[provider] = fresh
-        return fresh
-    }
 }

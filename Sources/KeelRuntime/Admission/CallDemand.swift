@@ -19,8 +19,8 @@ struct CallDemand: Sendable, Hashable {
     }
 
     /// The part of an `llm.complete` input the estimate needs (its wire form, docs/llm.md).
-    struct Request: Decodable {
-        struct Message: Decodable { var content: String? }
+    struct Request: Decodable, Sendable {
+        struct Message: Decodable, Sendable { var content: String? }
         var messages: [Message]?
         var system: String?
         var maxTokens: Int?

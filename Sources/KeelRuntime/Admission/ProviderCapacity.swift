@@ -36,7 +36,7 @@ struct ProviderCapacity {
     func snapshot(provider: String) -> ProviderCapacitySnapshot {
         ProviderCapacitySnapshot(
             provider: provider, buckets: Dictionary(uniqueKeysWithValues: buckets.map { ($0.key.rawValue, $0.value) }),
-            maxConcurrent: maxConcurrent, blockedUntil: blockedUntil, inFlight: inFlight)
+            maxConcurrent: maxConcurrent, blockedUntil: blockedUntil)
     }
 
     mutating func refill(_ now: Date) {
@@ -70,18 +70,6 @@ struct ProviderCapacity {
 
     private func need(_ amount: Double, _ bucket: Bucket) -> Double {
         min(amount + bucket.limit / 60 * Self.headroomSeconds, bucket.limit)
-    }
-
-    /// When a call of `demand` could fit, if only time stands in its way (nil: it waits for a
-    /// call to end).
-    func fitsAt(_ demand: CallDemand, now: Date) -> Date? {
-        if let maxConcurrent, inFlight >= maxConcurrent { return nil }
-        var at = blockedUntil ?? now
-        for (kind, bucket) in buckets {
-            let missing = need(demand.amount(kind), bucket) - bucket.available
-            if missing > 0 { at = max(at, bucket.updated.addingTimeInterval(missing * 60 / bucket.limit)) }
-        }
-        return at
     }
 
     mutating func take(_ demand: CallDemand) {

@@ -64,34 +64,44 @@ extension Coordinator {
     func attemptFailed(
         _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
     ) {
-        release(activity.attemptKey, outcomes: nil, now: work.now)
+        forget(activity, in: run, now: work.now)
         if let refusal = budgetRefusal(of: activity, in: run, cause: failure) {
             metrics.attemptFailed(activity, failure: failure, willRetry: false)
             activityFailedFinally(&activity, failure: refusal, kind: kind, in: run, &work)
             return
         }
-        if waitAfterRateLimit(&activity, failure: failure, kind: kind, in: run, &work) { return }
         let deadline = activity.options.scheduleToCloseTimeout.map { activity.scheduledAt.addingTimeInterval($0) }
-        let decision = activity.options.retryPolicy.decide(
-            attempt: activity.attemptsSinceRedrive, failure: failure, now: work.now, deadline: deadline,
-            random: Double.random(in: 0..<1, using: &generator))
+        // A rate-limited LLM attempt waits for capacity instead of a backoff (its provider is
+        // blocked for the wait it was told), without counting against maximumAttempts.
+        let waitsForCapacity = waitsForCapacity(after: failure, activity, deadline: deadline, now: work.now)
+        let decision =
+            waitsForCapacity
+            ? .retry(after: 0)
+            : activity.options.retryPolicy.decide(
+                attempt: activity.attemptsSinceRedrive, failure: failure, now: work.now, deadline: deadline,
+                random: Double.random(in: 0..<1, using: &generator))
         var failure = failure
         let seq = activity.activityId
         metrics.attemptFailed(activity, failure: failure, willRetry: decision.willRetry)
         switch decision {
         case .retry(let delay):
             failure.retryState = .willRetry
-            failure.nextAttemptAt = work.now.addingTimeInterval(delay)
+            if !waitsForCapacity { failure.nextAttemptAt = work.now.addingTimeInterval(delay) }
             // Applied, not only recorded: the workflow counts the attempt's usage (replay does too).
             apply(
                 HistoryEvent(id: 0, time: work.now, kind: kind, ref: seq, attempt: activity.attempt, failure: failure),
                 to: run, &work)
-            activity.state = .backoff
             let providers = ProviderOutcome.reported(in: failure.details).map(\.provider)
             activity.lastProviders = providers.isEmpty ? nil : providers
+            deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
+            if waitsForCapacity {
+                activity.rateLimitedAttempts = (activity.rateLimitedAttempts ?? 0) + 1
+                dispatch(&activity, in: run, &work)
+                return
+            }
+            activity.state = .backoff
             activity.startedAt = nil
             activity.startedByClaim = nil
-            deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
             work.batch.set(
                 TimerRecord(
                     runId: run.runId, kind: .retry, seq: seq, fireAt: work.now.addingTimeInterval(delay),

@@ -14,6 +14,11 @@ extension Coordinator {
 
     func isLLMCall(_ activity: ActivityRecord) -> Bool { activity.activityType == CallDemand.activityType }
 
+    /// The request of an LLM call, decoded (nil for any other activity).
+    func llmRequest(of activity: ActivityRecord) -> CallDemand.Request? {
+        isLLMCall(activity) ? CallDemand.request(in: activity.input) : nil
+    }
+
     /// Whether the activity's attempts wait in the coordinator until capacity admits them.
     func needsAdmission(_ activity: ActivityRecord, in run: LiveRun) -> Bool {
         let capacity = configuration.capacity
@@ -36,8 +41,9 @@ extension Coordinator {
             return
         }
         if isLLMCall(activity) {
-            guard let route = route(for: activity, now: work.now) else {
-                activityFailedFinally(&activity, failure: circuitOpen(activity), kind: .activityFailed, in: run, &work)
+            let allowed = allowedProviders(llmRequest(of: activity))
+            guard let route = route(from: allowed, now: work.now) else {
+                activityFailedFinally(&activity, failure: circuitOpen(allowed), kind: .activityFailed, in: run, &work)
                 return
             }
             activity.route = route.isEmpty ? nil : route
@@ -46,27 +52,28 @@ extension Coordinator {
         publishAttempt(&activity, in: run, &work)
     }
 
+    /// The activity's place in the queue, with its LLM request decoded once for every pass.
     func waitingEntry(_ activity: ActivityRecord, in run: LiveRun) -> AdmissionQueue.Entry {
         AdmissionQueue.Entry(
             key: .init(runId: run.runId, activityId: activity.activityId),
             priority: activity.options.priority ?? run.record.options.priority ?? Priority.default,
             fairnessKey: activity.options.fairnessKey ?? run.record.options.fairnessKey ?? "",
-            since: activity.waitingSince ?? activity.attemptScheduledAt)
+            since: activity.waitingSince ?? activity.attemptScheduledAt, request: llmRequest(of: activity))
     }
 
-    /// The providers an LLM call may use now, in order: those its request allows (else the
-    /// configured chain) whose breaker lets a call through. Nil: every breaker is open. Empty:
-    /// the coordinator knows no provider; the worker uses its own chain.
-    func route(for activity: ActivityRecord, now: Date) -> [String]? {
-        let allowed = CallDemand.request(in: activity.input)?.providers ?? configuration.providerChain
+    /// The providers an LLM call may use: those its request names, else the configured chain.
+    func allowedProviders(_ request: CallDemand.Request?) -> [String] { request?.providers ?? configuration.providerChain }
+
+    /// Of `allowed`, those whose breaker lets a call through now, in order. Nil: every breaker is
+    /// open. Empty: the coordinator knows no provider; the worker uses its own chain.
+    func route(from allowed: [String], now: Date) -> [String]? {
         guard !allowed.isEmpty else { return [] }
         let open = allowed.filter { breakers.wouldAdmit($0, now: now) }
         return open.isEmpty ? nil : open
     }
 
-    func circuitOpen(_ activity: ActivityRecord) -> Failure {
-        let allowed = CallDemand.request(in: activity.input)?.providers ?? configuration.providerChain
-        return Failure(
+    func circuitOpen(_ allowed: [String]) -> Failure {
+        Failure(
             type: "CircuitOpen",
             message: "not sent: the circuit breaker of every provider it may call is open (\(allowed.joined(separator: ", ")))",
             nonRetryable: true, retryState: .nonRetryableFailure)
@@ -86,7 +93,7 @@ extension Coordinator {
                 admission.queue.remove(entry.key)
                 continue
             }
-            switch decide(activity, in: run, full: &full, now: work.now) {
+            switch decide(entry, activity, in: run, full: &full, now: work.now) {
             case .wait:
                 continue
             case .refuse(let failure):
@@ -107,7 +114,7 @@ extension Coordinator {
     }
 
     private func decide(
-        _ activity: ActivityRecord, in run: LiveRun, full: inout Set<String>, now: Date
+        _ entry: AdmissionQueue.Entry, _ activity: ActivityRecord, in run: LiveRun, full: inout Set<String>, now: Date
     ) -> AdmissionDecision {
         let queueKey = "queue:" + activity.options.taskQueue
         if full.contains(queueKey) { return .wait }
@@ -118,33 +125,41 @@ extension Coordinator {
             return .wait
         }
         var route: [String]?
-        let request = isLLMCall(activity) ? CallDemand.request(in: activity.input) : nil
         if isLLMCall(activity) {
-            guard let candidates = self.route(for: activity, now: now) else { return .refuse(circuitOpen(activity)) }
+            let allowed = allowedProviders(entry.request)
+            guard let candidates = self.route(from: allowed, now: now) else { return .refuse(circuitOpen(allowed)) }
             route = candidates.isEmpty ? nil : candidates
         }
         // The budget: spent, plus what admitted attempts reserved, plus this one's estimate.
         var reserve = Spend.zero
         if activity.options.countsAgainstBudget, let limit = run.record.options.budget {
             if let refusal = budgetRefusal(of: activity, in: run, cause: nil) { return .refuse(refusal) }
-            reserve = estimate(activity, request: request, provider: route?.first)
+            reserve = estimate(activity, request: entry.request, provider: route?.first)
             let reserved = admission.reservedByRun[run.runId] ?? .zero
             // With nothing else in flight the call goes (its overshoot is bounded by itself).
             if !reserved.isZero, limit.isExhausted(by: run.record.spend + reserved + reserve) { return .wait }
         }
         guard let candidates = route else { return .admit(provider: nil, route: nil, demand: nil, reserve: reserve) }
         for (index, provider) in candidates.enumerated() where !full.contains("provider:" + provider) {
-            let profile = configuration.capacity.providers[provider]
-            let demand = CallDemand(request, defaultMaxTokens: profile?.maxTokens ?? 1024)
-            var capacity = admission.capacity(of: provider, profile: profile, now: now)
-            let fits = capacity.fits(demand, now: now)
-            admission.providers[provider] = capacity
-            if fits {
+            let demand = demand(of: entry.request, at: provider)
+            if withCapacity(of: provider, now: now, { $0.fits(demand, now: now) }) {
                 return .admit(provider: provider, route: Array(candidates[index...]), demand: demand, reserve: reserve)
             }
             full.insert("provider:" + provider)
         }
         return .wait
+    }
+
+    /// What a call of `request` takes from `provider` (whose output cap applies when the request sets none).
+    func demand(of request: CallDemand.Request?, at provider: String) -> CallDemand {
+        CallDemand(request, defaultMaxTokens: configuration.capacity.providers[provider]?.maxTokens ?? 1024)
+    }
+
+    /// Runs `body` on `provider`'s capacity, made from its configured limits the first time.
+    func withCapacity<T>(of provider: String, now: Date, _ body: (inout ProviderCapacity) -> T) -> T {
+        body(
+            &admission.providers[
+                provider, default: ProviderCapacity(limits: configuration.capacity.providers[provider]?.limits, now: now)])
     }
 
     /// What an attempt of `activity` is expected to spend, for the budget's reservation.
@@ -157,6 +172,8 @@ extension Coordinator {
             costUSD: profile?.cost(inputTokens: demand.inputTokens, outputTokens: demand.outputTokens) ?? 0)
     }
 
+    /// Takes what an admitted attempt holds until it ends. `taking: false` (a restart) takes
+    /// only the call's slot: the restored buckets already count the call.
     func hold(
         _ activity: ActivityRecord, in run: LiveRun, provider: String?, demand: CallDemand?, reserve: Spend, now: Date,
         taking: Bool = true
@@ -165,14 +182,11 @@ extension Coordinator {
         if let queue { admission.queueInFlight[queue, default: 0] += 1 }
         if !reserve.isZero { admission.reservedByRun[run.runId, default: .zero] += reserve }
         if let provider, let demand {
-            var capacity = admission.capacity(of: provider, profile: configuration.capacity.providers[provider], now: now)
-            if taking { capacity.take(demand) } else { capacity.inFlight += 1 }
-            admission.providers[provider] = capacity
+            withCapacity(of: provider, now: now) { taking ? $0.take(demand) : ($0.inFlight += 1) }
             admission.dirty.insert(provider)
         }
         admission.holds[activity.attemptKey] = AdmissionState.Hold(
-            runId: run.runId, activityId: activity.activityId, provider: provider, demand: demand, taskQueue: queue,
-            reserved: reserve, since: now)
+            runId: run.runId, provider: provider, demand: demand, taskQueue: queue, reserved: reserve)
     }
 
     /// An attempt ended (its result came, it timed out, its run closed): gives back what it
@@ -184,16 +198,12 @@ extension Coordinator {
             if let queue = hold.taskQueue {
                 admission.queueInFlight[queue] = max((admission.queueInFlight[queue] ?? 1) - 1, 0)
             }
-            if !hold.reserved.isZero, var reserved = admission.reservedByRun[hold.runId] {
-                reserved = Spend(
-                    inputTokens: reserved.inputTokens - hold.reserved.inputTokens,
-                    outputTokens: reserved.outputTokens - hold.reserved.outputTokens,
-                    costUSD: reserved.costUSD - hold.reserved.costUSD)
-                admission.reservedByRun[hold.runId] = reserved.totalTokens <= 0 && reserved.costUSD <= 1e-12 ? nil : reserved
+            if !hold.reserved.isZero, let reserved = admission.reservedByRun[hold.runId] {
+                let left = reserved - hold.reserved
+                admission.reservedByRun[hold.runId] = left.totalTokens <= 0 && left.costUSD <= 1e-12 ? nil : left
             }
-            if let provider = hold.provider, let demand = hold.demand, var capacity = admission.providers[provider] {
-                capacity.endCall(refunding: outcomes == nil ? nil : demand)
-                admission.providers[provider] = capacity
+            if let provider = hold.provider, let demand = hold.demand {
+                withCapacity(of: provider, now: now) { $0.endCall(refunding: outcomes == nil ? nil : demand) }
                 admission.dirty.insert(provider)
             }
         }
@@ -203,55 +213,34 @@ extension Coordinator {
     /// Charges each call's provider what it used and corrects its capacity with the headers.
     func learn(from outcomes: [ProviderOutcome], now: Date) {
         for outcome in outcomes {
-            var capacity = admission.capacity(
-                of: outcome.provider, profile: configuration.capacity.providers[outcome.provider], now: now)
             let rateLimited = outcome.errorType == "LLMRateLimited"
-            if !rateLimited {
-                let usage = outcome.usage ?? .zero
-                capacity.charge(CallDemand(inputTokens: usage.inputTokens, outputTokens: usage.outputTokens))
+            withCapacity(of: outcome.provider, now: now) { capacity in
+                // A refused call took nothing.
+                if !rateLimited {
+                    let usage = outcome.usage ?? .zero
+                    capacity.charge(CallDemand(inputTokens: usage.inputTokens, outputTokens: usage.outputTokens))
+                }
+                capacity.learn(outcome.limits, rateLimited: rateLimited, now: now)
             }
-            capacity.learn(outcome.limits, rateLimited: rateLimited, now: now)
-            admission.providers[outcome.provider] = capacity
             admission.dirty.insert(outcome.provider)
-            if rateLimited {
-                metrics.rateLimited(provider: outcome.provider)
-            }
+            if rateLimited { metrics.rateLimited(provider: outcome.provider) }
         }
     }
 
-    /// Gives back what the activity's current attempt holds and takes it out of the queue.
+    /// Gives back what the activity's current attempt holds and takes it out of the queue. Free
+    /// when nothing waits or is held (every step's end passes here).
     func forget(_ activity: ActivityRecord, in run: LiveRun, now: Date) {
-        admission.queue.remove(.init(runId: run.runId, activityId: activity.activityId))
-        release(activity.attemptKey, outcomes: nil, now: now)
+        if !admission.queue.isEmpty { admission.queue.remove(.init(runId: run.runId, activityId: activity.activityId)) }
+        if !admission.holds.isEmpty { release(activity.attemptKey, outcomes: nil, now: now) }
     }
 
-    /// A rate-limited LLM attempt, while the coordinator admits by capacity: its provider is
-    /// blocked for the wait it was told (by ``learn(from:now:)``), and the activity waits for
-    /// capacity again without the attempt counting against `maximumAttempts`. Nil when the
-    /// retry policy decides instead (admission off, the type made non-retryable, past the
-    /// schedule-to-close deadline).
-    func waitAfterRateLimit(
-        _ activity: inout ActivityRecord, failure: Failure, kind: EventKind, in run: LiveRun, _ work: inout Work
-    ) -> Bool {
-        guard configuration.capacity.enabled, isLLMCall(activity), failure.type == "LLMRateLimited",
-            !activity.options.retryPolicy.nonRetryableErrorTypes.contains(failure.type)
-        else { return false }
-        if let limit = activity.options.scheduleToCloseTimeout, work.now >= activity.scheduledAt.addingTimeInterval(limit) {
-            return false
-        }
-        var failure = failure
-        failure.retryState = .willRetry
-        metrics.attemptFailed(activity, failure: failure, willRetry: true)
-        apply(
-            HistoryEvent(
-                id: 0, time: work.now, kind: kind, ref: activity.activityId, attempt: activity.attempt, failure: failure),
-            to: run, &work)
-        let providers = ProviderOutcome.reported(in: failure.details).map(\.provider)
-        activity.lastProviders = providers.isEmpty ? nil : providers
-        activity.rateLimitedAttempts = (activity.rateLimitedAttempts ?? 0) + 1
-        deleteTimers([.scheduleToStart, .startToClose, .heartbeat], of: activity, in: run, &work)
-        dispatch(&activity, in: run, &work)
-        return true
+    /// Whether a failed attempt waits for capacity instead of its retry policy's backoff: a
+    /// rate-limited LLM call while the coordinator admits by capacity, unless the policy makes
+    /// the type non-retryable or the schedule-to-close deadline has passed.
+    func waitsForCapacity(after failure: Failure, _ activity: ActivityRecord, deadline: Date?, now: Date) -> Bool {
+        configuration.capacity.enabled && isLLMCall(activity) && failure.type == "LLMRateLimited"
+            && !activity.options.retryPolicy.nonRetryableErrorTypes.contains(failure.type)
+            && deadline.map { now < $0 } ?? true
     }
 
     /// Admits what waits if the last pass is at least `interval` old: capacity refills with time.
@@ -268,9 +257,10 @@ extension Coordinator {
     func persistCapacity(_ work: inout Work) {
         guard !admission.dirty.isEmpty, work.now.timeIntervalSince(admission.lastPersisted) >= 1 else { return }
         for provider in admission.dirty.sorted() {
-            guard var capacity = admission.providers[provider] else { continue }
-            capacity.refill(work.now)
-            admission.providers[provider] = capacity
+            let capacity = withCapacity(of: provider, now: work.now) { capacity in
+                capacity.refill(work.now)
+                return capacity
+            }
             work.batch.providerCapacity.append(capacity.snapshot(provider: provider))
             metrics.capacity(provider: provider, remaining: capacity.remaining())
         }
@@ -288,25 +278,22 @@ extension Coordinator {
     }
 
     /// Start-up: puts a loaded activity back in the queue (in `waiting`) or takes up what its
-    /// published attempt holds. Waiting ones are added in the order they began to wait.
+    /// published attempt holds.
     func readmit(_ activities: [(ActivityRecord, LiveRun)], now: Date) {
-        for (activity, run) in activities.sorted(by: { ($0.0.waitingSince ?? .distantPast) < ($1.0.waitingSince ?? .distantPast) }
-        ) {
+        for (activity, run) in activities {
             switch activity.state {
             case .waiting:
                 admission.queue.add(waitingEntry(activity, in: run))
             case .scheduled, .started:
                 guard needsAdmission(activity, in: run) else { continue }
                 let provider = activity.route?.first
-                let request = isLLMCall(activity) ? CallDemand.request(in: activity.input) : nil
-                let demand = provider.map {
-                    CallDemand(request, defaultMaxTokens: configuration.capacity.providers[$0]?.maxTokens ?? 1024)
-                }
+                let request = llmRequest(of: activity)
                 let reserve =
                     activity.options.countsAgainstBudget && run.record.options.budget != nil
                     ? estimate(activity, request: request, provider: provider) : .zero
-                // The restored buckets already count the call: only its slot is taken again.
-                hold(activity, in: run, provider: provider, demand: demand, reserve: reserve, now: now, taking: false)
+                hold(
+                    activity, in: run, provider: provider, demand: provider.map { demand(of: request, at: $0) },
+                    reserve: reserve, now: now, taking: false)
             case .backoff, .parked:
                 continue
             }
@@ -316,5 +303,5 @@ extension Coordinator {
 
 extension ActivityRecord {
     /// The attempt key of the current attempt (as ``ActivityTask/attemptKey``).
-    var attemptKey: String { "\(runId)/\(activityId)/\(attempt)" }
+    var attemptKey: String { ActivityTask.attemptKey(runId: runId, activityId: activityId, attempt: attempt) }
 }

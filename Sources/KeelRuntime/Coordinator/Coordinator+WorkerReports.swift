@@ -59,23 +59,27 @@ extension Coordinator {
     }
 
     /// Gives back what the attempt held for admission, charging its providers what its calls
-    /// used; done for every result, even a stale one (the calls were made all the same).
+    /// used; done for every result, even a stale one (the calls were made all the same). A
+    /// result that reports no calls and holds nothing costs one look for `"tries"` (as the
+    /// breakers already take).
     func settle(_ message: ActivityResult, now: Date) {
         let payload: Payload?
         switch message.outcome {
         case .completed(let result): payload = result
         case .failed(let failure): payload = failure.details
         }
-        let key = "\(message.runId)/\(message.activityId)/\(message.attempt)"
         let outcomes = ProviderOutcome.reported(in: payload)
-        guard admission.holds[key] != nil || !outcomes.isEmpty else { return }
-        release(key, outcomes: outcomes, now: now)
-        if let spend = payload.flatMap(Spend.reported(in:)), let hold = runs[message.runId]?.activities[message.activityId],
-            hold.options.countsAgainstBudget, !isLLMCall(hold)
+        guard !admission.holds.isEmpty || !outcomes.isEmpty else { return }
+        release(
+            ActivityTask.attemptKey(runId: message.runId, activityId: message.activityId, attempt: message.attempt),
+            outcomes: outcomes, now: now)
+        // The estimate of a budgeted activity that is not an LLM call: the most one attempt spent.
+        if let activity = runs[message.runId]?.activities[message.activityId], activity.options.countsAgainstBudget,
+            !isLLMCall(activity), let spend = payload.flatMap(Spend.reported(in:))
         {
-            let largest = admission.largestSpend[hold.activityType] ?? .zero
+            let largest = admission.largestSpend[activity.activityType] ?? .zero
             if spend.totalTokens > largest.totalTokens || spend.costUSD > largest.costUSD {
-                admission.largestSpend[hold.activityType] = spend
+                admission.largestSpend[activity.activityType] = spend
             }
         }
     }

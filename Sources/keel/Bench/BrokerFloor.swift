@@ -63,15 +63,15 @@ struct BrokerFloor {
             try consumer.qos(prefetch: window)
             try consumer.consume(queue: tasks)
             while !stop.isSet {
-                guard let first = try consumer.next(timeout: 0.1) else { continue }
-                var last = first.deliveryTag
-                var count = 1
-                try publisher.publish(AMQPMessage(exchange: "", routingKey: results, body: resultBody))
-                while count < window, let more = try consumer.next(timeout: 0) {
+                // Waits for the first task, then takes those already there.
+                var last: UInt64?
+                var count = 0
+                while count < window, let task = try consumer.next(timeout: last == nil ? 0.1 : 0) {
                     try publisher.publish(AMQPMessage(exchange: "", routingKey: results, body: resultBody))
-                    last = more.deliveryTag
+                    last = task.deliveryTag
                     count += 1
                 }
+                guard let last else { continue }
                 try publisher.waitForConfirms()
                 try consumer.ack(last, multiple: true)
             }
