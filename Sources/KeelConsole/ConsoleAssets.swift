@@ -187,7 +187,7 @@ enum ConsoleAssets {
             const began = a.startedAt || a.endedAt || now;
             const finished = a.endedAt || now;
             const tip = [a.activityType + " attempt " + a.attempt + " on " + a.taskQueue, a.worker ? "worker " + a.worker : "not started",
-              a.startedAt ? "ran " + duration(finished - a.startedAt) : "", "waited " + duration(began - a.scheduledAt),
+              a.startedAt ? "ran " + duration(finished - a.startedAt) : "", "waited " + duration(began - a.scheduledAt) + (a.capacityWaitSeconds ? " (" + duration(a.capacityWaitSeconds) + " for capacity)" : ""),
               a.outcome + (a.retrying ? " (retrying)" : ""), a.errorType ? a.errorType + ": " + a.errorMessage : ""].filter(Boolean).join("\n");
             return h("div.row", { "data-activity": a.activityId, "data-attempt": a.attempt, "data-outcome": a.outcome },
               h("span.label", { title: tip }, "#" + a.activityId + " " + a.activityType + " · " + a.attempt),

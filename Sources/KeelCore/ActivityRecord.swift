@@ -49,8 +49,9 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     /// Attempts that a provider's rate limit refused while the coordinator admits by capacity:
     /// they wait for capacity instead of counting against `maximumAttempts`.
     public var rateLimitedAttempts: Int?
-    /// How long each attempt waited for capacity, seconds, by attempt number (for the timeline).
-    public var capacityWaits: [Int: Double]?
+    /// How long the current attempt waited in the coordinator for capacity, seconds; recorded
+    /// with its start (``ActivityStartedAttributes``) for the timeline.
+    public var capacityWait: Double?
 
     /// Attempts counted by the retry policy: those since the last redrive.
     public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) - (rateLimitedAttempts ?? 0) }

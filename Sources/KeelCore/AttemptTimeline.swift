@@ -26,12 +26,28 @@ public struct AttemptSpan: Codable, Sendable, Hashable {
     public var startedAt: Date?
     /// The worker that started it.
     public var worker: String?
+    /// Of the time between scheduled and started, how long the attempt waited in the coordinator
+    /// for capacity (its LLM provider's limits, its queue's cap, its run's budget), seconds.
+    public var capacityWaitSeconds: Double?
     public var endedAt: Date?
     public var outcome: Outcome
     /// Whether another attempt follows a failure or timeout.
     public var retrying: Bool
     public var errorType: String?
     public var errorMessage: String?
+}
+
+/// What an `activityStarted` event records beside its worker (absent when there is nothing).
+public struct ActivityStartedAttributes: Codable, Sendable, Hashable {
+    /// How long the attempt waited in the coordinator for capacity before it was published.
+    public var capacityWaitSeconds: Double?
+
+    public init(capacityWaitSeconds: Double?) { self.capacityWaitSeconds = capacityWaitSeconds }
+
+    public static func of(_ event: HistoryEvent) -> ActivityStartedAttributes? {
+        guard event.kind == .activityStarted else { return nil }
+        return try? event.attributes?.decode(ActivityStartedAttributes.self)
+    }
 }
 
 /// The attempts of a run's activities, read from its history, in the order they were scheduled.
@@ -66,6 +82,7 @@ public enum AttemptTimeline {
                 spans[current[ref]!].attempt = attempt
                 spans[current[ref]!].startedAt = event.time
                 spans[current[ref]!].worker = event.name
+                spans[current[ref]!].capacityWaitSeconds = ActivityStartedAttributes.of(event)?.capacityWaitSeconds
                 spans[current[ref]!].outcome = .running
             case .activityCompleted, .activityFailed, .activityTimedOut, .activityParked, .activityCancelRequested:
                 guard let index = current[ref], spans[index].endedAt == nil else { continue }

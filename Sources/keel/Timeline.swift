@@ -25,6 +25,9 @@ struct Timeline {
             if event.kind == .activityStarted, let ref = event.ref {
                 started[ref] = (event.time, event.name ?? "?")
                 text += "  on \(event.name ?? "?")"
+                if let waited = ActivityStartedAttributes.of(event)?.capacityWaitSeconds {
+                    text += String(format: "  after %.3fs waiting for capacity", waited)
+                }
             }
             if [.activityCompleted, .activityFailed, .activityTimedOut, .activityParked].contains(event.kind),
                 let ref = event.ref,

@@ -206,8 +206,15 @@ struct CapacityTests {
         let limited = requests.filter { $0.status == 429 }.count
         // The first 429 teaches the coordinator the provider's window; the rest wait for it.
         #expect(limited <= 10, "\(limited) rate-limited calls")
-        let failures = try stack.store().events(runId: run.runId).filter { $0.kind == .activityFailed }
+        let events = try stack.store().events(runId: run.runId)
+        let failures = events.filter { $0.kind == .activityFailed }
         #expect(failures.allSatisfy { $0.failure?.type == "LLMRateLimited" })
+        // The wait is on the timeline: the console's spans and `keel show`.
+        let waits = AttemptTimeline.spans(events).compactMap(\.capacityWaitSeconds)
+        #expect(waits.contains { $0 >= 1 }, "calls waited for the provider's window: \(waits.max() ?? 0) s at most")
+        let (status, shown) = try await stack.keel(["show", "rate-limited-batch"])
+        #expect(status == 0)
+        #expect(shown.contains("waiting for capacity"), "\(shown.prefix(2000))")
     }
 }
 

@@ -37,7 +37,10 @@ extension Coordinator {
         append(
             HistoryEvent(
                 id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
-                attempt: activity.attempt),
+                attempt: activity.attempt,
+                attributes: activity.capacityWait.flatMap {
+                    try? Payload(encoding: ActivityStartedAttributes(capacityWaitSeconds: $0), field: "start attributes")
+                }),
             to: run, &work)
         metrics.attemptStarted(activity, now: work.now)
         activity.state = .started

@@ -33,6 +33,7 @@ extension Coordinator {
         activity.startedAt = nil
         activity.startedByClaim = nil
         activity.startedBy = nil
+        activity.capacityWait = nil
         if needsAdmission(activity, in: run) {
             activity.state = .waiting
             activity.waitingSince = work.now
@@ -104,7 +105,7 @@ extension Coordinator {
                 hold(activity, in: run, provider: provider, demand: demand, reserve: reserve, now: work.now)
                 if let provider { _ = breakers.admit(provider, now: work.now) }
                 let waited = max(work.now.timeIntervalSince(activity.waitingSince ?? work.now), 0)
-                activity.capacityWaits = (activity.capacityWaits ?? [:]).merging([activity.attempt: waited]) { _, new in new }
+                activity.capacityWait = waited
                 metrics.admitted(activity, provider: provider, waited: waited)
                 activity.route = route
                 publishAttempt(&activity, in: run, &work)
