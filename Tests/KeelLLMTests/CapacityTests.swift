@@ -250,3 +250,63 @@ struct CapacityRestartTests {
         #expect(second.breakers.state(of: "secondary") == .open, "breakers no longer restart closed")
     }
 }
+
+/// Runs `count` GPU jobs at once.
+struct GPUBatch: Workflow {
+    static let name = "test-gpu-batch"
+
+    struct Job: Activity {
+        static let name = "test-gpu-job"
+        func run(context: ActivityContext, input: Int) async throws -> Int { input }
+    }
+
+    func run(context: WorkflowContext, input: Int) async throws -> Int {
+        let options = ActivityOptions(taskQueue: "gpu", startToCloseTimeout: .seconds(60))
+        return try await withThrowingTaskGroup(of: Int.self) { group in
+            for job in 1...input { group.addTask { try await context.execute(Job.self, input: job, options: options) } }
+            return try await group.reduce(0, +)
+        }
+    }
+}
+
+@Suite("A task queue's cap across every worker", .tags(.unit))
+struct TaskQueueCapTests {
+    @Test func keelYamlTaskQueuesAreReadWithTheLLMSection() throws {
+        let configuration = try LLMConfiguration.parse(
+            """
+            llm:
+              providers: []
+            taskQueues:
+              gpu: {maxConcurrent: 2}
+            """)
+        #expect(configuration.capacity().taskQueueLimits == ["gpu": 2])
+        #expect(throws: LLMConfigurationError.self) {
+            try LLMConfiguration.parse("llm:\n  providers: []\ntaskQueues:\n  gpu: {maxConcurrent: 0}\n")
+        }
+    }
+
+    @Test func noMoreThanTheCapRunAtOnceAndTheNextGoesWhenOneEnds() async throws {
+        let path = makeTemporaryDirectory("keel-queue-cap").appendingPathComponent("keel.sqlite").path
+        var configuration = CoordinatorConfiguration()
+        configuration.capacity.taskQueueLimits = ["gpu": 2]
+        var workflows = WorkflowRegistry()
+        workflows.register(GPUBatch.self)
+        let broker = InMemoryBroker()
+        let coordinator = Coordinator(
+            store: try SQLiteHistoryStore(path: path), workflows: workflows, publisher: broker, configuration: configuration)
+        _ = try await coordinator.start(try StartRequest(GPUBatch.self, id: "batch", input: 5))
+        #expect(broker.depth["gpu"] == 2, "two of five published, three wait in the coordinator")
+        #expect(await coordinator.waitingForCapacity == 3)
+        var total = 0
+        while let task = broker.take(queue: "gpu") {
+            total += 1
+            try await coordinator.activityResult(
+                ActivityResult(
+                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "w",
+                    outcome: .completed(try Payload(encoding: 1, field: "result"))))
+            #expect((broker.depth["gpu"] ?? 0) <= 2)
+        }
+        #expect(total == 5, "each ended job let the next one go")
+        #expect(await coordinator.waitingForCapacity == 0)
+    }
+}
