@@ -183,7 +183,9 @@ extension Coordinator {
         if let queue { admission.queueInFlight[queue, default: 0] += 1 }
         if !reserve.isZero { admission.reservedByRun[run.runId, default: .zero] += reserve }
         if let provider, let demand {
-            withCapacity(of: provider, now: now) { taking ? $0.take(demand) : ($0.inFlight += 1) }
+            withCapacity(of: provider, now: now) { capacity in
+                if taking { capacity.take(demand) } else { capacity.inFlight += 1 }
+            }
             admission.dirty.insert(provider)
         }
         admission.holds[activity.attemptKey] = AdmissionState.Hold(
