@@ -77,6 +77,13 @@ public struct SpendLimit: Codable, Sendable, Hashable {
         self.maxCostUSD = maxCostUSD
     }
 
+    /// Whether `spend` stays within both bounds (reaching one is within).
+    public func allows(_ spend: Spend) -> Bool {
+        if let maxTokens, spend.totalTokens > maxTokens { return false }
+        if let maxCostUSD, spend.costUSD > maxCostUSD { return false }
+        return true
+    }
+
     /// Whether `spend` has reached a bound.
     public func isExhausted(by spend: Spend) -> Bool {
         if let maxTokens, spend.totalTokens >= maxTokens { return true }

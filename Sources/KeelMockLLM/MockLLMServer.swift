@@ -195,6 +195,7 @@ public struct MockLLMServer: Sendable {
         guard status == 200 else {
             return api.error(status: status, message: response.message ?? MockAPI.defaultMessage(status), headers: headers)
         }
+        await state.answered(index, input: usage.input, output: usage.output)
         if call.stream {
             return api.stream(text: text, model: call.model, usage: usage, response: response, headers: headers)
         }
@@ -364,6 +365,12 @@ actor MockState {
 
     func finished(_ limiter: Int) {
         if limiters.indices.contains(limiter) { limiters[limiter].finished() }
+    }
+
+    func answered(_ record: Int, input: Int, output: Int) {
+        guard log.indices.contains(record) else { return }
+        log[record].inputTokens = input
+        log[record].outputTokens = output
     }
 
     func closedEarly(_ record: Int, at time: Date) {

@@ -182,7 +182,7 @@ public struct MockResponse: Codable, Sendable, Hashable {
 
     public init(
         status: Int? = nil, headers: [String: String]? = nil, text: String? = nil, message: String? = nil,
-        body: String? = nil, delayMs: Int? = nil, hang: Bool? = nil, cutAfterChunks: Int? = nil,
+        body: String? = nil, delayMs: Int? = nil, delayMsMax: Int? = nil, hang: Bool? = nil, cutAfterChunks: Int? = nil,
         stallAfterChunks: Int? = nil, chunkDelayMs: Int? = nil, usage: MockUsage? = nil
     ) {
         self.status = status
@@ -191,6 +191,7 @@ public struct MockResponse: Codable, Sendable, Hashable {
         self.message = message
         self.body = body
         self.delayMs = delayMs
+        self.delayMsMax = delayMsMax
         self.hang = hang
         self.cutAfterChunks = cutAfterChunks
         self.stallAfterChunks = stallAfterChunks
@@ -231,6 +232,9 @@ public struct MockRequestRecord: Codable, Sendable, Hashable {
     public var response: Int?
     /// Set when a `limits` entry refused the request (answered 429).
     public var rateLimited: Bool?
+    /// The usage a 200 reported.
+    public var inputTokens: Int?
+    public var outputTokens: Int?
     /// Set when the client closed the connection before the answer was complete.
     public var closedEarly: Bool?
     /// When the client closed it (seconds since 1970 in JSON).

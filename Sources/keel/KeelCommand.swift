@@ -37,6 +37,7 @@ enum BuiltIn {
         var registry = WorkflowRegistry()
         registry.register(BenchSequential.self)
         registry.register(BenchSteps.self)
+        registry.register(BenchLLM.self)
         registry.register(FaultTrap.self)
         registry.register(CallActivity.self)
         registry.register(DocumentProcessing.self)

@@ -7,7 +7,8 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure Keel on this machine.",
         subcommands: [
-            ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self, FloorBench.self
+            ReplayBench.self, LatencyBench.self, ThroughputBench.self, RecoveryBench.self, FuzzBench.self, FloorBench.self,
+            LLMCapacityBench.self
         ])
 }
 

@@ -121,3 +121,62 @@ struct FaultTrap: Workflow {
         return values[input.trap ? 1 : 0]
     }
 }
+
+/// `calls` LLM calls, `parallel` at a time, each with a prompt of `promptCharacters` and an output
+/// cap of `maxTokens`; counts what failed by type instead of failing (for `keel bench llm-capacity`).
+struct BenchLLM: Workflow {
+    static let name = "bench-llm"
+
+    struct Input: Codable, Sendable {
+        var calls: Int
+        var parallel: Int?
+        var maxTokens: Int?
+        var promptCharacters: Int?
+    }
+
+    struct Output: Codable, Sendable {
+        var answered: Int
+        var failed: [String: Int]
+    }
+
+    func run(context: WorkflowContext, input: Input) async throws -> Output {
+        try BenchInput.check(input.calls, "calls", in: 0...100_000)
+        try BenchInput.check(input.parallel ?? 1, "parallel", in: 1...1_000)
+        try BenchInput.check(input.maxTokens ?? 1024, "maxTokens", in: 1...1_000_000)
+        try BenchInput.check(input.promptCharacters ?? 400, "promptCharacters", in: 0...1_000_000)
+        let padding = String(repeating: "x", count: input.promptCharacters ?? 400)
+        let workflowId = context.info.workflowId
+        let maxTokens = input.maxTokens
+        @Sendable func call(_ number: Int) async -> String? {
+            do {
+                _ = try await context.llm(LLMRequest(prompt: "\(workflowId) call \(number): \(padding)", maxTokens: maxTokens))
+                return nil
+            } catch let error as ActivityFailedError {
+                return error.cause.type
+            } catch let error as any KeelError {
+                return error.errorType
+            } catch {
+                return "\(type(of: error))"
+            }
+        }
+        var answered = 0
+        var failed: [String: Int] = [:]
+        await withTaskGroup(of: String?.self) { group in
+            var next = 0
+            while next < min(input.parallel ?? 1, input.calls) {
+                let number = next
+                group.addTask { await call(number) }
+                next += 1
+            }
+            for await error in group {
+                if let error { failed[error, default: 0] += 1 } else { answered += 1 }
+                if next < input.calls {
+                    let number = next
+                    group.addTask { await call(number) }
+                    next += 1
+                }
+            }
+        }
+        return Output(answered: answered, failed: failed)
+    }
+}

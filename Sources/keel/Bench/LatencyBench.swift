@@ -15,9 +15,18 @@ struct BenchDeployment {
     let concurrency: Int
     private(set) var coordinatorStarts = 0
 
-    /// With `countExecutions`, workers log every execution to ``executionLogPath``.
-    init(url: AMQPURL, durability: String, workers: Int, concurrency: Int, countExecutions: Bool = false) throws {
+    /// The task queue the workers serve.
+    let queue: String
+
+    /// With `countExecutions`, workers log every execution to ``executionLogPath``; `extra` is
+    /// added to every process's environment.
+    init(
+        url: AMQPURL, durability: String, workers: Int, concurrency: Int, countExecutions: Bool = false,
+        queue: String = "default",
+        extra: [String: String] = [:]
+    ) throws {
         self.url = url
+        self.queue = queue
         var environment = [
             "KEEL_DB": directory.appendingPathComponent("bench.sqlite").path,
             "KEEL_NAMESPACE": topology.namespace, "KEEL_DURABILITY": durability
@@ -25,18 +34,18 @@ struct BenchDeployment {
         environment["KEEL_AMQP_URL"] =
             "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)/\(url.vhost == "/" ? "" : url.vhost)"
         if countExecutions { environment["KEEL_EXECUTION_LOG"] = directory.appendingPathComponent("executions.log").path }
-        self.environment = environment
+        self.environment = environment.merging(extra) { $1 }
         self.concurrency = concurrency
         try startCoordinator()
         try startWorkers(workers)
     }
 
-    /// Starts `count` more worker processes on `default`.
+    /// Starts `count` more worker processes on ``queue``.
     mutating func startWorkers(_ count: Int) throws {
         for _ in 0..<count {
             processes.append(
                 try KeelProcess(
-                    ["worker", "--queue", "default", "--concurrency", "\(concurrency)"], environment: environment,
+                    ["worker", "--queue", queue, "--concurrency", "\(concurrency)"], environment: environment,
                     log: directory.appendingPathComponent("worker-\(processes.count).log")))
         }
     }
