@@ -89,6 +89,12 @@ public final class AMQPConnection: @unchecked Sendable {
         }
     }
 
+    /// A queue of this connection alone, deleted when it closes (not durable, exclusive, auto-delete).
+    public func declareExclusiveQueue(_ name: String) throws {
+        withBytes(name) { amqp_queue_declare(state, channel, $0[0], 0, 0, 1, 1, amqp_empty_table) }
+        try check(.declareFailed, "declaring queue \(name)")
+    }
+
     public func bind(queue: String, exchange: String, routingKey: String) throws {
         withBytes(queue, exchange, routingKey) { amqp_queue_bind(state, channel, $0[0], $0[1], $0[2], amqp_empty_table) }
         try check(.declareFailed, "binding \(queue) to \(exchange) with key \(routingKey)")

@@ -23,6 +23,10 @@ public struct Topology: Sendable, Hashable {
     public var resultsQueue: String { "\(namespace).results" }
     public var deadLetterExchange: String { "\(namespace).dlx" }
     public var deadLetterQueue: String { "\(namespace).dead" }
+    /// Fanout to every worker: cancellations of running attempts.
+    public var controlExchange: String { "\(namespace).control" }
+    /// A worker's own queue on ``controlExchange`` (exclusive to its connection, deleted with it).
+    public func controlQueue(worker: String) -> String { "\(namespace).control.\(worker).\(UUID().uuidString.prefix(8))" }
     public static let jobsRoutingKey = "jobs"
     public static let resultsRoutingKey = "results"
     /// The queues every deployment has; workflows may name more.
@@ -45,6 +49,7 @@ public struct Topology: Sendable, Hashable {
         try connection.declareQueue(resultsQueue, deadLetterExchange: deadLetterExchange)
         try connection.bind(queue: resultsQueue, exchange: resultsExchange, routingKey: Self.resultsRoutingKey)
         try connection.declareExchange(tasksExchange, type: "direct")
+        try connection.declareExchange(controlExchange, type: "fanout")
         for name in taskQueues { try declareTaskQueue(name, on: connection) }
     }
 

@@ -29,6 +29,11 @@ public final class ActivityContext: Sendable {
     /// Reports liveness without details.
     public func heartbeat() { heartbeatSink(nil) }
 
+    /// Whether the coordinator asked to stop this attempt (its run closed, its workflow cancelled
+    /// it, it timed out), read from the activity's own task (or a child of it). A long activity
+    /// checks it between steps, or lets `Task.checkCancellation()` and cancellable awaits throw.
+    public var isCancelled: Bool { Task.isCancelled }
+
     /// Details of the last heartbeat of the previous attempt, if it sent any.
     public func lastHeartbeatDetails<T: Decodable>(as type: T.Type) -> T? {
         try? task.heartbeatDetails?.decode(T.self)

@@ -9,6 +9,7 @@ public final class InMemoryBroker: TaskPublisher {
     private let queues = Mutex([String: [ActivityTask]]())
     private let published = Mutex(0)
     private let dead = Mutex([DeadLetterEntry]())
+    private let cancelled = Mutex([ActivityCancel]())
 
     public init() {}
 
@@ -22,6 +23,13 @@ public final class InMemoryBroker: TaskPublisher {
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
         dead.withLock { $0.append(contentsOf: entries) }
     }
+
+    public func cancel(_ attempts: [ActivityCancel]) async throws {
+        cancelled.withLock { $0.append(contentsOf: attempts) }
+    }
+
+    /// Cancellations sent to workers so far, oldest first.
+    public var cancellations: [ActivityCancel] { cancelled.withLock { $0 } }
 
     /// Dead-letter entries published so far, oldest first.
     public var deadLetters: [DeadLetterEntry] { dead.withLock { $0 } }

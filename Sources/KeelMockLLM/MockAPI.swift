@@ -88,8 +88,10 @@ enum MockAPI: String, Sendable {
     }
 
     /// The answer as server-sent events, a chunk per word; cut or stalled if the response says so.
+    /// `onEnd` runs when the stream ends, told whether it was sent whole (before the last write).
     func stream(
-        text: String, model: String, usage: (input: Int, output: Int), response: MockResponse, headers: [String: String]
+        text: String, model: String, usage: (input: Int, output: Int), response: MockResponse, headers: [String: String],
+        onEnd: @escaping @Sendable (_ whole: Bool) async -> Void = { _ in }
     ) -> Response {
         let words = text.split(separator: " ", omittingEmptySubsequences: false).enumerated().map { index, word in
             index == 0 ? String(word) : " " + word
@@ -154,19 +156,25 @@ enum MockAPI: String, Sendable {
         return Response(
             status: .ok, headers: fields,
             body: ResponseBody { writer in
-                try await writer.write(ByteBuffer(string: opening.joined()))
-                for (index, chunk) in deltas.enumerated() {
-                    if let cut, index >= cut { throw MockStreamCut() }
-                    if let stall, index >= stall {
-                        try? await Task.sleep(for: .seconds(3600))
-                        throw MockStreamCut()
+                do {
+                    try await writer.write(ByteBuffer(string: opening.joined()))
+                    for (index, chunk) in deltas.enumerated() {
+                        if let cut, index >= cut { throw MockStreamCut() }
+                        if let stall, index >= stall {
+                            try? await Task.sleep(for: .seconds(3600))
+                            throw MockStreamCut()
+                        }
+                        if chunkDelay > 0, index > 0 { try await Task.sleep(for: .milliseconds(chunkDelay)) }
+                        try await writer.write(ByteBuffer(string: chunk))
                     }
-                    if chunkDelay > 0, index > 0 { try await Task.sleep(for: .milliseconds(chunkDelay)) }
-                    try await writer.write(ByteBuffer(string: chunk))
+                    if let cut, cut >= deltas.count { throw MockStreamCut() }
+                    await onEnd(true)
+                    try await writer.write(ByteBuffer(string: closing.joined()))
+                    try await writer.finish(nil)
+                } catch {
+                    await onEnd(false)
+                    throw error
                 }
-                if let cut, cut >= deltas.count { throw MockStreamCut() }
-                try await writer.write(ByteBuffer(string: closing.joined()))
-                try await writer.finish(nil)
             })
     }
 

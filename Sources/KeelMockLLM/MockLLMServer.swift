@@ -155,7 +155,9 @@ public struct MockLLMServer: Sendable {
         }
         // Before anything is awaited: a client may give up at any moment from here on.
         let watcher = await InputClosedWatcher.install(on: context.channel)
-        defer { if let watcher { Task { await watcher.remove(from: context.channel) } } }
+        // A stream's answer goes on after this returns: its end removes the watcher.
+        var streaming = false
+        defer { if let watcher, !streaming { Task { await watcher.remove(from: context.channel) } } }
         var request = request
         let body = try await request.collectBody(upTo: 16 << 20)
         guard let call = MockCall(body: Data(buffer: body), api: api, path: path) else {
@@ -197,7 +199,16 @@ public struct MockLLMServer: Sendable {
         }
         await state.answered(index, input: usage.input, output: usage.output)
         if call.stream {
-            return api.stream(text: text, model: call.model, usage: usage, response: response, headers: headers)
+            streaming = true
+            // A client that hangs up mid-stream is logged when the event loop sees it.
+            let completed = Mutex(false)
+            watcher?.closed.futureResult.whenSuccess { date in
+                if let date, !completed.withLock({ $0 }) { Task { await state.closedEarly(index, at: date) } }
+            }
+            return api.stream(text: text, model: call.model, usage: usage, response: response, headers: headers) { done in
+                if done { completed.withLock { $0 = true } }
+                if let watcher { await watcher.remove(from: context.channel) }
+            }
         }
         return api.message(text: text, model: call.model, usage: usage, headers: headers)
     }

@@ -15,6 +15,7 @@ struct ParallelLLMCalls: Workflow {
         var prompts: [String]
         var maxTokens: Int?
         var maximumAttempts: Int?
+        var stream: Bool?
     }
 
     struct Output: Codable, Sendable {
@@ -35,7 +36,9 @@ struct ParallelLLMCalls: Workflow {
             for prompt in input.prompts {
                 group.addTask {
                     do {
-                        _ = try await context.llm(LLMRequest(prompt: prompt, maxTokens: input.maxTokens), options: options)
+                        _ = try await context.llm(
+                            LLMRequest(prompt: prompt, maxTokens: input.maxTokens, stream: input.stream ?? false),
+                            options: options)
                         return nil
                     } catch let error as ActivityFailedError {
                         return error.cause.type
@@ -308,5 +311,66 @@ struct TaskQueueCapTests {
         }
         #expect(total == 5, "each ended job let the next one go")
         #expect(await coordinator.waitingForCapacity == 0)
+    }
+}
+
+/// Cancelling a run reaches the worker that runs its calls, over real RabbitMQ and HTTP.
+@Suite("Cancellation stops spend", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
+struct CancellationTests {
+    @Test func cancellingARunClosesItsCallsAtOnceAndCountsWhatTheyUsed() async throws {
+        // Streams of 100 words, one every 200 ms: every call is mid-stream when the run is cancelled.
+        let text = (1...100).map { "word\($0)" }.joined(separator: " ")
+        let stack = try await CapacityTests.stack(
+            MockScenario(rules: [MockRule(responses: [MockResponse(text: text, chunkDelayMs: 200)])]))
+        defer { stack.stop() }
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                ParallelLLMCalls.self, id: "cancelled-mid-stream",
+                input: .init(prompts: (1...8).map { "doc \($0) " + String(repeating: "y", count: 400) }, stream: true)))
+        // The llm worker runs 4 at once; the other 4 wait.
+        #expect(await eventually(30) { await stack.mock.requests().count == 4 }, "four calls are streaming")
+        try await Task.sleep(for: .seconds(1))
+        let cancelled = Date()
+        try await stack.client.cancel(workflowId: "cancelled-mid-stream")
+        #expect(await eventually(30) { await stack.mock.requests().filter { $0.closedEarly == true }.count == 4 })
+        let requests = await stack.mock.requests()
+        for request in requests {
+            let closedAt = try #require(request.closedAt)
+            #expect(
+                closedAt.timeIntervalSince(cancelled) < 1, "closed \(closedAt.timeIntervalSince(cancelled)) s after the cancel")
+        }
+        // The calls that waited never reach the provider.
+        try await Task.sleep(for: .seconds(3))
+        #expect(await stack.mock.requests().count == 4, "no call of the cancelled run after the cancel")
+        // What the cut streams used (their prompts at least) is in the run's spend.
+        #expect(
+            await eventually(30) {
+                ((try? stack.store().latestRun(workflowId: "cancelled-mid-stream"))??.spend.inputTokens ?? 0) >= 4 * 100
+            },
+            "the cancelled calls' usage is counted: \(String(describing: ((try? stack.store().latestRun(workflowId: "cancelled-mid-stream")) ?? nil)?.spend))"
+        )
+    }
+}
+
+@Suite("Cancels reach workers that missed them", .tags(.unit))
+struct CancelAnswerTests {
+    @Test func aTerminatedRunsAttemptIsCancelledAndItsNextHeartbeatIsAnsweredAgain() async throws {
+        let path = makeTemporaryDirectory("keel-cancel").appendingPathComponent("keel.sqlite").path
+        var workflows = WorkflowRegistry()
+        workflows.register(GPUBatch.self)
+        let broker = InMemoryBroker()
+        let coordinator = Coordinator(store: try SQLiteHistoryStore(path: path), workflows: workflows, publisher: broker)
+        _ = try await coordinator.start(try StartRequest(GPUBatch.self, id: "terminated", input: 1))
+        let task = try #require(broker.take(queue: "gpu"))
+        try await coordinator.activityStarted(
+            ActivityStarted(runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "w", time: Date()))
+        #expect(broker.cancellations.isEmpty)
+        try await coordinator.terminate(workflowId: "terminated", reason: "test")
+        #expect(broker.cancellations.map(\.attemptKey) == [task.attemptKey], "the running attempt is told to stop")
+        // A worker that missed it heartbeats on: the answer is the cancel again.
+        try await coordinator.activityHeartbeat(
+            ActivityHeartbeat(runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: nil))
+        #expect(broker.cancellations.map(\.attemptKey) == [task.attemptKey, task.attemptKey])
+        #expect(broker.cancellations.last?.reason == "its run is closed")
     }
 }

@@ -27,9 +27,9 @@ struct LLMCapacityBenchTests {
                 "budget_overshoot_calls"
             ], "\(line)")
         // Budgets of 80 % of what 3 calls need on average (2,424 tokens), each call reserved at its
-        // prompt plus a 1,500-token cap: every run makes 1 or 2 calls, none over its budget.
+        // prompt plus a 1,500-token cap: runs make 2 or 3 calls, the last at most one call over.
         let calls = Int(fields["calls"] ?? "") ?? 0
-        #expect((4...8).contains(calls), "\(line)")
+        #expect((8...12).contains(calls), "\(line)")
         #expect(fields["rate_limited"] == "0", "\(line)")
         #expect(Double(fields["budget_overshoot_calls"] ?? "") ?? 9 <= 1, "\(line)")
     }

@@ -23,4 +23,8 @@ public struct AMQPTaskPublisher: TaskPublisher {
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
         try await publisher.publish(try entries.map { try $0.message(topology: publisher.topology) })
     }
+
+    public func cancel(_ attempts: [ActivityCancel]) async throws {
+        try await publisher.publish(try attempts.map { try $0.message(topology: publisher.topology) })
+    }
 }

@@ -137,11 +137,10 @@ extension Coordinator {
             if let refusal = budgetRefusal(of: activity, in: run, cause: nil) { return .refuse(refusal) }
             reserve = estimate(activity, request: entry.request, provider: route?.first)
             let reserved = admission.reservedByRun[run.runId] ?? .zero
-            if !limit.allows(run.record.spend + reserved + reserve) {
-                // Calls in flight may leave room when they settle; with none, the call cannot fit.
-                if !reserved.isZero { return .wait }
-                return .refuse(budgetTooSmall(for: activity, estimate: reserve, limit: limit, spent: run.record.spend))
-            }
+            // Calls in flight may leave room when they settle. With none, the call goes: its
+            // estimate (an LLM call's output cap) is an upper bound that most calls stay well
+            // under, and the budget is not spent yet; the run overshoots by at most this call.
+            if !reserved.isZero, !limit.allows(run.record.spend + reserved + reserve) { return .wait }
         }
         guard let candidates = route else { return .admit(provider: nil, route: nil, demand: nil, reserve: reserve) }
         for (index, provider) in candidates.enumerated() where !full.contains("provider:" + provider) {
@@ -152,23 +151,6 @@ extension Coordinator {
             full.insert("provider:" + provider)
         }
         return .wait
-    }
-
-    /// The failure of a budgeted attempt whose estimate does not fit in what is left of the budget.
-    func budgetTooSmall(for activity: ActivityRecord, estimate: Spend, limit: SpendLimit, spent: Spend) -> Failure {
-        var parts: [String] = []
-        if let maxTokens = limit.maxTokens {
-            parts.append("\(spent.totalTokens) of \(maxTokens) tokens spent, the call may use \(estimate.totalTokens)")
-        }
-        if let maxCost = limit.maxCostUSD {
-            parts.append(
-                String(format: "$%.4f of $%.4f spent, the call may cost $%.4f", spent.costUSD, maxCost, estimate.costUSD))
-        }
-        return Failure(
-            type: "BudgetExhausted",
-            message:
-                "budget too small for another call (\(parts.joined(separator: "; "))): \(activity.activityType) was not dispatched",
-            nonRetryable: true, retryState: .nonRetryableFailure)
     }
 
     /// What a call of `request` takes from `provider` (whose output cap applies when the request sets none).

@@ -53,7 +53,7 @@ extension Coordinator {
                 waiter.resume(returning: record)
             }
         }
-        let outgoing = Outgoing(tasks: work.batch.outbox, deadLetters: work.batch.deadLetters)
+        let outgoing = Outgoing(tasks: work.batch.outbox, deadLetters: work.batch.deadLetters, cancels: work.cancels)
         publishing.formUnion(outgoing.keys)
         return outgoing
     }
@@ -63,6 +63,12 @@ extension Coordinator {
     @discardableResult
     public func publish(_ outgoing: Outgoing) async -> Bool {
         let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
+        if !outgoing.cancels.isEmpty {
+            do { try await publisher.cancel(outgoing.cancels) } catch {
+                logger.warning(
+                    "telling workers to stop \(outgoing.cancels.count) attempt(s) failed (their heartbeats ask again): \(error)")
+            }
+        }
         guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
         let keys = outgoing.keys
         defer { publishing.subtract(keys) }

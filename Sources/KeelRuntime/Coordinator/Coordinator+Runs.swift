@@ -108,7 +108,10 @@ extension Coordinator {
                 }
                 dispatch(&activity, in: run, &work)
             case .cancelActivity(let seq):
-                if let activity = run.activities[seq] { endActivity(activity, in: run, &work) }
+                if let activity = run.activities[seq] {
+                    stopRunning(activity, reason: "its workflow cancelled it", &work)
+                    endActivity(activity, in: run, &work)
+                }
             case .startTimer(let seq, let seconds):
                 work.batch.set(
                     TimerRecord(
@@ -172,7 +175,10 @@ extension Coordinator {
         run.record.updatedAt = work.now
         work.touched[run.runId] = run
         work.batch.clear(runId: run.runId)
-        for activity in run.activities.values { forget(activity, in: run, now: work.now) }
+        for activity in run.activities.values {
+            stopRunning(activity, reason: "its run \(status.rawValue)", &work)
+            forget(activity, in: run, now: work.now)
+        }
         admission.reservedByRun[run.runId] = nil
         run.activities.removeAll()
         runs.removeValue(forKey: run.runId)

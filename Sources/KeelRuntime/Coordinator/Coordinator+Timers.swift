@@ -51,6 +51,7 @@ extension Coordinator {
             guard var activity = run.activities[seq], activity.state == .started, activity.attempt == timer.attempt
             else { return }
             let failure = Failure.timeout(timer.kind == .heartbeat ? .heartbeat : .startToClose)
+            stopRunning(activity, reason: "the attempt timed out (\(failure.type))", &work)
             attemptFailed(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)
         case .scheduleToClose:
             guard let activity = run.activities[seq], activity.state != .parked else { return }
@@ -62,6 +63,7 @@ extension Coordinator {
     func timeOut(_ activity: ActivityRecord, _ kind: TimeoutKind, in run: LiveRun, _ work: inout Work) {
         var failure = Failure.timeout(kind)
         failure.retryState = .timeout
+        stopRunning(activity, reason: "the activity timed out (\(failure.type))", &work)
         var activity = activity
         metrics.attemptFailed(activity, failure: failure, willRetry: false)
         activityFailedFinally(&activity, failure: failure, kind: .activityTimedOut, in: run, &work)

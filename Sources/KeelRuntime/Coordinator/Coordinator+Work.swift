@@ -10,6 +10,8 @@ extension Coordinator {
         var batch = StoreBatch()
         var touched: [String: LiveRun] = [:]
         var closed: [RunRecord] = []
+        /// Attempts that workers must stop, sent after the commit.
+        var cancels: [ActivityCancel] = []
     }
 
     /// What a committed unit of work sends: its tasks and dead-letter entries, already in their
@@ -17,6 +19,8 @@ extension Coordinator {
     public struct Outgoing: Sendable {
         var tasks: [ActivityTask] = []
         var deadLetters: [DeadLetterEntry] = []
+        /// Not in an outbox: a cancel that is lost is sent again in answer to the attempt's heartbeat.
+        var cancels: [ActivityCancel] = []
         var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
     }
 }

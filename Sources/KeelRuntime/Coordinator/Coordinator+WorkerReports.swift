@@ -84,6 +84,49 @@ extension Coordinator {
         }
     }
 
+    /// The usage of a result that came after its attempt stopped counting (it timed out, was
+    /// cancelled, or its run closed) is still spent: it goes to the run's spend (`keel show`,
+    /// `keel list`, the coordinator's budget checks), unless the attempt's usage is already in
+    /// history (a duplicate of an applied result). The workflow's own `context.budget` is
+    /// computed from history and does not see it.
+    func countLateUsage(_ message: ActivityResult, _ work: inout Work) {
+        let payload: Payload?
+        switch message.outcome {
+        case .completed(let result): payload = result
+        case .failed(let failure): payload = failure.details
+        }
+        guard let spend = payload.flatMap(Spend.reported(in:)) else { return }
+        do {
+            let counted = try store.events(runId: message.runId).contains {
+                $0.ref == message.activityId && $0.attempt == message.attempt && Spend.reported(by: $0) != nil
+            }
+            guard !counted else { return }
+            let workflowType: String
+            // Open, or closed in this unit of work, or counted already in it, or in the store.
+            if let run = runs[message.runId] ?? work.touched[message.runId] {
+                run.record.spend += spend
+                work.touched[run.runId] = run
+                workflowType = run.record.workflowType
+            } else if let index = work.batch.runs.lastIndex(where: { $0.runId == message.runId }) {
+                work.batch.runs[index].spend += spend
+                workflowType = work.batch.runs[index].workflowType
+            } else if var record = try store.run(runId: message.runId) {
+                record.spend += spend
+                record.updatedAt = work.now
+                work.batch.runs.append(record)
+                workflowType = record.workflowType
+            } else {
+                return
+            }
+            metrics.spent(spend, workflowType: workflowType)
+            logger.info(
+                "counted the usage of attempt \(message.attempt) of activity #\(message.activityId), which ended after it stopped counting: \(spend.totalTokens) tokens",
+                metadata: ["run_id": "\(message.runId)"])
+        } catch {
+            logger.warning("could not count the late usage of a result: \(error)", metadata: ["run_id": "\(message.runId)"])
+        }
+    }
+
     /// The run and activity a worker's report names, if the report is about the activity's
     /// current attempt (anything else is stale or a duplicate).
     func current(_ runId: String, _ activityId: Int64, attempt: Int) -> (LiveRun, ActivityRecord)? {
@@ -144,9 +187,11 @@ extension Coordinator {
     }
 
     func heartbeat(_ message: ActivityHeartbeat, _ work: inout Work) -> Bool {
-        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt),
-            activity.state == .started
-        else { return false }
+        guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt) else {
+            answerStaleHeartbeat(message, &work)
+            return false
+        }
+        guard activity.state == .started else { return false }
         if let details = message.details { activity.heartbeatDetails = details }
         activity.lastHeartbeatAt = work.now
         if let timeout = activity.options.heartbeatTimeout {
@@ -171,6 +216,8 @@ extension Coordinator {
                     "result refused: attempt \(message.attempt) of activity \(live.activityType)#\(live.activityId) was never dispatched (the current attempt is \(live.attempt)); sent by \(message.worker)",
                     metadata: ["run_id": "\(message.runId)"])
                 metrics.reportRefused(reason: "not_dispatched")
+            } else {
+                countLateUsage(message, &work)
             }
             return false
         }

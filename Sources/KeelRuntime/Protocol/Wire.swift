@@ -13,6 +13,8 @@ public enum WireType: String, Sendable, CaseIterable {
     case started, redelivered, claim, heartbeat, result, reports
     // keel.dead
     case deadLetter = "dead-letter"
+    // keel.control
+    case cancelActivity = "cancel-activity"
 }
 
 extension WireType {

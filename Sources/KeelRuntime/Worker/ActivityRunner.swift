@@ -26,14 +26,19 @@ public struct ActivityRunner: Sendable {
         do {
             let output: Payload
             if let timeout = task.startToCloseTimeout {
-                output = try await withThrowingTaskGroup(of: Payload.self) { group in
+                output = try await withThrowingTaskGroup(of: Payload?.self) { group in
                     group.addTask { try await definition.run(context: context, input: task.input) }
                     group.addTask {
-                        try await Task.sleep(for: .seconds(double: timeout))
+                        // Cancelled (the attempt was): the activity's own outcome says what
+                        // happened, with what it had done (an LLM call's usage so far).
+                        do { try await Task.sleep(for: .seconds(double: timeout)) } catch { return nil }
                         throw Failure.timeout(.startToClose)
                     }
                     defer { group.cancelAll() }
-                    return try await group.next()!
+                    while let next = try await group.next() {
+                        if let output = next { return output }
+                    }
+                    throw CancellationError()
                 }
             } else {
                 output = try await definition.run(context: context, input: task.input)

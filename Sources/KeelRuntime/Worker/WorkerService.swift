@@ -47,6 +47,8 @@ public final class WorkerService: Service {
     private let claims: ClaimClient
     private let admission: TaskAdmission
     private let stopping = ShutdownSignal()
+    /// What runs now, for the coordinator's cancels.
+    private let attempts = RunningAttempts()
 
     public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
         self.configuration = configuration
@@ -83,13 +85,23 @@ public final class WorkerService: Service {
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let reports = ReportSender(publisher: publisher)
         let endedOnItsOwn = Mutex(false)
+        let controlQueue = topology.controlQueue(worker: configuration.identity)
+        let cancels = AMQPConsumer(
+            url: configuration.url, queue: controlQueue, prefetch: 256, maxBatch: 256, logger: logger,
+            declare: { connection in
+                try topology.declare(on: connection)
+                try connection.declareExclusiveQueue(controlQueue)
+                try connection.bind(queue: controlQueue, exchange: topology.controlExchange, routingKey: "")
+            })
         consumer.start()
+        cancels.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await self.stopping.wait()
                 // Running activities still need their connection for acknowledgements.
                 consumer.stopDelivering()
             }
+            group.addTask { await self.attempts.serveCancels(from: cancels, logger: self.logger) }
             // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
             if await consumer.consuming() {
                 logger.info(
@@ -134,6 +146,7 @@ public final class WorkerService: Service {
                 }
             }
             consumer.stop()
+            cancels.stop()
             group.cancelAll()
         }
         await publisher.closeOffPool()
@@ -219,7 +232,9 @@ public final class WorkerService: Service {
             task, headers: message.headers, worker: configuration.identity,
             tracer: configuration.tracer ?? InstrumentationSystem.tracer)
         let started = ContinuousClock.now
-        let outcome = await runner.run(task) { details in heartbeats.beat(details) }
+        let outcome = await attempts.run(task.attemptKey) { [runner] in
+            await runner.run(task) { details in heartbeats.beat(details) }
+        }
         running.decrement()
         heartbeats.finish()
         switch outcome {

@@ -157,11 +157,14 @@ struct LLMCapacityBench: AsyncParsableCommand {
             let output = try run.result?.decode(BenchLLM.Output.self)
             outcome.answered += output?.answered ?? 0
             for (type, count) in output?.failed ?? [:] { outcome.failed[type, default: 0] += count }
-            if let budget, run.spend.totalTokens > budget, let answered = output?.answered, answered > 0 {
-                let callTokens = Double(run.spend.totalTokens) / Double(answered)
-                outcome.overshootCalls = max(outcome.overshootCalls, Double(run.spend.totalTokens - budget) / callTokens)
+            let events = try store.events(runId: run.runId)
+            // Overshoot in calls: over the budget, in units of the run's largest call.
+            let largestCall = events.compactMap(Spend.reported(by:)).map(\.totalTokens).max() ?? 0
+            if let budget, run.spend.totalTokens > budget, largestCall > 0 {
+                outcome.overshootCalls = max(
+                    outcome.overshootCalls, Double(run.spend.totalTokens - budget) / Double(largestCall))
             }
-            waits += AttemptTimeline.spans(try store.events(runId: run.runId)).compactMap(\.capacityWaitSeconds)
+            waits += AttemptTimeline.spans(events).compactMap(\.capacityWaitSeconds)
         }
         waits.sort()
         if !waits.isEmpty { outcome.waitP95Milliseconds = waits[min(Int(Double(waits.count) * 0.95), waits.count - 1)] * 1000 }
