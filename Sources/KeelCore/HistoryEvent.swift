@@ -138,10 +138,14 @@ public struct WorkflowStartedAttributes: Codable, Sendable, Hashable {
     public var parentWorkflowId: String?
     public var parentRunId: String?
     public var continuedFromRunId: String?
+    /// What the runs this one continues (continue-as-new) had spent: the run starts with it, so
+    /// its budget covers the whole chain.
+    public var carriedSpend: Spend?
 
     public init(
         workflowType: String, workflowId: String, randomSeed: UInt64, options: WorkflowOptions,
-        parentWorkflowId: String? = nil, parentRunId: String? = nil, continuedFromRunId: String? = nil
+        parentWorkflowId: String? = nil, parentRunId: String? = nil, continuedFromRunId: String? = nil,
+        carriedSpend: Spend? = nil
     ) {
         self.workflowType = workflowType
         self.workflowId = workflowId
@@ -150,6 +154,7 @@ public struct WorkflowStartedAttributes: Codable, Sendable, Hashable {
         self.parentWorkflowId = parentWorkflowId
         self.parentRunId = parentRunId
         self.continuedFromRunId = continuedFromRunId
+        self.carriedSpend = carriedSpend
     }
 }
 

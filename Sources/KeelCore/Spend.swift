@@ -54,6 +54,20 @@ public struct Spend: Codable, Sendable, Hashable {
         event.attemptReport.flatMap(reported(in:))
     }
 
+    /// What `event` adds to its run's spend (and the workflow's ``Budget``): an attempt's usage,
+    /// the spend a continued run carries over (`workflowStarted`), a closed child's spend
+    /// (`childWorkflowCompleted`/`Failed`), which its parent is charged.
+    public static func charged(by event: HistoryEvent) -> Spend? {
+        switch event.kind {
+        case .workflowStarted:
+            return (try? event.attributes?.decode(WorkflowStartedAttributes.self))?.carriedSpend.flatMap { $0.isZero ? nil : $0 }
+        case .childWorkflowCompleted, .childWorkflowFailed:
+            return (try? event.attributes?.decode(ChildClosedAttributes.self))?.spend
+        default:
+            return reported(by: event)
+        }
+    }
+
     private static let usageKey = Data("\"usage\"".utf8)
 
     /// The `usage` object of a JSON object payload, if it has one.
@@ -65,6 +79,14 @@ public struct Spend: Codable, Sendable, Hashable {
         else { return nil }
         return spend
     }
+}
+
+/// What a child's closing event tells its parent beside the outcome.
+public struct ChildClosedAttributes: Codable, Sendable, Hashable {
+    /// What the child (with its own children) spent: its parent is charged with it.
+    public var spend: Spend?
+
+    public init(spend: Spend?) { self.spend = spend }
 }
 
 /// The most a workflow run may spend. Either bound may be left out.

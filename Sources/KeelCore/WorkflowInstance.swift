@@ -95,7 +95,10 @@ public final class WorkflowInstance: @unchecked Sendable {
         case .workflowStarted:
             guard !started else { return }
             started = true
-            context.spendLimit = (try? event.attributes?.decode(WorkflowStartedAttributes.self))?.options.budget
+            let attributes = try? event.attributes?.decode(WorkflowStartedAttributes.self)
+            context.spendLimit = attributes?.options.budget
+            // A continued run starts with what the runs before it spent.
+            if let carried = attributes?.carriedSpend { context.spent += carried }
             start(input: event.payload ?? .null)
         case .activityParked:
             countSpend(event)
@@ -111,6 +114,8 @@ public final class WorkflowInstance: @unchecked Sendable {
         case .cancelRequested:
             context.requestCancellation()
         case .childWorkflowCompleted, .childWorkflowFailed:
+            // The parent is charged with what its child spent.
+            if let spend = Spend.charged(by: event) { context.spent += spend }
             context.resolveChild(event)
         default:
             return

@@ -374,3 +374,100 @@ struct CancelAnswerTests {
         #expect(broker.cancellations.last?.reason == "its run is closed")
     }
 }
+
+/// One LLM call per run, continuing as new `remaining` times; returns its budget.
+struct ChainedCalls: Workflow {
+    static let name = "test-chained-llm-calls"
+
+    func run(context: WorkflowContext, input: Int) async throws -> Budget {
+        do {
+            _ = try await context.llm(LLMRequest(prompt: "chain \(input)"))
+        } catch is BudgetExhaustedError {
+            return context.budget
+        } catch let error as ActivityFailedError where error.cause.type == "BudgetExhausted" {
+            return context.budget
+        }
+        if input > 1 { try context.continueAsNew(input: input - 1) }
+        return context.budget
+    }
+}
+
+/// A child that makes `input` calls in sequence, then one call of its own; returns its budget.
+struct ParentOfCalls: Workflow {
+    static let name = "test-parent-of-llm-calls"
+
+    struct Output: Codable, Sendable {
+        var childBudget: Budget
+        var parentBudget: Budget
+        var ownCall: String
+    }
+
+    func run(context: WorkflowContext, input: Int) async throws -> Output {
+        let child = try await context.executeChild(SequentialCalls.self, input: input)
+        var ownCall = "answered"
+        do {
+            _ = try await context.llm(LLMRequest(prompt: "parent call"))
+        } catch let error as BudgetExhaustedError {
+            ownCall = error.errorType
+        }
+        return Output(childBudget: child, parentBudget: context.budget, ownCall: ownCall)
+    }
+}
+
+/// `input` calls in sequence until the budget says stop; returns the budget.
+struct SequentialCalls: Workflow {
+    static let name = "test-sequential-llm-calls"
+
+    func run(context: WorkflowContext, input: Int) async throws -> Budget {
+        for call in 1...max(input, 1) {
+            do {
+                _ = try await context.llm(LLMRequest(prompt: "child call \(call)"))
+            } catch is BudgetExhaustedError {
+                break
+            } catch let error as ActivityFailedError where error.cause.type == "BudgetExhausted" {
+                break
+            }
+        }
+        return context.budget
+    }
+}
+
+@Suite("Budgets across continue-as-new and child workflows", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
+struct BudgetTreeTests {
+    static func stack() async throws -> LLMStack {
+        // Every call: 900 + 100 tokens.
+        let mock = try await MockProvider.start(
+            MockScenario(rules: [MockRule(responses: [MockResponse(usage: MockUsage(inputTokens: 900, outputTokens: 100))])]))
+        var workflows = WorkflowRegistry()
+        workflows.register(ChainedCalls.self)
+        workflows.register(ParentOfCalls.self)
+        workflows.register(SequentialCalls.self)
+        return try LLMStack(
+            mock: mock, llm: LLMConfiguration(providers: [mock.provider("primary", api: .openai, model: "m")]),
+            workflows: workflows)
+    }
+
+    @Test func continueAsNewCarriesTheSpendSoTheBudgetCoversTheChain() async throws {
+        let stack = try await Self.stack()
+        defer { stack.stop() }
+        // Ten runs of one call each under 3,500 tokens: the fourth call's run finds it spent.
+        let (budget, run) = try await stack.run(ChainedCalls.self, "chain", 10, budget: SpendLimit(maxTokens: 3500))
+        #expect(await stack.mock.requests().count == 4, "three calls fit, the fourth goes over, then it stops")
+        #expect(budget.spent.totalTokens == 4000)
+        #expect(run.spend.totalTokens == 4000, "the last run's spend is the chain's")
+        #expect(budget.isExhausted)
+    }
+
+    @Test func aChildSpendsItsParentsBudget() async throws {
+        let stack = try await Self.stack()
+        defer { stack.stop() }
+        let (output, run) = try await stack.run(ParentOfCalls.self, "parent", 10, budget: SpendLimit(maxTokens: 2500))
+        // The child starts with what the parent has left (2,500) and stops after 3 calls.
+        #expect(output.childBudget.limit?.maxTokens == 2500)
+        #expect(output.childBudget.spent.totalTokens == 3000)
+        #expect(output.parentBudget.spent.totalTokens == 3000, "the child's spend is charged to the parent")
+        #expect(output.ownCall == "BudgetExhausted")
+        #expect(run.spend.totalTokens == 3000)
+        #expect(await stack.mock.requests().count == 3)
+    }
+}

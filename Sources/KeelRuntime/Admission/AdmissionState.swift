@@ -19,6 +19,8 @@ struct AdmissionState {
     var queueInFlight: [String: Int] = [:]
     var holds: [String: Hold] = [:]
     var reservedByRun: [String: Spend] = [:]
+    /// By child run: the parent run whose budget the child's cap is reserved against, and the cap.
+    var childBudgets: [String: (parent: String, held: Spend)] = [:]
     /// Largest spend an attempt of each budgeted (non-LLM) activity type reported, its estimate.
     var largestSpend: [String: Spend] = [:]
     /// Providers whose capacity changed since it was last written to the store.

@@ -62,6 +62,7 @@ extension Coordinator {
             if resume(run, definition, events, &work) != nil { report.blocked += 1 }
         }
         readmit(loaded.filter { $0.1.record.status == .running }, now: work.now)
+        holdChildBudgets()
         try await finish(&work)
         report.republished = try await flushOutbox()
         metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)

@@ -32,6 +32,7 @@ extension Coordinator {
             parentSeq: parent?.seq ?? continuedFrom?.parentSeq, continuedFromRunId: continuedFrom?.runId,
             createdAt: work.now, randomSeed: generator.next(), options: options, executionDeadline: deadline)
         let run = LiveRun(record: record)
+        if let previous = continuedFrom { passParentBudget(from: previous.runId, to: run.runId) }
         startSpan(of: run)
         runs[run.runId] = run
         openRunByWorkflowId[workflowId] = run.runId
@@ -42,7 +43,8 @@ extension Coordinator {
         }
         let attributes = WorkflowStartedAttributes(
             workflowType: definition.name, workflowId: workflowId, randomSeed: record.randomSeed,
-            options: options, parentRunId: record.parentRunId, continuedFromRunId: continuedFrom?.runId)
+            options: options, parentRunId: record.parentRunId, continuedFromRunId: continuedFrom?.runId,
+            carriedSpend: continuedFrom.map(\.spend).flatMap { $0.isZero ? nil : $0 })
         let started = HistoryEvent(
             id: 0, time: work.now, kind: .workflowStarted, name: definition.name, payload: input,
             attributes: try? Payload(encoding: attributes, field: "start attributes", limit: .max))
@@ -79,7 +81,7 @@ extension Coordinator {
         work.batch.events.append((run.runId, event))
         run.record.historyLength = event.id
         run.record.updatedAt = work.now
-        if let spend = Spend.reported(by: event) {
+        if let spend = Spend.charged(by: event) {
             run.record.spend += spend
             metrics.spent(spend, workflowType: run.record.workflowType)
         }
@@ -152,10 +154,18 @@ extension Coordinator {
                 type: "WorkflowAlreadyStarted", message: "child workflow id \(workflowId) has open run \(openId)",
                 nonRetryable: true)
         } else if let definition = try? workflows.definition(named: type) {
-            startRun(
-                definition, workflowId: workflowId, input: input, options: options, requestId: nil,
-                parent: (parent.runId, seq), continuedFrom: nil, &work)
-            refused = nil
+            switch budgetForChild(options.budget, of: parent) {
+            case .refused(let failure):
+                refused = failure
+            case .capped(let budget, let held):
+                var options = options
+                options.budget = budget
+                let child = startRun(
+                    definition, workflowId: workflowId, input: input, options: options, requestId: nil,
+                    parent: (parent.runId, seq), continuedFrom: nil, &work)
+                if let held { holdParentBudget(held, of: parent.runId, for: child.runId) }
+                refused = nil
+            }
         } else {
             refused = Failure(UnknownTypeError(kind: "workflow", name: type, known: workflows.names))
         }
@@ -180,6 +190,9 @@ extension Coordinator {
             forget(activity, in: run, now: work.now)
         }
         admission.reservedByRun[run.runId] = nil
+        // A child gives back the part of its parent's budget it held (a continued child passes
+        // it on to its next run, in startRun).
+        if status != .continuedAsNew { releaseParentBudget(of: run.runId) }
         run.activities.removeAll()
         runs.removeValue(forKey: run.runId)
         if openRunByWorkflowId[run.record.workflowId] == run.runId {
@@ -193,7 +206,7 @@ extension Coordinator {
         if status != .continuedAsNew, let parentId = run.record.parentRunId, let seq = run.record.parentSeq,
             let parent = runs[parentId]
         {
-            let event: HistoryEvent
+            var event: HistoryEvent
             if status == .completed {
                 event = HistoryEvent(
                     id: 0, time: work.now, kind: .childWorkflowCompleted, ref: seq, name: run.record.workflowType,
@@ -203,6 +216,11 @@ extension Coordinator {
                     id: 0, time: work.now, kind: .childWorkflowFailed, ref: seq, name: run.record.workflowType,
                     failure: failure
                         ?? Failure(type: "Workflow\(status.rawValue.capitalized)", message: "child run \(status.rawValue)"))
+            }
+            // The parent is charged with what the child spent (its budget and its spend).
+            if !run.record.spend.isZero {
+                event.attributes = try? Payload(
+                    encoding: ChildClosedAttributes(spend: run.record.spend), field: "child attributes", limit: .max)
             }
             apply(event, to: parent, &work)
         }
