@@ -103,6 +103,17 @@ public enum WorkflowIdConflictPolicy: String, Codable, Sendable, CaseIterable {
     case terminateExisting
 }
 
+/// What happens to a child workflow when its parent's run closes (completes, fails, is
+/// cancelled, terminated or times out; not when it continues as new). Temporal's policies.
+public enum ParentClosePolicy: String, Codable, Sendable, CaseIterable {
+    /// The child is terminated (the default): nothing runs, or spends, for a parent that is gone.
+    case terminate
+    /// The child is asked to cancel: its pending awaits throw `CancelledError`, and it may clean up.
+    case requestCancel
+    /// The child runs on alone.
+    case abandon
+}
+
 /// What happens when a start names a workflow id whose runs are all closed.
 public enum WorkflowIdReusePolicy: String, Codable, Sendable, CaseIterable {
     case allowDuplicate
@@ -123,11 +134,14 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
     public var priority: Int?
     /// The default ``ActivityOptions/fairnessKey`` of the run's activities (a tenant).
     public var fairnessKey: String?
+    /// For a child workflow: what happens to it when its parent's run closes (nil: terminate).
+    public var parentClosePolicy: ParentClosePolicy?
 
     public init(
         idConflictPolicy: WorkflowIdConflictPolicy = .useExisting,
         idReusePolicy: WorkflowIdReusePolicy = .allowDuplicate, executionTimeout: Duration? = nil,
-        budget: SpendLimit? = nil, priority: Int? = nil, fairnessKey: String? = nil
+        budget: SpendLimit? = nil, priority: Int? = nil, fairnessKey: String? = nil,
+        parentClosePolicy: ParentClosePolicy? = nil
     ) {
         self.idConflictPolicy = idConflictPolicy
         self.idReusePolicy = idReusePolicy
@@ -135,10 +149,11 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
         self.budget = budget
         self.priority = priority
         self.fairnessKey = fairnessKey
+        self.parentClosePolicy = parentClosePolicy
     }
 
     private enum CodingKeys: String, CodingKey {
-        case idConflictPolicy, idReusePolicy, executionTimeout, budget, priority, fairnessKey
+        case idConflictPolicy, idReusePolicy, executionTimeout, budget, priority, fairnessKey, parentClosePolicy
     }
 
     // Every field is optional on the wire: a start that names only `budget` gets the defaults.
@@ -150,6 +165,7 @@ public struct WorkflowOptions: Codable, Sendable, Hashable {
         budget = try container.decodeIfPresent(SpendLimit.self, forKey: .budget)
         priority = try container.decodeIfPresent(Int.self, forKey: .priority)
         fairnessKey = try container.decodeIfPresent(String.self, forKey: .fairnessKey)
+        parentClosePolicy = try container.decodeIfPresent(ParentClosePolicy.self, forKey: .parentClosePolicy)
     }
 
     /// Throws what a start with these options cannot have (a non-positive timeout or budget).

@@ -471,3 +471,42 @@ struct BudgetTreeTests {
         #expect(await stack.mock.requests().count == 3)
     }
 }
+
+/// Starts one GPU batch child per parent-close policy, then waits for them.
+struct PolicyParent: Workflow {
+    static let name = "test-policy-parent"
+
+    func run(context: WorkflowContext, input: Int) async throws -> Int {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for policy in ParentClosePolicy.allCases {
+                group.addTask {
+                    try await context.executeChild(
+                        GPUBatch.self, id: "child-\(policy.rawValue)", input: input,
+                        options: WorkflowOptions(parentClosePolicy: policy))
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+    }
+}
+
+@Suite("Parent-close policies", .tags(.unit))
+struct ParentClosePolicyTests {
+    @Test func aClosingParentTerminatesCancelsOrAbandonsItsChildren() async throws {
+        let path = makeTemporaryDirectory("keel-parent-close").appendingPathComponent("keel.sqlite").path
+        var workflows = WorkflowRegistry()
+        workflows.register(PolicyParent.self)
+        workflows.register(GPUBatch.self)
+        let broker = InMemoryBroker()
+        let store = try SQLiteHistoryStore(path: path)
+        let coordinator = Coordinator(store: store, workflows: workflows, publisher: broker)
+        _ = try await coordinator.start(try StartRequest(PolicyParent.self, id: "parent", input: 1))
+        #expect(broker.depth["gpu"] == 3, "each child's job waits for a worker")
+        try await coordinator.terminate(workflowId: "parent", reason: "test")
+        #expect(try store.latestRun(workflowId: "child-terminate")?.status == .terminated)
+        #expect(try store.latestRun(workflowId: "child-requestCancel")?.status == .cancelled)
+        #expect(try store.latestRun(workflowId: "child-abandon")?.status == .running)
+        // The children that ended told the worker running their job to stop.
+        #expect(broker.cancellations.count == 2)
+    }
+}

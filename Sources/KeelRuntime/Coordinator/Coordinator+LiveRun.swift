@@ -14,6 +14,8 @@ extension Coordinator {
         /// The run's span while it is live here, and the headers that carry it to workers.
         var span: (any Span)?
         var traceHeaders: [String: String]?
+        /// Its open child runs, for their parent-close policy.
+        var children: Set<String> = []
 
         init(record: RunRecord) { self.record = record }
         var runId: String { record.runId }

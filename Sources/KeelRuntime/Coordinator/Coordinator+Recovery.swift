@@ -63,6 +63,7 @@ extension Coordinator {
         }
         readmit(loaded.filter { $0.1.record.status == .running }, now: work.now)
         holdChildBudgets()
+        for run in runs.values { if let parentId = run.record.parentRunId { runs[parentId]?.children.insert(run.runId) } }
         try await finish(&work)
         report.republished = try await flushOutbox()
         metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)

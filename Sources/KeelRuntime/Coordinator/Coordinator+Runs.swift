@@ -33,6 +33,7 @@ extension Coordinator {
             createdAt: work.now, randomSeed: generator.next(), options: options, executionDeadline: deadline)
         let run = LiveRun(record: record)
         if let previous = continuedFrom { passParentBudget(from: previous.runId, to: run.runId) }
+        if let parentId = record.parentRunId { runs[parentId]?.children.insert(run.runId) }
         startSpan(of: run)
         runs[run.runId] = run
         openRunByWorkflowId[workflowId] = run.runId
@@ -195,6 +196,7 @@ extension Coordinator {
         if status != .continuedAsNew { releaseParentBudget(of: run.runId) }
         run.activities.removeAll()
         runs.removeValue(forKey: run.runId)
+        if let parentId = run.record.parentRunId { runs[parentId]?.children.remove(run.runId) }
         if openRunByWorkflowId[run.record.workflowId] == run.runId {
             openRunByWorkflowId.removeValue(forKey: run.record.workflowId)
         }
@@ -203,6 +205,7 @@ extension Coordinator {
         work.closed.append(run.record)
         if let span = run.span { RunTracing.endRunSpan(span, run.record, at: work.now) }
         run.span = nil
+        if status != .continuedAsNew { applyParentClosePolicy(to: run, status: status, &work) }
         if status != .continuedAsNew, let parentId = run.record.parentRunId, let seq = run.record.parentSeq,
             let parent = runs[parentId]
         {
@@ -223,6 +226,27 @@ extension Coordinator {
                     encoding: ChildClosedAttributes(spend: run.record.spend), field: "child attributes", limit: .max)
             }
             apply(event, to: parent, &work)
+        }
+    }
+
+    /// The open children of a run that closed get what their parent-close policy says: terminated
+    /// (the default), asked to cancel, or left alone.
+    func applyParentClosePolicy(to parent: LiveRun, status: RunStatus, _ work: inout Work) {
+        let children = parent.children.sorted()
+        parent.children.removeAll()
+        for childId in children {
+            guard let child = runs[childId], child.record.status == .running || child.record.status == .blocked else { continue }
+            switch child.record.options.parentClosePolicy ?? .terminate {
+            case .terminate:
+                terminate(
+                    child, reason: "its parent \(parent.record.workflowId) \(status.rawValue) (parent-close policy terminate)",
+                    &work)
+            case .requestCancel:
+                guard child.record.status == .running else { continue }
+                apply(HistoryEvent(id: 0, time: work.now, kind: .cancelRequested), to: child, &work)
+            case .abandon:
+                continue
+            }
         }
     }
 
