@@ -53,7 +53,9 @@ public final class LLMStack: @unchecked Sendable {
     public let topology = Topology.forTest()
     public let mock: MockProvider
     public let client: KeelClient
-    public let coordinator: CoordinatorService
+    public private(set) var coordinator: CoordinatorService
+    private let coordinatorConfiguration: CoordinatorService.Configuration
+    private let workflows: WorkflowRegistry
     public let worker: WorkerService
     public let defaultWorker: WorkerService
     public let gpuWorker: WorkerService?
@@ -79,6 +81,8 @@ public final class LLMStack: @unchecked Sendable {
         coordinatorConfiguration.coordinator.capacity = llm.capacity(enabled: admission)
         coordinatorConfiguration.coordinator.tracer = tracer
         coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
+        self.coordinatorConfiguration = coordinatorConfiguration
+        self.workflows = workflows
         let (url, topology) = (self.url, self.topology)
         func makeWorker(_ queue: String, concurrency: Int, _ activities: ActivityRegistry) -> WorkerService {
             var configuration = WorkerService.Configuration(
@@ -114,6 +118,14 @@ public final class LLMStack: @unchecked Sendable {
     }
 
     public func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
+
+    /// Stops the coordinator (as SIGTERM would) and starts a new one on the same history.
+    public func restartCoordinator() async throws {
+        coordinator.stop()
+        try await tasks[0].value
+        coordinator = CoordinatorService(configuration: coordinatorConfiguration, workflows: workflows)
+        tasks[0] = Task { [coordinator] in try await coordinator.run() }
+    }
 
     /// Runs `keel ARGUMENTS --db <this stack's database>` to the end.
     public func keel(_ arguments: [String]) async throws -> (status: Int32, output: String) {

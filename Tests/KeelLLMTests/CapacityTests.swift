@@ -510,3 +510,29 @@ struct ParentClosePolicyTests {
         #expect(broker.cancellations.count == 2)
     }
 }
+
+@Suite("A coordinator restart mid-storm", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
+struct RestartMidStormTests {
+    @Test func theNextCoordinatorKeepsTheLearnedLimitsAndCausesNoBurstOf429s() async throws {
+        // No limits configured: the coordinator learns them from the provider, 20 requests a minute.
+        let stack = try await CapacityTests.stack(
+            MockScenario(
+                rules: [MockRule(responses: [MockResponse(usage: MockUsage(inputTokens: 10, outputTokens: 10))])],
+                limits: [MockLimits(requestsPerMinute: 20)]))
+        defer { stack.stop() }
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(ParallelLLMCalls.self, id: "storm", input: .init(prompts: (1...30).map { "storm \($0)" })))
+        // Knowing nothing yet, the coordinator sends all 30: about 20 go through (more if the burst
+        // takes seconds), the rest are answered 429, which teaches it the provider's window; those
+        // wait in the coordinator for it.
+        #expect(await eventually(60) { await stack.mock.requests().count >= 30 })
+        #expect(await stack.mock.requests().contains { $0.status == 429 })
+        try await stack.restartCoordinator()
+        let restarted = Date()
+        let run = try await stack.client.waitForResult(workflowId: "storm", timeout: 120)
+        #expect(run.status == .completed)
+        let after = await stack.mock.requests().filter { $0.time > restarted }
+        #expect(after.filter { $0.status == 200 }.count >= 3, "the rest of the calls went after the restart")
+        #expect(after.filter { $0.status == 429 }.isEmpty, "no burst: \(after.map(\.status))")
+    }
+}

@@ -122,7 +122,7 @@ struct DeadLetterTests {
         try await start("parked-2")
         var items: [DeadLetterItem] = []
         #expect(
-            try await eventually(15) {
+            try await eventually(60) {
                 items = try queue.list()
                 return items.count == 2
             })

@@ -75,7 +75,8 @@ struct PoisonMessageTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 1)
-        let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 3000), field: "input")
+        // Long enough that a loaded suite's polling still sees it running.
+        let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 8000), field: "input")
         let started = try await deployment.client.startAndConfirm(
             StartRequest(workflowType: "bench-steps", workflowId: "forged", input: input))
         let store = try deployment.store()

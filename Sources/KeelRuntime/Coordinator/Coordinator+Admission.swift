@@ -258,6 +258,14 @@ extension Coordinator {
     /// How many attempts wait for capacity.
     public var waitingForCapacity: Int { admission.queue.count }
 
+    /// Writes what was learned of the providers' capacity that is not in the store yet (a
+    /// stopping coordinator, so that its successor knows it).
+    public func saveCapacity() async throws {
+        admission.lastPersisted = .distantPast
+        var work = Work(now: clock.now())
+        try await finish(&work)
+    }
+
     /// Writes the providers' capacity to the store at most once a second, with the work.
     func persistCapacity(_ work: inout Work) {
         guard !admission.dirty.isEmpty, work.now.timeIntervalSince(admission.lastPersisted) >= 1 else { return }

@@ -139,6 +139,9 @@ public final class CoordinatorService: Service {
                 throw error
             }
         }
+        do { try await coordinator.saveCapacity() } catch {
+            logger.warning("could not save what was learned of providers' capacity: \(error)")
+        }
         await coordinator.shutdown()
     }
 
