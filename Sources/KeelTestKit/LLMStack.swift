@@ -64,11 +64,12 @@ public final class LLMStack: @unchecked Sendable {
     public var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
 
     /// `workflows` run on the coordinator; workers serve `llm` (with `llm.complete`, concurrency
-    /// 4), `default` with `activities`, and, with `gpuConcurrency`, `gpu` with `llm.complete`.
+    /// `llmConcurrency`), `default` with `activities`, and, with `gpuConcurrency`, `gpu` with
+    /// `llm.complete`.
     public init(
         mock: MockProvider, llm: LLMConfiguration, workflows: WorkflowRegistry, activities: ActivityRegistry = ActivityRegistry(),
         gpuConcurrency: Int? = nil, environment: [String: String] = [:], tracer: (any Tracer)? = nil,
-        admission: Bool = true
+        admission: Bool = true, llmConcurrency: Int = 4
     ) throws {
         self.mock = mock
         url = try AMQPURL.fromEnvironment()
@@ -94,7 +95,7 @@ public final class LLMStack: @unchecked Sendable {
         }
         var llmActivities = ActivityRegistry()
         llmActivities.register(LLMCompleteActivity(client: LLMClient(configuration: llm, environment: environment)))
-        worker = makeWorker("llm", concurrency: 4, llmActivities)
+        worker = makeWorker("llm", concurrency: llmConcurrency, llmActivities)
         defaultWorker = makeWorker("default", concurrency: 4, activities)
         gpuWorker = gpuConcurrency.map { makeWorker("gpu", concurrency: $0, llmActivities) }
         tasks = [

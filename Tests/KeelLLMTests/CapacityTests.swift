@@ -131,7 +131,7 @@ struct AdmissionUnitTests {
 struct CapacityTests {
     static func stack(
         _ scenario: MockScenario, limits: ProviderLimits? = nil, maxTokens: Int? = nil, prices: [String: ModelPrice]? = nil,
-        weights: [String: Double]? = nil, admission: Bool = true
+        weights: [String: Double]? = nil, admission: Bool = true, llmConcurrency: Int = 4
     ) async throws -> LLMStack {
         let mock = try await MockProvider.start(scenario)
         var provider = mock.provider("primary", api: .openai, model: "model-a")
@@ -142,7 +142,7 @@ struct CapacityTests {
         var workflows = WorkflowRegistry()
         workflows.register(ParallelLLMCalls.self)
         workflows.register(LLMCalls.self)
-        return try LLMStack(mock: mock, llm: llm, workflows: workflows, admission: admission)
+        return try LLMStack(mock: mock, llm: llm, workflows: workflows, admission: admission, llmConcurrency: llmConcurrency)
     }
 
     @Test func parallelBranchesStayWithinTheBudget() async throws {
@@ -317,6 +317,31 @@ struct TaskQueueCapTests {
 /// Cancelling a run reaches the worker that runs its calls, over real RabbitMQ and HTTP.
 @Suite("Cancellation stops spend", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct CancellationTests {
+    @Test func cancellingARunWhile8OfItsCallsHangClosesThemWithinASecond() async throws {
+        let stack = try await CapacityTests.stack(
+            MockScenario(rules: [MockRule(responses: [MockResponse(hang: true)])]), llmConcurrency: 8)
+        defer { stack.stop() }
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(
+                ParallelLLMCalls.self, id: "cancelled-hanging", input: .init(prompts: (1...12).map { "hanging \($0)" })))
+        #expect(await eventually(30) { await stack.mock.requests().count == 8 }, "eight calls hang, four wait")
+        let cancelled = Date()
+        try await stack.client.cancel(workflowId: "cancelled-hanging")
+        #expect(await eventually(30) { await stack.mock.requests().filter { $0.closedEarly == true }.count == 8 })
+        for request in await stack.mock.requests() {
+            let closedAt = try #require(request.closedAt)
+            #expect(
+                closedAt.timeIntervalSince(cancelled) < 1, "closed \(closedAt.timeIntervalSince(cancelled)) s after the cancel")
+        }
+        try await Task.sleep(for: .seconds(3))
+        #expect(await stack.mock.requests().count == 8, "no call of the cancelled run after the cancel")
+        // The workflow's calls threw CancelledError, which it records per call and returns.
+        let run = try #require(try stack.store().latestRun(workflowId: "cancelled-hanging"))
+        #expect(run.status == .completed)
+        let output = try #require(try run.result?.decode(ParallelLLMCalls.Output.self))
+        #expect(output.answered == 0)
+    }
+
     @Test func cancellingARunClosesItsCallsAtOnceAndCountsWhatTheyUsed() async throws {
         // Streams of 100 words, one every 200 ms: every call is mid-stream when the run is cancelled.
         let text = (1...100).map { "word\($0)" }.joined(separator: " ")
@@ -508,6 +533,18 @@ struct ParentClosePolicyTests {
         #expect(try store.latestRun(workflowId: "child-abandon")?.status == .running)
         // The children that ended told the worker running their job to stop.
         #expect(broker.cancellations.count == 2)
+        // The terminated child's job ends anyway, having spent 500 tokens: they count, for the
+        // child and for the parent it charges.
+        let job = try #require(broker.take(queue: "gpu"))
+        let child = try #require(try store.latestRun(workflowId: "child-terminate"))
+        let childJob = job.runId == child.runId ? job : try #require(broker.take(queue: "gpu"))
+        #expect(childJob.runId == child.runId)
+        try await coordinator.activityResult(
+            ActivityResult(
+                runId: childJob.runId, activityId: childJob.activityId, attempt: childJob.attempt, worker: "w",
+                outcome: .completed(try Payload(encoding: ["usage": ["inputTokens": 400, "outputTokens": 100]], field: "r"))))
+        #expect(try store.latestRun(workflowId: "child-terminate")?.spend.totalTokens == 500)
+        #expect(try store.latestRun(workflowId: "parent")?.spend.totalTokens == 500)
     }
 }
 
@@ -534,5 +571,34 @@ struct RestartMidStormTests {
         let after = await stack.mock.requests().filter { $0.time > restarted }
         #expect(after.filter { $0.status == 200 }.count >= 3, "the rest of the calls went after the restart")
         #expect(after.filter { $0.status == 429 }.isEmpty, "no burst: \(after.map(\.status))")
+    }
+}
+
+@Suite("Each retry picks its providers again", .serialized, .tags(.integration), .timeLimit(.minutes(2)))
+struct ProviderRepickTests {
+    @Test func aCallSentToTheSecondaryWhileThePrimaryWasOpenGoesBackToThePrimary() async throws {
+        // The primary fails once (its breaker opens: threshold 1, 2 s cooldown), then answers.
+        // The secondary answers the first call, then is rate limited for good.
+        let stack = try await LLMEngineTests.stack(
+            MockScenario(rules: [
+                MockRule(
+                    match: MockMatch(model: "model-a"),
+                    responses: [MockResponse(status: 500), MockResponse(text: "from the primary")]),
+                MockRule(
+                    match: MockMatch(model: "model-b"),
+                    responses: [
+                        MockResponse(text: "from the secondary"), MockResponse(status: 429, headers: ["Retry-After": "1"])
+                    ])
+            ]),
+            providers: [("primary", "model-a"), ("secondary", "model-b")],
+            breaker: LLMConfiguration.BreakerSettings(failureThreshold: 1, cooldownSeconds: 2))
+        defer { stack.stop() }
+        let (output, _) = try await stack.run(LLMCalls.self, "repick", .init(prompts: ["first", "second"], maximumAttempts: 3))
+        #expect(output.calls.map(\.text) == ["from the secondary", "from the primary"], "\(output.calls)")
+        // The second call was scheduled while the primary's breaker was open: it went to the
+        // secondary (429) until the breaker let a probe through, then to the primary.
+        let requests = await stack.mock.requests()
+        #expect(requests.map(\.model).last == "model-a")
+        #expect(requests.filter { $0.model == "model-b" && $0.status == 429 }.count >= 1)
     }
 }

@@ -85,8 +85,8 @@ extension Coordinator {
     }
 
     /// The usage of a result that came after its attempt stopped counting (it timed out, was
-    /// cancelled, or its run closed) is still spent: it goes to the run's spend (`keel show`,
-    /// `keel list`, the coordinator's budget checks), unless the attempt's usage is already in
+    /// cancelled, or its run closed) is still spent: it goes to the run's spend and its
+    /// ancestors' (`keel show`, `keel list`, the coordinator's budget checks), unless the attempt's usage is already in
     /// history (a duplicate of an applied result). The workflow's own `context.budget` is
     /// computed from history and does not see it.
     func countLateUsage(_ message: ActivityResult, _ work: inout Work) {
@@ -101,23 +101,16 @@ extension Coordinator {
                 $0.ref == message.activityId && $0.attempt == message.attempt && Spend.reported(by: $0) != nil
             }
             guard !counted else { return }
-            let workflowType: String
-            // Open, or closed in this unit of work, or counted already in it, or in the store.
-            if let run = runs[message.runId] ?? work.touched[message.runId] {
-                run.record.spend += spend
-                work.touched[run.runId] = run
-                workflowType = run.record.workflowType
-            } else if let index = work.batch.runs.lastIndex(where: { $0.runId == message.runId }) {
-                work.batch.runs[index].spend += spend
-                workflowType = work.batch.runs[index].workflowType
-            } else if var record = try store.run(runId: message.runId) {
-                record.spend += spend
-                record.updatedAt = work.now
-                work.batch.runs.append(record)
-                workflowType = record.workflowType
-            } else {
-                return
+            // The run, and the ancestors a closed run's spend was already charged to (an open
+            // run passes it on when it closes).
+            var runId: String? = message.runId
+            var workflowType: String?
+            while let id = runId, let record = try addSpend(spend, toRun: id, &work) {
+                workflowType = workflowType ?? record.workflowType
+                let chargedParent = runs[id] == nil && record.status != .continuedAsNew
+                runId = chargedParent ? record.parentRunId : nil
             }
+            guard let workflowType else { return }
             metrics.spent(spend, workflowType: workflowType)
             logger.info(
                 "counted the usage of attempt \(message.attempt) of activity #\(message.activityId), which ended after it stopped counting: \(spend.totalTokens) tokens",
@@ -125,6 +118,25 @@ extension Coordinator {
         } catch {
             logger.warning("could not count the late usage of a result: \(error)", metadata: ["run_id": "\(message.runId)"])
         }
+    }
+
+    /// Adds `spend` to run `runId`'s spend wherever its record is: open, closed in this unit of
+    /// work, counted already in it, or in the store. Returns the record (nil: no such run).
+    func addSpend(_ spend: Spend, toRun runId: String, _ work: inout Work) throws -> RunRecord? {
+        if let run = runs[runId] ?? work.touched[runId] {
+            run.record.spend += spend
+            work.touched[run.runId] = run
+            return run.record
+        }
+        if let index = work.batch.runs.lastIndex(where: { $0.runId == runId }) {
+            work.batch.runs[index].spend += spend
+            return work.batch.runs[index]
+        }
+        guard var record = try store.run(runId: runId) else { return nil }
+        record.spend += spend
+        record.updatedAt = work.now
+        work.batch.runs.append(record)
+        return record
     }
 
     /// The run and activity a worker's report names, if the report is about the activity's
