@@ -4,6 +4,30 @@ import KeelCore
 
 // The schema: forward-only migrations, run at open.
 extension SQLiteHistoryStore {
+    /// Opens the pool and runs the migrations not applied yet. Processes opening a new file at
+    /// once (a coordinator and `keel show`, a test and the coordinator it started) race: the
+    /// switch to WAL may find the file locked, and a migration both saw pending fails with
+    /// "already exists" for the one that comes second. The loser tries again (reading the applied
+    /// migrations anew), for up to two seconds.
+    static func open(path: String, configuration: Configuration) throws -> DatabasePool {
+        var tries = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try migrator.migrate(pool)
+                return pool
+            } catch let error as DatabaseError where tries < 40 && lostTheRace(error) {
+                tries += 1
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+    }
+
+    private static func lostTheRace(_ error: DatabaseError) -> Bool {
+        error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in

@@ -31,8 +31,7 @@ public final class SQLiteHistoryStore: HistoryStore {
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
         }
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try Self.open(path: path, configuration: configuration)
         } catch {
             throw StoreError(
                 message: "cannot open the history database at \(path): \(error)",

@@ -80,9 +80,15 @@ struct ShowCommand: AsyncParsableCommand {
             print("status \(record.status.rawValue)" + (record.failure.map { "  error \($0)" } ?? ""))
             if !record.spend.isZero {
                 let limit = record.options.budget
+                // Closed children's spend is charged to this run when they close.
+                let children = history.events.filter { $0.kind == .childWorkflowCompleted || $0.kind == .childWorkflowFailed }
+                    .compactMap(Spend.charged(by:)).reduce(Spend.zero, +)
+                let tree =
+                    children.isZero
+                    ? "" : " (children \(children.totalTokens) tokens, " + String(format: "$%.4f", children.costUSD) + ")"
                 print(
                     "spend \(record.spend.inputTokens) input + \(record.spend.outputTokens) output tokens, "
-                        + String(format: "$%.4f", record.spend.costUSD)
+                        + String(format: "$%.4f", record.spend.costUSD) + tree
                         + (limit.map {
                             " of budget "
                                 + [$0.maxTokens.map { "\($0) tokens" }, $0.maxCostUSD.map { String(format: "$%.4f", $0) }]

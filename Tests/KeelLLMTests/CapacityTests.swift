@@ -169,10 +169,10 @@ struct CapacityTests {
                 limits: [MockLimits(requestsPerMinute: 120)]),
             limits: ProviderLimits(requestsPerMinute: 120))
         defer { stack.stop() }
-        // The big tenant floods the queue first: at 120 requests/min its 300 calls take 2.5 min.
+        // The big tenant floods the queue first: at 120 requests/min its 500 calls take 4 min.
         _ = try await stack.client.startAndConfirm(
             try StartRequest(
-                ParallelLLMCalls.self, id: "big-batch", input: .init(prompts: (1...300).map { "big \($0)" }),
+                ParallelLLMCalls.self, id: "big-batch", input: .init(prompts: (1...500).map { "big \($0)" }),
                 options: WorkflowOptions(fairnessKey: "big")))
         #expect(await eventually(30) { await stack.mock.requests().count >= 20 }, "the big batch is being served")
         let started = Date()
@@ -184,7 +184,7 @@ struct CapacityTests {
         let took = Date().timeIntervalSince(started)
         #expect(small.status == .completed)
         // Shared round robin: the 5 calls go out within about 10 request slots (0.5 s each at
-        // 120/min), not behind the ~280 big calls still waiting (over 2 minutes).
+        // 120/min), not behind the ~480 big calls still waiting (about 4 minutes).
         #expect(took < 20, "the small tenant waited \(took) s")
         let requests = await stack.mock.requests()
         let limited = requests.filter { $0.status == 429 }.count
@@ -494,6 +494,9 @@ struct BudgetTreeTests {
         #expect(output.ownCall == "BudgetExhausted")
         #expect(run.spend.totalTokens == 3000)
         #expect(await stack.mock.requests().count == 3)
+        let (status, shown) = try await stack.keel(["show", "parent"])
+        #expect(status == 0)
+        #expect(shown.contains("spend 2700 input + 300 output tokens, $0.0000 (children 3000 tokens"), "\(shown.prefix(600))")
     }
 }
 

@@ -16,3 +16,24 @@ struct StoreErrorTests {
         #expect(error?.message.contains(path) == true)
     }
 }
+
+@Suite("Opening a new history from two processes at once", .tags(.unit))
+struct ConcurrentOpenTests {
+    @Test func twoOpenersOfANewFileBothGetTheSchema() async throws {
+        for round in 0..<20 {
+            let path = makeTemporaryDirectory("keel-open").appendingPathComponent("keel.sqlite").path
+            let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        try await offPool {
+                            _ = try SQLiteHistoryStore(path: path)
+                            return true
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(results == [true, true, true], "round \(round)")
+        }
+    }
+}
