@@ -605,3 +605,26 @@ struct ProviderRepickTests {
         #expect(requests.filter { $0.model == "model-b" && $0.status == 429 }.count >= 1)
     }
 }
+
+@Suite("Failover by capacity", .tags(.unit))
+struct FailoverByCapacityTests {
+    @Test func aCallGoesToTheFirstProviderOfItsChainWithRoom() async throws {
+        let path = makeTemporaryDirectory("keel-failover").appendingPathComponent("keel.sqlite").path
+        var configuration = CoordinatorConfiguration()
+        configuration.providerChain = ["primary", "secondary"]
+        configuration.capacity.providers = ["primary": ProviderProfile(limits: ProviderLimits(maxConcurrent: 1))]
+        var workflows = WorkflowRegistry()
+        workflows.register(ParallelLLMCalls.self)
+        let broker = InMemoryBroker()
+        let coordinator = Coordinator(
+            store: try SQLiteHistoryStore(path: path), workflows: workflows, publisher: broker, configuration: configuration)
+        _ = try await coordinator.start(
+            try StartRequest(ParallelLLMCalls.self, id: "failover", input: .init(prompts: ["one", "two", "three"])))
+        var routes: [[String]] = []
+        while let task = broker.take(queue: "llm") { routes.append(task.providers ?? []) }
+        // The primary takes one call at a time: the first goes there (the secondary behind it for
+        // failover), the others to the secondary at once instead of waiting.
+        #expect(routes == [["primary", "secondary"], ["secondary"], ["secondary"]])
+        #expect(await coordinator.waitingForCapacity == 0)
+    }
+}
