@@ -40,6 +40,19 @@ final class Deployment: @unchecked Sendable {
             ["coordinator"] + arguments, environment: environment, log: directory.appendingPathComponent("coordinator.log"))
     }
 
+    /// Waits until the coordinator consumes its jobs queue, so the topology it declares exists:
+    /// a publisher that does not declare it (`amqp-publish`) gets NOT_FOUND before then.
+    func waitUntilCoordinatorServes(timeout: Double = 30) async throws {
+        let (url, queue) = (self.url, topology.jobsQueue)
+        let serving = await eventually(timeout) {
+            // A passive declare of a missing queue closes the channel: a new connection each time.
+            guard let probe = try? AMQPConnection(url: url) else { return false }
+            defer { probe.close() }
+            return ((try? probe.inspect(queue: queue).consumers) ?? 0) > 0
+        }
+        try #require(serving, "the coordinator consumes \(queue) within \(timeout) s")
+    }
+
     @discardableResult
     func startWorker(queue: String = "default", concurrency: Int = 4, _ arguments: [String] = []) throws -> KeelProcess {
         let worker = try KeelProcess(

@@ -17,6 +17,7 @@ struct ForeignClientTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         try deployment.startWorker()
+        try await deployment.waitUntilCoordinatorServes()
         for _ in 0..<2 {
             let published = try await Self.run(
                 ["scripts/publish-job", "bench-sequential", "from-bash", "4"], environment: deployment.environment)
