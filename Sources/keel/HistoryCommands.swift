@@ -66,12 +66,13 @@ struct ShowCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "Workflow id.") var workflowId: String
     @Option(help: "A specific run (default: the latest).") var runId: String?
-    @Flag(help: "Print the history export JSON.") var json = false
+    @Flag(help: "Print the history export JSON instead (what `keel history export` writes and `keel replay --file` reads).")
+    var json = false
 
     func run() async throws {
         let store = try database.openStore()
         let history = try store.export(workflowId: workflowId, runId: runId)
-        if json { return try printJSON(history) }
+        if json { return print(String(decoding: try history.encoded(), as: UTF8.self)) }
         let record = try store.run(runId: history.runId)
         print(
             "workflow \(history.workflowId)  type \(history.workflowType)  run \(history.runId)  trace \(TraceIdentity.traceId(runId: history.runId))"

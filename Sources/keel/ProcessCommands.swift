@@ -8,7 +8,9 @@ import Logging
 
 /// `--amqp-url URL`, falling back to `KEEL_AMQP_URL`, then a local broker on `KEEL_AMQP_PORT`.
 struct BrokerOptions: ParsableArguments {
-    @Option(name: .customLong("amqp-url"), help: "RabbitMQ URL (default: $KEEL_AMQP_URL or amqp://guest:guest@localhost:5672).")
+    @Option(
+        name: .customLong("amqp-url"),
+        help: "RabbitMQ URL (default: $KEEL_AMQP_URL, else amqp://guest:guest@localhost on port $KEEL_AMQP_PORT or 5672).")
     var amqpURL: String?
 
     func url() throws -> AMQPURL {
