@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Keel", targets: ["Keel"]),
         .library(name: "KeelTestKit", targets: ["KeelTestKit"]),
         .library(name: "KeelHarness", targets: ["KeelHarness"]),
+        .library(name: "KeelCommandLine", targets: ["KeelCommandLine"]),
         .executable(name: "keel", targets: ["keel"])
     ],
     dependencies: [
@@ -117,19 +118,33 @@ let package = Package(
                 "Keel", "KeelHarness", "KeelMockLLM", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing")
             ]),
-        .executableTarget(
-            name: "keel",
+        // Every `keel` subcommand for the workflows and activities an executable registers
+        // (`KeelApplication`): what a team's own pipeline binary is made of.
+        .target(
+            name: "KeelCommandLine",
             dependencies: [
                 "Keel",
-                "KeelHarness",
                 "KeelMockLLM",
-                "KeelExamples",
                 "KeelConsole",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
+            ]
+        ),
+        // `keel`: the command line with the reference pipelines and the benches.
+        .executableTarget(
+            name: "keel",
+            dependencies: [
+                "Keel",
+                "KeelCommandLine",
+                "KeelHarness",
+                "KeelMockLLM",
+                "KeelExamples",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),

@@ -123,6 +123,16 @@ struct OperationsTests {
                 "config", "--services"
             ])
         #expect(services.output.split(separator: "\n").contains("mock-llm"))
+        // A team's own image (examples/starter/Dockerfile) runs every keel service.
+        #expect(valid.output.components(separatedBy: "image: keel:latest").count == 6, "\(valid.output)")
+        let own = try await Self.run(
+            ["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "config"],
+            environment: ["KEEL_IMAGE": "triage:latest", "KEEL_DOCKERFILE": "examples/starter/Dockerfile"])
+        #expect(own.status == 0, "\(own.output)")
+        #expect(own.output.components(separatedBy: "image: triage:latest").count == 6, "\(own.output)")
+        #expect(!own.output.contains("keel:latest"))
+        #expect(own.output.contains("dockerfile: examples/starter/Dockerfile"))
+        #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("examples/starter/Dockerfile").path))
         // Without credentials (no guest fallback) the file refuses to render.
         let empty = makeTemporaryDirectory("keel-env")
         defer { try? FileManager.default.removeItem(at: empty) }

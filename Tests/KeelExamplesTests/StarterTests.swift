@@ -26,7 +26,9 @@ struct StarterTests {
                 MockRule(responses: [MockResponse(text: "Routine.")])
             ]))
         let llm = LLMConfiguration(providers: [mock.provider("primary", model: "m")])
-        let stack = try LLMStack(mock: mock, llm: llm, workflows: Starter.workflows, activities: Starter.activities(llm: llm))
+        let stack = try LLMStack(
+            mock: mock, llm: llm, workflows: Starter.workflows,
+            activities: Starter.activities(configuration: KeelConfiguration(llm: llm)))
         defer { stack.stop() }
         let (labels, run) = try await stack.run(
             TriageTickets.self, "triage", ["server down in eu-west", "typo on the pricing page"])

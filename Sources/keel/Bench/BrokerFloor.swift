@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelCommandLine
 import Synchronization
 
 /// The least a durable step can cost on this broker: per step one persistent task message and one

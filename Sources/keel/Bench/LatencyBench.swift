@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelCommandLine
 import KeelHarness
 
 /// A coordinator and workers as child processes of the bench, in their own namespace and

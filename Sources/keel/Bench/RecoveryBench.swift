@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelCommandLine
 import KeelHarness
 
 struct RecoveryBench: AsyncParsableCommand {

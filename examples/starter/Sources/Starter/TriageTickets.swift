@@ -39,10 +39,11 @@ public enum Starter {
         return registry
     }
 
-    public static func activities(llm: LLMConfiguration) -> ActivityRegistry {
+    /// `configuration.llm`: the providers of the worker's `keel.yaml` (or `KEEL_LLM_*`).
+    public static func activities(configuration: KeelConfiguration) -> ActivityRegistry {
         var registry = ActivityRegistry()
         registry.register(PageOnCall())
-        registry.register(LLMCompleteActivity(client: LLMClient(configuration: llm)))
+        registry.register(LLMCompleteActivity(client: LLMClient(configuration: configuration.llm)))
         return registry
     }
 }

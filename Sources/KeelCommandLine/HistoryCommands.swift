@@ -145,7 +145,7 @@ struct ReplayCommand: AsyncParsableCommand {
         } else {
             throw ValidationError("give a workflow id or --file FILE")
         }
-        let report = try HistoryReplayer(workflows: BuiltIn.workflows).replay(history)
+        let report = try HistoryReplayer(workflows: ApplicationContext.workflows).replay(history)
         if let divergence = report.nondeterminism {
             print("NON-DETERMINISTIC: \(divergence.message)")
             throw ExitCode(1)

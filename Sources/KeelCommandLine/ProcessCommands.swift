@@ -7,13 +7,15 @@ import KeelConsole
 import Logging
 
 /// `--amqp-url URL`, falling back to `KEEL_AMQP_URL`, then a local broker on `KEEL_AMQP_PORT`.
-struct BrokerOptions: ParsableArguments {
+public struct BrokerOptions: ParsableArguments {
     @Option(
         name: .customLong("amqp-url"),
         help: "RabbitMQ URL (default: $KEEL_AMQP_URL, else amqp://guest:guest@localhost on port $KEEL_AMQP_PORT or 5672).")
     var amqpURL: String?
 
-    func url() throws -> AMQPURL {
+    public init() {}
+
+    public func url() throws -> AMQPURL {
         if let amqpURL { return try AMQPURL(amqpURL) }
         return try AMQPURL.fromEnvironment()
     }
@@ -62,7 +64,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             configuration.stallThreshold = seconds
         }
         var endpoint = try http.endpoint()
-        let service = CoordinatorService(configuration: configuration, workflows: BuiltIn.workflows)
+        let service = CoordinatorService(configuration: configuration, workflows: ApplicationContext.workflows)
         var backend: ConsoleBackend?
         if let host = endpoint?.host {
             let access = try AccessPolicy(host: host, token: environment["KEEL_API_TOKEN"])
@@ -98,10 +100,10 @@ struct WorkerCommand: AsyncParsableCommand {
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
         let configuration = WorkerService.Configuration(
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
-        var activities = BuiltIn.activities
-        // Registered even without providers: a call then fails with LLMNotConfigured, which says what to set.
-        activities.register(
-            LLMCompleteActivity(client: LLMClient(configuration: try llm.load() ?? LLMConfiguration(providers: []))))
+        let activities = ApplicationContext.activities(
+            configuration: KeelConfiguration(
+                llm: try llm.load() ?? LLMConfiguration(providers: []), taskQueue: configuration.taskQueue,
+                environment: environment))
         let endpoint = (metricsPort ?? environment["KEEL_METRICS_PORT"].flatMap(Int.init)).map {
             HTTPEndpoint(host: environment["KEEL_HTTP_HOST"] ?? "127.0.0.1", port: $0)
         }
