@@ -28,4 +28,6 @@ public protocol HistoryStore: Sendable {
     func replaceStalledRuns(_ runs: [StalledRun]) throws
     /// Runs the coordinator's last check found stalled.
     func stalledRuns() throws -> [StalledRun]
+    /// Every schedule, by name.
+    func schedules() throws -> [ScheduleRecord]
 }

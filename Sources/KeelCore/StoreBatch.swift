@@ -20,6 +20,9 @@ public struct StoreBatch: Sendable {
     public var circuitBreakers: [CircuitBreakerSnapshot] = []
     /// Providers' capacity as the coordinator learned it, to keep across a restart.
     public var providerCapacity: [ProviderCapacitySnapshot] = []
+    /// Schedules created or changed, and deleted ones (by name).
+    public var schedules: [ScheduleRecord] = []
+    public var deletedSchedules: [String] = []
 
     public struct ActivityChange: Sendable {
         public var runId: String
@@ -38,7 +41,7 @@ public struct StoreBatch: Sendable {
     public var isEmpty: Bool {
         runs.isEmpty && events.isEmpty && activityChanges.isEmpty && timerChanges.isEmpty && clearedRuns.isEmpty
             && outbox.isEmpty && deletedOutbox.isEmpty && deadLetters.isEmpty && deletedDeadLetters.isEmpty
-            && circuitBreakers.isEmpty && providerCapacity.isEmpty
+            && circuitBreakers.isEmpty && providerCapacity.isEmpty && schedules.isEmpty && deletedSchedules.isEmpty
     }
 
     /// Every activity change (an upsert, or a delete when `record` is nil).

@@ -165,6 +165,16 @@ extension SQLiteHistoryStore {
         }
     }
 
+    public func schedules() throws -> [ScheduleRecord] {
+        try wrap("read schedules") {
+            try pool.read { db in
+                let decoder = JSONDecoder()
+                return try Data.fetchAll(db, sql: "SELECT record FROM schedules ORDER BY name")
+                    .map { try decoder.decode(ScheduleRecord.self, from: $0) }
+            }
+        }
+    }
+
     public func providerCapacity() throws -> [ProviderCapacitySnapshot] {
         try wrap("read provider capacity") {
             try pool.read { db in

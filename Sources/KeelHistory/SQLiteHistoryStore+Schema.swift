@@ -134,6 +134,16 @@ extension SQLiteHistoryStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v6: schedules") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE schedules (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        record BLOB NOT NULL,
+                        updated_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 }

@@ -105,6 +105,17 @@ extension SQLiteHistoryStore {
                 }
                 for breaker in batch.circuitBreakers { try upsert("circuit_breakers", breaker.provider, breaker) }
                 for capacity in batch.providerCapacity { try upsert("provider_capacity", capacity.provider, capacity) }
+                for schedule in batch.schedules {
+                    try db.cachedStatement(
+                        sql: """
+                            INSERT INTO schedules (name, record, updated_at) VALUES (?, ?, ?)
+                            ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at
+                            """
+                    ).execute(arguments: [schedule.spec.name, try encoder.encode(schedule), Date().timeIntervalSince1970])
+                }
+                for name in batch.deletedSchedules {
+                    try db.cachedStatement(sql: "DELETE FROM schedules WHERE name = ?").execute(arguments: [name])
+                }
             }
         }
     }

@@ -58,48 +58,9 @@ public enum RateLimitHeaders {
     /// an RFC 3339 / HTTP date.
     public static func resetSeconds(_ text: String, now: Date = Date()) -> Double? {
         if let seconds = Double(text) { return seconds >= 0 ? seconds : nil }
-        if let duration = duration(text) { return duration }
+        if let duration = DurationText.seconds(text) { return duration }
         if let date = rfc3339(text) ?? LLMErrorClassifier.httpDate(text) { return max(date.timeIntervalSince(now), 0) }
         return nil
-    }
-
-    /// A Go-style duration: numbers each followed by `h`, `m`, `s`, `ms`, `us` or `ns`.
-    static func duration(_ text: String) -> Double? {
-        var total = 0.0
-        var number = ""
-        var unit = ""
-        var any = false
-        func flush() -> Bool {
-            guard let value = Double(number) else { return false }
-            let scale: Double
-            switch unit {
-            case "h": scale = 3600
-            case "m": scale = 60
-            case "s": scale = 1
-            case "ms": scale = 0.001
-            case "us", "µs": scale = 0.000_001
-            case "ns": scale = 0.000_000_001
-            default: return false
-            }
-            total += value * scale
-            number = ""
-            unit = ""
-            any = true
-            return true
-        }
-        for character in text {
-            if character.isNumber || character == "." {
-                if !unit.isEmpty { guard flush() else { return nil } }
-                number.append(character)
-            } else if character.isLetter {
-                guard !number.isEmpty else { return nil }
-                unit.append(character)
-            } else {
-                return nil
-            }
-        }
-        if !number.isEmpty || !unit.isEmpty { guard flush() else { return nil } }
-        return any ? total : nil
     }
 
     static func rfc3339(_ text: String) -> Date? {

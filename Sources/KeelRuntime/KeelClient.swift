@@ -98,6 +98,46 @@ public final class KeelClient: Sendable {
             .discard, WorkflowJob(workflowId: workflowId, runId: runId, activityId: activityId), timeout: timeout)
     }
 
+    /// Creates a schedule; throws the coordinator's reason when it is invalid (nothing stored).
+    public func createSchedule(_ spec: ScheduleSpec, timeout: Double = 30) async throws -> ScheduleRecord {
+        try await scheduleRequest(.scheduleCreate, ScheduleJob(schedule: spec), timeout: timeout)
+    }
+
+    public func schedules(timeout: Double = 10) async throws -> [ScheduleRecord] {
+        try await scheduleRequest(.scheduleList, ScheduleJob(), timeout: timeout)
+    }
+
+    public func describeSchedule(_ name: String, timeout: Double = 10) async throws -> ScheduleDescription {
+        try await scheduleRequest(.scheduleDescribe, ScheduleJob(name: name), timeout: timeout)
+    }
+
+    public func pauseSchedule(_ name: String, note: String? = nil, timeout: Double = 30) async throws -> ScheduleRecord {
+        try await scheduleRequest(.schedulePause, ScheduleJob(name: name, note: note), timeout: timeout)
+    }
+
+    public func unpauseSchedule(_ name: String, timeout: Double = 30) async throws -> ScheduleRecord {
+        try await scheduleRequest(.scheduleUnpause, ScheduleJob(name: name), timeout: timeout)
+    }
+
+    /// Fires the schedule once now, under its overlap policy.
+    public func triggerSchedule(_ name: String, timeout: Double = 30) async throws -> ScheduleFiring {
+        try await scheduleRequest(.scheduleTrigger, ScheduleJob(name: name), timeout: timeout)
+    }
+
+    public func deleteSchedule(_ name: String, timeout: Double = 30) async throws {
+        _ = try await request(.scheduleDelete, ScheduleJob(name: name), persistent: true, timeout: timeout)
+    }
+
+    private func scheduleRequest<Answer: Decodable>(
+        _ type: WireType, _ job: ScheduleJob, timeout: Double
+    ) async throws
+        -> Answer
+    {
+        let reply = try await request(type, job, persistent: type != .scheduleList && type != .scheduleDescribe, timeout: timeout)
+        guard let result = reply.result else { throw WireError(message: "\(type.rawValue) reply without a result") }
+        return try result.decode(Answer.self, field: "\(type.rawValue) result")
+    }
+
     /// The latest run of `workflowId` as the coordinator's store has it.
     public func describe(workflowId: String, timeout: Double = 10) async throws -> RunRecord {
         let reply = try await request(.describe, WorkflowJob(workflowId: workflowId), timeout: timeout)

@@ -53,6 +53,7 @@ public final class FaultInjectingStore: HistoryStore {
     }
     public func circuitBreakers() throws -> [CircuitBreakerSnapshot] { try base.circuitBreakers() }
     public func providerCapacity() throws -> [ProviderCapacitySnapshot] { try base.providerCapacity() }
+    public func schedules() throws -> [ScheduleRecord] { try base.schedules() }
     public func replaceStalledRuns(_ runs: [StalledRun]) throws { try base.replaceStalledRuns(runs) }
     public func stalledRuns() throws -> [StalledRun] { try base.stalledRuns() }
 }

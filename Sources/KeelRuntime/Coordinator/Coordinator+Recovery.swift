@@ -29,6 +29,7 @@ extension Coordinator {
             )
         }
         try restoreCapacity(now: work.now)
+        schedules = Dictionary(uniqueKeysWithValues: try store.schedules().map { ($0.spec.name, $0) })
         let state = try store.openRunState()
         var loaded: [(ActivityRecord, LiveRun)] = []
         for record in try store.openRuns() {

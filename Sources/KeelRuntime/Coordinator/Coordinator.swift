@@ -42,6 +42,8 @@ public actor Coordinator {
     let metrics = CoordinatorMetrics()
     /// Attempts waiting for capacity, providers' capacity, what admitted attempts hold.
     var admission: AdmissionState
+    /// The schedules, by name (loaded by ``recover()``).
+    var schedules: [String: ScheduleRecord] = [:]
     /// Names the run whose workflow code is running, for the next process if this one crashes.
     let marker: CrashMarker?
     /// The run whose code was running when the previous coordinator crashed, if one was.

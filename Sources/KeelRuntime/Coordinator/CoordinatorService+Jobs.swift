@@ -115,6 +115,7 @@ extension CoordinatorService {
             throw WireError(
                 message: "unknown job type '\(typeName)'; expected \(WireType.jobs.map(\.rawValue).joined(separator: ", "))")
         }
+        if WireType.scheduleJobs.contains(type) { return try await handleScheduleJob(type, message, coordinator) }
         let job = try Wire.decode(WorkflowJob.self, from: message.body, what: "\(type.rawValue) job")
         try configuration.coordinator.limits.check(job, type)
         switch type {
@@ -149,5 +150,41 @@ extension CoordinatorService {
             throw WireError(message: "'\(typeName)' messages do not belong on the jobs queue")
         }
         return JobReply(ok: true)
+    }
+
+    /// Creates, lists, describes, pauses, unpauses, triggers or deletes a schedule.
+    private func handleScheduleJob(
+        _ type: WireType, _ message: AMQPDelivery, _ coordinator: Coordinator
+    ) async throws
+        -> JobReply
+    {
+        let job = try Wire.decode(ScheduleJob.self, from: message.body, what: "\(type.rawValue) job")
+        func name() throws -> String {
+            guard let name = job.name, !name.isEmpty else { throw WireError(message: "\(type.rawValue) job needs 'name'") }
+            try configuration.coordinator.limits.check(WorkflowJob(workflowId: name), .describe)
+            return name
+        }
+        func reply(_ value: some Encodable) throws -> JobReply {
+            JobReply(ok: true, result: try Payload(encoding: value, field: "\(type.rawValue) result"))
+        }
+        switch type {
+        case .scheduleCreate:
+            guard let spec = job.schedule else { throw WireError(message: "schedule-create job needs 'schedule'") }
+            return try reply(try await coordinator.createSchedule(spec))
+        case .scheduleList:
+            return try reply(await coordinator.allSchedules())
+        case .scheduleDescribe:
+            let record = try await coordinator.schedule(named: try name())
+            return try reply(ScheduleDescription(schedule: record, upcoming: record.upcoming(after: Date(), count: 5)))
+        case .schedulePause:
+            return try reply(try await coordinator.pauseSchedule(try name(), note: job.note))
+        case .scheduleUnpause:
+            return try reply(try await coordinator.unpauseSchedule(try name()))
+        case .scheduleTrigger:
+            return try reply(try await coordinator.triggerSchedule(try name()))
+        default:
+            try await coordinator.deleteSchedule(try name())
+            return JobReply(ok: true)
+        }
     }
 }

@@ -172,6 +172,7 @@ public final class CoordinatorService: Service {
         var lastOutboxCheck = ContinuousClock.now
         while !Task.isCancelled {
             let fired = try await coordinator.fireDueTimers()
+            try await coordinator.fireDueSchedules()
             try await coordinator.admitWaitingIfDue()
             if ContinuousClock.now - lastOutboxCheck > .seconds(1) {
                 lastOutboxCheck = ContinuousClock.now

@@ -54,6 +54,31 @@ public struct WorkflowJob: Codable, Sendable {
     }
 }
 
+/// Body of the `schedule-*` jobs: `schedule` for `schedule-create`, `name` for the others
+/// (`schedule-list` needs neither), `note` for `schedule-pause`.
+public struct ScheduleJob: Codable, Sendable {
+    public var name: String?
+    public var schedule: ScheduleSpec?
+    public var note: String?
+
+    public init(name: String? = nil, schedule: ScheduleSpec? = nil, note: String? = nil) {
+        self.name = name
+        self.schedule = schedule
+        self.note = note
+    }
+}
+
+/// The answer to `schedule-describe`: the schedule and its next firings.
+public struct ScheduleDescription: Codable, Sendable {
+    public var schedule: ScheduleRecord
+    public var upcoming: [Date]
+
+    public init(schedule: ScheduleRecord, upcoming: [Date]) {
+        self.schedule = schedule
+        self.upcoming = upcoming
+    }
+}
+
 /// The reply to a `query` or `describe` job.
 public struct JobReply: Codable, Sendable {
     public var ok: Bool

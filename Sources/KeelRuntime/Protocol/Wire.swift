@@ -7,6 +7,13 @@ import KeelCore
 public enum WireType: String, Sendable, CaseIterable {
     // keel.jobs
     case start, signal, cancel, terminate, query, describe, redrive, discard, unblock
+    case scheduleCreate = "schedule-create"
+    case scheduleList = "schedule-list"
+    case scheduleDescribe = "schedule-describe"
+    case schedulePause = "schedule-pause"
+    case scheduleUnpause = "schedule-unpause"
+    case scheduleTrigger = "schedule-trigger"
+    case scheduleDelete = "schedule-delete"
     // keel.q.<queue>
     case task
     // keel.results
@@ -19,7 +26,14 @@ public enum WireType: String, Sendable, CaseIterable {
 
 extension WireType {
     /// The types the coordinator takes on `keel.jobs`.
-    public static let jobs: [WireType] = [.start, .signal, .cancel, .terminate, .query, .describe, .redrive, .discard, .unblock]
+    public static let jobs: [WireType] =
+        [.start, .signal, .cancel, .terminate, .query, .describe, .redrive, .discard, .unblock]
+        + scheduleJobs
+    /// The jobs that manage schedules (body: ``ScheduleJob``).
+    public static let scheduleJobs: [WireType] = [
+        .scheduleCreate, .scheduleList, .scheduleDescribe, .schedulePause, .scheduleUnpause, .scheduleTrigger,
+        .scheduleDelete
+    ]
 }
 
 /// The protocol version in the `keel-version` header.
