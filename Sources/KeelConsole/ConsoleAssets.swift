@@ -24,6 +24,7 @@ enum ConsoleAssets {
             <a href="#/dlq">Dead letters</a>
             <a href="#/queues">Queues</a>
             <a href="#/breakers">Breakers</a>
+            <a href="#/schedules">Schedules</a>
           </nav>
           <label class="token">API token <input id="token" type="password" autocomplete="off" placeholder="KEEL_API_TOKEN"></label>
         </header>
@@ -135,6 +136,7 @@ enum ConsoleAssets {
             if (parts[0] === "dlq") return await deadLetterPage();
             if (parts[0] === "queues") return await queuesPage();
             if (parts[0] === "breakers") return await breakersPage();
+            if (parts[0] === "schedules") return await schedulesPage();
             return await runsPage(parameters);
           } catch (error) { showError(error); }
         }
@@ -293,6 +295,31 @@ enum ConsoleAssets {
           render(h("h1", {}, "Circuit breakers"),
             h("table", { id: "breakers" }, h("tr", {}, ["Provider", "State", "Consecutive failures", "Failures", "Successes", "Rejected", "Opened", "Probe after"].map(t => h("th", {}, t))), rows),
             rows.length ? null : h("p.note", {}, "No provider has been called yet."));
+        }
+
+        async function schedulesPage() {
+          const data = await api("/schedules");
+          const status = h("pre", { id: "action-result" }, "");
+          const act = (name, verb) => async () => {
+            try {
+              const answer = await api("/schedules/" + encodeURIComponent(name) + "/" + verb, { method: "POST" });
+              status.textContent = name + ": " + (answer.firing ? answer.firing.outcome + (answer.firing.workflowId ? " " + answer.firing.workflowId : "") : verb + "d");
+              setTimeout(route, 600);
+            } catch (error) { status.textContent = name + ": " + error.message; }
+          };
+          const rows = data.schedules.map(d => {
+            const s = d.schedule, spec = s.spec, last = s.recent[s.recent.length - 1];
+            return h("tr", { "data-name": spec.name },
+              h("td", {}, spec.name), h("td", {}, spec.cron ? spec.cron + (spec.timeZone ? " (" + spec.timeZone + ")" : "") : "every " + spec.every + " s"),
+              h("td", {}, spec.workflowType), h("td", {}, badge(s.paused ? "paused" : "active")), h("td", {}, d.upcoming.length ? when(d.upcoming[0]) : "-"),
+              h("td.num", {}, s.started), h("td.num", {}, s.skippedOverlap), h("td.num", {}, s.missed),
+              h("td", {}, last ? [last.outcome + " ", last.workflowId ? runLink(last.workflowId) : ""] : "-"),
+              h("td", {}, h("button", { onclick: act(spec.name, s.paused ? "unpause" : "pause") }, s.paused ? "Unpause" : "Pause"), " ",
+                h("button", { onclick: act(spec.name, "trigger") }, "Trigger")));
+          });
+          render(h("h1", {}, "Schedules"), status,
+            h("table", { id: "schedules" }, h("tr", {}, ["Name", "When", "Workflow", "State", "Next", "Started", "Skipped", "Missed", "Last firing", ""].map(t => h("th", {}, t))), rows),
+            rows.length ? null : h("p.note", {}, "No schedules: keel schedule create makes one."));
         }
         """#
 }

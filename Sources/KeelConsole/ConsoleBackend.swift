@@ -77,6 +77,11 @@ public struct ConsoleBackend: Sendable {
 
     func breakers() throws -> [CircuitBreakerSnapshot] { try store.circuitBreakers() }
 
+    /// The schedules as last committed, each with its next five firings.
+    func schedules() throws -> [ScheduleDescription] {
+        try store.schedules().map { ScheduleDescription(schedule: $0, upcoming: $0.upcoming(after: Date(), count: 5)) }
+    }
+
     func queues() -> [QueueSample] { queueSamples() }
 
     // MARK: Acting

@@ -51,6 +51,7 @@ public enum ConsoleRoutes {
         }
         router.get("/api/queues") { _, _ in try await answer { json(["queues": backend.queues()]) } }
         router.get("/api/breakers") { _, _ in try await answer { json(["breakers": try backend.breakers()]) } }
+        router.get("/api/schedules") { _, _ in try await answer { json(["schedules": try backend.schedules()]) } }
     }
 
     private static func addActions(to router: Router<BasicRequestContext>, _ backend: ConsoleBackend) {
@@ -67,6 +68,18 @@ public enum ConsoleRoutes {
             try await answer {
                 try await backend.cancel(workflowId: try parameter("id", context))
                 return json(["sent": true])
+            }
+        }
+        router.post("/api/schedules/:name/:action") { _, context in
+            try await answer {
+                let name = try parameter("name", context)
+                switch try parameter("action", context) {
+                case "pause":
+                    return json(["schedule": try await backend.client.pauseSchedule(name, note: "paused from the console")])
+                case "unpause": return json(["schedule": try await backend.client.unpauseSchedule(name)])
+                case "trigger": return json(["firing": try await backend.client.triggerSchedule(name)])
+                case let action: throw ConsoleError.notFound("no schedule action '\(action)'; use pause, unpause or trigger")
+                }
             }
         }
         router.post("/api/dlq/:id/redrive") { _, context in

@@ -16,7 +16,12 @@ struct StarterApplicationTests {
     /// is up to date). Returns its `triage` executable.
     static func triage() async throws -> URL {
         let built = try await runToEnd(
-            URL(fileURLWithPath: "/usr/bin/env"), ["swift", "build", "--package-path", starter.path, "--product", "triage"],
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                "swift", "build", "--package-path", starter.path, "--product", "triage",
+                // A cached manifest misses source files new in Keel since the last build.
+                "--disable-build-manifest-caching"
+            ],
             environment: [:], directory: root)
         try #require(built.status == 0, "examples/starter builds: \(built.output)")
         return starter.appendingPathComponent(".build/debug/triage")
@@ -62,7 +67,10 @@ struct StarterApplicationTests {
         let scratch = starter.appendingPathComponent(".build")
         let built = try await runToEnd(
             URL(fileURLWithPath: "/usr/bin/env"),
-            ["swift", "build", "--package-path", package.path, "--scratch-path", scratch.path],
+            [
+                "swift", "build", "--package-path", package.path, "--scratch-path", scratch.path,
+                "--disable-build-manifest-caching"
+            ],
             environment: [:], directory: root)
         try #require(built.status == 0, "the changed starter builds: \(built.output)")
         return scratch.appendingPathComponent("debug/triage-changed")

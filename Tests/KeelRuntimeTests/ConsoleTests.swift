@@ -158,6 +158,41 @@ struct ConsoleTests {
         #expect(garbled.status == 400)
     }
 
+    @Test func schedulesAreListedPausedAndTriggeredFromTheConsole() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        deployment.extraEnvironment = ["KEEL_API_TOKEN": Self.token]
+        let port = freeLocalPort()
+        try deployment.startCoordinator(["--http-port", port])
+        try deployment.startWorker()
+        try await deployment.waitUntilCoordinatorServes()
+        _ = try await deployment.client.createSchedule(
+            ScheduleSpec(
+                name: "nightly", cron: "0 3 * * *", workflowType: "bench-sequential",
+                input: try Payload(encoding: 2, field: "input"), timeZone: "Europe/Paris"))
+
+        let listed = try await Self.call(port, "/api/schedules")
+        let schedules = try #require(listed.json["schedules"] as? [[String: Any]], "\(listed.text)")
+        #expect(((schedules.first?["schedule"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String == "nightly")
+        #expect((schedules.first?["upcoming"] as? [Any])?.count == 5)
+
+        #expect(try await Self.call(port, "/api/schedules/nightly/trigger", method: "POST").status == 401)
+        let triggered = try await Self.call(port, "/api/schedules/nightly/trigger", method: "POST", token: Self.token)
+        #expect(triggered.status == 200, "\(triggered.text)")
+        let workflowId = try #require((triggered.json["firing"] as? [String: Any])?["workflowId"] as? String)
+        #expect(try await deployment.client.waitForResult(workflowId: workflowId, timeout: 30).status == .completed)
+        let paused = try await Self.call(port, "/api/schedules/nightly/pause", method: "POST", token: Self.token)
+        #expect(paused.status == 200, "\(paused.text)")
+        #expect(try await Self.call(port, "/api/schedules/nope/pause", method: "POST", token: Self.token).status == 422)
+
+        let page = try await Self.browse("http://127.0.0.1:\(port)/console/#/schedules")
+        #expect(page.contains(#"data-name="nightly""#), "\(page.prefix(3000))")
+        #expect(page.contains("0 3 * * * (Europe/Paris)"))
+        #expect(page.contains(">paused</span>"))
+        #expect(page.contains(">\(workflowId)</a>"))
+        #expect(page.contains(">Unpause</button>"))
+    }
+
     @Test func signalsQueriesAndCancelGoThroughTheAPI() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }
