@@ -78,12 +78,16 @@ struct CallActivity: Workflow {
         var maximumAttempts: Int?
         /// Park the activity in the dead-letter queue when its attempts are used up, instead of failing.
         var park: Bool?
+        /// The activity's heartbeat timeout.
+        var heartbeatSeconds: Double?
     }
     func run(context: WorkflowContext, input: Input) async throws -> JSONValue {
         try BenchInput.check(input.startToCloseSeconds ?? 60, "startToCloseSeconds", in: 0.001...31_536_000)
         try BenchInput.check(input.maximumAttempts ?? 3, "maximumAttempts", in: 0...1_000_000)
+        try BenchInput.check(input.heartbeatSeconds ?? 1, "heartbeatSeconds", in: 0.001...31_536_000)
         let options = ActivityOptions(
             taskQueue: input.taskQueue ?? "default", startToCloseTimeout: .seconds(double: input.startToCloseSeconds ?? 60),
+            heartbeatTimeout: input.heartbeatSeconds.map { .seconds(double: $0) },
             retryPolicy: RetryPolicy(initialInterval: .milliseconds(200), maximumAttempts: input.maximumAttempts ?? 3),
             parkOnExhaustion: input.park ?? false)
         let result = try await context.execute(activityType: input.activityType, input: input.input ?? .null, options: options)

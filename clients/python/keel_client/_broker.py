@@ -1,0 +1,67 @@
+"""The broker connection and the topology, as docs/protocol.md describes them."""
+import json
+import os
+
+import pika
+
+HEADERS = {"keel-version": "1"}
+
+
+def default_url():
+    """``KEEL_AMQP_URL``, else a local broker on ``KEEL_AMQP_PORT`` (default 5672)."""
+    return os.environ.get("KEEL_AMQP_URL") or "amqp://guest:guest@localhost:%s" % os.environ.get("KEEL_AMQP_PORT", "5672")
+
+
+def default_namespace():
+    return os.environ.get("KEEL_NAMESPACE") or "keel"
+
+
+def connect(url):
+    parameters = pika.URLParameters(url)
+    # Heartbeats keep a client that waits a long time for a run from being dropped.
+    parameters.heartbeat = 30
+    return pika.BlockingConnection(parameters)
+
+
+class Topology:
+    """Exchange and queue names of a namespace, and their declaration (idempotent: the same
+    arguments the coordinator uses)."""
+
+    def __init__(self, namespace):
+        self.namespace = namespace
+        self.jobs = namespace + ".jobs"
+        self.results = namespace + ".results"
+        self.tasks = namespace + ".tasks"
+        self.dlx = namespace + ".dlx"
+        self.dead = namespace + ".dead"
+        self.control = namespace + ".control"
+
+    def task_queue(self, name):
+        return "%s.q.%s" % (self.namespace, name)
+
+    def declare(self, channel, task_queues=()):
+        channel.exchange_declare(self.dlx, "fanout", durable=True)
+        channel.queue_declare(self.dead, durable=True)
+        channel.queue_bind(self.dead, self.dlx, routing_key="")
+        channel.exchange_declare(self.jobs, "direct", durable=True)
+        channel.queue_declare(self.jobs, durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+        channel.queue_bind(self.jobs, self.jobs, routing_key="jobs")
+        channel.exchange_declare(self.results, "direct", durable=True)
+        channel.queue_declare(self.results, durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+        channel.queue_bind(self.results, self.results, routing_key="results")
+        channel.exchange_declare(self.tasks, "direct", durable=True)
+        channel.exchange_declare(self.control, "fanout", durable=True)
+        for name in task_queues:
+            channel.queue_declare(self.task_queue(name), durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+            channel.queue_bind(self.task_queue(name), self.tasks, routing_key=name)
+
+
+def properties(kind, persistent=True, **extra):
+    """AMQP properties of a Keel message of type ``kind``."""
+    return pika.BasicProperties(
+        content_type="application/json", delivery_mode=2 if persistent else 1, type=kind,
+        headers=dict(HEADERS, **{"keel-type": kind}), **extra)
+
+
+def encode(body):
+    return json.dumps(body, separators=(",", ":"))
