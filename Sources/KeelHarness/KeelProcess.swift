@@ -30,14 +30,7 @@ public final class KeelProcess: @unchecked Sendable {
 
     /// Whether the process still exists, asked of the kernel. A zombie (dead, not yet reaped by
     /// Foundation's monitor, which lags under load) does not count.
-    public var exists: Bool {
-        let pid = process.processIdentifier
-        guard Foundation.kill(pid, 0) == 0 else { return false }
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return true }
-        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
-    }
+    public var exists: Bool { processExists(process) }
 
     /// SIGTERM, then waits (SIGKILL after 10 s).
     public func terminate() { stopProcess(process) }
@@ -45,21 +38,33 @@ public final class KeelProcess: @unchecked Sendable {
 
 /// SIGTERM, then SIGKILL if the process is still running after `grace` seconds.
 public func stopProcess(_ process: Process, grace: Double = 10) {
-    guard process.isRunning else { return }
+    guard processExists(process) else { return }
     process.terminate()
     waitForExit(process, seconds: grace)
-    if process.isRunning {
+    if processExists(process) {
         kill(process.processIdentifier, SIGKILL)
         waitForExit(process, seconds: 10)
     }
 }
 
+/// Whether `process` is alive, asked of the kernel: Foundation's `isRunning` turns false only
+/// once its monitor has seen the exit, which lags under load, and a zombie (dead, not yet
+/// reaped) is not alive.
+func processExists(_ process: Process) -> Bool {
+    let pid = process.processIdentifier
+    guard pid > 0, kill(pid, 0) == 0 else { return false }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+    else { return true }
+    return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+}
+
 /// Polls until `process` has exited, at most `seconds`. Not `waitUntilExit()`: on Linux it can
 /// wait forever when called from a thread of the cooperative pool (the exit is noticed on a
-/// queue that then gets no thread), which stalled the whole test run.
+/// queue that then gets no thread), which stalled the whole test run; nor `isRunning`, which
+/// lags the same way.
 private func waitForExit(_ process: Process, seconds: Double) {
     let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    while processExists(process) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
 }
 
 /// Polls `condition` every 50 ms until it holds or `seconds` pass. Suspends instead of blocking

@@ -131,7 +131,9 @@ struct ProcessFaultTests {
         try await deployment.client.start(
             StartRequest(
                 workflowType: "bench-steps", workflowId: "graceful",
-                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 4000), field: "input")))
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 10_000), field: "input")))
+        // Ten seconds: the SIGTERM must come while the activity runs, and a loaded suite can
+        // hold this test's next poll back for seconds.
         #expect(await eventually(20) { deployment.executions.count == 1 })
         worker.process.terminate()  // SIGTERM only: nothing here kills it
         #expect(await eventually(30) { !worker.process.isRunning })

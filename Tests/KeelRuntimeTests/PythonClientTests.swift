@@ -30,7 +30,7 @@ struct PythonClientTests {
         try deployment.startCoordinator()
         try deployment.startWorker()
         let worker = try Self.startPythonWorker(deployment, log: "python.log")
-        defer { worker.terminate() }
+        defer { Thread.detachNewThread { worker.terminate() } }
         let scenario = Self.package.appendingPathComponent("tests/scenarios.py").path
         let ran = try await Self.python([scenario, "start-and-wait"], deployment)
         #expect(ran.status == 0, "\(ran.output)")
@@ -61,10 +61,10 @@ struct PythonClientTests {
             return step
         }
         #expect(try await eventually(60) { try lastStep() == 3 }, "heartbeats with details arrive")
-        first.kill()
+        try await offPool { first.kill() }
         FileManager.default.createFile(atPath: gate, contents: nil)
         let second = try worker("python-2.log")
-        defer { second.terminate() }
+        defer { Thread.detachNewThread { second.terminate() } }
         let waited = try await Self.python([scenario, "wait", "py-count"], deployment)
         #expect(waited.status == 0, "\(waited.output)")
         let result = try JSONDecoder().decode(
@@ -83,7 +83,7 @@ struct PythonClientTests {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         let worker = try Self.startPythonWorker(deployment, log: "python.log")
-        defer { worker.terminate() }
+        defer { Thread.detachNewThread { worker.terminate() } }
         let failing = JSONValue.object([
             "activityType": .string("py-fail"), "taskQueue": .string("python"),
             "input": .object(["type": .string("Bad"), "message": .string("no"), "nonRetryable": .bool(true)])
@@ -109,6 +109,27 @@ struct PythonClientTests {
         }
         #expect(fields["kind"] == .string("activity"))
         #expect(fields["reason"] == .string("Bad: no (nonRetryableFailure)"), "\(item)")
+    }
+
+    @Test func aParkedActivityIsRedrivenAndDiscardedFromPython() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        let worker = try Self.startPythonWorker(deployment, log: "python.log")
+        defer { Thread.detachNewThread { worker.terminate() } }
+        let parking = JSONValue.object([
+            "activityType": .string("py-fail"), "taskQueue": .string("python"), "park": .bool(true),
+            "maximumAttempts": .integer(1),
+            "input": .object(["type": .string("Flaky"), "message": .string("try later")])
+        ])
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(workflowType: "call-activity", workflowId: "py-park", input: Payload(encoding: parking, field: "input")))
+        let scenario = Self.package.appendingPathComponent("tests/scenarios.py").path
+        let ran = try await Self.python([scenario, "redrive-and-discard", "py-park"], deployment)
+        #expect(ran.status == 0, "\(ran.output)")
+        let run = try #require(try deployment.store().latestRun(workflowId: "py-park"))
+        let events = try deployment.store().events(runId: run.runId)
+        #expect(events.filter { $0.kind == .activityParked }.count == 2, "parked, redriven, parked again")
+        #expect(run.status == .failed)
     }
 
     @Test func thePackageInstallsWithPip() async throws {

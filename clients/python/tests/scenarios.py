@@ -8,6 +8,7 @@ at the first check that fails.
   scenarios.py start RUN_ID GATE       a py-gated-count run started without waiting
   scenarios.py wait RUN_ID             waits for it; prints its result as JSON
   scenarios.py dead-letters FILE       lists, then drains the dead-letter queue into FILE
+  scenarios.py redrive-and-discard ID  redrives the parked activity of run ID, then discards it
 """
 import json
 import os
@@ -71,6 +72,32 @@ def dead_letters(keel, path):
     check([line["id"] for line in lines] == [item["id"] for item in items], "the file holds every item, in order")
 
 
+def parked_entry(keel, workflow_id, deadline):
+    while time.time() < deadline:
+        for entry in keel.dead_letters.list():
+            if entry["kind"] == "activity" and entry["entry"]["workflowId"] == workflow_id and entry["entry"]["parked"]:
+                return entry
+        time.sleep(0.2)
+    return None
+
+
+def redrive_and_discard(keel, workflow_id):
+    deadline = time.time() + 60
+    entry = parked_entry(keel, workflow_id, deadline)
+    check(entry is not None, "the parked activity of %s is listed" % workflow_id)
+    outcome = keel.dead_letters.redrive([entry["id"]])
+    check(len(outcome) == 1 and outcome[0]["done"], "redrive: %s" % outcome)
+    missing = keel.dead_letters.redrive(["no-such-entry"])
+    check(not missing[0]["done"] and "no such entry" in missing[0]["detail"], "an unknown id is named: %s" % missing)
+    # The fresh attempt fails again (py-fail always does) and parks the activity once more.
+    again = parked_entry(keel, workflow_id, deadline)
+    check(again is not None and again["id"] != entry["id"], "the redriven activity ran and parked again")
+    outcome = keel.dead_letters.discard([again["id"]])
+    check(outcome[0]["done"] and "receives the failure" in outcome[0]["detail"], "discard: %s" % outcome)
+    run = keel.wait_for_result(workflow_id, timeout=60)
+    check(run["status"] == "failed", "the workflow received the failure and failed")
+
+
 def gated_count(context, spec):
     """Counts to ``to``, heartbeating each step; after step 3 it waits (heartbeating) until the
     ``gate`` file exists, so that a test can kill its worker there. A later attempt resumes from
@@ -103,6 +130,8 @@ def main():
             print(json.dumps(run["result"]), flush=True)
         elif command == "dead-letters":
             dead_letters(keel, sys.argv[2])
+        elif command == "redrive-and-discard":
+            redrive_and_discard(keel, sys.argv[2])
 
 
 if __name__ == "__main__":
