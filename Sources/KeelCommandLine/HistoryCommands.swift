@@ -105,7 +105,33 @@ struct ShowCommand: AsyncParsableCommand {
 
 struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "history", abstract: "Export run histories.", subcommands: [Export.self])
+        commandName: "history", abstract: "Export run histories; delete old closed runs.", subcommands: [Export.self, Prune.self])
+
+    struct Prune: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Delete runs closed longer ago than --older-than, with their events, in batches of 500 (safe beside a running coordinator)."
+        )
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "Age of the closed runs to delete: 7d, 12h, 30m, …") var olderThan: String
+        @Flag(help: "Only count what would be deleted.") var dryRun = false
+
+        func run() async throws {
+            guard let seconds = DurationText.seconds(olderThan), seconds > 0 else {
+                throw ValidationError("--older-than must be a duration such as 7d, 12h or 30m, not '\(olderThan)'")
+            }
+            let store = try database.openStore()
+            let cutoff = Date().addingTimeInterval(-seconds)
+            if dryRun {
+                return print(
+                    "\(try store.closedRunCount(closedBefore: cutoff)) runs closed before \(cutoff.formatted(.iso8601)) would be deleted"
+                )
+            }
+            var total = 0
+            while case let deleted = try store.pruneClosedRuns(closedBefore: cutoff), deleted > 0 { total += deleted }
+            print("deleted \(total) runs closed before \(cutoff.formatted(.iso8601))")
+        }
+    }
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

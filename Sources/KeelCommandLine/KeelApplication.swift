@@ -89,7 +89,8 @@ struct RootCommand: AsyncParsableCommand {
             subcommands: [
                 CoordinatorCommand.self, WorkerCommand.self, StartCommand.self, SignalCommand.self, CancelCommand.self,
                 TerminateCommand.self, UnblockCommand.self, QueryCommand.self, ListCommand.self, ShowCommand.self,
-                HistoryCommand.self, ReplayCommand.self, DeadLetterCommand.self, BreakersCommand.self, ScheduleCommand.self,
+                HistoryCommand.self, ReplayCommand.self, BackupCommand.self, DeadLetterCommand.self, BreakersCommand.self,
+                ScheduleCommand.self,
                 MockLLMCommand.self
             ] + application.extraCommands)
     }

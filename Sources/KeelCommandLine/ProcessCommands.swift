@@ -35,9 +35,24 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "Admission by capacity: on (LLM calls wait in the coordinator for their providers' capacity, tasks for their queue's cap and their run's budget) or off (published at once); default $KEEL_ADMISSION or on."
     )
     var admission: String?
+    @Option(
+        help:
+            "Delete runs closed longer ago than this (7d, 12h, …; off keeps them all), in small batches; default $KEEL_RETENTION or 30d."
+    )
+    var retention: String?
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
+        if let text = retention ?? ProcessInfo.processInfo.environment["KEEL_RETENTION"] {
+            if text == "off" {
+                configuration.retention = nil
+            } else {
+                guard let seconds = DurationText.seconds(text), seconds > 0 else {
+                    throw ValidationError("--retention must be a duration such as 30d or 12h, or off, not '\(text)'")
+                }
+                configuration.retention = seconds
+            }
+        }
         let admitting = admission ?? ProcessInfo.processInfo.environment["KEEL_ADMISSION"] ?? "on"
         guard admitting == "on" || admitting == "off" else {
             throw ValidationError("admission must be on or off, not '\(admitting)'")

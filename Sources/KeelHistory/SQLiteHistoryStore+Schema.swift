@@ -144,6 +144,10 @@ extension SQLiteHistoryStore {
                     ) WITHOUT ROWID;
                     """)
         }
+        migrator.registerMigration("v7: closed runs by time") { db in
+            // For retention: the oldest closed runs first.
+            try db.execute(sql: "CREATE INDEX runs_by_closed ON runs(closed_at) WHERE closed_at IS NOT NULL")
+        }
         return migrator
     }
 }

@@ -23,6 +23,10 @@ public final class CoordinatorService: Service {
         public var noConsumerWarning: Double = 30
         /// A run whose activity makes no progress this long is reported as stalled.
         public var stallThreshold: Double = 300
+        /// Closed runs older than this many seconds are deleted, in small batches; nil keeps
+        /// every run.
+        public var retention: Double? = Self.defaultRetention
+        public static let defaultRetention: Double = 30 * 86_400
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url
@@ -104,6 +108,9 @@ public final class CoordinatorService: Service {
             group.addTask { try await self.serveResults(results, coordinator, publisher) }
             group.addTask { try await self.runTimers(coordinator) }
             group.addTask { try await self.watchStalls(coordinator) }
+            if let retention = configuration.retention {
+                group.addTask { try await self.pruneClosedRuns(store, olderThan: retention) }
+            }
             group.addTask {
                 await self.stopping.wait()
                 jobs.stop()
@@ -165,6 +172,23 @@ public final class CoordinatorService: Service {
                 logger.warning("stall check failed: \(error)")
             }
             try await Task.sleep(for: .seconds(double: interval))
+        }
+    }
+
+    /// Deletes runs closed more than `retention` seconds ago: a batch of 500 at a time, off the
+    /// coordinator's actor, the next batch at once while there are more, else a minute later
+    /// (half the retention, when that is shorter).
+    private func pruneClosedRuns(_ store: SQLiteHistoryStore, olderThan retention: Double) async throws {
+        while !Task.isCancelled {
+            var deleted = 0
+            do {
+                deleted = try await offPool { try store.pruneClosedRuns(closedBefore: Date().addingTimeInterval(-retention)) }
+                if deleted > 0 { logger.info("retention: deleted \(deleted) runs closed more than \(Int(retention)) s ago") }
+            } catch {
+                logger.warning("retention: could not delete old runs: \(error)")
+            }
+            // A short retention (tests, demos) is checked more often than once a minute.
+            try await Task.sleep(for: deleted >= 500 ? .milliseconds(100) : .seconds(double: min(60, max(1, retention / 2))))
         }
     }
 

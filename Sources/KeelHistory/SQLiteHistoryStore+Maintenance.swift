@@ -1,0 +1,72 @@
+import Foundation
+import GRDB
+import KeelCore
+
+// Retention and backups: deleting old closed runs in small batches, and a consistent copy of a
+// history that a coordinator may be writing to.
+extension SQLiteHistoryStore {
+    /// Deletes up to `limit` runs closed before `date`, oldest first, with their events and any
+    /// rows they left; open and blocked runs are never touched. One transaction per call, so
+    /// that a coordinator writing to the same file waits at most for one small batch. Returns how
+    /// many runs were deleted.
+    @discardableResult
+    public func pruneClosedRuns(closedBefore date: Date, limit: Int = 500) throws -> Int {
+        try wrap("prune closed runs") {
+            try pool.write { db in
+                let ids = try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT run_id FROM runs WHERE closed_at IS NOT NULL AND closed_at < ?
+                            AND status NOT IN ('running', 'blocked')
+                        ORDER BY closed_at LIMIT ?
+                        """, arguments: [date.timeIntervalSince1970, limit])
+                guard !ids.isEmpty else { return 0 }
+                let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ", ")
+                let arguments = StatementArguments(ids)
+                for table in ["events", "activities", "timers", "stalled_runs", "runs"] {
+                    try db.execute(sql: "DELETE FROM \(table) WHERE run_id IN (\(placeholders))", arguments: arguments)
+                }
+                return ids.count
+            }
+        }
+    }
+
+    /// How many runs closed before `date` there are (what a prune would delete).
+    public func closedRunCount(closedBefore date: Date) throws -> Int {
+        try wrap("count closed runs") {
+            try pool.read { db in
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM runs WHERE closed_at IS NOT NULL AND closed_at < ?
+                            AND status NOT IN ('running', 'blocked')
+                        """, arguments: [date.timeIntervalSince1970]) ?? 0
+            }
+        }
+    }
+
+    /// Writes a consistent copy of the history to `path` (SQLite's `VACUUM INTO`: a snapshot as
+    /// of one moment, even while a coordinator commits), then checks it with
+    /// `PRAGMA integrity_check`. Refuses a path that exists.
+    public func backup(to path: String) throws {
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw StoreError(message: "cannot back up to \(path): it exists; give a new file (nothing was written)")
+        }
+        try wrap("back up the history to \(path)") {
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+        }
+        let check = try DatabaseQueue(
+            path: path,
+            configuration: {
+                var configuration = Configuration()
+                configuration.readonly = true
+                return configuration
+            }())
+        let verdict = try check.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
+        try check.close()
+        guard verdict == ["ok"] else {
+            throw StoreError(
+                message: "the copy at \(path) fails its integrity check: \(verdict.prefix(5).joined(separator: "; "))")
+        }
+    }
+}

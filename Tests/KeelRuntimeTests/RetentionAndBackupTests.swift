@@ -1,0 +1,95 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Testing
+
+/// Retention (closed runs deleted by age, in batches) and `keel backup` (a consistent copy of a
+/// running coordinator's history that another coordinator recovers from).
+@Suite("Retention and backups", .tags(.integration), .timeLimit(.minutes(3)))
+struct RetentionAndBackupTests {
+    @Test func pruningDeletesOnlyRunsClosedBeforeTheCutoffInBatches() async throws {
+        let engine = try Engine()
+        for index in 0..<5 {
+            _ = try await engine.coordinator.start(
+                StartRequest(workflowType: TwelveSteps.name, workflowId: "old-\(index)", input: .null))
+        }
+        try await engine.drain()
+        let cutoff = engine.clock.now().addingTimeInterval(1)
+        engine.clock.advance(by: 3600)
+        _ = try await engine.coordinator.start(StartRequest(workflowType: TwelveSteps.name, workflowId: "new", input: .null))
+        try await engine.drain()
+        _ = try await engine.coordinator.start(
+            StartRequest(
+                workflowType: SleepThenApprove.name, workflowId: "open", input: try Payload(encoding: "x", field: "input")))
+        let store = try SQLiteHistoryStore(path: engine.databasePath)
+        #expect(try store.closedRunCount(closedBefore: cutoff) == 5)
+
+        #expect(try store.pruneClosedRuns(closedBefore: cutoff, limit: 2) == 2)
+        #expect(try store.pruneClosedRuns(closedBefore: cutoff, limit: 2) == 2)
+        #expect(try store.pruneClosedRuns(closedBefore: cutoff, limit: 2) == 1)
+        #expect(try store.pruneClosedRuns(closedBefore: cutoff, limit: 2) == 0)
+        let left = try store.runs(status: nil, limit: 100).map(\.workflowId).sorted()
+        #expect(left == ["new", "open"])
+        // Nothing of the deleted runs is left behind; the others keep their histories.
+        #expect(try store.latestRun(workflowId: "old-0") == nil)
+        #expect(try !store.events(runId: try #require(try store.latestRun(workflowId: "new")).runId).isEmpty)
+        // An open run is never deleted, however old.
+        #expect(try store.pruneClosedRuns(closedBefore: engine.clock.now().addingTimeInterval(86_400 * 365)) == 1)
+        #expect(try store.latestRun(workflowId: "open")?.status == .running)
+    }
+
+    @Test func theCoordinatorDeletesRunsOlderThanItsRetention() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator(["--retention", "2s"])
+        try deployment.startWorker()
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-sequential", workflowId: "short-lived", input: try Payload(encoding: 2, field: "input")))
+        #expect(try await deployment.client.waitForResult(workflowId: "short-lived", timeout: 30).status == .completed)
+        let orphan = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .integer(1)])
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "call-activity", workflowId: "still-open", input: Payload(encoding: orphan, field: "input")))
+        let store = try deployment.store()
+        #expect(try await eventually(20) { try store.latestRun(workflowId: "short-lived") == nil }, "deleted after 2 s")
+        #expect(try store.latestRun(workflowId: "still-open")?.status == .running)
+        let log = try String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)
+        #expect(log.contains("retention: deleted 1 runs closed more than 2 s ago"), "\(log)")
+
+        let bad = try await deployment.keel(["coordinator", "--retention", "forever"])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("--retention must be a duration such as 30d or 12h, or off, not 'forever'"), "\(bad.output)")
+    }
+
+    @Test func aBackupOfARunningCoordinatorRecoversInAnotherCoordinator() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker()
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(workflowType: "bench-sequential", workflowId: "done", input: try Payload(encoding: 3, field: "input")))
+        #expect(try await deployment.client.waitForResult(workflowId: "done", timeout: 30).status == .completed)
+        let orphan = JSONValue.object(["activityType": .string("noop"), "taskQueue": .string("orphan"), "input": .integer(1)])
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(workflowType: "call-activity", workflowId: "waiting", input: Payload(encoding: orphan, field: "input")))
+
+        let copy = deployment.directory.appendingPathComponent("backup.sqlite").path
+        let backedUp = try await deployment.keel(["backup", "--out", copy])
+        #expect(backedUp.status == 0, "\(backedUp.output)")
+        #expect(backedUp.output.contains("integrity check ok"), "\(backedUp.output)")
+        let again = try await deployment.keel(["backup", "--out", copy])
+        #expect(again.status != 0)
+        #expect(again.output.contains("it exists"), "\(again.output)")
+        let copied = try SQLiteHistoryStore(path: copy)
+        #expect(try copied.latestRun(workflowId: "done")?.status == .completed)
+        #expect(try copied.latestRun(workflowId: "waiting")?.status == .running)
+
+        // The original is lost; a coordinator on the copy takes over and finishes the open run.
+        let original = try #require(deployment.coordinator)
+        try await offPool { original.terminate() }
+        try deployment.startCoordinator(["--db", copy])
+        try deployment.startWorker(queue: "orphan")
+        let finished = try await deployment.client.waitForResult(workflowId: "waiting", timeout: 60)
+        #expect(finished.status == .completed, "\(finished.failure?.description ?? "")")
+        #expect(try copied.latestRun(workflowId: "waiting")?.status == .completed, "on the copy")
+    }
+}
