@@ -40,9 +40,15 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "Delete runs closed longer ago than this (7d, 12h, …; off keeps them all), in small batches; default $KEEL_RETENTION or 30d."
     )
     var retention: String?
+    @Flag(
+        help:
+            "When another coordinator is active on the namespace, wait and take over when it goes (same history database), instead of refusing to start."
+    )
+    var standby = false
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
+        configuration.standby = standby
         if let text = retention ?? ProcessInfo.processInfo.environment["KEEL_RETENTION"] {
             if text == "off" {
                 configuration.retention = nil

@@ -27,6 +27,9 @@ public final class CoordinatorService: Service {
         /// every run.
         public var retention: Double? = Self.defaultRetention
         public static let defaultRetention: Double = 30 * 86_400
+        /// Wait for the namespace's active coordinator to go, then take over, instead of refusing
+        /// to start beside it.
+        public var standby = false
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url
@@ -65,11 +68,19 @@ public final class CoordinatorService: Service {
     }
 
     private func runUntilStopped() async throws {
+        // One active coordinator per namespace, before anything is read or published.
+        let stopping = self.stopping
+        guard
+            let lease = try await CoordinatorLease.acquire(
+                url: configuration.url, topology: configuration.topology, standby: configuration.standby, logger: logger,
+                stopped: { stopping.isTriggered })
+        else { return }
+        defer { lease.release() }
         let store = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
         let topology = configuration.topology
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         do {
-            try await serve(store: store, publisher: publisher)
+            try await serve(store: store, publisher: publisher, lease: lease)
         } catch {
             await publisher.closeOffPool()
             throw error
@@ -78,7 +89,7 @@ public final class CoordinatorService: Service {
         logger.info("coordinator stopped")
     }
 
-    private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher) async throws {
+    private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease) async throws {
         let topology = configuration.topology
         let monitor = queues
         monitor.start()
@@ -106,10 +117,11 @@ public final class CoordinatorService: Service {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.serveJobs(jobs, coordinator, publisher) }
             group.addTask { try await self.serveResults(results, coordinator, publisher) }
-            group.addTask { try await self.runTimers(coordinator) }
-            group.addTask { try await self.watchStalls(coordinator) }
+            group.addTask { try await self.runTimers(coordinator, lease) }
+            group.addTask { try await self.watchStalls(coordinator, lease) }
+            group.addTask { try await lease.watch(logger: self.logger) }
             if let retention = configuration.retention {
-                group.addTask { try await self.pruneClosedRuns(store, olderThan: retention) }
+                group.addTask { try await self.pruneClosedRuns(store, olderThan: retention, lease) }
             }
             group.addTask {
                 await self.stopping.wait()
@@ -154,11 +166,16 @@ public final class CoordinatorService: Service {
 
     /// Checks for stalled runs every fifth of the threshold (at most every 30 s): a gauge, and
     /// a log line per run when it becomes stalled.
-    private func watchStalls(_ coordinator: Coordinator) async throws {
+    private func watchStalls(_ coordinator: Coordinator, _ lease: CoordinatorLease) async throws {
         let threshold = configuration.stallThreshold
         let interval = min(max(threshold / 5, 0.1), 30)
         while !Task.isCancelled {
             do {
+                // Without the lease another coordinator may be taking over: nothing is written.
+                guard lease.isHeld else {
+                    try await Task.sleep(for: .milliseconds(500))
+                    continue
+                }
                 let (all, new) = try await coordinator.checkStalls(threshold: threshold)
                 Gauge(label: "keel_workflows_stalled").record(Double(all.count))
                 for run in new {
@@ -178,9 +195,14 @@ public final class CoordinatorService: Service {
     /// Deletes runs closed more than `retention` seconds ago: a batch of 500 at a time, off the
     /// coordinator's actor, the next batch at once while there are more, else a minute later
     /// (half the retention, when that is shorter).
-    private func pruneClosedRuns(_ store: SQLiteHistoryStore, olderThan retention: Double) async throws {
+    private func pruneClosedRuns(_ store: SQLiteHistoryStore, olderThan retention: Double, _ lease: CoordinatorLease) async throws
+    {
         while !Task.isCancelled {
             var deleted = 0
+            guard lease.isHeld else {
+                try await Task.sleep(for: .milliseconds(500))
+                continue
+            }
             do {
                 deleted = try await offPool { try store.pruneClosedRuns(closedBefore: Date().addingTimeInterval(-retention)) }
                 if deleted > 0 { logger.info("retention: deleted \(deleted) runs closed more than \(Int(retention)) s ago") }
@@ -192,9 +214,14 @@ public final class CoordinatorService: Service {
         }
     }
 
-    private func runTimers(_ coordinator: Coordinator) async throws {
+    private func runTimers(_ coordinator: Coordinator, _ lease: CoordinatorLease) async throws {
         var lastOutboxCheck = ContinuousClock.now
         while !Task.isCancelled {
+            // Without the lease another coordinator may be taking over: nothing is written.
+            guard lease.isHeld else {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             let fired = try await coordinator.fireDueTimers()
             try await coordinator.fireDueSchedules()
             try await coordinator.admitWaitingIfDue()

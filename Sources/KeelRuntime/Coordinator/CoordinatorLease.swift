@@ -1,0 +1,126 @@
+import Foundation
+import KeelAMQP
+import KeelCore
+import Logging
+import Synchronization
+
+/// One active coordinator per namespace: the active one holds an exclusive queue,
+/// `<namespace>.coordinator`, on a connection of its own. RabbitMQ lets one connection declare
+/// an exclusive queue and deletes it when that connection closes (a clean stop, a crash, a
+/// `kill -9`), so a second coordinator cannot take the namespace while the first is connected,
+/// and can as soon as it is not. The holder checks every second that it still has the lease,
+/// and stops when it has not (a broker restart, a network partition) before it acts again.
+final class CoordinatorLease: Sendable {
+    let queue: String
+    let url: AMQPURL
+    let namespace: String
+    /// The connection that holds the lease; nil while it is being taken back.
+    private let connection: Mutex<AMQPConnection?>
+
+    private init(queue: String, url: AMQPURL, namespace: String, connection: AMQPConnection) {
+        self.queue = queue
+        self.url = url
+        self.namespace = namespace
+        self.connection = Mutex(connection)
+    }
+
+    /// Whether this coordinator holds the lease now. Its timers, schedules, stall checks and
+    /// retention wait while it does not.
+    var isHeld: Bool { connection.withLock { $0 != nil } }
+
+    /// One try on a new connection: the connection when the lease was free, nil when another
+    /// connection holds it; throws when the broker cannot be reached.
+    private static func take(_ queue: String, url: AMQPURL) throws -> AMQPConnection? {
+        let connection = try AMQPConnection(url: url)
+        do {
+            try connection.declareExclusiveQueue(queue)
+            return connection
+        } catch let error as AMQPError where "\(error)".contains("RESOURCE_LOCKED") {
+            connection.close()
+            return nil
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    static func heldElsewhere(_ namespace: String, _ queue: String) -> CoordinatorLeaseError {
+        CoordinatorLeaseError(
+            message:
+                "another coordinator is active on namespace \(namespace) (it holds the queue \(queue)): two would both write. Stop it, run this one with --standby to take over when it goes, or give this one its own KEEL_NAMESPACE"
+        )
+    }
+
+    /// Takes the lease. When another coordinator holds it: waits for it as a standby, or gives
+    /// up after `grace` seconds (a previous coordinator's connection may still be closing).
+    static func acquire(
+        url: AMQPURL, topology: Topology, standby: Bool, grace: Double = 5, logger: Logger, stopped: @Sendable () -> Bool
+    ) async throws -> CoordinatorLease? {
+        let queue = topology.namespace + ".coordinator"
+        let deadline = Date().addingTimeInterval(grace)
+        var announced = false
+        while !stopped() {
+            let attempt: CoordinatorLease? = try await offPool {
+                try take(queue, url: url).map {
+                    CoordinatorLease(queue: queue, url: url, namespace: topology.namespace, connection: $0)
+                }
+            }
+            if let attempt {
+                if announced { logger.info("standby: the namespace \(topology.namespace) is free; taking over") }
+                return attempt
+            }
+            if standby {
+                if !announced {
+                    logger.info(
+                        "standby: another coordinator is active on namespace \(topology.namespace); waiting to take over")
+                    announced = true
+                }
+            } else if Date() >= deadline {
+                throw heldElsewhere(topology.namespace, queue)
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        return nil
+    }
+
+    /// Checks every `interval` seconds that the lease is still held. When its connection is
+    /// gone (a broker restart, a partition), the coordinator's own writes wait (``isHeld`` is
+    /// false) while the lease is taken back on a new connection; throws, to stop the coordinator,
+    /// when another coordinator has taken it meanwhile. Cancelled when the coordinator stops.
+    func watch(interval: Double = 1, logger: Logger) async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(double: interval))
+            let current = connection.withLock { $0 }
+            let held = try? await offPool { [queue] in try current?.inspect(queue: queue) }
+            if held != nil { continue }
+            connection.withLock { $0 = nil }
+            current?.close()
+            logger.warning(
+                "the lease on \(queue) is gone with its broker connection; pausing this coordinator's writes to take it back")
+            while !Task.isCancelled {
+                do {
+                    if let retaken = try await offPool({ [queue, url] in try Self.take(queue, url: url) }) {
+                        connection.withLock { $0 = retaken }
+                        logger.info("the lease on \(queue) is back: resuming")
+                        break
+                    }
+                    throw Self.heldElsewhere(namespace, queue)
+                } catch let error as CoordinatorLeaseError {
+                    logger.critical("another coordinator took namespace \(namespace) while this one was cut off: stopping")
+                    throw error
+                } catch {
+                    try await Task.sleep(for: .seconds(double: interval))
+                }
+            }
+        }
+    }
+
+    func release() { connection.withLock { $0 }?.close() }
+}
+
+/// Another coordinator holds the namespace, or this one lost it.
+public struct CoordinatorLeaseError: KeelError {
+    public var message: String
+    public var errorType: String { "CoordinatorLease" }
+    public var isNonRetryable: Bool { true }
+}
