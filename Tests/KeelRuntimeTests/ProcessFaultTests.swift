@@ -18,15 +18,16 @@ struct ProcessFaultTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 4)
         try deployment.startWorker(concurrency: 4)
-        // Steps long enough (10 runs x 8 steps x 1 s over 8 slots: about 10 s) that the kill
+        // Steps long enough (10 runs x 8 steps x 2 s over 8 slots: about 20 s) that the kill
         // lands mid-run even when a loaded machine delays this test's polling by seconds (the
-        // suite runs in-process LLM stacks beside it).
+        // suite runs in-process LLM stacks beside it; at 1 s steps one full-suite run on
+        // 2026-11-30 killed it only after every run had completed).
         let ids = (1...10).map { "kill-coordinator-\($0)" }
         for id in ids {
             try await deployment.client.start(
                 StartRequest(
                     workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 1000), field: "input"), requestId: id))
+                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 2000), field: "input"), requestId: id))
         }
         #expect(await eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()
