@@ -58,14 +58,25 @@ int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_m
 }
 
 int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
-                            const char *dead_letter_exchange, char *error, size_t error_len) {
-    amqp_table_entry_t entries[1];
+                            const char *dead_letter_exchange, const char *queue_type, char *error,
+                            size_t error_len) {
+    amqp_table_entry_t entries[2];
     amqp_table_t arguments = amqp_empty_table;
+    int count = 0;
     if (dead_letter_exchange != NULL) {
-        entries[0].key = amqp_cstring_bytes("x-dead-letter-exchange");
-        entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
-        entries[0].value.value.bytes = amqp_cstring_bytes(dead_letter_exchange);
-        arguments.num_entries = 1;
+        entries[count].key = amqp_cstring_bytes("x-dead-letter-exchange");
+        entries[count].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[count].value.value.bytes = amqp_cstring_bytes(dead_letter_exchange);
+        count++;
+    }
+    if (queue_type != NULL) {
+        entries[count].key = amqp_cstring_bytes("x-queue-type");
+        entries[count].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[count].value.value.bytes = amqp_cstring_bytes(queue_type);
+        count++;
+    }
+    if (count > 0) {
+        arguments.num_entries = count;
         arguments.entries = entries;
     }
     amqp_queue_declare(conn, channel, amqp_cstring_bytes(queue), 0, 1, 0, 0, arguments);

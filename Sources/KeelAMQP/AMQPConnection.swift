@@ -82,10 +82,16 @@ public final class AMQPConnection: @unchecked Sendable {
         try check(.declareFailed, "declaring exchange \(name)")
     }
 
-    public func declareQueue(_ name: String, deadLetterExchange: String?) throws {
+    /// A durable queue; `queueType` nil leaves the broker's default (classic).
+    public func declareQueue(_ name: String, deadLetterExchange: String?, queueType: String? = nil) throws {
         var error = [CChar](repeating: 0, count: 512)
-        if keel_amqp_queue_declare(state, channel, name, deadLetterExchange, &error, error.count) != 0 {
-            throw AMQPError(.declareFailed, "declaring queue \(name): \(cText(error))")
+        if keel_amqp_queue_declare(state, channel, name, deadLetterExchange, queueType, &error, error.count) != 0 {
+            let text = cText(error)
+            let hint =
+                text.contains("x-queue-type")
+                ? " (the queue exists with another type: every Keel process of a namespace needs the same KEEL_QUEUE_TYPE; delete the namespace's queues to change it)"
+                : ""
+            throw AMQPError(.declareFailed, "declaring queue \(name): \(text)\(hint)")
         }
     }
 

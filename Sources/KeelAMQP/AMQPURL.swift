@@ -38,7 +38,7 @@ public struct AMQPURL: Sendable, Hashable, CustomStringConvertible {
 /// A RabbitMQ operation failed.
 public struct AMQPError: Error, CustomStringConvertible, Sendable {
     public enum Code: String, Sendable {
-        case invalidURL, connectionFailed, loginFailed, channelFailed, declareFailed, publishFailed
+        case invalidURL, invalidSetting, connectionFailed, loginFailed, channelFailed, declareFailed, publishFailed
         case publishNotConfirmed, consumeFailed, connectionLost
     }
     public var code: Code

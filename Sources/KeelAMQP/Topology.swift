@@ -7,14 +7,42 @@ import Foundation
 /// (`KEEL_NAMESPACE`).
 public struct Topology: Sendable, Hashable {
     public var namespace: String
+    /// The type of the durable queues (jobs, results, dead letters, task queues).
+    public var queueType: QueueType
 
-    public init(namespace: String = "keel") { self.namespace = namespace }
+    /// RabbitMQ's queue types Keel declares. Quorum queues are replicated over a cluster's
+    /// nodes (Raft), so their messages survive the loss of a node; every process of a namespace
+    /// must use the same type.
+    public enum QueueType: String, Sendable, Hashable, CaseIterable {
+        case classic, quorum
+    }
 
-    /// `KEEL_NAMESPACE`, or `keel`.
+    public init(namespace: String = "keel", queueType: QueueType = .classic) {
+        self.namespace = namespace
+        self.queueType = queueType
+    }
+
+    /// `KEEL_NAMESPACE` (or `keel`) and `KEEL_QUEUE_TYPE` (or `classic`; see
+    /// ``queueTypeFromEnvironment()`` for the check of its value).
     public static func fromEnvironment() -> Topology {
         let value = ProcessInfo.processInfo.environment["KEEL_NAMESPACE"] ?? ""
-        return Topology(namespace: value.isEmpty ? "keel" : value)
+        return Topology(
+            namespace: value.isEmpty ? "keel" : value, queueType: (try? queueTypeFromEnvironment()) ?? .classic)
     }
+
+    /// `KEEL_QUEUE_TYPE`: `classic` (the default) or `quorum`; throws for anything else.
+    public static func queueTypeFromEnvironment() throws -> QueueType {
+        let text = ProcessInfo.processInfo.environment["KEEL_QUEUE_TYPE"] ?? ""
+        if text.isEmpty { return .classic }
+        guard let type = QueueType(rawValue: text) else {
+            throw AMQPError(.invalidSetting, "KEEL_QUEUE_TYPE must be classic or quorum, not '\(text)'")
+        }
+        return type
+    }
+
+    /// The `x-queue-type` to declare: none for classic (the broker's default, so queues declared
+    /// before this setting existed still match).
+    var queueTypeArgument: String? { queueType == .quorum ? "quorum" : nil }
 
     public var jobsExchange: String { "\(namespace).jobs" }
     public var jobsQueue: String { "\(namespace).jobs" }
@@ -40,13 +68,13 @@ public struct Topology: Sendable, Hashable {
     /// Declares the fixed topology and the given task queues.
     public func declare(on connection: AMQPConnection, taskQueues: [String] = Topology.standardTaskQueues) throws {
         try connection.declareExchange(deadLetterExchange, type: "fanout")
-        try connection.declareQueue(deadLetterQueue, deadLetterExchange: nil)
+        try connection.declareQueue(deadLetterQueue, deadLetterExchange: nil, queueType: queueTypeArgument)
         try connection.bind(queue: deadLetterQueue, exchange: deadLetterExchange, routingKey: "")
         try connection.declareExchange(jobsExchange, type: "direct")
-        try connection.declareQueue(jobsQueue, deadLetterExchange: deadLetterExchange)
+        try connection.declareQueue(jobsQueue, deadLetterExchange: deadLetterExchange, queueType: queueTypeArgument)
         try connection.bind(queue: jobsQueue, exchange: jobsExchange, routingKey: Self.jobsRoutingKey)
         try connection.declareExchange(resultsExchange, type: "direct")
-        try connection.declareQueue(resultsQueue, deadLetterExchange: deadLetterExchange)
+        try connection.declareQueue(resultsQueue, deadLetterExchange: deadLetterExchange, queueType: queueTypeArgument)
         try connection.bind(queue: resultsQueue, exchange: resultsExchange, routingKey: Self.resultsRoutingKey)
         try connection.declareExchange(tasksExchange, type: "direct")
         try connection.declareExchange(controlExchange, type: "fanout")
@@ -54,7 +82,8 @@ public struct Topology: Sendable, Hashable {
     }
 
     public func declareTaskQueue(_ name: String, on connection: AMQPConnection) throws {
-        try connection.declareQueue(queue(forTaskQueue: name), deadLetterExchange: deadLetterExchange)
+        try connection.declareQueue(
+            queue(forTaskQueue: name), deadLetterExchange: deadLetterExchange, queueType: queueTypeArgument)
         try connection.bind(queue: queue(forTaskQueue: name), exchange: tasksExchange, routingKey: name)
     }
 }

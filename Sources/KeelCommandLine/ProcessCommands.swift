@@ -6,6 +6,27 @@ import KeelAMQP
 import KeelConsole
 import Logging
 
+/// `--queue-type classic|quorum`, falling back to `KEEL_QUEUE_TYPE`, then classic.
+struct QueueTypeOption: ParsableArguments {
+    @Option(
+        help:
+            "Type of the durable queues: classic or quorum (replicated over a RabbitMQ cluster); default $KEEL_QUEUE_TYPE or classic. Every process of a namespace needs the same."
+    )
+    var queueType: String?
+
+    func resolve() throws -> Topology.QueueType {
+        guard let queueType else {
+            do { return try Topology.queueTypeFromEnvironment() } catch let error as AMQPError {
+                throw ValidationError(error.message)
+            }
+        }
+        guard let type = Topology.QueueType(rawValue: queueType) else {
+            throw ValidationError("--queue-type must be classic or quorum, not '\(queueType)'")
+        }
+        return type
+    }
+}
+
 /// `--amqp-url URL`, falling back to `KEEL_AMQP_URL`, then a local broker on `KEEL_AMQP_PORT`.
 public struct BrokerOptions: ParsableArguments {
     @Option(
@@ -45,10 +66,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "When another coordinator is active on the namespace, wait and take over when it goes (same history database), instead of refusing to start."
     )
     var standby = false
+    @OptionGroup var queueType: QueueTypeOption
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
         configuration.standby = standby
+        configuration.topology.queueType = try queueType.resolve()
         if let text = retention ?? ProcessInfo.processInfo.environment["KEEL_RETENTION"] {
             if text == "off" {
                 configuration.retention = nil
@@ -114,13 +137,15 @@ struct WorkerCommand: AsyncParsableCommand {
             "Serve GET /metrics on this port (default: $KEEL_METRICS_PORT; none: no endpoint); host from $KEEL_HTTP_HOST or 127.0.0.1."
     )
     var metricsPort: Int?
+    @OptionGroup var queueType: QueueTypeOption
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let concurrency = self.concurrency ?? environment["KEEL_CONCURRENCY"].flatMap(Int.init) ?? 4
         guard concurrency > 0 else { throw ValidationError("--concurrency must be at least 1") }
-        let configuration = WorkerService.Configuration(
+        var configuration = WorkerService.Configuration(
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
+        configuration.topology.queueType = try queueType.resolve()
         let activities = ApplicationContext.activities(
             configuration: KeelConfiguration(
                 llm: try llm.load() ?? LLMConfiguration(providers: []), taskQueue: configuration.taskQueue,

@@ -29,7 +29,6 @@ struct CoordinatorLeaseTests {
         let active = try #require(deployment.coordinator)
         let standbyLog = deployment.directory.appendingPathComponent("standby.log")
         let standby = try KeelProcess(["coordinator", "--standby"], environment: deployment.environment, log: standbyLog)
-        defer { Thread.detachNewThread { standby.terminate() } }
         func standbyText() -> String { (try? String(contentsOf: standbyLog, encoding: .utf8)) ?? "" }
         #expect(await eventually(20) { standbyText().contains("waiting to take over") }, "\(standbyText())")
         #expect(!standbyText().contains("coordinator running"))
@@ -43,5 +42,8 @@ struct CoordinatorLeaseTests {
         try deployment.startWorker(queue: "orphan")
         #expect(try await deployment.client.waitForResult(workflowId: "handed-over", timeout: 30).status == .completed)
         print("standby took over \(String(format: "%.2f", tookOver)) s after the kill")
+        // Stopped here, not in a `defer` on a detached thread: the test process could exit first
+        // and leave it running.
+        try await offPool { standby.terminate() }
     }
 }

@@ -8,7 +8,7 @@ import Testing
 final class Deployment: @unchecked Sendable {
     let directory = makeTemporaryDirectory("keel-deploy")
     let url: AMQPURL
-    let topology = Topology.forTest()
+    let topology: Topology
     let client: KeelClient
     private(set) var coordinator: KeelProcess?
     private(set) var workers: [KeelProcess] = []
@@ -17,8 +17,9 @@ final class Deployment: @unchecked Sendable {
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
     var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
 
-    init(url: AMQPURL? = nil) throws {
+    init(url: AMQPURL? = nil, queueType: Topology.QueueType = .classic) throws {
         self.url = try url ?? AMQPURL.fromEnvironment()
+        topology = Topology(namespace: Topology.forTest().namespace, queueType: queueType)
         client = KeelClient(url: self.url, topology: topology)
     }
 
@@ -28,7 +29,8 @@ final class Deployment: @unchecked Sendable {
     var environment: [String: String] {
         extraEnvironment.merging([
             "KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
-            "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace
+            "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace,
+            "KEEL_QUEUE_TYPE": topology.queueType.rawValue
         ]) { $1 }
     }
 

@@ -23,12 +23,22 @@ def connect(url):
     return pika.BlockingConnection(parameters)
 
 
+def default_queue_type():
+    """``KEEL_QUEUE_TYPE``: ``classic`` (the default) or ``quorum``, as every Keel process of the
+    namespace uses."""
+    value = os.environ.get("KEEL_QUEUE_TYPE") or "classic"
+    if value not in ("classic", "quorum"):
+        raise ValueError("KEEL_QUEUE_TYPE must be classic or quorum, not %r" % value)
+    return value
+
+
 class Topology:
     """Exchange and queue names of a namespace, and their declaration (idempotent: the same
     arguments the coordinator uses)."""
 
-    def __init__(self, namespace):
+    def __init__(self, namespace, queue_type=None):
         self.namespace = namespace
+        self.queue_type = queue_type or default_queue_type()
         self.jobs = namespace + ".jobs"
         self.results = namespace + ".results"
         self.tasks = namespace + ".tasks"
@@ -39,20 +49,26 @@ class Topology:
     def task_queue(self, name):
         return "%s.q.%s" % (self.namespace, name)
 
+    def _arguments(self, dead_letters=True):
+        arguments = {"x-dead-letter-exchange": self.dlx} if dead_letters else {}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments or None
+
     def declare(self, channel, task_queues=()):
         channel.exchange_declare(self.dlx, "fanout", durable=True)
-        channel.queue_declare(self.dead, durable=True)
+        channel.queue_declare(self.dead, durable=True, arguments=self._arguments(dead_letters=False))
         channel.queue_bind(self.dead, self.dlx, routing_key="")
         channel.exchange_declare(self.jobs, "direct", durable=True)
-        channel.queue_declare(self.jobs, durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+        channel.queue_declare(self.jobs, durable=True, arguments=self._arguments())
         channel.queue_bind(self.jobs, self.jobs, routing_key="jobs")
         channel.exchange_declare(self.results, "direct", durable=True)
-        channel.queue_declare(self.results, durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+        channel.queue_declare(self.results, durable=True, arguments=self._arguments())
         channel.queue_bind(self.results, self.results, routing_key="results")
         channel.exchange_declare(self.tasks, "direct", durable=True)
         channel.exchange_declare(self.control, "fanout", durable=True)
         for name in task_queues:
-            channel.queue_declare(self.task_queue(name), durable=True, arguments={"x-dead-letter-exchange": self.dlx})
+            channel.queue_declare(self.task_queue(name), durable=True, arguments=self._arguments())
             channel.queue_bind(self.task_queue(name), self.tasks, routing_key=name)
 
 
