@@ -40,6 +40,13 @@ public struct BrokerOptions: ParsableArguments {
         if let amqpURL { return try AMQPURL(amqpURL) }
         return try AMQPURL.fromEnvironment()
     }
+
+    /// Runs `body` with a client of this broker, closed after it.
+    func withClient<T>(_ body: (KeelClient) async throws -> T) async throws -> T {
+        let client = KeelClient(url: try url())
+        defer { client.close() }
+        return try await body(client)
+    }
 }
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -227,29 +234,29 @@ struct StartCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        let request = StartRequest(
-            workflowType: type, workflowId: id, input: try readInput(input), options: try options(),
-            requestId: requestId ?? UUID().uuidString)
-        guard wait else {
-            try await client.start(request)
-            if json {
-                try printJSON(["workflowId": id, "requestId": request.requestId ?? ""])
-            } else {
-                print("start of \(type) \(id) published")
+        try await broker.withClient { client in
+            let request = StartRequest(
+                workflowType: type, workflowId: id, input: try readInput(input), options: try options(),
+                requestId: requestId ?? UUID().uuidString)
+            guard wait else {
+                try await client.start(request)
+                if json {
+                    try printJSON(["workflowId": id, "requestId": request.requestId ?? ""])
+                } else {
+                    print("start of \(type) \(id) published")
+                }
+                return
             }
-            return
+            let started = try await client.startAndConfirm(request)
+            if !json { print(started.started ? "started run \(started.runId)" : "joined the existing run \(started.runId)") }
+            let run = try await client.waitForResult(workflowId: id)
+            if json {
+                try printJSON(run)
+            } else {
+                print("\(run.status.rawValue): " + (run.result?.json ?? run.failure?.description ?? ""))
+            }
+            if run.status != .completed { throw ExitCode(1) }
         }
-        let started = try await client.startAndConfirm(request)
-        if !json { print(started.started ? "started run \(started.runId)" : "joined the existing run \(started.runId)") }
-        let run = try await client.waitForResult(workflowId: id)
-        if json {
-            try printJSON(run)
-        } else {
-            print("\(run.status.rawValue): " + (run.result?.json ?? run.failure?.description ?? ""))
-        }
-        if run.status != .completed { throw ExitCode(1) }
     }
 }
 
@@ -274,14 +281,14 @@ struct SignalCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        try await client.signal(workflowId: workflowId, name: name, input: try readInput(input), confirm: !wait.noWait)
-        let outcome = wait.noWait ? "published" : "delivered"
-        if json {
-            try printJSON(["workflowId": workflowId, "signal": name, "outcome": outcome])
-        } else {
-            print("signal \(name) to \(workflowId) \(outcome)")
+        try await broker.withClient { client in
+            try await client.signal(workflowId: workflowId, name: name, input: try readInput(input), confirm: !wait.noWait)
+            let outcome = wait.noWait ? "published" : "delivered"
+            if json {
+                try printJSON(["workflowId": workflowId, "signal": name, "outcome": outcome])
+            } else {
+                print("signal \(name) to \(workflowId) \(outcome)")
+            }
         }
     }
 }
@@ -295,14 +302,14 @@ struct CancelCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        try await client.cancel(workflowId: workflowId, confirm: !wait.noWait)
-        let outcome = wait.noWait ? "published" : "requested"
-        if json {
-            try printJSON(["workflowId": workflowId, "cancel": outcome])
-        } else {
-            print("cancellation of \(workflowId) \(outcome)")
+        try await broker.withClient { client in
+            try await client.cancel(workflowId: workflowId, confirm: !wait.noWait)
+            let outcome = wait.noWait ? "published" : "requested"
+            if json {
+                try printJSON(["workflowId": workflowId, "cancel": outcome])
+            } else {
+                print("cancellation of \(workflowId) \(outcome)")
+            }
         }
     }
 }
@@ -319,14 +326,14 @@ struct TerminateCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        try await client.terminate(workflowId: workflowId, reason: reason, confirm: !wait.noWait)
-        let outcome = wait.noWait ? "published" : "done"
-        if json {
-            try printJSON(["workflowId": workflowId, "terminate": outcome])
-        } else {
-            print("termination of \(workflowId) \(outcome)")
+        try await broker.withClient { client in
+            try await client.terminate(workflowId: workflowId, reason: reason, confirm: !wait.noWait)
+            let outcome = wait.noWait ? "published" : "done"
+            if json {
+                try printJSON(["workflowId": workflowId, "terminate": outcome])
+            } else {
+                print("termination of \(workflowId) \(outcome)")
+            }
         }
     }
 }
@@ -343,10 +350,10 @@ struct UnblockCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        let run = try await client.unblock(workflowId: workflowId, timeout: timeout)
-        if json { try printJSON(run) } else { print("run \(run.runId) of \(workflowId) is \(run.status.rawValue) again") }
+        try await broker.withClient { client in
+            let run = try await client.unblock(workflowId: workflowId, timeout: timeout)
+            if json { try printJSON(run) } else { print("run \(run.runId) of \(workflowId) is \(run.status.rawValue) again") }
+        }
     }
 }
 
@@ -359,9 +366,9 @@ struct QueryCommand: AsyncParsableCommand {
     @Option(help: "Query argument JSON.") var input: String?
 
     func run() async throws {
-        let client = KeelClient(url: try broker.url())
-        defer { client.close() }
-        let input = try self.input.map { try readInput($0) }
-        print(try await client.query(workflowId: workflowId, name: name, argument: input).json)
+        try await broker.withClient { client in
+            let input = try self.input.map { try readInput($0) }
+            print(try await client.query(workflowId: workflowId, name: name, argument: input).json)
+        }
     }
 }

@@ -64,13 +64,13 @@ struct ScheduleCommand: AsyncParsableCommand {
 
         func run() async throws {
             let spec = try spec()
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            let record = try await client.createSchedule(spec)
-            if json { return try printJSON(record) }
-            print(
-                "schedule \(record.spec.name) created; next firing "
-                    + (record.nextFireAt.map { $0.formatted(.iso8601) } ?? "none"))
+            try await broker.withClient { client in
+                let record = try await client.createSchedule(spec)
+                if json { return try printJSON(record) }
+                print(
+                    "schedule \(record.spec.name) created; next firing "
+                        + (record.nextFireAt.map { $0.formatted(.iso8601) } ?? "none"))
+            }
         }
     }
 
@@ -80,20 +80,20 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            let schedules = try await client.schedules()
-            if json { return try printJSON(schedules) }
-            if schedules.isEmpty { return print("no schedules") }
-            print(
-                "NAME".padding(24) + "WHEN".padding(20) + "WORKFLOW".padding(22) + "STATE".padding(8) + "NEXT".padding(22)
-                    + "STARTED  SKIPPED  MISSED")
-            for record in schedules {
+            try await broker.withClient { client in
+                let schedules = try await client.schedules()
+                if json { return try printJSON(schedules) }
+                if schedules.isEmpty { return print("no schedules") }
                 print(
-                    record.spec.name.padding(24) + record.spec.when.padding(20) + record.spec.workflowType.padding(22)
-                        + (record.paused ? "paused" : "active").padding(8)
-                        + (record.nextFireAt?.formatted(.iso8601) ?? "-").padding(22) + "\(record.started)".padding(9)
-                        + "\(record.skippedOverlap)".padding(9) + "\(record.missed)")
+                    "NAME".padding(24) + "WHEN".padding(20) + "WORKFLOW".padding(22) + "STATE".padding(8) + "NEXT".padding(22)
+                        + "STARTED  SKIPPED  MISSED")
+                for record in schedules {
+                    print(
+                        record.spec.name.padding(24) + record.spec.when.padding(20) + record.spec.workflowType.padding(22)
+                            + (record.paused ? "paused" : "active").padding(8)
+                            + (record.nextFireAt?.formatted(.iso8601) ?? "-").padding(22) + "\(record.started)".padding(9)
+                            + "\(record.skippedOverlap)".padding(9) + "\(record.missed)")
+                }
             }
         }
     }
@@ -105,29 +105,30 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            let description = try await client.describeSchedule(name)
-            if json { return try printJSON(description) }
-            let record = description.schedule
-            let spec = record.spec
-            print(
-                "schedule \(spec.name): \(spec.when)" + (spec.timeZone.map { " (\($0))" } ?? "") + ", starts \(spec.workflowType)"
-            )
-            print(
-                "state \(record.paused ? "paused" + (record.note.map { ": \($0)" } ?? "") : "active"), overlap \(spec.overlapPolicy.rawValue), catch-up window \(Int(spec.catchup)) s, ids \(spec.idTemplate ?? ScheduleSpec.defaultIdTemplate)"
-            )
-            print("started \(record.started), skipped for overlap \(record.skippedOverlap), missed \(record.missed)")
-            if let buffered = record.buffered { print("buffered: the firing of \(buffered.formatted(.iso8601))") }
-            print(
-                "next: "
-                    + (description.upcoming.isEmpty
-                        ? "-" : description.upcoming.map { $0.formatted(.iso8601) }.joined(separator: ", ")))
-            for firing in record.recent {
+            try await broker.withClient { client in
+                let description = try await client.describeSchedule(name)
+                if json { return try printJSON(description) }
+                let record = description.schedule
+                let spec = record.spec
                 print(
-                    "  \(firing.time.formatted(.iso8601))  \(firing.outcome.rawValue)"
-                        + (firing.triggered == true ? " (trigger)" : "")
-                        + (firing.workflowId.map { "  \($0)" } ?? "") + (firing.error.map { "  \($0)" } ?? ""))
+                    "schedule \(spec.name): \(spec.when)" + (spec.timeZone.map { " (\($0))" } ?? "")
+                        + ", starts \(spec.workflowType)"
+                )
+                print(
+                    "state \(record.paused ? "paused" + (record.note.map { ": \($0)" } ?? "") : "active"), overlap \(spec.overlapPolicy.rawValue), catch-up window \(Int(spec.catchup)) s, ids \(spec.idTemplate ?? ScheduleSpec.defaultIdTemplate)"
+                )
+                print("started \(record.started), skipped for overlap \(record.skippedOverlap), missed \(record.missed)")
+                if let buffered = record.buffered { print("buffered: the firing of \(buffered.formatted(.iso8601))") }
+                print(
+                    "next: "
+                        + (description.upcoming.isEmpty
+                            ? "-" : description.upcoming.map { $0.formatted(.iso8601) }.joined(separator: ", ")))
+                for firing in record.recent {
+                    print(
+                        "  \(firing.time.formatted(.iso8601))  \(firing.outcome.rawValue)"
+                            + (firing.triggered == true ? " (trigger)" : "")
+                            + (firing.workflowId.map { "  \($0)" } ?? "") + (firing.error.map { "  \($0)" } ?? ""))
+                }
             }
         }
     }
@@ -139,10 +140,10 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Option(help: "Why, shown by describe.") var note: String?
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            _ = try await client.pauseSchedule(name, note: note)
-            print("schedule \(name) paused")
+            try await broker.withClient { client in
+                _ = try await client.pauseSchedule(name, note: note)
+                print("schedule \(name) paused")
+            }
         }
     }
 
@@ -152,10 +153,10 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            let record = try await client.unpauseSchedule(name)
-            print("schedule \(name) active; next firing " + (record.nextFireAt.map { $0.formatted(.iso8601) } ?? "none"))
+            try await broker.withClient { client in
+                let record = try await client.unpauseSchedule(name)
+                print("schedule \(name) active; next firing " + (record.nextFireAt.map { $0.formatted(.iso8601) } ?? "none"))
+            }
         }
     }
 
@@ -165,13 +166,13 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            let firing = try await client.triggerSchedule(name)
-            print(
-                "schedule \(name) fired: \(firing.outcome.rawValue)" + (firing.workflowId.map { " \($0)" } ?? "")
-                    + (firing.error.map { " (\($0))" } ?? ""))
-            if firing.outcome == .failed { throw ExitCode(1) }
+            try await broker.withClient { client in
+                let firing = try await client.triggerSchedule(name)
+                print(
+                    "schedule \(name) fired: \(firing.outcome.rawValue)" + (firing.workflowId.map { " \($0)" } ?? "")
+                        + (firing.error.map { " (\($0))" } ?? ""))
+                if firing.outcome == .failed { throw ExitCode(1) }
+            }
         }
     }
 
@@ -181,10 +182,10 @@ struct ScheduleCommand: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let client = KeelClient(url: try broker.url())
-            defer { client.close() }
-            try await client.deleteSchedule(name)
-            print("schedule \(name) deleted")
+            try await broker.withClient { client in
+                try await client.deleteSchedule(name)
+                print("schedule \(name) deleted")
+            }
         }
     }
 }

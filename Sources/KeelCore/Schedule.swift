@@ -121,12 +121,15 @@ public struct ScheduleSpec: Codable, Sendable, Equatable {
     }
 
     /// The firing's time as it appears in ids: `20261130T140000Z`.
-    public static func stamp(_ time: Date) -> String {
+    public static func stamp(_ time: Date) -> String { stampFormatter.string(from: time) }
+
+    // ISO8601DateFormatter is thread-safe once configured.
+    nonisolated(unsafe) private static let stampFormatter: ISO8601DateFormatter = {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withYear, .withMonth, .withDay, .withTime, .withTimeZone]
         formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: time)
-    }
+        return formatter
+    }()
 
     /// The workflow id of the firing at `time`.
     public func workflowId(at time: Date) -> String {
@@ -159,11 +162,12 @@ public struct ScheduleFiring: Codable, Sendable, Equatable {
     public var triggered: Bool?
     public var error: String?
 
-    public init(time: Date, outcome: Outcome, workflowId: String? = nil, triggered: Bool? = nil, error: String? = nil) {
+    /// `triggered` is recorded only when true (absent from the JSON otherwise).
+    public init(time: Date, outcome: Outcome, workflowId: String? = nil, triggered: Bool = false, error: String? = nil) {
         self.time = time
         self.outcome = outcome
         self.workflowId = workflowId
-        self.triggered = triggered
+        self.triggered = triggered ? true : nil
         self.error = error
     }
 }

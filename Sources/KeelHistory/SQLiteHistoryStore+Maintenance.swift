@@ -5,6 +5,11 @@ import KeelCore
 // Retention and backups: deleting old closed runs in small batches, and a consistent copy of a
 // history that a coordinator may be writing to.
 extension SQLiteHistoryStore {
+    /// The runs retention deletes: closed before the argument, never open or blocked.
+    private static let closedBefore = """
+        closed_at IS NOT NULL AND closed_at < ? AND status NOT IN ('running', 'blocked')
+        """
+
     /// Deletes up to `limit` runs closed before `date`, oldest first, with their events and any
     /// rows they left; open and blocked runs are never touched. One transaction per call, so
     /// that a coordinator writing to the same file waits at most for one small batch. Returns how
@@ -15,11 +20,8 @@ extension SQLiteHistoryStore {
             try pool.write { db in
                 let ids = try String.fetchAll(
                     db,
-                    sql: """
-                        SELECT run_id FROM runs WHERE closed_at IS NOT NULL AND closed_at < ?
-                            AND status NOT IN ('running', 'blocked')
-                        ORDER BY closed_at LIMIT ?
-                        """, arguments: [date.timeIntervalSince1970, limit])
+                    sql: "SELECT run_id FROM runs WHERE \(Self.closedBefore) ORDER BY closed_at LIMIT ?",
+                    arguments: [date.timeIntervalSince1970, limit])
                 guard !ids.isEmpty else { return 0 }
                 let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ", ")
                 let arguments = StatementArguments(ids)
@@ -37,10 +39,7 @@ extension SQLiteHistoryStore {
             try pool.read { db in
                 try Int.fetchOne(
                     db,
-                    sql: """
-                        SELECT COUNT(*) FROM runs WHERE closed_at IS NOT NULL AND closed_at < ?
-                            AND status NOT IN ('running', 'blocked')
-                        """, arguments: [date.timeIntervalSince1970]) ?? 0
+                    sql: "SELECT COUNT(*) FROM runs WHERE \(Self.closedBefore)", arguments: [date.timeIntervalSince1970]) ?? 0
             }
         }
     }

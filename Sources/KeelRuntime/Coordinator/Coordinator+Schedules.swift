@@ -23,7 +23,8 @@ extension Coordinator {
             throw ScheduleError(error.message)
         }
         try configuration.limits.check(
-            StartJob(StartRequest(workflowType: spec.workflowType, workflowId: spec.workflowId(at: Date()), input: spec.input)))
+            StartJob(
+                StartRequest(workflowType: spec.workflowType, workflowId: spec.workflowId(at: clock.now()), input: spec.input)))
         guard schedules[spec.name] == nil else {
             throw ScheduleError("a schedule named \(spec.name) exists; delete it first to replace it")
         }
@@ -147,13 +148,13 @@ extension Coordinator {
             return start(&record, at: time, triggered: triggered, &byRequestId, &work)
         case .bufferOne where record.buffered == nil:
             record.buffered = time
-            let firing = ScheduleFiring(time: time, outcome: .buffered, triggered: triggered ? true : nil)
+            let firing = ScheduleFiring(time: time, outcome: .buffered, triggered: triggered)
             record.note(firing)
             return firing
         case .skip, .bufferOne:
             record.skippedOverlap += 1
             let firing = ScheduleFiring(
-                time: time, outcome: .skippedOverlap, workflowId: record.lastWorkflowId, triggered: triggered ? true : nil)
+                time: time, outcome: .skippedOverlap, workflowId: record.lastWorkflowId, triggered: triggered)
             record.note(firing)
             return firing
         }
@@ -177,11 +178,11 @@ extension Coordinator {
             record.started += 1
             record.lastWorkflowId = result.workflowId
             firing = ScheduleFiring(
-                time: time, outcome: .started, workflowId: result.workflowId, triggered: triggered ? true : nil)
+                time: time, outcome: .started, workflowId: result.workflowId, triggered: triggered)
         } catch {
             logger.warning("schedule \(spec.name): the firing of \(ScheduleSpec.stamp(time)) could not start: \(error)")
             firing = ScheduleFiring(
-                time: time, outcome: .failed, workflowId: request.workflowId, triggered: triggered ? true : nil,
+                time: time, outcome: .failed, workflowId: request.workflowId, triggered: triggered,
                 error: "\(error)")
         }
         record.note(firing)

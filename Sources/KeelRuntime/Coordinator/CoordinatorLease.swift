@@ -28,6 +28,12 @@ final class CoordinatorLease: Sendable {
     /// retention wait while it does not.
     var isHeld: Bool { connection.withLock { $0 != nil } }
 
+    /// Returns at once while the lease is held; while it is being taken back, waits: without
+    /// it another coordinator may be taking over, so nothing may be written.
+    func waitUntilHeld() async throws {
+        while !isHeld { try await Task.sleep(for: .milliseconds(100)) }
+    }
+
     /// One try on a new connection: the connection when the lease was free, nil when another
     /// connection holds it; throws when the broker cannot be reached.
     private static func take(_ queue: String, url: AMQPURL) throws -> AMQPConnection? {
@@ -98,19 +104,21 @@ final class CoordinatorLease: Sendable {
             logger.warning(
                 "the lease on \(queue) is gone with its broker connection; pausing this coordinator's writes to take it back")
             while !Task.isCancelled {
+                let retaken: AMQPConnection?
                 do {
-                    if let retaken = try await offPool({ [queue, url] in try Self.take(queue, url: url) }) {
-                        connection.withLock { $0 = retaken }
-                        logger.info("the lease on \(queue) is back: resuming")
-                        break
-                    }
-                    throw Self.heldElsewhere(namespace, queue)
-                } catch let error as CoordinatorLeaseError {
-                    logger.critical("another coordinator took namespace \(namespace) while this one was cut off: stopping")
-                    throw error
+                    retaken = try await offPool { [queue, url] in try Self.take(queue, url: url) }
                 } catch {
+                    // The broker is still out of reach: try again.
                     try await Task.sleep(for: .seconds(double: interval))
+                    continue
                 }
+                guard let retaken else {
+                    logger.critical("another coordinator took namespace \(namespace) while this one was cut off: stopping")
+                    throw Self.heldElsewhere(namespace, queue)
+                }
+                connection.withLock { $0 = retaken }
+                logger.info("the lease on \(queue) is back: resuming")
+                break
             }
         }
     }

@@ -170,12 +170,8 @@ public final class CoordinatorService: Service {
         let threshold = configuration.stallThreshold
         let interval = min(max(threshold / 5, 0.1), 30)
         while !Task.isCancelled {
+            try await lease.waitUntilHeld()
             do {
-                // Without the lease another coordinator may be taking over: nothing is written.
-                guard lease.isHeld else {
-                    try await Task.sleep(for: .milliseconds(500))
-                    continue
-                }
                 let (all, new) = try await coordinator.checkStalls(threshold: threshold)
                 Gauge(label: "keel_workflows_stalled").record(Double(all.count))
                 for run in new {
@@ -199,10 +195,7 @@ public final class CoordinatorService: Service {
     {
         while !Task.isCancelled {
             var deleted = 0
-            guard lease.isHeld else {
-                try await Task.sleep(for: .milliseconds(500))
-                continue
-            }
+            try await lease.waitUntilHeld()
             do {
                 deleted = try await offPool { try store.pruneClosedRuns(closedBefore: Date().addingTimeInterval(-retention)) }
                 if deleted > 0 { logger.info("retention: deleted \(deleted) runs closed more than \(Int(retention)) s ago") }
@@ -217,11 +210,7 @@ public final class CoordinatorService: Service {
     private func runTimers(_ coordinator: Coordinator, _ lease: CoordinatorLease) async throws {
         var lastOutboxCheck = ContinuousClock.now
         while !Task.isCancelled {
-            // Without the lease another coordinator may be taking over: nothing is written.
-            guard lease.isHeld else {
-                try await Task.sleep(for: .milliseconds(100))
-                continue
-            }
+            try await lease.waitUntilHeld()
             let fired = try await coordinator.fireDueTimers()
             try await coordinator.fireDueSchedules()
             try await coordinator.admitWaitingIfDue()
