@@ -78,7 +78,7 @@ public struct FetchDocument: Activity {
                                 isNonRetryable: true)))
                     return
                 }
-                let text = output.fileHandleForReading.readDataToEndOfFile()
+                let text = readToEnd(output.fileHandleForReading)
                 while process.isRunning { Thread.sleep(forTimeInterval: 0.005) }
                 guard process.terminationStatus == 0 else {
                     continuation.resume(

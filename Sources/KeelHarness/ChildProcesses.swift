@@ -14,7 +14,7 @@ public func runToEnd(
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    let output = readToEnd(pipe.fileHandleForReading)
     while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }  // not waitUntilExit: see KeelProcess
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
