@@ -145,6 +145,12 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var metricsPort: Int?
     @OptionGroup var queueType: QueueTypeOption
+    @Option(
+        help: ArgumentHelp(
+            "How long an activity runs before its start is reported, such as 250ms (default: $KEEL_START_REPORT_DELAY or 250ms); 0 reports every start before the activity runs.",
+            discussion:
+                "A shorter activity's result stands for its start: one broker message less per step. See docs/protocol.md."))
+    var startReportDelay: String?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -153,6 +159,12 @@ struct WorkerCommand: AsyncParsableCommand {
         var configuration = WorkerService.Configuration(
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
         configuration.topology.queueType = try queueType.resolve()
+        if let text = startReportDelay ?? environment["KEEL_START_REPORT_DELAY"] {
+            guard let seconds = text == "0" ? 0 : DurationText.seconds(text), seconds >= 0 else {
+                throw ValidationError("--start-report-delay must be a duration such as 250ms or 1s, or 0, not '\(text)'")
+            }
+            configuration.startReportDelay = .seconds(double: seconds)
+        }
         let activities = ApplicationContext.activities(
             configuration: KeelConfiguration(
                 llm: try llm.load() ?? LLMConfiguration(providers: []), taskQueue: configuration.taskQueue,

@@ -52,6 +52,11 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     /// How long the current attempt waited in the coordinator for capacity, seconds; recorded
     /// with its start (``ActivityStartedAttributes``) for the timeline.
     public var capacityWait: Double?
+    /// How often the current attempt's task came back from RabbitMQ unacknowledged before any
+    /// start was recorded. A worker may run a short activity before reporting its start, so
+    /// such a task may have run: the first time it goes out again as the same attempt, the next
+    /// time the attempt counts as failed (a task that kills every worker still ends).
+    public var unstartedRedeliveries: Int?
 
     /// Attempts counted by the retry policy: those since the last redrive.
     public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) - (rateLimitedAttempts ?? 0) }

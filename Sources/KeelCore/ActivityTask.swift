@@ -16,6 +16,9 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     public var startToCloseTimeout: Double?
     public var scheduleToCloseTimeout: Double?
     public var heartbeatTimeout: Double?
+    /// Set when the attempt must be recorded as started within this many seconds of its
+    /// scheduling: the worker then reports its start before it runs the activity, never later.
+    public var scheduleToStartTimeout: Double?
     /// Details of the last heartbeat of an earlier attempt, for resuming long work.
     public var heartbeatDetails: Payload?
     /// The trace context of the run's span (W3C `traceparent` with OpenTelemetry), also sent as
@@ -38,8 +41,8 @@ public struct ActivityTask: Codable, Sendable, Hashable {
         workflowId: String, runId: String, workflowType: String, activityId: Int64,
         activityType: String, attempt: Int, input: Payload, taskQueue: String, scheduledAt: Date,
         attemptScheduledAt: Date, startToCloseTimeout: Double?, scheduleToCloseTimeout: Double?,
-        heartbeatTimeout: Double?, heartbeatDetails: Payload?, trace: [String: String]? = nil,
-        providers: [String]? = nil, claimBeforeRunning: Bool = false
+        heartbeatTimeout: Double?, heartbeatDetails: Payload?, scheduleToStartTimeout: Double? = nil,
+        trace: [String: String]? = nil, providers: [String]? = nil, claimBeforeRunning: Bool = false
     ) {
         self.workflowId = workflowId
         self.runId = runId
@@ -55,6 +58,7 @@ public struct ActivityTask: Codable, Sendable, Hashable {
         self.scheduleToCloseTimeout = scheduleToCloseTimeout
         self.heartbeatTimeout = heartbeatTimeout
         self.heartbeatDetails = heartbeatDetails
+        self.scheduleToStartTimeout = scheduleToStartTimeout
         self.trace = trace
         self.providers = providers
         self.claimBeforeRunning = claimBeforeRunning ? true : nil

@@ -8,6 +8,7 @@ struct StepsInput: Codable, Sendable {
     var milliseconds: Int
     var heartbeatTimeoutSeconds: Double = 5
     var maximumAttempts: Int? = nil
+    var heartbeats: Bool? = nil
 }
 
 /// Fault tests with real processes and a real broker. Serialized: they share the broker's queues.
@@ -93,9 +94,10 @@ struct ProcessFaultTests {
                 input: Payload(
                     encoding: StepsInput(steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 1, maximumAttempts: 3),
                     field: "input")))
-        // Every attempt takes its worker down with it.
+        // Every attempt takes its worker down with it. The workers report each start before they
+        // run the activity; the next test holds the report back, as workers do by default.
         for attempt in 1...3 {
-            let worker = try deployment.startWorker(concurrency: 1)
+            let worker = try deployment.startWorker(concurrency: 1, ["--start-report-delay", "0"])
             #expect(await eventually(30) { deployment.executions.count == attempt }, "attempt \(attempt) started")
             worker.kill()
         }
@@ -123,6 +125,39 @@ struct ProcessFaultTests {
         try deployment.startWorker()
         try await Task.sleep(for: .seconds(3))
         #expect(deployment.executions.count == 3)
+    }
+
+    /// A worker holds back the start of an activity for `--start-report-delay` (250 ms); one
+    /// killed sooner leaves a task that comes back unstarted. It goes out once more as the same
+    /// attempt, then counts as a failed attempt: a task that kills its worker at once still ends.
+    @Test func aTaskThatKillsItsWorkerBeforeItsStartIsReportedStillEnds() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try await deployment.client.start(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "poison-early",
+                input: Payload(
+                    encoding: StepsInput(
+                        steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 5, maximumAttempts: 2, heartbeats: false),
+                    field: "input")))
+        var kills = 0
+        while try deployment.store().latestRun(workflowId: "poison-early")?.status == .running, kills < 8 {
+            let before = deployment.executions.count
+            let worker = try deployment.startWorker(concurrency: 1, ["--start-report-delay", "10s"])
+            _ = await eventually(30) {
+                deployment.executions.count > before
+                    || (try? deployment.store().latestRun(workflowId: "poison-early")?.status) != .running
+            }
+            worker.kill()
+            kills += 1
+        }
+        let run = try await deployment.client.waitForResult(workflowId: "poison-early", timeout: 30)
+        #expect(run.status == .failed)
+        let attempts = deployment.executions.map(\.attempt)
+        #expect(attempts == [1, 1, 2, 2], "each attempt ran twice: once unstarted, once more before it counted")
+        let failures = try deployment.store().events(runId: run.runId).filter { $0.kind == .activityFailed }
+        #expect(failures.map(\.attempt) == [1, 2])
+        #expect(failures.allSatisfy { $0.failure?.type == "TaskRedelivered" }, "\(failures.map(\.failure))")
     }
 
     @Test func aWorkerStoppedWithSIGTERMFinishesItsRunningActivityFirst() async throws {

@@ -98,6 +98,55 @@ struct RedeliveryTests {
         #expect(workerLog(deployment).contains("was delivered again"))
     }
 
+    /// A worker may run a short activity before it reports its start (`--start-report-delay`), so
+    /// a task that comes back unstarted may have run: the second time, its attempt counts as
+    /// failed, and a task that kills every worker before its start is reported still ends.
+    @Test func aTaskRedeliveredTwiceBeforeAnyStartCountsAsAFailedAttempt() async throws {
+        let deployment = try await deployment(running: "twice-unstarted")
+        let reporter = try AMQPConnection(url: deployment.url)
+        defer { reporter.close() }
+        try reporter.enableConfirms()
+        let queue = deployment.topology.queue(forTaskQueue: "default")
+        /// Takes the task back after a vanished worker, reports the redelivery as a worker does,
+        /// and acknowledges it.
+        func vanishAndReport() async throws -> ActivityTask {
+            let (taker, task) = try await takeTask(deployment)
+            taker.close()
+            let again = try AMQPConnection(url: deployment.url)
+            defer { again.close() }
+            let delivery = try #require(try await offPool { try again.get(queue: queue) })
+            #expect(delivery.redelivered)
+            try reporter.publish(
+                .wire(
+                    .redelivered,
+                    ActivityRedelivered(
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "next-worker"),
+                    exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey))
+            try reporter.waitForConfirms()
+            try again.ack(delivery.deliveryTag)
+            return task
+        }
+        let first = try await vanishAndReport()
+        #expect(first.attempt == 1)
+        let second = try await vanishAndReport()
+        #expect(second.attempt == 1, "the first unstarted redelivery sends the same attempt again")
+        let store = try deployment.store()
+        #expect(
+            try await eventually(20) {
+                try store.events(runId: first.runId).contains { $0.kind == .activityFailed }
+            }, "the second unstarted redelivery counted as a failed attempt")
+        try deployment.startWorker(concurrency: 1)
+        let run = try await deployment.client.waitForResult(workflowId: "twice-unstarted", timeout: 30)
+        #expect(run.status == .completed)
+        #expect(deployment.executions.map(\.attempt) == [2])
+        let events = try store.events(runId: run.runId)
+        let lost = try #require(events.first { $0.kind == .activityFailed })
+        #expect(lost.attempt == 1)
+        #expect(lost.failure?.type == "TaskRedelivered")
+        #expect(lost.failure?.message.contains("before any worker reported its start") == true)
+        #expect(events.filter { $0.kind == .activityStarted }.map(\.attempt) == [2], "no start was ever reported for attempt 1")
+    }
+
     @Test func aTaskRepublishedAfterACoordinatorRestartRunsOnceThoughBothCopiesAreQueued() async throws {
         let deployment = try await deployment(running: "republished")
         let activity = try await deployment.republishQueuedTask(of: "republished", taskQueue: "default")

@@ -29,7 +29,8 @@ extension Coordinator {
             input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
             attemptScheduledAt: activity.attemptScheduledAt, startToCloseTimeout: options.startToCloseTimeout,
             scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
-            heartbeatDetails: activity.heartbeatDetails, trace: run.traceHeaders, providers: activity.route,
+            heartbeatDetails: activity.heartbeatDetails, scheduleToStartTimeout: options.scheduleToStartTimeout,
+            trace: run.traceHeaders, providers: activity.route,
             claimBeforeRunning: activity.options.countsAgainstBudget)
     }
 

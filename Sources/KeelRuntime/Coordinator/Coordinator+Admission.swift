@@ -34,6 +34,7 @@ extension Coordinator {
         activity.startedByClaim = nil
         activity.startedBy = nil
         activity.capacityWait = nil
+        activity.unstartedRedeliveries = nil
         if needsAdmission(activity, in: run) {
             activity.state = .waiting
             activity.waitingSince = work.now

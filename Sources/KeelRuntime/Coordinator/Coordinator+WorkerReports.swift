@@ -158,14 +158,27 @@ extension Coordinator {
     /// (its worker died or lost its connection), and the worker that got it again did not run
     /// it. An attempt recorded as started may have run: it counts as a failed attempt, and the
     /// retry policy decides on the next (a task that kills its worker every time still ends after
-    /// `maximumAttempts`). One never recorded as started did not run (a worker runs a task only
-    /// after its `started` report is on the wire): the same attempt goes out again.
+    /// `maximumAttempts`). One never recorded as started was at most briefly run (a worker reports
+    /// the start of an activity that outlives `--start-report-delay`) or never run (it waited for
+    /// a slot, or its connection dropped): the first time, the same attempt goes out again; the
+    /// second time, it counts as a failed attempt, so a task that kills its worker at once
+    /// still ends.
     func redelivered(_ message: ActivityRedelivered, _ work: inout Work) -> Bool {
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
         else { return false }
         switch activity.state {
-        case .scheduled:
+        case .scheduled where (activity.unstartedRedeliveries ?? 0) == 0:
+            activity.unstartedRedeliveries = 1
+            save(activity, in: run, &work)
             work.batch.outbox.append(task(for: activity, in: run))
+            return true
+        case .scheduled:
+            let failure = Failure(
+                type: "TaskRedelivered",
+                message: "attempt \(activity.attempt) was delivered again twice (lastly to \(message.worker)) before any "
+                    + "worker reported its start: the workers that took it died or lost their connection to RabbitMQ, "
+                    + "maybe while running it")
+            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
             return true
         case .started:
             let failure = Failure(

@@ -9,14 +9,18 @@ import Tracing
 
 /// A worker process's loop for one task queue.
 ///
-/// For each task it publishes `started` and runs the activity as soon as that report is written
-/// to the connection (not yet confirmed: the confirm would cost every step a broker round trip).
-/// Once RabbitMQ confirms `started`, it acknowledges the task, so a long activity never holds an
+/// For each task it runs the activity at once and reports its start only if it outlives
+/// ``Configuration/startReportDelay`` (or heartbeats first): a short activity's result stands for
+/// its start, and its task is acknowledged once RabbitMQ confirmed the result, so a step costs
+/// two broker messages, not three. A longer one publishes `started` when the delay passes and
+/// its task is acknowledged once RabbitMQ confirms that, so a long activity never holds an
 /// unacknowledged delivery into RabbitMQ's `consumer_timeout`; from then on the coordinator's
-/// heartbeat and start-to-close timeouts detect a worker that died. A worker that dies before
-/// that leaves the delivery unacknowledged, and RabbitMQ delivers it again, flagged
-/// `redelivered`: a worker never runs such a task but reports it, and the coordinator counts the
-/// lost attempt (or, if it never saw it start, sends the same attempt again).
+/// heartbeat and start-to-close timeouts detect a worker that died. (With a delay of zero, or a
+/// task with a schedule-to-start timeout, `started` goes first and the activity runs once it is
+/// written to the connection.) A worker that dies before its task is acknowledged leaves the
+/// delivery to RabbitMQ, which delivers it again, flagged `redelivered`: a worker never runs
+/// such a task but reports it, and the coordinator counts the lost attempt (if it never saw it
+/// start, it first sends the same attempt again, once).
 public final class WorkerService: Service {
     public struct Configuration: Sendable {
         public var url: AMQPURL
@@ -31,6 +35,9 @@ public final class WorkerService: Service {
         public var executionLog: String? = ProcessInfo.processInfo.environment["KEEL_EXECUTION_LOG"]
         /// The tracer for attempt spans (nil: the process's `InstrumentationSystem.tracer`).
         public var tracer: (any Tracer)?
+        /// How long an activity runs before its start is reported (`KEEL_START_REPORT_DELAY`,
+        /// `--start-report-delay`); zero reports every start before the activity runs.
+        public var startReportDelay: Duration = .milliseconds(250)
 
         public init(url: AMQPURL, taskQueue: String, concurrency: Int, identity: String? = nil) {
             self.url = url
@@ -200,27 +207,51 @@ public final class WorkerService: Service {
         // start now would cost its attempt for nothing (seen after broker restarts).
         guard stillCurrent(task, delivery, consumer) else { return }
         let start = StartedReport()
-        // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
-        reports.send(
-            .started(
-                ActivityStarted(
-                    runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-                    time: Date())),
-            written: { start.wrote() },
-            settled: { error in
-                if error == nil { consumer.ack(delivery) }
-                start.settle(error)
-            })
-        guard await start.written() else {
-            // Never sent: not acknowledged either, so RabbitMQ delivers the task again.
-            let error = await start.confirmed().map { "\($0)" } ?? "unknown error"
-            logger.error("could not report the start of \(task.attemptKey): \(error)")
-            return
+        let startedAt = Date()
+        let identity = configuration.identity
+        // Whether the start is reported (by this call or before); false once the result stands for it.
+        let reportStart: @Sendable () -> Bool = {
+            switch start.decideToSend() {
+            case .sentAlready: return true
+            case .skipped: return false
+            case .sendIt: break
+            }
+            // Settled on the publishing thread: the task is acknowledged once `started` is confirmed.
+            reports.send(
+                .started(
+                    ActivityStarted(
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: identity,
+                        time: startedAt)),
+                written: { start.wrote() },
+                settled: { error in
+                    if error == nil { consumer.ack(delivery) }
+                    start.settle(error)
+                })
+            return true
         }
-        // The acknowledgement must be able to follow on the connection that delivered the task.
-        guard stillCurrent(task, delivery, consumer) else { return }
+        let startDelay = startReportDelay(for: task)
+        if startDelay == nil {
+            _ = reportStart()
+            guard await start.written() else {
+                // Never sent: not acknowledged either, so RabbitMQ delivers the task again.
+                let error = await start.confirmed().map { "\($0)" } ?? "unknown error"
+                logger.error("could not report the start of \(task.attemptKey): \(error)")
+                return
+            }
+            // The acknowledgement must be able to follow on the connection that delivered the task.
+            guard stillCurrent(task, delivery, consumer) else { return }
+        }
+        // Reports the start of an activity that outlives the delay.
+        let startTimer = startDelay.map { delay in
+            Task {
+                try? await Task.sleep(for: delay)
+                if !Task.isCancelled { _ = reportStart() }
+            }
+        }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
+            // The coordinator takes heartbeats of a started attempt only.
+            guard reportStart(), await start.written() else { return }
             try? await reports.send(
                 .heartbeat(
                     ActivityHeartbeat(
@@ -236,6 +267,9 @@ public final class WorkerService: Service {
             await runner.run(task) { details in heartbeats.beat(details) }
         }
         running.decrement()
+        startTimer?.cancel()
+        // No start reported yet: the result stands for it, and acknowledges the task.
+        let resultStandsForStart = start.skip()
         heartbeats.finish()
         switch outcome {
         case .completed(let result): RunTracing.endAttemptSpan(span, result: result, failure: nil)
@@ -261,7 +295,9 @@ public final class WorkerService: Service {
                 try await reports.send(.result(result))
                 // Done once the task's acknowledgement is queued: a stopping worker closes its
                 // connection only after that.
-                if let error = await start.confirmed() {
+                if resultStandsForStart {
+                    consumer.ack(delivery)
+                } else if let error = await start.confirmed() {
                     logger.error(
                         "RabbitMQ did not confirm the start of \(task.attemptKey) (\(error)); the task was not acknowledged")
                 }
@@ -311,6 +347,14 @@ public final class WorkerService: Service {
             return false
         }
         return true
+    }
+
+    /// How long `task` may run before its start is reported; nil: before it runs. A task with a
+    /// schedule-to-start timeout reports at once, so the coordinator's timer never fires for an
+    /// attempt that runs.
+    private func startReportDelay(for task: ActivityTask) -> Duration? {
+        guard configuration.startReportDelay > .zero, task.scheduleToStartTimeout == nil else { return nil }
+        return configuration.startReportDelay
     }
 
     /// Counts a task this worker took off its queue and deliberately did not run.

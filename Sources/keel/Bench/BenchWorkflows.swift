@@ -13,6 +13,8 @@ struct Sleep: Activity {
     struct Input: Codable, Sendable {
         var step: Int
         var milliseconds: Int
+        /// false: sleeps without heartbeating (nil: heartbeats every 100 ms).
+        var heartbeats: Bool?
     }
     func run(context: ActivityContext, input: Input) async throws -> Int {
         var slept = context.lastHeartbeatDetails(as: Int.self) ?? 0
@@ -20,7 +22,7 @@ struct Sleep: Activity {
             let slice = min(100, input.milliseconds - slept)
             try await Task.sleep(for: .milliseconds(slice))
             slept += slice
-            context.heartbeat(slept)
+            if input.heartbeats != false { context.heartbeat(slept) }
         }
         return input.step
     }
@@ -48,6 +50,8 @@ struct BenchSteps: Workflow {
         var milliseconds: Int?
         var heartbeatTimeoutSeconds: Double?
         var maximumAttempts: Int?
+        /// false: the steps do not heartbeat.
+        var heartbeats: Bool?
     }
     func run(context: WorkflowContext, input: Input) async throws -> Int {
         try BenchInput.check(input.steps, "steps", in: 0...1_000_000)
@@ -60,7 +64,8 @@ struct BenchSteps: Workflow {
         var sum = 0
         for step in 0..<max(input.steps, 0) {
             sum += try await context.execute(
-                Sleep.self, input: .init(step: step, milliseconds: input.milliseconds ?? 0), options: options)
+                Sleep.self, input: .init(step: step, milliseconds: input.milliseconds ?? 0, heartbeats: input.heartbeats),
+                options: options)
         }
         return sum
     }
