@@ -86,8 +86,8 @@ int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel
 int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, const char *exchange,
                       const char *routing_key, const void *body, size_t body_len, int persistent,
                       const char *message_id, const char *type, const char *reply_to,
-                      const char *correlation_id, int header_count, const char *const *header_keys,
-                      const char *const *header_values) {
+                      const char *correlation_id, const char *user_id, int header_count,
+                      const char *const *header_keys, const char *const *header_values) {
     amqp_basic_properties_t props;
     memset(&props, 0, sizeof(props));
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
@@ -97,6 +97,7 @@ int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, cons
     if (type) { props._flags |= AMQP_BASIC_TYPE_FLAG; props.type = amqp_cstring_bytes(type); }
     if (reply_to) { props._flags |= AMQP_BASIC_REPLY_TO_FLAG; props.reply_to = amqp_cstring_bytes(reply_to); }
     if (correlation_id) { props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG; props.correlation_id = amqp_cstring_bytes(correlation_id); }
+    if (user_id) { props._flags |= AMQP_BASIC_USER_ID_FLAG; props.user_id = amqp_cstring_bytes(user_id); }
     amqp_table_entry_t entries[16];
     if (header_count > 16) header_count = 16;
     if (header_count > 0) {
@@ -114,6 +115,18 @@ int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, cons
     payload.bytes = (void *)body;
     return amqp_basic_publish(conn, channel, amqp_cstring_bytes(exchange), amqp_cstring_bytes(routing_key), 0, 0,
                               &props, payload);
+}
+
+int keel_amqp_reopen_channel(amqp_connection_state_t conn, amqp_channel_t channel, char *error, size_t error_len) {
+    amqp_channel_close_ok_t close_ok;
+    memset(&close_ok, 0, sizeof(close_ok));
+    int status = amqp_send_method(conn, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+    if (status != AMQP_STATUS_OK) {
+        snprintf(error, error_len, "acknowledging the channel's close: %s", amqp_error_string2(status));
+        return -1;
+    }
+    amqp_channel_open(conn, channel);
+    return keel_amqp_describe_reply(amqp_get_rpc_reply(conn), error, error_len);
 }
 
 static int copy_bytes(amqp_bytes_t bytes, char *out, size_t out_len) {

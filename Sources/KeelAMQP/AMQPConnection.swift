@@ -101,6 +101,24 @@ public final class AMQPConnection: @unchecked Sendable {
         try check(.declareFailed, "declaring queue \(name)")
     }
 
+    /// Opens the channel again after the broker closed it over an error (such as ACCESS_REFUSED).
+    public func reopenChannel() throws {
+        var error = [CChar](repeating: 0, count: 512)
+        if keel_amqp_reopen_channel(state, channel, &error, error.count) != 0 {
+            throw AMQPError(.channelFailed, "reopening the channel: \(cText(error))")
+        }
+        if confirms {
+            confirms = false
+            try enableConfirms()
+        }
+    }
+
+    /// Checks that exchange `name` exists (a passive declare: no configure permission needed).
+    public func checkExchange(_ name: String) throws {
+        withBytes(name, "direct") { amqp_exchange_declare(state, channel, $0[0], $0[1], 1, 0, 0, 0, amqp_empty_table) }
+        try check(.declareFailed, "checking exchange \(name)")
+    }
+
     public func bind(queue: String, exchange: String, routingKey: String) throws {
         withBytes(queue, exchange, routingKey) { amqp_queue_bind(state, channel, $0[0], $0[1], $0[2], amqp_empty_table) }
         try check(.declareFailed, "binding \(queue) to \(exchange) with key \(routingKey)")
@@ -153,7 +171,8 @@ public final class AMQPConnection: @unchecked Sendable {
                     keel_amqp_publish(
                         state, channel, message.exchange, message.routingKey, body.baseAddress, body.count,
                         message.persistent ? 1 : 0, message.messageId, message.type, message.replyTo,
-                        message.correlationId, Int32(keys.count), keyPointers, valuePointers)
+                        message.correlationId, message.signedByUser ? url.user : nil, Int32(keys.count), keyPointers,
+                        valuePointers)
                 }
             }
         }

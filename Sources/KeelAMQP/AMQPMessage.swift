@@ -13,6 +13,9 @@ public struct AMQPDelivery: Sendable {
     public var messageId: String?
     public var replyTo: String?
     public var correlationId: String?
+    /// The publisher's user, as RabbitMQ validated it (it refuses a `user_id` that is not the
+    /// connection's user); nil when the publisher set none.
+    public var userId: String? = nil
     /// String headers that Keel reads (`keel-*`).
     public var headers: [String: String]
     /// RabbitMQ's record of why the message was dead-lettered (first `x-death` entry).
@@ -28,6 +31,9 @@ public struct AMQPMessage: Sendable {
     public var messageId: String?
     public var replyTo: String?
     public var correlationId: String?
+    /// Set to the connection's user by ``AMQPConnection/publish(_:)`` when `true`: RabbitMQ checks
+    /// it, so a consumer can trust it (the coordinator authorises operators' jobs by it).
+    public var signedByUser = false
     public var headers: [String: String]
     public var persistent: Bool
 

@@ -48,4 +48,6 @@ public struct AMQPError: Error, CustomStringConvertible, Sendable {
         self.message = message
     }
     public var description: String { "AMQP \(code.rawValue): \(message)" }
+    /// The broker refused the operation to this user (403): a permission it does not have.
+    public var isAccessRefused: Bool { message.contains("ACCESS_REFUSED") }
 }

@@ -4,21 +4,16 @@ import Foundation
     import Glibc
 #endif
 
-/// Reads `handle` until end of file. Foundation's `readDataToEndOfFile()` traps when a signal
-/// interrupts its `read` (EINTR: it was seen killing the test process in CI); this retries the
-/// interrupted read instead, and stops at end of file or at another error.
+/// Reads `handle` until end of file with asynchronous signals blocked on the calling thread.
+/// Foundation's `readDataToEndOfFile()` traps when a signal interrupts its `read` (EINTR: seen
+/// killing the test process in CI); blocked here, such a signal goes to another thread instead.
+/// Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP) are never blocked.
 public func readToEnd(_ handle: FileHandle) -> Data {
-    var data = Data()
-    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-    let descriptor = handle.fileDescriptor
-    while true {
-        let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-        if count > 0 {
-            data.append(contentsOf: buffer[0..<count])
-        } else if count < 0 && errno == EINTR {
-            continue
-        } else {
-            return data
-        }
-    }
+    var blocked = sigset_t()
+    sigfillset(&blocked)
+    for fault in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP] { sigdelset(&blocked, fault) }
+    var previous = sigset_t()
+    pthread_sigmask(SIG_BLOCK, &blocked, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    return handle.readDataToEndOfFile()
 }

@@ -65,8 +65,50 @@ public struct Topology: Sendable, Hashable {
     /// The RabbitMQ queue serving task queue `name`.
     public func queue(forTaskQueue name: String) -> String { "\(namespace).q.\(name)" }
 
-    /// Declares the fixed topology and the given task queues.
+    /// Declares the fixed topology and the given task queues. A user the broker does not let
+    /// configure them (a worker's, a publisher's: docs/operations.md, "Broker users") only
+    /// checks that they exist: the coordinator, or an administrator, declares them first.
     public func declare(on connection: AMQPConnection, taskQueues: [String] = Topology.standardTaskQueues) throws {
+        do {
+            try declareAll(on: connection, taskQueues: taskQueues)
+        } catch let refusal as AMQPError where refusal.isAccessRefused {
+            try connection.reopenChannel()
+            try checkExists(
+                exchanges: [deadLetterExchange, jobsExchange, resultsExchange, tasksExchange, controlExchange],
+                queues: [deadLetterQueue, jobsQueue, resultsQueue], on: connection, refusal: refusal)
+            // A worker's user may declare its own task queue.
+            for name in taskQueues { try declareTaskQueue(name, on: connection) }
+        }
+    }
+
+    /// Declares task queue `name` and binds it; a user that may not only checks that it exists.
+    public func declareTaskQueue(_ name: String, on connection: AMQPConnection) throws {
+        do {
+            try declareTaskQueueAndBind(name, on: connection)
+        } catch let refusal as AMQPError where refusal.isAccessRefused {
+            try connection.reopenChannel()
+            try checkExists(exchanges: [], queues: [queue(forTaskQueue: name)], on: connection, refusal: refusal)
+        }
+    }
+
+    private func checkExists(
+        exchanges: [String], queues: [String], on connection: AMQPConnection, refusal: AMQPError
+    )
+        throws
+    {
+        do {
+            for exchange in exchanges { try connection.checkExchange(exchange) }
+            for queue in queues { _ = try connection.inspect(queue: queue) }
+        } catch {
+            throw AMQPError(
+                .declareFailed,
+                "the broker user \(connection.url.user) may not declare namespace \(namespace) (\(refusal.message)), and it is not "
+                    + "declared yet (\(error)): start the coordinator first (it declares every exchange and queue), or declare "
+                    + "them as a user that may")
+        }
+    }
+
+    private func declareAll(on connection: AMQPConnection, taskQueues: [String]) throws {
         try connection.declareExchange(deadLetterExchange, type: "fanout")
         try connection.declareQueue(deadLetterQueue, deadLetterExchange: nil, queueType: queueTypeArgument)
         try connection.bind(queue: deadLetterQueue, exchange: deadLetterExchange, routingKey: "")
@@ -78,10 +120,10 @@ public struct Topology: Sendable, Hashable {
         try connection.bind(queue: resultsQueue, exchange: resultsExchange, routingKey: Self.resultsRoutingKey)
         try connection.declareExchange(tasksExchange, type: "direct")
         try connection.declareExchange(controlExchange, type: "fanout")
-        for name in taskQueues { try declareTaskQueue(name, on: connection) }
+        for name in taskQueues { try declareTaskQueueAndBind(name, on: connection) }
     }
 
-    public func declareTaskQueue(_ name: String, on connection: AMQPConnection) throws {
+    private func declareTaskQueueAndBind(_ name: String, on connection: AMQPConnection) throws {
         try connection.declareQueue(
             queue(forTaskQueue: name), deadLetterExchange: deadLetterExchange, queueType: queueTypeArgument)
         try connection.bind(queue: queue(forTaskQueue: name), exchange: tasksExchange, routingKey: name)

@@ -74,10 +74,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
     )
     var standby = false
     @OptionGroup var queueType: QueueTypeOption
+    @Option(
+        help:
+            "Broker users, comma-separated, whose jobs may cancel, terminate, redrive, discard, unblock and manage schedules; others may start, signal and read (default: $KEEL_OPERATORS; none set: anyone who may publish jobs)."
+    )
+    var operators: String?
 
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
         configuration.standby = standby
+        if let text = operators ?? ProcessInfo.processInfo.environment["KEEL_OPERATORS"] {
+            let users = Set(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+            guard !users.isEmpty else { throw ValidationError("--operators must name at least one broker user, not '\(text)'") }
+            configuration.operators = users
+        }
         configuration.topology.queueType = try queueType.resolve()
         if let text = retention ?? ProcessInfo.processInfo.environment["KEEL_RETENTION"] {
             if text == "off" {

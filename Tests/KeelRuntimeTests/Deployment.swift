@@ -26,7 +26,10 @@ final class Deployment: @unchecked Sendable {
     /// Added to the environment of the processes started after it is set.
     var extraEnvironment: [String: String] = [:]
 
-    var environment: [String: String] {
+    var environment: [String: String] { environment(as: url) }
+
+    /// The processes' environment, connecting as the user of `url`.
+    func environment(as url: AMQPURL) -> [String: String] {
         extraEnvironment.merging([
             "KEEL_DB": databasePath, "KEEL_AMQP_URL": "amqp://\(url.user):\(url.password)@\(url.host):\(url.port)",
             "KEEL_EXECUTION_LOG": executionLogPath, "KEEL_NAMESPACE": topology.namespace,
@@ -34,12 +37,14 @@ final class Deployment: @unchecked Sendable {
         ]) { $1 }
     }
 
-    func startCoordinator(_ arguments: [String] = []) throws {
+    /// Starts the coordinator (connecting as the user of `user`, default the deployment's URL).
+    func startCoordinator(_ arguments: [String] = [], as user: AMQPURL? = nil) throws {
         // One still running (a test that restarts a coordinator it expected to have died) is
         // stopped with the others, not leaked.
         if let previous = coordinator, previous.exists { retired.append(previous) }
         coordinator = try KeelProcess(
-            ["coordinator"] + arguments, environment: environment, log: directory.appendingPathComponent("coordinator.log"))
+            ["coordinator"] + arguments, environment: environment(as: user ?? url),
+            log: directory.appendingPathComponent("coordinator.log"))
     }
 
     /// Waits until the coordinator consumes its jobs queue, so the topology it declares exists:
@@ -56,9 +61,12 @@ final class Deployment: @unchecked Sendable {
     }
 
     @discardableResult
-    func startWorker(queue: String = "default", concurrency: Int = 4, _ arguments: [String] = []) throws -> KeelProcess {
+    func startWorker(
+        queue: String = "default", concurrency: Int = 4, _ arguments: [String] = [], as user: AMQPURL? = nil
+    ) throws -> KeelProcess {
         let worker = try KeelProcess(
-            ["worker", "--queue", queue, "--concurrency", "\(concurrency)"] + arguments, environment: environment,
+            ["worker", "--queue", queue, "--concurrency", "\(concurrency)"] + arguments,
+            environment: environment(as: user ?? url),
             log: directory.appendingPathComponent("worker-\(workers.count).log"))
         workers.append(worker)
         return worker

@@ -25,8 +25,11 @@ int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel
 int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, const char *exchange,
                       const char *routing_key, const void *body, size_t body_len, int persistent,
                       const char *message_id, const char *type, const char *reply_to,
-                      const char *correlation_id, int header_count, const char *const *header_keys,
-                      const char *const *header_values);
+                      const char *correlation_id, const char *user_id, int header_count,
+                      const char *const *header_keys, const char *const *header_values);
+/* After the broker closed the channel (an error such as ACCESS_REFUSED): acknowledges the close
+   and opens the channel again. 0 on success, else writes why to `error`. */
+int keel_amqp_reopen_channel(amqp_connection_state_t conn, amqp_channel_t channel, char *error, size_t error_len);
 
 /// Copies the `reason` and `queue` of the first x-death entry (RabbitMQ's dead-letter record).
 /// Returns 0 if found, -1 otherwise.

@@ -39,3 +39,10 @@ public struct NotBlockedError: KeelError {
     public var errorType: String { "NotBlocked" }
     public var isNonRetryable: Bool { true }
 }
+
+/// A job its sender may not send (only operators cancel, terminate, redrive, discard, unblock
+/// and manage schedules, when the coordinator names them).
+public struct JobRefusedError: KeelError {
+    public var message: String
+    public var errorType: String { "NotAnOperator" }
+}

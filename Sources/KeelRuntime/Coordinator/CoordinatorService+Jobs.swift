@@ -29,6 +29,7 @@ extension CoordinatorService {
                 try await startAll(&starts, coordinator, consumer, publisher, &rejected)
                 do {
                     try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "job")
+                    try authorize(message)
                     await reply(to: message, with: try await handleJob(message, coordinator), publisher)
                 } catch let error as StoreError {
                     throw error
@@ -105,6 +106,26 @@ extension CoordinatorService {
         } else {
             logger.info("job \(message.type ?? "?") refused: \(failure)")
         }
+    }
+
+    /// Jobs that change or end other people's runs: only operators send them, when the
+    /// coordinator names its operators. Starts, signals, queries and reads are for any publisher.
+    static let operatorJobs: Set<String> = Set(
+        ([.cancel, .terminate, .redrive, .discard, .unblock]
+            + WireType.scheduleJobs.filter {
+                $0 != .scheduleList && $0 != .scheduleDescribe
+            }).map(\.rawValue))
+
+    /// Refuses an operator's job from anyone else (by the `user_id` RabbitMQ checked).
+    private func authorize(_ message: AMQPDelivery) throws {
+        guard let operators = configuration.operators, let type = message.wireType, Self.operatorJobs.contains(type),
+            !operators.contains(message.userId ?? "")
+        else { return }
+        let sender = message.userId.map { "broker user \($0)" } ?? "a publisher that set no user_id"
+        throw JobRefusedError(
+            message:
+                "\(type) refused: only operators (\(operators.sorted().joined(separator: ", "))) may send it, and it came from \(sender)"
+        )
     }
 
     /// Handles a job other than `start` (starts are committed in batches by ``startAll``). The

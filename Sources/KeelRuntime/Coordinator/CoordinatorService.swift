@@ -30,6 +30,10 @@ public final class CoordinatorService: Service {
         /// Wait for the namespace's active coordinator to go, then take over, instead of refusing
         /// to start beside it.
         public var standby = false
+        /// The broker users whose jobs may cancel, terminate, redrive, discard, unblock and
+        /// manage schedules (RabbitMQ checks the user a job carries); nil lets anyone who may
+        /// publish to the jobs exchange.
+        public var operators: Set<String>?
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url

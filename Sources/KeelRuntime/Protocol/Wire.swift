@@ -88,9 +88,13 @@ extension AMQPMessage {
     public static func wire<T: Encodable>(
         _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
     ) throws -> AMQPMessage {
-        AMQPMessage(
+        var message = AMQPMessage(
             exchange: exchange, routingKey: routingKey, body: try Wire.encode(body), type: type.rawValue,
             messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
+        // Jobs carry their publisher's user, checked by RabbitMQ: the coordinator lets only
+        // operators (`--operators`) cancel, terminate, redrive, discard, unblock and manage schedules.
+        message.signedByUser = WireType.jobs.contains(type)
+        return message
     }
 }
 

@@ -55,7 +55,49 @@ class Topology:
             arguments["x-queue-type"] = "quorum"
         return arguments or None
 
-    def declare(self, channel, task_queues=()):
+    def declare(self, connection, task_queues=()):
+        """Declares the namespace on a channel of its own. A broker user that may not (a worker's
+        or a publisher's, as ``scripts/rabbitmq users`` makes them) only checks that it exists:
+        the coordinator declares it first."""
+        channel = connection.channel()
+        try:
+            self._declare_all(channel, task_queues)
+        except pika.exceptions.ChannelClosedByBroker as refusal:
+            if refusal.reply_code != 403:
+                raise
+            channel = self._check(connection, [self.dead, self.jobs, self.results], refusal)
+            # A worker's user may declare its own task queue.
+            for name in task_queues:
+                try:
+                    self._declare_task_queue(channel, name)
+                except pika.exceptions.ChannelClosedByBroker as refused:
+                    if refused.reply_code != 403:
+                        raise
+                    channel = self._check(connection, [self.task_queue(name)], refused)
+        if channel.is_open:
+            channel.close()
+
+    def _check(self, connection, queues, refusal):
+        """Checks (passively, on a new channel) that the exchanges and ``queues`` exist; returns
+        the channel."""
+        channel = connection.channel()
+        try:
+            for exchange in (self.dlx, self.jobs, self.results, self.tasks, self.control):
+                channel.exchange_declare(exchange, passive=True)
+            for queue in queues:
+                channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as missing:
+            raise RuntimeError(
+                "the broker user may not declare namespace %s (%s), and it is not declared yet (%s): start the "
+                "coordinator first (it declares every exchange and queue), or declare them as a user that may"
+                % (self.namespace, refusal.reply_text, missing.reply_text)) from None
+        return channel
+
+    def _declare_task_queue(self, channel, name):
+        channel.queue_declare(self.task_queue(name), durable=True, arguments=self._arguments())
+        channel.queue_bind(self.task_queue(name), self.tasks, routing_key=name)
+
+    def _declare_all(self, channel, task_queues):
         channel.exchange_declare(self.dlx, "fanout", durable=True)
         channel.queue_declare(self.dead, durable=True, arguments=self._arguments(dead_letters=False))
         channel.queue_bind(self.dead, self.dlx, routing_key="")
@@ -68,8 +110,7 @@ class Topology:
         channel.exchange_declare(self.tasks, "direct", durable=True)
         channel.exchange_declare(self.control, "fanout", durable=True)
         for name in task_queues:
-            channel.queue_declare(self.task_queue(name), durable=True, arguments=self._arguments())
-            channel.queue_bind(self.task_queue(name), self.tasks, routing_key=name)
+            self._declare_task_queue(channel, name)
 
 
 def properties(kind, persistent=True, **extra):

@@ -3,6 +3,8 @@ import json
 import time
 import uuid
 
+import pika
+
 from . import _broker
 from .dead_letters import DeadLetters
 from .errors import KeelError, NoReply, WorkflowFailed, WorkflowNotFound, from_reply
@@ -35,7 +37,10 @@ class Client:
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
         # Jobs published before any coordinator ran wait in the queue instead of failing.
-        self.topology.declare(self._channel)
+        self.topology.declare(self._connection)
+        # Every job carries the broker user, which RabbitMQ checks: a coordinator run with
+        # --operators takes cancels, terminations and the like from its operators only.
+        self._user = pika.URLParameters(self.url).credentials.username
         self._answers = {}
         self._channel.basic_consume("amq.rabbitmq.reply-to", self._on_answer, auto_ack=True)
         self.dead_letters = DeadLetters(self)
@@ -62,7 +67,7 @@ class Client:
         self._channel.basic_publish(
             self.topology.jobs, "jobs", _broker.encode(body),
             _broker.properties(kind, persistent, reply_to="amq.rabbitmq.reply-to", correlation_id=correlation,
-                               message_id=str(uuid.uuid4())))
+                               message_id=str(uuid.uuid4()), user_id=self._user))
         deadline = time.time() + (timeout or self.timeout)
         while correlation not in self._answers:
             left = deadline - time.time()

@@ -116,7 +116,7 @@ class Worker:
         self._connection = connection
         channel = connection.channel()
         channel.confirm_delivery()
-        self.topology.declare(channel, task_queues=[self.queue])
+        self.topology.declare(connection, task_queues=[self.queue])
         channel.basic_qos(prefetch_count=self.concurrency)
         queue = self.topology.task_queue(self.queue)
         tag = channel.basic_consume(queue, lambda ch, method, props, body: self._pending.append((method, props, body)))
@@ -125,7 +125,9 @@ class Worker:
         self._claims.basic_consume("amq.rabbitmq.reply-to", self._on_answer, auto_ack=True)
         # Cancels: an exclusive queue bound to the control fanout.
         control = connection.channel()
-        declared = control.queue_declare("", exclusive=True, auto_delete=True)
+        # Named under the namespace, as a worker's broker user may declare it (docs/operations.md).
+        declared = control.queue_declare(
+            "%s.%s.%s" % (self.topology.control, self.name, uuid.uuid4().hex[:8]), exclusive=True, auto_delete=True)
         control.queue_bind(declared.method.queue, self.topology.control)
         control.basic_consume(declared.method.queue, self._on_control, auto_ack=True)
         self._channel = channel
