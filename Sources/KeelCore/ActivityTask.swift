@@ -36,6 +36,10 @@ public struct ActivityTask: Codable, Sendable, Hashable {
     /// republished copy: the coordinator refuses the claim if the run or the activity was
     /// cancelled meanwhile, so a task that waited in RabbitMQ never reaches a paid provider.
     public var claimBeforeRunning: Bool?
+    /// The epoch of the coordinator that published the task (it takes a new one each time it
+    /// takes over a history). A worker claims a task whose epoch is older than one it has seen
+    /// before running it: a coordinator that lost its lease while paused may publish late.
+    public var coordinatorEpoch: Int64?
 
     public init(
         workflowId: String, runId: String, workflowType: String, activityId: Int64,

@@ -121,6 +121,7 @@ extension SQLiteHistoryStore {
         let encoder = JSONEncoder()
         try wrap("record stalled runs") {
             try pool.write { db in
+                try checkFence(db)
                 try db.execute(sql: "DELETE FROM stalled_runs")
                 for run in runs {
                     try db.execute(

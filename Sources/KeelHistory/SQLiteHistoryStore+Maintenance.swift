@@ -18,6 +18,7 @@ extension SQLiteHistoryStore {
     public func pruneClosedRuns(closedBefore date: Date, limit: Int = 500) throws -> Int {
         try wrap("prune closed runs") {
             try pool.write { db in
+                try checkFence(db)
                 let ids = try String.fetchAll(
                     db,
                     sql: "SELECT run_id FROM runs WHERE \(Self.closedBefore) ORDER BY closed_at LIMIT ?",

@@ -148,6 +148,19 @@ extension SQLiteHistoryStore {
             // For retention: the oldest closed runs first.
             try db.execute(sql: "CREATE INDEX runs_by_closed ON runs(closed_at) WHERE closed_at IS NOT NULL")
         }
+        migrator.registerMigration("v8: coordinator epochs") { db in
+            // Fencing: each coordinator that takes the history takes the next epoch, and commits
+            // only while it is still the current one.
+            try db.execute(
+                sql: """
+                    CREATE TABLE coordinator_epoch (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        epoch INTEGER NOT NULL,
+                        holder TEXT NOT NULL,
+                        taken_at REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

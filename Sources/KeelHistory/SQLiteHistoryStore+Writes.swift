@@ -9,6 +9,7 @@ extension SQLiteHistoryStore {
         let encoder = JSONEncoder()
         try wrap("commit") {
             try pool.write { db in
+                try checkFence(db)
                 for run in batch.runs {
                     try db.cachedStatement(
                         sql: """

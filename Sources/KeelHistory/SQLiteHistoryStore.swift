@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KeelCore
+import Synchronization
 
 /// The SQLite event store: one WAL database file per coordinator, opened once.
 ///
@@ -18,6 +19,9 @@ public final class SQLiteHistoryStore: HistoryStore {
 
     let pool: DatabasePool
     public let path: String
+    /// The epoch this store's coordinator took (``takeEpoch(holder:)``); every commit checks it
+    /// is still the current one. nil: not fenced (tools, tests).
+    let fence = Mutex<Int64?>(nil)
 
     public init(path: String, durability: Durability = .normal) throws {
         self.path = path

@@ -6,10 +6,13 @@ import KeelCore
 public struct StoreError: KeelError {
     public var message: String
     public var resultCode: Int32?
+    /// A later coordinator took the history over (a higher epoch): this one must stop.
+    public var fenced: Bool
 
-    public init(message: String, resultCode: Int32? = nil) {
+    public init(message: String, resultCode: Int32? = nil, fenced: Bool = false) {
         self.message = message
         self.resultCode = resultCode
+        self.fenced = fenced
     }
 
     public var errorType: String { "StoreError" }

@@ -46,6 +46,18 @@ struct TaskAdmissionTests {
         #expect(TaskAdmission.afterClaim(.none) == .leave)
     }
 
+    @Test func aTaskFromAnOlderCoordinatorEpochThanOneSeenIsClaimedFirst() throws {
+        let admission = TaskAdmission(activities: ["summarize"])
+        var old = task()
+        old.coordinatorEpoch = 1_800_000_000_000
+        var new = task()
+        new.coordinatorEpoch = 1_800_000_005_000
+        #expect(admission.decide(delivery(try Wire.encode(old))) == .run(old), "the first epoch seen")
+        #expect(admission.decide(delivery(try Wire.encode(new))) == .run(new), "a later one")
+        #expect(admission.decide(delivery(try Wire.encode(old))) == .claim(old), "an earlier one than seen")
+        #expect(admission.decide(delivery(try Wire.encode(task()))) == .run(task()), "no epoch: as before")
+    }
+
     @Test func anUnknownActivityFailsAtOnceAndIsDeadLettered() throws {
         guard case .failUnknownActivity(let failed, let failure) = admission.decide(delivery(try Wire.encode(task("translate"))))
         else {

@@ -23,7 +23,7 @@ extension Coordinator {
     /// The task of the activity's current attempt.
     func task(for activity: ActivityRecord, in run: LiveRun) -> ActivityTask {
         let options = activity.options
-        return ActivityTask(
+        var task = ActivityTask(
             workflowId: run.record.workflowId, runId: run.runId, workflowType: run.record.workflowType,
             activityId: activity.activityId, activityType: activity.activityType, attempt: activity.attempt,
             input: activity.input, taskQueue: options.taskQueue, scheduledAt: activity.scheduledAt,
@@ -32,6 +32,8 @@ extension Coordinator {
             heartbeatDetails: activity.heartbeatDetails, scheduleToStartTimeout: options.scheduleToStartTimeout,
             trace: run.traceHeaders, providers: activity.route,
             claimBeforeRunning: activity.options.countsAgainstBudget)
+        task.coordinatorEpoch = configuration.epoch
+        return task
     }
 
     func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {

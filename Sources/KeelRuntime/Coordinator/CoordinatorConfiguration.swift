@@ -21,6 +21,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// A file the coordinator maps to name the run whose workflow code runs, so that a run that
     /// crashes the coordinator twice in a row is quarantined (nil: no quarantine).
     public var crashMarkerPath: String?
+    /// The epoch this coordinator took of its history (``SQLiteHistoryStore/takeEpoch(holder:)``),
+    /// stamped on every task it publishes.
+    public var epoch: Int64?
     /// The tracer for run spans (nil: the process's `InstrumentationSystem.tracer`).
     public var tracer: (any Tracer)?
 

@@ -37,7 +37,7 @@ final class CoordinatorLease: Sendable {
     /// One try on a new connection: the connection when the lease was free, nil when another
     /// connection holds it; throws when the broker cannot be reached.
     private static func take(_ queue: String, url: AMQPURL) throws -> AMQPConnection? {
-        let connection = try AMQPConnection(url: url)
+        let connection = try AMQPConnection(url: url, heartbeat: heartbeat)
         do {
             try connection.declareExclusiveQueue(queue)
             return connection
@@ -49,6 +49,11 @@ final class CoordinatorLease: Sendable {
             throw error
         }
     }
+
+    /// The lease connection's AMQP heartbeat, seconds (`KEEL_LEASE_HEARTBEAT`, default 10): the
+    /// broker drops the lease of a coordinator that stopped answering (paused, cut off) after
+    /// about two of them, and a standby takes over.
+    static let heartbeat = ProcessInfo.processInfo.environment["KEEL_LEASE_HEARTBEAT"].flatMap(Int.init).map { max($0, 1) } ?? 10
 
     static func heldElsewhere(_ namespace: String, _ queue: String) -> CoordinatorLeaseError {
         CoordinatorLeaseError(

@@ -102,6 +102,11 @@ public final class CoordinatorService: Service {
         if coordinatorConfiguration.crashMarkerPath == nil {
             coordinatorConfiguration.crashMarkerPath = configuration.databasePath + "-crash"
         }
+        // Fencing: a coordinator that lost the lease without knowing it (paused, cut off) can
+        // commit nothing more to this history once this one took it.
+        let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+        coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder)
+        logger.info("coordinator epoch \(coordinatorConfiguration.epoch ?? 0) of \(configuration.databasePath)")
         let coordinator = Coordinator(
             store: store, workflows: workflows,
             publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.countDispatched),

@@ -1,6 +1,7 @@
 import Foundation
 import KeelAMQP
 import KeelCore
+import Synchronization
 
 /// Decides, without I/O, what a worker does with a delivered task; the worker carries out the
 /// decision. The rules are docs/protocol.md's steps 0 and 0b:
@@ -10,13 +11,16 @@ import KeelCore
 ///   without waiting for a timeout) and dead-lettered;
 /// - a task RabbitMQ delivered again is never run: an earlier delivery went unacknowledged, so a
 ///   worker may have run it and died; it is reported, and the coordinator decides;
-/// - a copy the coordinator republished, and a task that spends a budget (an LLM call), runs
-///   only once its claim is granted: the coordinator refuses it if another worker started the
-///   attempt or the run or activity ended while the task waited in RabbitMQ;
+/// - a copy the coordinator republished, a task that spends a budget (an LLM call), and a task
+///   from an older coordinator epoch than one seen before, run only once their claim is
+///   granted: the coordinator refuses it if another worker started the attempt or the run or
+///   activity ended while the task waited in RabbitMQ;
 /// - anything else runs.
 struct TaskAdmission: Sendable {
     let activities: Set<String>
     var limits = MessageLimits()
+    /// The latest coordinator epoch seen on a task: an older one is claimed before it runs.
+    let epochs = EpochWatermark()
 
     enum Decision: Sendable, Hashable {
         case deadLetter(reason: String)
@@ -40,7 +44,8 @@ struct TaskAdmission: Sendable {
             return .failUnknownActivity(task, Failure(error))
         }
         if message.redelivered { return .reportRedelivered(task) }
-        if task.republished == true || task.claimBeforeRunning == true { return .claim(task) }
+        let stale = epochs.isStale(task.coordinatorEpoch)
+        if task.republished == true || task.claimBeforeRunning == true || stale { return .claim(task) }
         return .run(task)
     }
 
@@ -60,6 +65,21 @@ struct TaskAdmission: Sendable {
         case .granted: .run
         case .refused: .drop
         case .none: .leave
+        }
+    }
+}
+
+/// The highest coordinator epoch a worker has seen on a task.
+final class EpochWatermark: Sendable {
+    private let highest = Mutex<Int64>(0)
+
+    /// Whether `epoch` is older than one seen before; records it otherwise.
+    func isStale(_ epoch: Int64?) -> Bool {
+        guard let epoch else { return false }
+        return highest.withLock { highest in
+            if epoch < highest { return true }
+            highest = epoch
+            return false
         }
     }
 }

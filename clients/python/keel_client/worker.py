@@ -103,6 +103,7 @@ class Worker:
         self._running = {}
         self._answers = {}
         self._stopping = threading.Event()
+        self._epoch = 0  # the highest coordinator epoch seen on a task
 
     def stop(self):
         """Stops taking tasks; ``run()`` returns once the running ones have reported."""
@@ -168,7 +169,13 @@ class Worker:
             self._report("redelivered", dict(key, worker=self.name))
             self._channel.basic_ack(method.delivery_tag)
             return
-        if (task.get("republished") or task.get("claimBeforeRunning")) and not self._claim(key):
+        # A task from an older coordinator epoch than one seen may come from a coordinator that
+        # lost its lease while paused: it runs only if its attempt still waits.
+        epoch = task.get("coordinatorEpoch")
+        stale = epoch is not None and epoch < self._epoch
+        if epoch is not None and epoch > self._epoch:
+            self._epoch = epoch
+        if (task.get("republished") or task.get("claimBeforeRunning") or stale) and not self._claim(key):
             # Another copy runs (or the attempt is over): this one is dropped unrun.
             self._channel.basic_ack(method.delivery_tag)
             print("dropped a %s copy of %s" % ("republished" if task.get("republished") else "claimed", _name(key)), flush=True)
