@@ -62,6 +62,15 @@ struct BenchDeployment {
             try KeelProcess(["coordinator"], environment: environment, log: URL(fileURLWithPath: coordinatorLogPath)), at: 0)
     }
 
+    var standbyLogPath: String { directory.appendingPathComponent("coordinator-standby.log").path }
+
+    /// Starts a standby coordinator (`--standby`, same history file); it takes over when the
+    /// active one goes.
+    mutating func startStandby() throws {
+        processes.append(
+            try KeelProcess(["coordinator", "--standby"], environment: environment, log: URL(fileURLWithPath: standbyLogPath)))
+    }
+
     /// `kill -9` of the coordinator process.
     mutating func killCoordinator() {
         processes.removeFirst().kill()

@@ -8,7 +8,7 @@ struct RecoveryBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recovery",
         abstract:
-            "kill -9 the coordinator with --workflows open workflows mid-run; time until they are replayed and progressing again, then check that none is lost and no completed step runs again."
+            "kill -9 the coordinator with --workflows open workflows mid-run; time until they are replayed and progressing again (by a restarted coordinator, or with --standby by one waiting to take over), then check that none is lost and no completed step runs again."
     )
 
     @OptionGroup var broker: BrokerOptions
@@ -16,6 +16,8 @@ struct RecoveryBench: AsyncParsableCommand {
     @Option(help: "Sequential no-op activities per workflow.") var steps = 5
     @OptionGroup var workerOptions: BenchWorkerOptions
     @Option(help: "Seconds of progress between the workers starting and the kill.") var runFor = 1.0
+    @Flag(help: "Run a standby coordinator on the same history before the kill and let it take over, instead of restarting.")
+    var standby = false
 
     func run() async throws {
         // Workers join once every workflow is recorded, so all of them are open at the kill.
@@ -30,6 +32,12 @@ struct RecoveryBench: AsyncParsableCommand {
         let requests = try sequentialStarts(workflows, steps: steps, prefix: "rec")
         try await client.start(requests)
         try await until("all \(workflows) workflows recorded", timeout: 300) { try store.count(status: .running) >= workflows }
+        if standby {
+            try deployment.startStandby()
+            try await until("the standby waits to take over", timeout: 60) {
+                ((try? String(contentsOfFile: deployment.standbyLogPath, encoding: .utf8)) ?? "").contains("waiting to take over")
+            }
+        }
         try deployment.startWorkers(workerOptions.workers)
         try await Task.sleep(for: .seconds(double: runFor))
 
@@ -46,16 +54,17 @@ struct RecoveryBench: AsyncParsableCommand {
 
         let restart = ContinuousClock.now
         let restartedAt = Date()
-        try deployment.startCoordinator()
+        if !standby { try deployment.startCoordinator() }
+        let logPath = standby ? deployment.standbyLogPath : deployment.coordinatorLogPath
         try await until("the coordinator recovered", timeout: 120) {
-            ((try? String(contentsOfFile: deployment.coordinatorLogPath, encoding: .utf8)) ?? "").contains("coordinator running")
+            ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("coordinator running")
         }
         let serving = ContinuousClock.now - restart
-        try await until("a result applied after the restart", timeout: 120, poll: 0.005) {
+        try await until("a result applied after the \(standby ? "takeover" : "restart")", timeout: 120, poll: 0.005) {
             try !store.eventRefs(kind: .activityCompleted, from: restartedAt, limit: 1).isEmpty
         }
         let progressing = ContinuousClock.now - restart
-        let log = (try? String(contentsOfFile: deployment.coordinatorLogPath, encoding: .utf8)) ?? ""
+        let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
         if let line = log.split(separator: "\n").first(where: { $0.contains("recovered") }) { print(line) }
 
         try await until("every workflow completed", timeout: 600) { try store.count(status: .completed) >= workflows }
@@ -65,10 +74,10 @@ struct RecoveryBench: AsyncParsableCommand {
             .count
         let attempts = executions.map { "\($0.runId)/\($0.activityId)/\($0.attempt)" }
         let duplicates = attempts.count - Set(attempts).count
+        let from = standby ? "kill (the standby takes over)" : "restart"
         print(
-            String(
-                format: "restart -> recovered and consuming: %.2f s; restart -> first result applied: %.2f s", serving.seconds,
-                progressing.seconds))
+            "\(from) -> recovered and consuming: \(String(format: "%.2f", serving.seconds)) s; \(from) -> first result applied: \(String(format: "%.2f", progressing.seconds)) s"
+        )
         print(
             "\(completed) of \(workflows) completed; \(executions.count) executions (\(duplicates) duplicate attempt deliveries)")
         print(String(format: "recovery_s=%.2f lost=%d reexecuted=%d", progressing.seconds, workflows - completed, reexecuted))
