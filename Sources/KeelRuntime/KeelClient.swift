@@ -22,16 +22,18 @@ public final class KeelClient: Sendable {
 
     /// Publishes a start; the message id (default: the request id) de-duplicates repeated publishes.
     public func start(_ request: StartRequest, messageId: String? = nil) async throws {
+        let route = topology.jobRoute(workflowId: request.workflowId)
         try await publisher.send(
-            .start, StartJob(request), exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
+            .start, StartJob(request), exchange: route.exchange, routingKey: route.routingKey,
             messageId: messageId ?? request.requestId ?? UUID().uuidString)
     }
 
     /// Publishes many starts in one confirmed batch (each with its request id as message id).
     public func start(_ requests: [StartRequest]) async throws {
         let messages = try requests.map { request in
-            try AMQPMessage.wire(
-                .start, StartJob(request), exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey,
+            let route = topology.jobRoute(workflowId: request.workflowId)
+            return try AMQPMessage.wire(
+                .start, StartJob(request), exchange: route.exchange, routingKey: route.routingKey,
                 messageId: request.requestId ?? UUID().uuidString)
         }
         try await publisher.publish(messages)
@@ -76,7 +78,8 @@ public final class KeelClient: Sendable {
         if confirm {
             _ = try await request(type, job, persistent: true, messageId: UUID().uuidString, timeout: timeout)
         } else {
-            try await publisher.send(type, job, exchange: topology.jobsExchange, routingKey: Topology.jobsRoutingKey)
+            let route = topology.jobRoute(workflowId: job.workflowId)
+            try await publisher.send(type, job, exchange: route.exchange, routingKey: route.routingKey)
         }
     }
 
@@ -167,13 +170,12 @@ public final class KeelClient: Sendable {
         }
     }
 
-    private func request<Body: Encodable & Sendable>(
-        _ type: WireType, _ job: Body, exchange: String? = nil, routingKey: String = Topology.jobsRoutingKey,
-        persistent: Bool = false, messageId: String? = nil, timeout: Double
+    private func request<Body: RoutedJob>(
+        _ type: WireType, _ job: Body, persistent: Bool = false, messageId: String? = nil, timeout: Double
     ) async throws -> JobReply {
         let url = self.url
         let topology = self.topology
-        let exchange = exchange ?? topology.jobsExchange
+        let route = topology.jobRoute(workflowId: job.routingWorkflowId)
         let mustDeclare = !declared.withLock { $0 }
         let reply: JobReply = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
@@ -185,7 +187,7 @@ public final class KeelClient: Sendable {
                     if mustDeclare { try topology.declare(on: connection) }
                     try connection.consume(queue: Topology.replyTo, noAck: true)
                     var message = try AMQPMessage.wire(
-                        type, job, exchange: exchange, routingKey: routingKey, messageId: messageId)
+                        type, job, exchange: route.exchange, routingKey: route.routingKey, messageId: messageId)
                     message.persistent = persistent
                     if let reply = try connection.ask(message, timeout: timeout) {
                         continuation.resume(returning: reply)

@@ -67,8 +67,14 @@ struct ProcessFaultTests {
             StartRequest(
                 workflowType: "bench-steps", workflowId: "kill-worker",
                 input: Payload(encoding: StepsInput(steps: 1, milliseconds: 15000, heartbeatTimeoutSeconds: 3), field: "input")))
-        #expect(await eventually(20) { !deployment.executions.isEmpty })
-        try await Task.sleep(for: .milliseconds(300))
+        // Killed once its start is recorded (the worker reports it with the first heartbeat, or
+        // after --start-report-delay), mid-activity.
+        let store = try deployment.store()
+        #expect(
+            try await eventually(30) {
+                guard let run = try store.latestRun(workflowId: "kill-worker") else { return false }
+                return try store.activities(runId: run.runId).first?.state == .started
+            }, "the attempt's start is recorded")
         doomed.kill()
         #expect(!doomed.exists)
         #expect(try deployment.store().runs(status: .completed, limit: 10).isEmpty, "killed mid-activity")
@@ -133,7 +139,7 @@ struct ProcessFaultTests {
     @Test func aTaskThatKillsItsWorkerBeforeItsStartIsReportedStillEnds() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        try await deployment.client.start(
+        _ = try await deployment.client.startAndConfirm(
             StartRequest(
                 workflowType: "bench-steps", workflowId: "poison-early",
                 input: Payload(
@@ -141,17 +147,17 @@ struct ProcessFaultTests {
                         steps: 1, milliseconds: 30000, heartbeatTimeoutSeconds: 5, maximumAttempts: 2, heartbeats: false),
                     field: "input")))
         var kills = 0
-        while try deployment.store().latestRun(workflowId: "poison-early")?.status == .running, kills < 8 {
+        while try deployment.store().latestRun(workflowId: "poison-early")?.status == .running, kills < 10 {
             let before = deployment.executions.count
             let worker = try deployment.startWorker(concurrency: 1, ["--start-report-delay", "10s"])
-            _ = await eventually(30) {
+            _ = await eventually(60) {
                 deployment.executions.count > before
                     || (try? deployment.store().latestRun(workflowId: "poison-early")?.status) != .running
             }
             worker.kill()
             kills += 1
         }
-        let run = try await deployment.client.waitForResult(workflowId: "poison-early", timeout: 30)
+        let run = try await deployment.client.waitForResult(workflowId: "poison-early", timeout: 60)
         #expect(run.status == .failed)
         let attempts = deployment.executions.map(\.attempt)
         #expect(attempts == [1, 1, 2, 2], "each attempt ran twice: once unstarted, once more before it counted")

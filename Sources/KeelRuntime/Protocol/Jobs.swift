@@ -112,3 +112,12 @@ extension AMQPConnection {
         return nil
     }
 }
+
+/// A job body that names the workflow it is about, for ``Topology/jobRoute(workflowId:)``.
+protocol RoutedJob: Encodable, Sendable {
+    var routingWorkflowId: String? { get }
+}
+
+extension StartJob: RoutedJob { var routingWorkflowId: String? { workflowId } }
+extension WorkflowJob: RoutedJob { var routingWorkflowId: String? { workflowId } }
+extension ScheduleJob: RoutedJob { var routingWorkflowId: String? { nil } }

@@ -42,8 +42,8 @@ extension WorkerReport {
     }
 
     /// The message that carries `reports`: one alone as its own type, several as a `reports` batch.
-    static func message(for reports: [WorkerReport], topology: Topology) throws -> AMQPMessage {
-        let (exchange, key) = (topology.resultsExchange, Topology.resultsRoutingKey)
+    static func message(for reports: [WorkerReport], route: Route) throws -> AMQPMessage {
+        let (exchange, key) = (route.exchange, route.routingKey)
         if reports.count == 1 {
             switch reports[0] {
             case .started(let report): return try .wire(.started, report, exchange: exchange, routingKey: key)

@@ -19,8 +19,10 @@ final class ClaimClient: @unchecked Sendable {
 
     /// True once the claim is recorded as the attempt's start, false when another copy started.
     /// Throws when no answer came within `timeout` seconds or the connection failed.
-    func claim(_ claim: ActivityClaim, timeout: Double = 30) async throws -> Bool {
-        try await offPool { try self.ask(claim, timeout: timeout) }
+    /// `workflowId`: the claimed task's workflow, for ``Topology/reportRoute(workflowId:)``.
+    func claim(_ claim: ActivityClaim, workflowId: String, timeout: Double = 30) async throws -> Bool {
+        let route = topology.reportRoute(workflowId: workflowId)
+        return try await offPool { try self.ask(claim, route: route, timeout: timeout) }
     }
 
     func close() {
@@ -30,12 +32,11 @@ final class ClaimClient: @unchecked Sendable {
         connection = nil
     }
 
-    private func ask(_ claim: ActivityClaim, timeout: Double) throws -> Bool {
+    private func ask(_ claim: ActivityClaim, route: Route, timeout: Double) throws -> Bool {
         lock.lock()
         defer { lock.unlock() }
         do {
-            let message = try AMQPMessage.wire(
-                .claim, claim, exchange: topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+            let message = try AMQPMessage.wire(.claim, claim, exchange: route.exchange, routingKey: route.routingKey)
             if let reply = try open().ask(message, timeout: timeout) { return reply.ok }
             throw WireError(
                 message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")

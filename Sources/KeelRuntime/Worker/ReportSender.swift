@@ -11,6 +11,8 @@ import Synchronization
 final class ReportSender: Sendable {
     private struct Item: Sendable {
         var report: WorkerReport
+        /// ``Topology/reportRoute(workflowId:)`` of the report's workflow.
+        var route: Route
         var written: (@Sendable () -> Void)?
         var settled: @Sendable ((any Error)?) -> Void
     }
@@ -22,9 +24,9 @@ final class ReportSender: Sendable {
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
     /// Returns once the report is confirmed by the broker.
-    func send(_ report: WorkerReport) async throws {
+    func send(_ report: WorkerReport, workflowId: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            send(report) { error in
+            send(report, workflowId: workflowId) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
             }
         }
@@ -33,10 +35,13 @@ final class ReportSender: Sendable {
     /// Sends without waiting: `written` is called once the report is on the connection,
     /// `settled` once the broker confirmed it (nil) or it could not be sent. Both are called on
     /// the publishing thread and must not block.
-    func send(_ report: WorkerReport, written: (@Sendable () -> Void)? = nil, settled: @escaping @Sendable ((any Error)?) -> Void)
-    {
+    func send(
+        _ report: WorkerReport, workflowId: String, written: (@Sendable () -> Void)? = nil,
+        settled: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        let route = publisher.topology.reportRoute(workflowId: workflowId)
         let batch = state.withLock { state -> [Item] in
-            state.waiting.append(Item(report: report, written: written, settled: settled))
+            state.waiting.append(Item(report: report, route: route, written: written, settled: settled))
             guard state.inFlight < window else { return [] }
             state.inFlight += 1
             defer { state.waiting.removeAll() }
@@ -47,15 +52,19 @@ final class ReportSender: Sendable {
 
     /// Publishes `batch` (this counts as one of the window's publishes), then whatever waits.
     private func publish(_ batch: [Item]) {
-        let message: AMQPMessage
+        // One message per route: reports about workflows of different shards go apart.
+        let messages: [AMQPMessage]
         do {
-            message = try WorkerReport.message(for: batch.map(\.report), topology: publisher.topology)
+            let routes = batch.reduce(into: [Route]()) { if !$0.contains($1.route) { $0.append($1.route) } }
+            messages = try routes.map { route in
+                try WorkerReport.message(for: batch.filter { $0.route == route }.map(\.report), route: route)
+            }
         } catch {
             for item in batch { item.settled(error) }
             return next()
         }
         publisher.publish(
-            [message],
+            messages,
             written: { for item in batch { item.written?() } },
             settled: { [self] error in
                 for item in batch { item.settled(error) }

@@ -180,7 +180,7 @@ public final class WorkerService: Service {
                     ActivityResult(
                         runId: unknown.runId, activityId: unknown.activityId, attempt: unknown.attempt,
                         worker: configuration.identity,
-                        outcome: .failed(failure))))
+                        outcome: .failed(failure))), workflowId: unknown.workflowId)
             await deadLetter(delivery, queueName, failure.description, publisher, consumer)
             return
         case .reportRedelivered(let redelivered):
@@ -222,6 +222,7 @@ public final class WorkerService: Service {
                     ActivityStarted(
                         runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: identity,
                         time: startedAt)),
+                workflowId: task.workflowId,
                 written: { start.wrote() },
                 settled: { error in
                     if error == nil { consumer.ack(delivery) }
@@ -255,7 +256,8 @@ public final class WorkerService: Service {
             try? await reports.send(
                 .heartbeat(
                     ActivityHeartbeat(
-                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)))
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, details: details)),
+                workflowId: task.workflowId)
         }
         let running = Meter(label: "keel_worker_activities_running", dimensions: [("task_queue", task.taskQueue)])
         running.increment()
@@ -292,7 +294,7 @@ public final class WorkerService: Service {
         var delay = 0.5
         while true {
             do {
-                try await reports.send(.result(result))
+                try await reports.send(.result(result), workflowId: task.workflowId)
                 // Done once the task's acknowledgement is queued: a stopping worker closes its
                 // connection only after that.
                 if resultStandsForStart {
@@ -321,7 +323,8 @@ public final class WorkerService: Service {
             try await reports.send(
                 .redelivered(
                     ActivityRedelivered(
-                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)))
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)),
+                workflowId: task.workflowId)
             consumer.ack(delivery)
             notRun(task, reason: "redelivered")
             logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
@@ -371,7 +374,7 @@ public final class WorkerService: Service {
             claimId: UUID().uuidString)
         while !isStopped {
             do {
-                return try await claims.claim(claim) ? .granted : .refused
+                return try await claims.claim(claim, workflowId: task.workflowId) ? .granted : .refused
             } catch {
                 logger.warning("claiming the task \(task.attemptKey): \(error); asking again")
                 try? await Task.sleep(for: .seconds(1))
