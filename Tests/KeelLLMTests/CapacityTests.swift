@@ -578,11 +578,18 @@ struct RestartMidStormTests {
         defer { stack.stop() }
         _ = try await stack.client.startAndConfirm(
             try StartRequest(ParallelLLMCalls.self, id: "storm", input: .init(prompts: (1...30).map { "storm \($0)" })))
-        // Knowing nothing yet, the coordinator sends all 30: about 20 go through (more if the burst
-        // takes seconds), the rest are answered 429, which teaches it the provider's window; those
-        // wait in the coordinator for it.
-        #expect(await eventually(60) { await stack.mock.requests().count >= 30 })
-        #expect(await stack.mock.requests().contains { $0.status == 429 })
+        // Knowing nothing yet, the coordinator sends calls until the provider's headers (or its
+        // 429s, when the burst outruns them) teach it the window; the rest wait in it. Once the
+        // window's 20 are answered, any call sent before it refills is answered 429.
+        #expect(
+            await eventually(60) { await stack.mock.requests().filter { $0.status == 200 }.count >= 20 },
+            "the provider's window is used up")
+        // The first burst is over (its 429s, if any, are in): from here calls go at the window's pace.
+        #expect(
+            await eventually(30) {
+                guard let last = await stack.mock.requests().map(\.time).max() else { return false }
+                return Date().timeIntervalSince(last) > 1
+            }, "the burst is over")
         try await stack.restartCoordinator()
         let restarted = Date()
         let run = try await stack.client.waitForResult(workflowId: "storm", timeout: 120)
