@@ -117,9 +117,7 @@ struct HistoryCommand: AsyncParsableCommand {
         @Flag(help: "Only count what would be deleted.") var dryRun = false
 
         func run() async throws {
-            guard let seconds = DurationText.seconds(olderThan), seconds > 0 else {
-                throw ValidationError("--older-than must be a duration such as 7d, 12h or 30m, not '\(olderThan)'")
-            }
+            let seconds = try durationOption(olderThan, "--older-than", examples: "7d, 12h or 30m")
             let store = try database.openStore()
             let cutoff = Date().addingTimeInterval(-seconds)
             if dryRun {

@@ -90,14 +90,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         configuration.topology.queueType = try queueType.resolve()
         if let text = retention ?? ProcessInfo.processInfo.environment["KEEL_RETENTION"] {
-            if text == "off" {
-                configuration.retention = nil
-            } else {
-                guard let seconds = DurationText.seconds(text), seconds > 0 else {
-                    throw ValidationError("--retention must be a duration such as 30d or 12h, or off, not '\(text)'")
-                }
-                configuration.retention = seconds
-            }
+            configuration.retention =
+                text == "off" ? nil : try durationOption(text, "--retention", examples: "30d or 12h, or off")
         }
         let admitting = admission ?? ProcessInfo.processInfo.environment["KEEL_ADMISSION"] ?? "on"
         guard admitting == "on" || admitting == "off" else {
@@ -170,10 +164,8 @@ struct WorkerCommand: AsyncParsableCommand {
             url: try broker.url(), taskQueue: queue ?? environment["KEEL_QUEUE"] ?? "default", concurrency: concurrency)
         configuration.topology.queueType = try queueType.resolve()
         if let text = startReportDelay ?? environment["KEEL_START_REPORT_DELAY"] {
-            guard let seconds = text == "0" ? 0 : DurationText.seconds(text), seconds >= 0 else {
-                throw ValidationError("--start-report-delay must be a duration such as 250ms or 1s, or 0, not '\(text)'")
-            }
-            configuration.startReportDelay = .seconds(double: seconds)
+            configuration.startReportDelay = .seconds(
+                double: try durationOption(text, "--start-report-delay", examples: "250ms or 1s, or 0", zero: "0"))
         }
         let activities = ApplicationContext.activities(
             configuration: KeelConfiguration(

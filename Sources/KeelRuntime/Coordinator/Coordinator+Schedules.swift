@@ -45,37 +45,43 @@ extension Coordinator {
 
     /// Stops the firings (missed ones are not caught up on unpause).
     public func pauseSchedule(_ name: String, note: String?) async throws -> ScheduleRecord {
-        var record = try schedule(named: name)
-        record.paused = true
-        record.note = note
-        record.nextFireAt = nil
-        var work = Work(now: clock.now())
-        save(record, &work)
-        try await finish(&work)
-        return record
+        try await changeSchedule(name) { record, _ in
+            record.paused = true
+            record.note = note
+            record.nextFireAt = nil
+            return record
+        }
     }
 
     /// Fires again from the next time after now.
     public func unpauseSchedule(_ name: String) async throws -> ScheduleRecord {
-        var record = try schedule(named: name)
-        var work = Work(now: clock.now())
-        record.paused = false
-        record.note = nil
-        record.nextFireAt = record.spec.next(after: work.now)
-        save(record, &work)
-        try await finish(&work)
-        return record
+        try await changeSchedule(name) { record, work in
+            record.paused = false
+            record.note = nil
+            record.nextFireAt = record.spec.next(after: work.now)
+            return record
+        }
     }
 
     /// One firing now, under the schedule's overlap policy (paused or not).
     public func triggerSchedule(_ name: String) async throws -> ScheduleFiring {
+        try await changeSchedule(name) { record, work in
+            var byRequestId: [String: StartResult] = [:]
+            return fire(&record, at: work.now, triggered: true, &byRequestId, &work)
+        }
+    }
+
+    /// Reads schedule `name`, lets `change` change it (and add to the unit of work), saves and
+    /// commits it; returns what `change` returned.
+    private func changeSchedule<T>(
+        _ name: String, _ change: (inout ScheduleRecord, inout Work) -> T
+    ) async throws -> T {
         var record = try schedule(named: name)
         var work = Work(now: clock.now())
-        var byRequestId: [String: StartResult] = [:]
-        let firing = fire(&record, at: work.now, triggered: true, &byRequestId, &work)
+        let answer = change(&record, &work)
         save(record, &work)
         try await finish(&work)
-        return firing
+        return answer
     }
 
     public func deleteSchedule(_ name: String) async throws {

@@ -172,20 +172,16 @@ extension Coordinator {
             save(activity, in: run, &work)
             work.batch.outbox.append(task(for: activity, in: run))
             return true
-        case .scheduled:
-            let failure = Failure(
-                type: "TaskRedelivered",
-                message: "attempt \(activity.attempt) was delivered again twice (lastly to \(message.worker)) before any "
+        case .scheduled, .started:
+            let why =
+                activity.state == .started
+                ? "attempt \(activity.attempt) was delivered again (to \(message.worker)): the worker that started it "
+                    + "died or lost its connection to RabbitMQ before acknowledging its task"
+                : "attempt \(activity.attempt) was delivered again twice (lastly to \(message.worker)) before any "
                     + "worker reported its start: the workers that took it died or lost their connection to RabbitMQ, "
-                    + "maybe while running it")
-            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
-            return true
-        case .started:
-            let failure = Failure(
-                type: "TaskRedelivered",
-                message: "attempt \(activity.attempt) was delivered again (to \(message.worker)): the worker that started it "
-                    + "died or lost its connection to RabbitMQ before acknowledging its task")
-            attemptFailed(&activity, failure: failure, kind: .activityFailed, in: run, &work)
+                    + "maybe while running it"
+            attemptFailed(
+                &activity, failure: Failure(type: "TaskRedelivered", message: why), kind: .activityFailed, in: run, &work)
             return true
         default:
             return false

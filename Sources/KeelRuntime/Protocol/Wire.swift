@@ -85,6 +85,9 @@ public struct WireError: KeelError {
 
 extension AMQPMessage {
     /// A wire message of `type`: `body` as JSON, with Keel's type and version headers.
+    /// ``WireType/jobs``, for a lookup per message built.
+    private static let jobTypes = Set(WireType.jobs)
+
     public static func wire<T: Encodable>(
         _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
     ) throws -> AMQPMessage {
@@ -93,7 +96,7 @@ extension AMQPMessage {
             messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
         // Jobs carry their publisher's user, checked by RabbitMQ: the coordinator lets only
         // operators (`--operators`) cancel, terminate, redrive, discard, unblock and manage schedules.
-        message.signedByUser = WireType.jobs.contains(type)
+        message.signedByUser = jobTypes.contains(type)
         return message
     }
 }

@@ -55,9 +55,8 @@ final class ReportSender: Sendable {
         // One message per route: reports about workflows of different shards go apart.
         let messages: [AMQPMessage]
         do {
-            let routes = batch.reduce(into: [Route]()) { if !$0.contains($1.route) { $0.append($1.route) } }
-            messages = try routes.map { route in
-                try WorkerReport.message(for: batch.filter { $0.route == route }.map(\.report), route: route)
+            messages = try Dictionary(grouping: batch, by: \.route).map { route, items in
+                try WorkerReport.message(for: items.map(\.report), route: route)
             }
         } catch {
             for item in batch { item.settled(error) }
