@@ -567,7 +567,7 @@ struct ParentClosePolicyTests {
     }
 }
 
-@Suite("A coordinator restart mid-storm", .serialized, .tags(.integration), .timeLimit(.minutes(5)))
+@Suite("A coordinator restart mid-storm", .serialized, .tags(.integration), .timeLimit(.minutes(3)))
 struct RestartMidStormTests {
     @Test func theNextCoordinatorKeepsTheLearnedLimitsAndCausesNoBurstOf429s() async throws {
         // No limits configured: the coordinator learns them from the provider, 20 requests a minute.
@@ -577,7 +577,7 @@ struct RestartMidStormTests {
                 limits: [MockLimits(requestsPerMinute: 20)]))
         defer { stack.stop() }
         _ = try await stack.client.startAndConfirm(
-            try StartRequest(ParallelLLMCalls.self, id: "storm", input: .init(prompts: (1...60).map { "storm \($0)" })))
+            try StartRequest(ParallelLLMCalls.self, id: "storm", input: .init(prompts: (1...30).map { "storm \($0)" })))
         // Knowing nothing yet, the coordinator sends calls until the provider's headers (or its
         // 429s, when the burst outruns them) teach it the window; the rest wait in it. Once the
         // window's 20 are answered, any call sent before it refills is answered 429.
@@ -592,16 +592,15 @@ struct RestartMidStormTests {
             }, "the burst is over")
         try await stack.restartCoordinator()
         let restarted = Date()
-        let run = try await stack.client.waitForResult(workflowId: "storm", timeout: 200)
+        let run = try await stack.client.waitForResult(workflowId: "storm", timeout: 120)
         #expect(run.status == .completed)
         let requests = await stack.mock.requests()
         let after = requests.filter { $0.time > restarted }
-        // Each of the 60 prompts is answered once: what did not get through before the restart got
-        // through after it. At 20 a minute, at most 20 + 90 s / 3 s = 50 can be answered within
-        // the waits above (30 prompts were all answered first in one loaded CI run).
+        // Each of the 30 prompts is answered once: what did not get through before the restart
+        // (10 or so, fewer when the burst took seconds) got through after it.
         let answeredBefore = requests.filter { $0.time <= restarted && $0.status == 200 }.count
-        #expect(answeredBefore < 60, "some calls were left for the next coordinator")
-        #expect(after.filter { $0.status == 200 }.count == 60 - answeredBefore, "the rest of the calls went after the restart")
+        #expect(answeredBefore < 30, "some calls were left for the next coordinator")
+        #expect(after.filter { $0.status == 200 }.count == 30 - answeredBefore, "the rest of the calls went after the restart")
         #expect(after.filter { $0.status == 429 }.isEmpty, "no burst: \(after.map(\.status))")
     }
 }
