@@ -99,7 +99,7 @@ struct AdmissionUnitTests {
         let call = CallDemand(inputTokens: 900, outputTokens: 1100)
         var fits = capacity.fits(call, now: start)
         #expect(fits)
-        capacity.take(call)
+        let taken = capacity.take(call)
         capacity.take(call)
         capacity.take(call)
         fits = capacity.fits(call, now: start)
@@ -110,7 +110,7 @@ struct AdmissionUnitTests {
         fits = capacity.fits(call, now: start.addingTimeInterval(21.5))
         #expect(fits)
         // The call used less than its estimate: the difference comes back.
-        capacity.endCall(refunding: call)
+        capacity.endCall(refunding: call, from: taken)
         capacity.charge(CallDemand(inputTokens: 900, outputTokens: 100))
         #expect(capacity.buckets[.tokens]?.available == 3150, "2,150 refilled + 2,000 given back - 1,000 used")
         // The provider says its limit is lower than configured, and less remains.
@@ -123,6 +123,39 @@ struct AdmissionUnitTests {
         fits = capacity.fits(CallDemand(inputTokens: 1, outputTokens: 1), now: start.addingTimeInterval(28))
         #expect(!fits)
         #expect(capacity.blockedUntil == start.addingTimeInterval(28.5))
+    }
+
+    @Test func aRefundGivesBackOnlyToTheBucketsTheCallWasTakenFrom() {
+        let start = Date(timeIntervalSince1970: 1_000)
+        // No limits known when the call is admitted: it takes from no bucket.
+        var capacity = ProviderCapacity(limits: nil, now: start)
+        let taken = capacity.take(CallDemand(inputTokens: 10, outputTokens: 10))
+        #expect(taken.isEmpty)
+        // Headers then teach a window with nothing left; the call never ran (its claim was
+        // refused), so it is refunded: the learned bucket must stay empty.
+        capacity.learn(RateLimitReading(requests: .init(limit: 20, remaining: 0)), rateLimited: false, now: start)
+        capacity.endCall(refunding: CallDemand(inputTokens: 10, outputTokens: 10), from: taken)
+        #expect(capacity.buckets[.requests]?.available == 0)
+        #expect(capacity.inFlight == 0)
+    }
+
+    @Test func aClaimConfirmsTheAdmissionAgainstWhatWasLearnedSince() {
+        let start = Date(timeIntervalSince1970: 1_000)
+        let call = CallDemand(inputTokens: 10, outputTokens: 10)
+        var capacity = ProviderCapacity(limits: nil, now: start)
+        var first = capacity.take(call)
+        var second = capacity.take(call)
+        // Learned after both were admitted: one request is left in the window.
+        capacity.learn(RateLimitReading(requests: .init(limit: 60, remaining: 1)), rateLimited: false, now: start)
+        #expect(capacity.confirm(call, takenFrom: &first, now: start))
+        #expect(first == [.requests], "the learned bucket now holds the first call")
+        #expect(!capacity.confirm(call, takenFrom: &second, now: start), "no request left for the second")
+        // A second later the window has refilled one request.
+        #expect(capacity.confirm(call, takenFrom: &second, now: start.addingTimeInterval(1)))
+        // A 429 blocks every call admitted before it.
+        var third = capacity.take(call)
+        capacity.learn(RateLimitReading(retryAfter: 5), rateLimited: true, now: start.addingTimeInterval(1))
+        #expect(!capacity.confirm(call, takenFrom: &third, now: start.addingTimeInterval(2)))
     }
 }
 
@@ -602,6 +635,30 @@ struct RestartMidStormTests {
         #expect(answeredBefore < 30, "some calls were left for the next coordinator")
         #expect(after.filter { $0.status == 200 }.count == 30 - answeredBefore, "the rest of the calls went after the restart")
         #expect(after.filter { $0.status == 429 }.isEmpty, "no burst: \(after.map(\.status))")
+    }
+
+    @Test func tasksTheLastCoordinatorPublishedAreHeldBackWhenTheWindowIsUsedUp() async throws {
+        // Nothing known at first: the coordinator publishes all 40 calls at once; two worker slots
+        // and 300 ms a call keep most of them in RabbitMQ. The provider allows 30 a minute.
+        let stack = try await CapacityTests.stack(
+            MockScenario(
+                rules: [MockRule(responses: [MockResponse(delayMs: 300, usage: MockUsage(inputTokens: 10, outputTokens: 10))])],
+                limits: [MockLimits(requestsPerMinute: 30)]),
+            llmConcurrency: 2)
+        defer { stack.stop() }
+        _ = try await stack.client.startAndConfirm(
+            try StartRequest(ParallelLLMCalls.self, id: "queued", input: .init(prompts: (1...40).map { "queued \($0)" })))
+        #expect(
+            await eventually(60) { await stack.mock.requests().filter { $0.status == 200 }.count >= 6 },
+            "the first calls are answered, and the coordinator has learned the window")
+        // Restart with calls of the last coordinator still queued: the next one confirms each
+        // when a worker claims it, against the window it restored, and holds back what does not fit.
+        try await stack.restartCoordinator()
+        let run = try await stack.client.waitForResult(workflowId: "queued", timeout: 120)
+        #expect(run.status == .completed)
+        let requests = await stack.mock.requests()
+        #expect(requests.filter { $0.status == 429 }.isEmpty, "\(requests.map(\.status))")
+        #expect(requests.filter { $0.status == 200 }.count == 40, "each prompt answered once")
     }
 }
 

@@ -9,6 +9,8 @@ struct AdmissionState {
         var runId: String
         var provider: String?
         var demand: CallDemand?
+        /// The provider's buckets that hold `demand` (those it had at admission).
+        var takenFrom: Set<CapacityKind> = []
         var taskQueue: String?
         /// Estimated spend reserved against the run's budget.
         var reserved: Spend

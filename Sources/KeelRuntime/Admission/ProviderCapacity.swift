@@ -72,18 +72,41 @@ struct ProviderCapacity {
         min(amount + bucket.limit / 60 * Self.headroomSeconds, bucket.limit)
     }
 
-    mutating func take(_ demand: CallDemand) {
+    /// Takes a call's estimate from every bucket there is, and its slot. Returns the kinds taken
+    /// from: a bucket learned later (from headers) never held this call's estimate, and a refund
+    /// must not give it one.
+    @discardableResult
+    mutating func take(_ demand: CallDemand) -> Set<CapacityKind> {
         for kind in Array(buckets.keys) { buckets[kind]?.available -= demand.amount(kind) }
         inFlight += 1
+        return Set(buckets.keys)
+    }
+
+    /// Whether an admitted call that has not been sent yet still has room: the provider is not
+    /// blocked, and no bucket is below zero with the call's estimate in it. Buckets learned since
+    /// the admission (not in `takenFrom`) take the estimate now, when it fits; `takenFrom` then
+    /// names them too. No headroom is asked: the call was admitted already.
+    mutating func confirm(_ demand: CallDemand, takenFrom: inout Set<CapacityKind>, now: Date) -> Bool {
+        refill(now)
+        if blockedUntil != nil { return false }
+        for (kind, bucket) in buckets {
+            let owed = takenFrom.contains(kind) ? 0 : demand.amount(kind)
+            if bucket.available - owed < 0 { return false }
+        }
+        for kind in Array(buckets.keys) where !takenFrom.contains(kind) {
+            buckets[kind]?.available -= demand.amount(kind)
+            takenFrom.insert(kind)
+        }
+        return true
     }
 
     /// A call ended: its slot is free, and `refunding` (what it took when admitted, its
-    /// estimate) is given back; ``charge(_:)`` then takes what it really used. Nil: the estimate
-    /// stays taken (nobody knows what the call used).
-    mutating func endCall(refunding demand: CallDemand?) {
+    /// estimate, from the buckets `from`) is given back; ``charge(_:)`` then takes what it really
+    /// used. Nil: the estimate stays taken (nobody knows what the call used).
+    mutating func endCall(refunding demand: CallDemand?, from kinds: Set<CapacityKind>) {
         inFlight = max(inFlight - 1, 0)
         guard let demand else { return }
-        for kind in Array(buckets.keys) {
+        for kind in kinds {
             guard var bucket = buckets[kind] else { continue }
             bucket.available = min(bucket.limit, bucket.available + demand.amount(kind))
             buckets[kind] = bucket

@@ -177,22 +177,31 @@ extension Coordinator {
     }
 
     /// Takes what an admitted attempt holds until it ends. `taking: false` (a restart) takes
-    /// only the call's slot: the restored buckets already count the call.
+    /// only the call's slot: the restored buckets already count the call, unless it was admitted
+    /// before they were learned. Which it was is not stored, so an attempt not sent yet
+    /// (`unsent`) takes its estimate again when a worker claims it (``confirmAdmission(_:now:)``):
+    /// counted twice at worst, for one window, rather than not at all.
     func hold(
         _ activity: ActivityRecord, in run: LiveRun, provider: String?, demand: CallDemand?, reserve: Spend, now: Date,
-        taking: Bool = true
+        taking: Bool = true, unsent: Bool = false
     ) {
         let queue = configuration.capacity.taskQueueLimits[activity.options.taskQueue] != nil ? activity.options.taskQueue : nil
         if let queue { admission.queueInFlight[queue, default: 0] += 1 }
         if !reserve.isZero { admission.reservedByRun[run.runId, default: .zero] += reserve }
+        var takenFrom: Set<CapacityKind> = []
         if let provider, let demand {
-            withCapacity(of: provider, now: now) { capacity in
-                if taking { capacity.take(demand) } else { capacity.inFlight += 1 }
+            takenFrom = withCapacity(of: provider, now: now) { capacity in
+                guard taking else {
+                    capacity.inFlight += 1
+                    return unsent ? [] : Set(capacity.buckets.keys)
+                }
+                return capacity.take(demand)
             }
             admission.dirty.insert(provider)
         }
         admission.holds[activity.attemptKey] = AdmissionState.Hold(
-            runId: run.runId, provider: provider, demand: demand, taskQueue: queue, reserved: reserve)
+            runId: run.runId, provider: provider, demand: demand, takenFrom: takenFrom, taskQueue: queue,
+            reserved: reserve)
     }
 
     /// An attempt ended (its result came, it timed out, its run closed): gives back what it
@@ -209,7 +218,9 @@ extension Coordinator {
                 admission.reservedByRun[hold.runId] = left.totalTokens <= 0 && left.costUSD <= 1e-12 ? nil : left
             }
             if let provider = hold.provider, let demand = hold.demand {
-                withCapacity(of: provider, now: now) { $0.endCall(refunding: outcomes == nil ? nil : demand) }
+                withCapacity(of: provider, now: now) {
+                    $0.endCall(refunding: outcomes == nil ? nil : demand, from: hold.takenFrom)
+                }
                 admission.dirty.insert(provider)
             }
         }
@@ -238,6 +249,34 @@ extension Coordinator {
     func forget(_ activity: ActivityRecord, in run: LiveRun, now: Date) {
         if !admission.queue.isEmpty { admission.queue.remove(.init(runId: run.runId, activityId: activity.activityId)) }
         if !admission.holds.isEmpty { release(activity.attemptKey, outcomes: nil, now: now) }
+    }
+
+    /// Confirms, when a worker claims it, the admission of an unstarted LLM attempt against
+    /// what was learned since: its provider is not blocked by a 429, and no bucket goes below
+    /// zero with the attempt's estimate in it. A bucket learned after the admission (from
+    /// headers) takes the estimate now. Learning since the admission (a 429 from another call,
+    /// headers with a lower `remaining`, a restarted coordinator's restored buckets) can take
+    /// the room away while the task waits in RabbitMQ for a worker slot.
+    func confirmAdmission(_ activity: ActivityRecord, now: Date) -> Bool {
+        guard var hold = admission.holds[activity.attemptKey], let provider = hold.provider, let demand = hold.demand
+        else { return true }
+        let confirmed = withCapacity(of: provider, now: now) { $0.confirm(demand, takenFrom: &hold.takenFrom, now: now) }
+        admission.holds[activity.attemptKey] = hold
+        admission.dirty.insert(provider)
+        return confirmed
+    }
+
+    /// Puts a published, unstarted attempt back in the queue, giving back what it held (no call
+    /// was made). Its place is that of its admission, ahead of attempts that began waiting later;
+    /// the copy in RabbitMQ is dropped by the worker whose claim was refused.
+    func requeue(_ activity: inout ActivityRecord, in run: LiveRun, _ work: inout Work) {
+        release(activity.attemptKey, outcomes: [], now: work.now)
+        deleteTimers([.scheduleToStart], of: activity, in: run, &work)
+        activity.state = .waiting
+        activity.waitingSince = activity.attemptScheduledAt
+        admission.queue.add(waitingEntry(activity, in: run))
+        metrics.requeued(activity)
+        save(activity, in: run, &work)
     }
 
     /// Whether a failed attempt waits for capacity instead of its retry policy's backoff: a
@@ -307,7 +346,7 @@ extension Coordinator {
                     ? estimate(activity, request: request, provider: provider) : .zero
                 hold(
                     activity, in: run, provider: provider, demand: provider.map { demand(of: request, at: $0) },
-                    reserve: reserve, now: now, taking: false)
+                    reserve: reserve, now: now, taking: false, unsent: activity.state == .scheduled)
             case .backoff, .parked:
                 continue
             }

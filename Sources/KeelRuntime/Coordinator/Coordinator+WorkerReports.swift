@@ -191,12 +191,18 @@ extension Coordinator {
     /// A worker asks to run a republished copy of an attempt's task. Granted, and recorded as the
     /// attempt's start, while the attempt waits for a worker; granted again to the same claim
     /// (its first answer may have been lost); refused once the attempt started otherwise: some
-    /// worker, maybe this one, runs the other copy.
+    /// worker, maybe this one, runs the other copy. Refused too when the provider it was admitted
+    /// to has lost the room since (a 429, or headers saying less is left): the attempt waits in
+    /// the coordinator again instead of calling the provider.
     func claim(_ message: ActivityClaim, _ work: inout Work) -> Bool {
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
         else { return false }
         switch activity.state {
         case .scheduled:
+            if !confirmAdmission(activity, now: work.now) {
+                requeue(&activity, in: run, &work)
+                return false
+            }
             activity.startedByClaim = message.claimId
             markStarted(&activity, worker: message.worker, in: run, &work)
             return true

@@ -52,6 +52,11 @@ struct CoordinatorMetrics: Sendable {
         ).recordSeconds(waited)
     }
 
+    /// A published attempt went back to waiting: its provider lost the room before a worker took it.
+    func requeued(_ activity: ActivityRecord) {
+        Counter(label: "keel_admission_requeued_total", dimensions: [("task_queue", activity.options.taskQueue)]).increment()
+    }
+
     func waiting(_ count: Int) {
         Gauge(label: "keel_admission_waiting").record(Double(count))
     }

@@ -194,7 +194,7 @@ public final class WorkerService: Service {
                 consumer.ack(delivery)
                 notRun(claimed, reason: claimed.republished == true ? "claimed_elsewhere" : "ended")
                 logger.info(
-                    "task \(claimed.attemptKey) not run: the coordinator refused its claim (another worker started the attempt, or its run or activity ended while it waited)"
+                    "task \(claimed.attemptKey) not run: the coordinator refused its claim (another worker started the attempt, its run or activity ended while it waited, or its provider has no room left and the attempt waits in the coordinator again)"
                 )
                 return
             case .leave:
