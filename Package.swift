@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
         // Records the fatal signal that ends a coordinator, for crash quarantine.
         .target(name: "CCrashMarker"),
+        // SQLite's session extension (Debian: libsqlite3-dev): changesets for the replicated history.
+        .target(name: "CSQLiteSession", linkerSettings: [.linkedLibrary("sqlite3")]),
         // The RabbitMQ transport: connections, confirms, consumers, topology, reconnects.
         .target(
             name: "KeelAMQP",
@@ -55,6 +57,7 @@ let package = Package(
             name: "KeelHistory",
             dependencies: [
                 "KeelCore",
+                "CSQLiteSession",
                 .product(name: "GRDB", package: "GRDB.swift")
             ]
         ),

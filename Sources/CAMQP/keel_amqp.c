@@ -159,3 +159,19 @@ int keel_amqp_first_death(const amqp_basic_properties_t *properties, char *reaso
     *count = (value && value->kind == AMQP_FIELD_KIND_I64) ? value->value.i64 : 1;
     return 0;
 }
+
+int keel_amqp_consume_stream(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
+                             long long offset, char *error, size_t error_len) {
+    amqp_table_entry_t entry;
+    entry.key = amqp_cstring_bytes("x-stream-offset");
+    if (offset < 0) {
+        entry.value.kind = AMQP_FIELD_KIND_UTF8;
+        entry.value.value.bytes = amqp_cstring_bytes("first");
+    } else {
+        entry.value.kind = AMQP_FIELD_KIND_I64;
+        entry.value.value.i64 = offset;
+    }
+    amqp_table_t arguments = {.num_entries = 1, .entries = &entry};
+    amqp_basic_consume(conn, channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, arguments);
+    return keel_amqp_describe_reply(amqp_get_rpc_reply(conn), error, error_len);
+}

@@ -16,6 +16,15 @@ extension AMQPConnection {
         try check(.consumeFailed, "consuming \(queue)")
     }
 
+    /// Consumes a stream queue from `offset` (nil: its first message). Each delivery carries its
+    /// offset in the `x-stream-offset` header. Streams need a prefetch (``qos(prefetch:)``) and acks.
+    public func consumeStream(queue: String, from offset: Int64?) throws {
+        var error = [CChar](repeating: 0, count: 512)
+        guard keel_amqp_consume_stream(state, channel, queue, offset ?? -1, &error, error.count) == 0 else {
+            throw AMQPError(.consumeFailed, "consuming the stream \(queue): \(cText(error))")
+        }
+    }
+
     /// The next delivery, or nil when none arrived within `timeout` seconds.
     public func next(timeout: Double) throws -> AMQPDelivery? {
         amqp_maybe_release_buffers(state)
@@ -85,13 +94,19 @@ extension AMQPConnection {
         func optional(_ flag: Int32, _ value: amqp_bytes_t) -> String? {
             (properties._flags & amqp_flags_t(flag)) != 0 ? bytes(value) : nil
         }
-        // Every string header: Keel's (`keel-*`) and the trace context (`traceparent`, …).
+        // Every string header: Keel's (`keel-*`) and the trace context (`traceparent`, …); and
+        // integers in decimal (a stream's `x-stream-offset`).
         var headers: [String: String] = [:]
         if (properties._flags & amqp_flags_t(AMQP_BASIC_HEADERS_FLAG)) != 0, let entries = properties.headers.entries {
-            let stringKinds = [UInt8(AMQP_FIELD_KIND_UTF8.rawValue), UInt8(AMQP_FIELD_KIND_BYTES.rawValue)]
-            for entry in UnsafeBufferPointer(start: entries, count: Int(properties.headers.num_entries))
-            where stringKinds.contains(entry.value.kind) {
-                headers[bytes(entry.key)] = bytes(entry.value.value.bytes)
+            for entry in UnsafeBufferPointer(start: entries, count: Int(properties.headers.num_entries)) {
+                switch UInt32(entry.value.kind) {
+                case AMQP_FIELD_KIND_UTF8.rawValue, AMQP_FIELD_KIND_BYTES.rawValue:
+                    headers[bytes(entry.key)] = bytes(entry.value.value.bytes)
+                case AMQP_FIELD_KIND_I64.rawValue: headers[bytes(entry.key)] = String(entry.value.value.i64)
+                case AMQP_FIELD_KIND_U64.rawValue: headers[bytes(entry.key)] = String(entry.value.value.u64)
+                case AMQP_FIELD_KIND_I32.rawValue: headers[bytes(entry.key)] = String(entry.value.value.i32)
+                default: continue
+                }
             }
         }
         var reason = [CChar](repeating: 0, count: 256)

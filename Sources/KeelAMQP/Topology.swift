@@ -55,6 +55,9 @@ public struct Topology: Sendable, Hashable {
     public var controlExchange: String { "\(namespace).control" }
     /// A worker's own queue on ``controlExchange`` (exclusive to its connection, deleted with it).
     public func controlQueue(worker: String) -> String { "\(namespace).control.\(worker).\(UUID().uuidString.prefix(8))" }
+    /// The replicated history log (a stream queue): each write transaction of the active
+    /// coordinator, followed by standbys (docs/operations.md, "Replicated history").
+    public var historyStream: String { "\(namespace).history" }
     public static let jobsRoutingKey = "jobs"
     public static let resultsRoutingKey = "results"
     /// The queues every deployment has; workflows may name more.

@@ -70,9 +70,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var retention: String?
     @Flag(
         help:
-            "When another coordinator is active on the namespace, wait and take over when it goes (same history database), instead of refusing to start."
+            "When another coordinator is active on the namespace, wait and take over when it goes (its history: the same database, or with --replication stream a file of its own that follows the log), instead of refusing to start."
     )
     var standby = false
+    @Option(
+        help:
+            "Replicated history: stream (every write transaction also goes, confirmed, to the namespace's history stream, which a standby follows into a file of its own) or off; default $KEEL_REPLICATION or off."
+    )
+    var replication: String?
     @OptionGroup var queueType: QueueTypeOption
     @Option(
         help:
@@ -83,6 +88,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     func run() async throws {
         var configuration = CoordinatorService.Configuration(url: try broker.url(), databasePath: database.path)
         configuration.standby = standby
+        let replicating = replication ?? ProcessInfo.processInfo.environment["KEEL_REPLICATION"] ?? "off"
+        guard let mode = CoordinatorService.Replication(rawValue: replicating.isEmpty ? "off" : replicating) else {
+            throw ValidationError("replication must be off or stream, not '\(replicating)'")
+        }
+        configuration.replication = mode
         if let text = operators ?? ProcessInfo.processInfo.environment["KEEL_OPERATORS"] {
             let users = Set(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
             guard !users.isEmpty else { throw ValidationError("--operators must name at least one broker user, not '\(text)'") }

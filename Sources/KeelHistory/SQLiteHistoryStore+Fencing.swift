@@ -10,13 +10,14 @@ extension SQLiteHistoryStore {
     /// Takes the next epoch for `holder` and fences this store with it: from now on, every
     /// commit fails once another coordinator has taken a later epoch of the same file.
     @discardableResult
-    public func takeEpoch(holder: String) throws -> Int64 {
+    /// `atLeast`: the epoch a coordinator announced in the replicated log before taking over.
+    public func takeEpoch(holder: String, atLeast minimum: Int64 = 0) throws -> Int64 {
         let epoch = try wrap("take the coordinator epoch") {
-            try pool.write { db in
+            try write { db in
                 // Milliseconds since 1970 unless the file holds a later one: a coordinator on a
                 // new file (a restore, another machine) still gets an epoch above the old ones.
                 let previous = try Int64.fetchOne(db, sql: "SELECT epoch FROM coordinator_epoch WHERE id = 1") ?? 0
-                let next = max(previous + 1, Int64(Date().timeIntervalSince1970 * 1000))
+                let next = max(previous + 1, Int64(Date().timeIntervalSince1970 * 1000), minimum)
                 try db.execute(
                     sql: """
                         INSERT INTO coordinator_epoch (id, epoch, holder, taken_at) VALUES (1, ?, ?, ?)

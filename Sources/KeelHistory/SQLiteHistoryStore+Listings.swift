@@ -120,7 +120,7 @@ extension SQLiteHistoryStore {
     public func replaceStalledRuns(_ runs: [StalledRun]) throws {
         let encoder = JSONEncoder()
         try wrap("record stalled runs") {
-            try pool.write { db in
+            try write { db in
                 try checkFence(db)
                 try db.execute(sql: "DELETE FROM stalled_runs")
                 for run in runs {

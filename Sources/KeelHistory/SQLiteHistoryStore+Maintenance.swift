@@ -17,7 +17,7 @@ extension SQLiteHistoryStore {
     @discardableResult
     public func pruneClosedRuns(closedBefore date: Date, limit: Int = 500) throws -> Int {
         try wrap("prune closed runs") {
-            try pool.write { db in
+            try write { db in
                 try checkFence(db)
                 let ids = try String.fetchAll(
                     db,

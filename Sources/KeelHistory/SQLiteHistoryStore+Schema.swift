@@ -161,6 +161,26 @@ extension SQLiteHistoryStore {
                     );
                     """)
         }
+        migrator.registerMigration("v9: replication position") { db in
+            // The replicated history: `seq` counts the write transactions whose changes went to
+            // the log (written by the active coordinator, inside each of them, so the followers'
+            // files carry it too); `followed_offset` is the log's offset a follower applied last;
+            // the outbox keeps each transaction's changes until the log confirmed them.
+            try db.execute(
+                sql: """
+                    CREATE TABLE replication (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        seq INTEGER NOT NULL,
+                        followed_offset INTEGER
+                    );
+                    INSERT INTO replication (id, seq) VALUES (1, 0);
+                    CREATE TABLE replication_outbox (
+                        seq INTEGER PRIMARY KEY NOT NULL,
+                        epoch INTEGER,
+                        changeset BLOB NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

@@ -8,7 +8,7 @@ extension SQLiteHistoryStore {
         guard !batch.isEmpty else { return }
         let encoder = JSONEncoder()
         try wrap("commit") {
-            try pool.write { db in
+            try write { db in
                 try checkFence(db)
                 for run in batch.runs {
                     try db.cachedStatement(

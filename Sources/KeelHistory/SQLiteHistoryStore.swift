@@ -22,6 +22,8 @@ public final class SQLiteHistoryStore: HistoryStore {
     /// The epoch this store's coordinator took (``takeEpoch(holder:)``); every commit checks it
     /// is still the current one. nil: not fenced (tools, tests).
     let fence = Mutex<Int64?>(nil)
+    /// Where each write transaction's changes go (``replicate(to:)``); nil: nowhere.
+    let changeSink = Mutex<(any HistoryChangeSink)?>(nil)
 
     public init(path: String, durability: Durability = .normal) throws {
         self.path = path

@@ -11,7 +11,7 @@ extension Topology {
     public func remove(from url: AMQPURL, taskQueues: [String] = []) {
         guard let connection = try? AMQPConnection(url: url) else { return }
         defer { connection.close() }
-        for queue in [jobsQueue, resultsQueue, deadLetterQueue]
+        for queue in [jobsQueue, resultsQueue, deadLetterQueue, historyStream]
             + (Topology.standardTaskQueues + taskQueues).map(queue(forTaskQueue:))
         {
             try? connection.deleteQueue(queue)

@@ -31,6 +31,11 @@ int keel_amqp_publish(amqp_connection_state_t conn, amqp_channel_t channel, cons
    and opens the channel again. 0 on success, else writes why to `error`. */
 int keel_amqp_reopen_channel(amqp_connection_state_t conn, amqp_channel_t channel, char *error, size_t error_len);
 
+/// Consumes a stream queue (manual acks) from `offset`, or from its first message when `offset`
+/// is negative (`x-stream-offset`). Returns 0, or a failure described in `error`.
+int keel_amqp_consume_stream(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
+                             long long offset, char *error, size_t error_len);
+
 /// Copies the `reason` and `queue` of the first x-death entry (RabbitMQ's dead-letter record).
 /// Returns 0 if found, -1 otherwise.
 int keel_amqp_first_death(const amqp_basic_properties_t *properties, char *reason, size_t reason_len,

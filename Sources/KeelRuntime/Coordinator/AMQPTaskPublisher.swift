@@ -8,12 +8,20 @@ public struct AMQPTaskPublisher: TaskPublisher {
     /// Told how many tasks of every batch go to each task queue (the queue monitor counts them).
     let onDispatch: @Sendable ([String: Int]) -> Void
 
-    public init(publisher: AMQPPublisher, onDispatch: @escaping @Sendable ([String: Int]) -> Void = { _ in }) {
+    /// Awaited before anything is published (the replicated history log's confirmation).
+    let beforePublishing: @Sendable () async throws -> Void
+
+    public init(
+        publisher: AMQPPublisher, onDispatch: @escaping @Sendable ([String: Int]) -> Void = { _ in },
+        beforePublishing: @escaping @Sendable () async throws -> Void = {}
+    ) {
         self.publisher = publisher
         self.onDispatch = onDispatch
+        self.beforePublishing = beforePublishing
     }
 
     public func publish(_ tasks: [ActivityTask]) async throws {
+        try await beforePublishing()
         let messages = try tasks.map { try $0.message(topology: publisher.topology) }
         let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
         try await publisher.publish(messages, taskQueues: Set(counts.keys))
@@ -21,10 +29,12 @@ public struct AMQPTaskPublisher: TaskPublisher {
     }
 
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {
+        try await beforePublishing()
         try await publisher.publish(try entries.map { try $0.message(topology: publisher.topology) })
     }
 
     public func cancel(_ attempts: [ActivityCancel]) async throws {
+        try await beforePublishing()
         try await publisher.publish(try attempts.map { try $0.message(topology: publisher.topology) })
     }
 }

@@ -38,6 +38,7 @@ extension CoordinatorService {
                 }
             }
             try await startAll(&starts, coordinator, consumer, publisher, &rejected)
+            try await replicated()
             consumer.ack(batch, except: rejected)
         }
     }
@@ -73,6 +74,7 @@ extension CoordinatorService {
     func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async {
         guard let reply, let replyTo = message.replyTo else { return }
         do {
+            try await replicated()
             try await publisher.publish([
                 AMQPMessage(
                     exchange: "", routingKey: replyTo, body: try Wire.encode(reply), type: "reply",

@@ -32,6 +32,7 @@ extension CoordinatorService {
             }
             // Committed: acknowledge, and publish the next tasks while the next batch is applied.
             let (outgoing, applied) = try await coordinator.commit(reports)
+            try await replicated()
             consumer.ack(batch, except: rejected)
             for claim in claims {
                 // Lost with a broken connection, the worker asks again.

@@ -34,6 +34,9 @@ public final class CoordinatorService: Service {
         /// manage schedules (RabbitMQ checks the user a job carries); nil lets anyone who may
         /// publish to the jobs exchange.
         public var operators: Set<String>?
+        /// Whether every write transaction also goes to the namespace's replicated history log
+        /// (a stream), which a standby with a file of its own follows.
+        public var replication: Replication = .off
 
         public init(url: AMQPURL, databasePath: String) {
             self.url = url
@@ -41,8 +44,17 @@ public final class CoordinatorService: Service {
         }
     }
 
+    /// `off`: the history is this file alone; `stream`: also the namespace's history stream.
+    public enum Replication: String, Sendable, CaseIterable {
+        case off, stream
+    }
+
     let configuration: Configuration
     let workflows: WorkflowRegistry
+    /// Set once this coordinator replicates its history: what leaves it waits for the log.
+    private let replicator = Mutex<HistoryReplicator?>(nil)
+    /// The epoch this coordinator's takeover marker announced in the log: it takes no less.
+    private let minimumEpoch = Mutex<Int64>(0)
     let logger: Logger
     /// Depth, consumers and dispatch rate of the task queues (the console's queues page).
     public let queues: QueueMonitor
@@ -72,17 +84,41 @@ public final class CoordinatorService: Service {
     }
 
     private func runUntilStopped() async throws {
-        // One active coordinator per namespace, before anything is read or published.
+        // With replication, the file is opened first: a standby follows the log into it while
+        // it waits for the lease.
+        var follower: HistoryFollower?
+        var followed: SQLiteHistoryStore?
+        if configuration.replication == .stream {
+            try HistoryFollower.declareLog(url: configuration.url, topology: configuration.topology)
+            let opened = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
+            follower = HistoryFollower(url: configuration.url, topology: configuration.topology, store: opened, logger: logger)
+            follower?.start()
+            followed = opened
+        }
+        // One active coordinator per namespace, before anything is acted on or published.
         let stopping = self.stopping
         guard
             let lease = try await CoordinatorLease.acquire(
                 url: configuration.url, topology: configuration.topology, standby: configuration.standby, logger: logger,
                 stopped: { stopping.isTriggered })
-        else { return }
+        else {
+            follower?.stop()
+            return
+        }
         defer { lease.release() }
-        let store = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
         let topology = configuration.topology
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
+        let history = try followed ?? SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
+        if let follower {
+            do {
+                try await takeOverTheLog(history, follower, publisher)
+            } catch {
+                follower.stop()
+                await publisher.closeOffPool()
+                throw error
+            }
+        }
+        let store = history
         do {
             try await serve(store: store, publisher: publisher, lease: lease)
         } catch {
@@ -91,6 +127,35 @@ public final class CoordinatorService: Service {
         }
         await publisher.closeOffPool()
         logger.info("coordinator stopped")
+    }
+
+    /// Before a coordinator with replication acts: publishes what its file committed that the
+    /// log may lack (a crash came before the confirm), puts its takeover marker in the log and
+    /// applies everything before it, then replicates every write of its own.
+    private func takeOverTheLog(
+        _ store: SQLiteHistoryStore, _ follower: HistoryFollower, _ publisher: AMQPPublisher
+    ) async throws {
+        let replicator = HistoryReplicator(publisher: publisher, topology: configuration.topology)
+        try await replicator.republish(try store.unconfirmedChanges())
+        let started = ContinuousClock.now
+        let epoch =
+            max(follower.newestEpoch, try store.currentEpoch()?.epoch ?? 0, Int64(Date().timeIntervalSince1970 * 1000)) + 1
+        try await follower.catchUp(epoch: epoch)
+        follower.stop()
+        let position = try store.replicationPosition()
+        logger.info(
+            "history log \(configuration.topology.historyStream): caught up to transaction \(position.seq) in \(started.duration(to: .now)) (\(follower.applied) applied while following); epoch \(epoch) or later from now"
+        )
+        store.replicate(to: replicator)
+        self.replicator.withLock { $0 = replicator }
+        minimumEpoch.withLock { $0 = epoch }
+    }
+
+    /// Returns once the history log confirmed every transaction committed so far (at once
+    /// without replication): acknowledgements and replies wait for it.
+    func replicated() async throws {
+        guard let replicator = replicator.withLock({ $0 }) else { return }
+        try await replicator.confirmed()
     }
 
     private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease) async throws {
@@ -105,11 +170,12 @@ public final class CoordinatorService: Service {
         // Fencing: a coordinator that lost the lease without knowing it (paused, cut off) can
         // commit nothing more to this history once this one took it.
         let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
-        coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder)
+        coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder, atLeast: minimumEpoch.withLock { $0 })
         logger.info("coordinator epoch \(coordinatorConfiguration.epoch ?? 0) of \(configuration.databasePath)")
         let coordinator = Coordinator(
             store: store, workflows: workflows,
-            publisher: AMQPTaskPublisher(publisher: publisher, onDispatch: monitor.countDispatched),
+            publisher: AMQPTaskPublisher(
+                publisher: publisher, onDispatch: monitor.countDispatched, beforePublishing: { try await self.replicated() }),
             configuration: coordinatorConfiguration, logger: logger)
         do {
             try await coordinator.recover()

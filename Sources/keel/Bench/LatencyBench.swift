@@ -64,11 +64,16 @@ struct BenchDeployment {
 
     var standbyLogPath: String { directory.appendingPathComponent("coordinator-standby.log").path }
 
-    /// Starts a standby coordinator (`--standby`, same history file); it takes over when the
-    /// active one goes.
-    mutating func startStandby() throws {
+    /// A standby's own history file (with replication).
+    var standbyDatabasePath: String { directory.appendingPathComponent("standby.sqlite").path }
+
+    /// Starts a standby coordinator (`--standby`); it takes over when the active one goes. Its
+    /// history: the same file, or with `ownFile` (replication) ``standbyDatabasePath``.
+    mutating func startStandby(ownFile: Bool = false) throws {
         processes.append(
-            try KeelProcess(["coordinator", "--standby"], environment: environment, log: URL(fileURLWithPath: standbyLogPath)))
+            try KeelProcess(
+                ["coordinator", "--standby"] + (ownFile ? ["--db", standbyDatabasePath] : []), environment: environment,
+                log: URL(fileURLWithPath: standbyLogPath)))
     }
 
     /// `kill -9` of the coordinator process.
@@ -79,7 +84,7 @@ struct BenchDeployment {
     func stop() {
         for process in processes { process.terminate() }
         if let connection = try? AMQPConnection(url: url) {
-            for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue]
+            for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue, topology.historyStream]
                 + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:))
             { try? connection.deleteQueue(queue) }
             for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange]

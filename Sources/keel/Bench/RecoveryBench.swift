@@ -18,22 +18,29 @@ struct RecoveryBench: AsyncParsableCommand {
     @Option(help: "Seconds of progress between the workers starting and the kill.") var runFor = 1.0
     @Flag(help: "Run a standby coordinator on the same history before the kill and let it take over, instead of restarting.")
     var standby = false
+    @Option(
+        help:
+            "With --standby: stream replicates the history through the namespace's log into the standby's own file, and the active's file is deleted with the kill (the machine is gone); off shares one file."
+    )
+    var replication: CoordinatorService.Replication = .off
 
     func run() async throws {
         // Workers join once every workflow is recorded, so all of them are open at the kill.
+        guard replication == .off || standby else { throw ValidationError("--replication stream needs --standby") }
         var deployment = try BenchDeployment(
-            url: try broker.url(), durability: "normal", workers: 0, concurrency: workerOptions.concurrency, countExecutions: true
-        )
+            url: try broker.url(), durability: "normal", workers: 0, concurrency: workerOptions.concurrency,
+            countExecutions: true,
+            extra: ["KEEL_REPLICATION": replication.rawValue])
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
-        let store = try SQLiteHistoryStore(path: deployment.databasePath)
+        var store = try SQLiteHistoryStore(path: deployment.databasePath)
 
         let requests = try sequentialStarts(workflows, steps: steps, prefix: "rec")
         try await client.start(requests)
         try await until("all \(workflows) workflows recorded", timeout: 300) { try store.count(status: .running) >= workflows }
         if standby {
-            try deployment.startStandby()
+            try deployment.startStandby(ownFile: replication == .stream)
             try await until("the standby waits to take over", timeout: 60) {
                 ((try? String(contentsOfFile: deployment.standbyLogPath, encoding: .utf8)) ?? "").contains("waiting to take over")
             }
@@ -51,6 +58,12 @@ struct RecoveryBench: AsyncParsableCommand {
         deployment.killCoordinator()
         let completedBefore = Set(try store.eventRefs(kind: .activityCompleted, to: killedAt).map { "\($0.runId)/\($0.ref)" })
         print("killed the coordinator with \(open) open workflows, \(completedBefore.count) activities completed")
+        if replication == .stream {
+            // The machine is gone: only the standby's own file, fed by the log, is left.
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: deployment.databasePath + suffix) }
+            print("deleted the active coordinator's history \(deployment.databasePath)")
+            store = try SQLiteHistoryStore(path: deployment.standbyDatabasePath)
+        }
 
         let restart = ContinuousClock.now
         let restartedAt = Date()
@@ -92,3 +105,5 @@ struct RecoveryBench: AsyncParsableCommand {
         }
     }
 }
+
+extension CoordinatorService.Replication: ExpressibleByArgument {}

@@ -1,0 +1,158 @@
+import CSQLiteSession
+import Foundation
+import GRDB
+import KeelCore
+
+/// The changes of one write transaction of the active coordinator, for the replicated history
+/// log: SQLite's own changeset of every row it inserted, updated or deleted.
+public struct HistoryChange: Sendable {
+    /// The transaction's number in the history: 1 more than the one before it.
+    public var seq: Int64
+    /// The epoch of the coordinator that wrote it (nil: not fenced).
+    public var epoch: Int64?
+    /// A changeset of SQLite's session extension.
+    public var changeset: Data
+
+    public init(seq: Int64, epoch: Int64?, changeset: Data) {
+        self.seq = seq
+        self.epoch = epoch
+        self.changeset = changeset
+    }
+}
+
+/// Where the changes go (the coordinator's log publisher). ``record(_:)`` is called right after
+/// each commit, in commit order; it must not block.
+public protocol HistoryChangeSink: Sendable {
+    func record(_ change: HistoryChange)
+    /// The last transaction the log confirmed: rows of the replication outbox up to it are
+    /// deleted.
+    var confirmedThrough: Int64 { get }
+}
+
+/// A follower's place in the log: the last transaction its file holds, and the log offset it
+/// came from (nil: none applied from the log yet).
+public struct ReplicationPosition: Sendable, Equatable {
+    public var seq: Int64
+    public var followedOffset: Int64?
+
+    public init(seq: Int64, followedOffset: Int64?) {
+        self.seq = seq
+        self.followedOffset = followedOffset
+    }
+}
+
+// Replication: every write transaction recorded as a changeset while a sink is set, and
+// changesets of another file applied in order (a standby following the log).
+extension SQLiteHistoryStore {
+    /// From now on every write transaction's changes go to `sink`, numbered.
+    public func replicate(to sink: any HistoryChangeSink) {
+        changeSink.withLock { $0 = sink }
+    }
+
+    /// Runs `body` in a write transaction; with a sink set, records what it changed (with the
+    /// next `seq`, written in the same transaction), keeps it in the replication outbox (a
+    /// crash before the log confirmed it publishes it again: ``unconfirmedChanges()``), and
+    /// hands it to the sink once committed. A transaction that changed nothing takes no number.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.write { db in
+            guard let sink = changeSink.withLock({ $0 }), let connection = db.sqliteConnection else { return try body(db) }
+            // Outside the recorded changes: followers have no replication outbox of their own.
+            try db.cachedStatement(sql: "DELETE FROM replication_outbox WHERE seq <= ?")
+                .execute(arguments: [sink.confirmedThrough])
+            var session: UnsafeMutableRawPointer?
+            try check(keel_session_begin(UnsafeMutableRawPointer(connection), &session), "start recording changes")
+            defer { keel_session_end(session) }
+            let before = db.totalChangesCount
+            let result = try body(db)
+            guard db.totalChangesCount != before else { return result }
+            try db.cachedStatement(sql: "UPDATE replication SET seq = seq + 1 WHERE id = 1").execute()
+            let seq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM replication WHERE id = 1")) ?? 0
+            let epoch = try Int64.fetchOne(db.cachedStatement(sql: "SELECT epoch FROM coordinator_epoch WHERE id = 1"))
+            var count: Int32 = 0
+            var bytes: UnsafeMutableRawPointer?
+            try check(keel_session_changeset(session, &count, &bytes), "read the recorded changes")
+            let change = HistoryChange(
+                seq: seq, epoch: epoch, changeset: bytes.map { Data(bytes: $0, count: Int(count)) } ?? Data())
+            keel_session_free_bytes(bytes)
+            keel_session_end(session)
+            session = nil
+            try db.cachedStatement(sql: "INSERT INTO replication_outbox (seq, epoch, changeset) VALUES (?, ?, ?)")
+                .execute(arguments: [seq, epoch, change.changeset])
+            db.afterNextTransaction { _ in sink.record(change) }
+            return result
+        }
+    }
+
+    /// What this file committed that the log may not have confirmed (a crash came first), in
+    /// order: published again at start, before anything else.
+    public func unconfirmedChanges() throws -> [HistoryChange] {
+        try wrap("read the replication outbox") {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT seq, epoch, changeset FROM replication_outbox ORDER BY seq").map {
+                    HistoryChange(seq: $0["seq"], epoch: $0["epoch"], changeset: $0["changeset"])
+                }
+            }
+        }
+    }
+
+    private func check(_ code: Int32, _ what: String) throws {
+        guard code != 0 else { return }
+        throw StoreError(
+            message: "history database \(path): cannot \(what) for replication (SQLite code \(code))", resultCode: code)
+    }
+
+    /// Where this file is in the log.
+    public func replicationPosition() throws -> ReplicationPosition {
+        try wrap("read the replication position") {
+            try pool.read { db in
+                let row = try Row.fetchOne(db, sql: "SELECT seq, followed_offset FROM replication WHERE id = 1")
+                return ReplicationPosition(seq: row?["seq"] ?? 0, followedOffset: row?["followed_offset"])
+            }
+        }
+    }
+
+    /// Applies the next transactions of the log, in order (the first one's `seq` must be 1 more
+    /// than this file's, each next one 1 more again), and records the offset of the last as
+    /// the log offset followed, in one transaction. A changeset that does not fit this file (a
+    /// row missing, different or already there) changes nothing and throws: the file did not
+    /// start from the same history as the log.
+    public func apply(_ changes: [(change: HistoryChange, offset: Int64)]) throws {
+        guard let last = changes.last else { return }
+        try wrap("apply replicated transactions") {
+            try pool.write { db in
+                var seq = try Int64.fetchOne(db, sql: "SELECT seq FROM replication WHERE id = 1") ?? 0
+                guard let connection = db.sqliteConnection else { return }
+                for (change, _) in changes {
+                    guard change.seq == seq + 1 else {
+                        throw StoreError(
+                            message:
+                                "history database \(path) holds the log up to transaction \(seq), and the next in the log is \(change.seq): start the standby from a backup of the active coordinator's history (keel backup) taken after transaction \(change.seq - 1)"
+                        )
+                    }
+                    var conflicts: Int32 = 0
+                    let code = change.changeset.withUnsafeBytes { bytes in
+                        keel_changeset_apply(
+                            UnsafeMutableRawPointer(connection), Int32(bytes.count), bytes.baseAddress, &conflicts)
+                    }
+                    guard code == 0, conflicts == 0 else {
+                        throw StoreError(
+                            message:
+                                "history database \(path): the log's transaction \(change.seq) does not fit this file (\(conflicts) conflicting row(s), SQLite code \(code)): it did not start from the same history as the active coordinator's; start the standby from a backup of it (keel backup)"
+                        )
+                    }
+                    seq = change.seq
+                }
+                try db.execute(sql: "UPDATE replication SET followed_offset = ? WHERE id = 1", arguments: [last.offset])
+            }
+        }
+    }
+
+    /// Records that the log up to `offset` was read (entries skipped as stale or already held).
+    public func setFollowedOffset(_ offset: Int64) throws {
+        try wrap("record the replication offset") {
+            try pool.write { db in
+                try db.execute(sql: "UPDATE replication SET followed_offset = ? WHERE id = 1", arguments: [offset])
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import KeelAMQP
+import KeelHistory
+import Logging
+import Synchronization
+
+/// Reads the replicated history log into this coordinator's own history file: a standby follows
+/// it while another coordinator is active, and every coordinator with replication catches up to
+/// the end of it before it acts (``catchUp(epoch:)``).
+///
+/// The log is ordered; each transaction carries its number (`keel-seq`) and its writer's epoch
+/// (`keel-epoch`). A transaction is applied when it is the next one this file lacks and its
+/// epoch is not older than the newest seen: a coordinator that took over first puts a takeover
+/// marker with its epoch in the log, so what a superseded coordinator (paused, cut off) writes
+/// after it is ignored by every follower.
+final class HistoryFollower: @unchecked Sendable {
+    private struct State {
+        var newestEpoch: Int64 = 0
+        var awaitedMarker: String?
+        var markerSeen: CheckedContinuation<Void, any Error>?
+        var failure: (any Error)?
+        var stopped = false
+        var applied = 0
+    }
+
+    private let url: AMQPURL
+    private let topology: Topology
+    private let store: SQLiteHistoryStore
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(url: AMQPURL, topology: Topology, store: SQLiteHistoryStore, logger: Logger) {
+        self.url = url
+        self.topology = topology
+        self.store = store
+        self.logger = logger
+    }
+
+    /// Follows the log on a thread of its own until ``stop()``.
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            finished.signal()
+        }
+        thread.name = "keel.history.follower"
+        thread.start()
+    }
+
+    func stop() {
+        state.withLock { $0.stopped = true }
+        finished.wait()
+    }
+
+    /// Declares the log (a stream queue) if it is not there yet.
+    static func declareLog(url: AMQPURL, topology: Topology) throws {
+        let connection = try AMQPConnection(url: url)
+        defer { connection.close() }
+        try connection.declareQueue(topology.historyStream, deadLetterExchange: nil, queueType: "stream")
+    }
+
+    /// The epoch the next active coordinator takes at least: above every epoch in the log so
+    /// far and in the file.
+    var newestEpoch: Int64 { state.withLock { $0.newestEpoch } }
+
+    /// Puts a takeover marker with `epoch` at the end of the log and returns once everything
+    /// before it is applied: the previous coordinator published nothing after losing the lease
+    /// that took effect, and what it published before is now in this file.
+    func catchUp(epoch: Int64) async throws {
+        let marker = UUID().uuidString
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let failure = state.withLock { state -> (any Error)? in
+                if let failure = state.failure { return failure }
+                state.awaitedMarker = marker
+                state.markerSeen = continuation
+                return nil
+            }
+            if let failure { return continuation.resume(throwing: failure) }
+            do {
+                let connection = try AMQPConnection(url: url)
+                defer { connection.close() }
+                try connection.enableConfirms()
+                try connection.publish(
+                    AMQPMessage(
+                        exchange: "", routingKey: topology.historyStream, body: Data(), type: "history-takeover",
+                        messageId: marker, headers: ["keel-epoch": String(epoch)]))
+                try connection.waitForConfirms()
+            } catch {
+                fail(error)
+            }
+        }
+    }
+
+    private func fail(_ error: any Error) {
+        let waiting = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            state.failure = state.failure ?? error
+            defer { state.markerSeen = nil }
+            return state.markerSeen
+        }
+        waiting?.resume(throwing: error)
+    }
+
+    private func run() {
+        var backoff = 0.2
+        while !state.withLock({ $0.stopped }) {
+            do {
+                try follow()
+                return
+            } catch let error as StoreError {
+                // The file does not fit the log: following further cannot help.
+                logger.error("the standby stops following the history log: \(error)")
+                fail(error)
+                return
+            } catch {
+                logger.warning("following the history log \(topology.historyStream) failed: \(error); again in \(backoff) s")
+                Thread.sleep(forTimeInterval: backoff)
+                backoff = min(backoff * 2, 2)
+            }
+        }
+    }
+
+    /// Consumes from where this file left off until stopped; applies in batches of what arrived.
+    private func follow() throws {
+        let connection = try AMQPConnection(url: url)
+        defer { connection.close() }
+        try connection.declareQueue(topology.historyStream, deadLetterExchange: nil, queueType: "stream")
+        try connection.qos(prefetch: 1000)
+        let position = try store.replicationPosition()
+        try connection.consumeStream(queue: topology.historyStream, from: position.followedOffset.map { $0 + 1 })
+        var seq = position.seq
+        while !state.withLock({ $0.stopped }) {
+            var batch: [(HistoryChange, Int64)] = []
+            var lastOffset: Int64?
+            var lastTag: UInt64?
+            var marker: String?
+            var wait = 0.2
+            while batch.count < 500, let delivery = try connection.next(timeout: wait) {
+                wait = 0
+                lastTag = delivery.deliveryTag
+                guard let offset = delivery.headers["x-stream-offset"].flatMap(Int64.init) else { continue }
+                lastOffset = offset
+                let epoch = delivery.headers["keel-epoch"].flatMap(Int64.init) ?? 0
+                if delivery.type == "history-takeover" {
+                    state.withLock { $0.newestEpoch = max($0.newestEpoch, epoch) }
+                    if delivery.messageId == state.withLock({ $0.awaitedMarker }) {
+                        marker = delivery.messageId
+                        break
+                    }
+                    continue
+                }
+                guard let changeSeq = delivery.headers["keel-seq"].flatMap(Int64.init) else { continue }
+                let stale = state.withLock { state -> Bool in
+                    if epoch < state.newestEpoch { return true }
+                    state.newestEpoch = epoch
+                    return false
+                }
+                if stale {
+                    logger.warning(
+                        "history log: transaction \(changeSeq) of epoch \(epoch) ignored, written after a newer coordinator took over"
+                    )
+                    continue
+                }
+                guard changeSeq > seq else { continue }
+                batch.append((HistoryChange(seq: changeSeq, epoch: epoch, changeset: delivery.body), offset))
+                seq = changeSeq
+            }
+            if !batch.isEmpty {
+                try store.apply(batch)
+                state.withLock { $0.applied += batch.count }
+            } else if let lastOffset {
+                try store.setFollowedOffset(lastOffset)
+            }
+            if let lastTag { try connection.ack(lastTag, multiple: true) }
+            if marker != nil {
+                let waiting = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                    state.awaitedMarker = nil
+                    defer { state.markerSeen = nil }
+                    return state.markerSeen
+                }
+                waiting?.resume()
+                return
+            }
+        }
+    }
+
+    /// Transactions applied since the follower started.
+    var applied: Int { state.withLock { $0.applied } }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Keel
+import KeelTestKit
+import Synchronization
+import Testing
+
+/// The replicated history at the store: every write transaction recorded as a changeset, numbered,
+/// kept until the log confirms it; a follower's file made equal to the writer's by applying them
+/// in order, and refusing what does not follow on.
+@Suite("Replicated history: changesets between two files")
+struct HistoryReplicationTests {
+    final class Collected: HistoryChangeSink, @unchecked Sendable {
+        let changes = Mutex<[HistoryChange]>([])
+        let confirmed = Mutex<Int64>(0)
+        func record(_ change: HistoryChange) { changes.withLock { $0.append(change) } }
+        var confirmedThrough: Int64 { confirmed.withLock { $0 } }
+    }
+
+    static func run(_ id: String, status: RunStatus = .running) -> RunRecord {
+        RunRecord(
+            workflowId: id, runId: "run-\(id)", workflowType: "t", status: status, input: .null, requestId: nil,
+            createdAt: Date(timeIntervalSince1970: 1_000), randomSeed: 1, options: WorkflowOptions(), executionDeadline: nil)
+    }
+
+    @Test func aFollowerThatAppliesTheChangesInOrderHoldsTheSameHistory() throws {
+        let directory = makeTemporaryDirectory("keel-replication")
+        let active = try SQLiteHistoryStore(path: directory.appendingPathComponent("active.sqlite").path)
+        let sink = Collected()
+        active.replicate(to: sink)
+        let epoch = try active.takeEpoch(holder: "host-a:1")
+        var batch = StoreBatch()
+        batch.runs = [Self.run("a"), Self.run("b")]
+        batch.events = [("run-a", HistoryEvent(id: 1, time: Date(timeIntervalSince1970: 1_001), kind: .workflowStarted))]
+        try active.commit(batch)
+        var closing = StoreBatch()
+        var closed = Self.run("a", status: .completed)
+        closed.closedAt = Date(timeIntervalSince1970: 1_002)
+        closing.runs = [closed]
+        try active.commit(closing)
+        try active.commit(StoreBatch())  // nothing changed: no number taken
+        try active.pruneClosedRuns(closedBefore: Date(timeIntervalSince1970: 2_000))
+
+        let changes = sink.changes.withLock { $0 }
+        #expect(changes.map(\.seq) == [1, 2, 3, 4], "the epoch, two commits and the prune")
+        #expect(changes.allSatisfy { $0.epoch == epoch })
+        #expect(try active.unconfirmedChanges().map(\.seq) == [1, 2, 3, 4], "kept until the log confirms them")
+        sink.confirmed.withLock { $0 = 3 }
+        var another = StoreBatch()
+        another.runs = [Self.run("c")]
+        try active.commit(another)  // the next write drops what the log confirmed
+        #expect(try active.unconfirmedChanges().map(\.seq) == [4, 5])
+
+        let follower = try SQLiteHistoryStore(path: directory.appendingPathComponent("standby.sqlite").path)
+        let all = sink.changes.withLock { $0 }
+        try follower.apply(all.enumerated().map { ($1, Int64($0)) })
+        #expect(try follower.replicationPosition() == ReplicationPosition(seq: 5, followedOffset: 4))
+        #expect(try follower.run(runId: "run-a") == nil, "pruned on both")
+        #expect(try follower.run(runId: "run-b")?.workflowId == "b")
+        #expect(try follower.run(runId: "run-c")?.workflowId == "c")
+        #expect(try follower.events(runId: "run-b").isEmpty)
+        #expect(try follower.currentEpoch()?.epoch == epoch)
+        #expect(try follower.unconfirmedChanges().isEmpty, "a follower keeps no outbox of its own")
+
+        // A transaction that does not follow on is refused, and so is one that does not fit.
+        let gap = #expect(throws: StoreError.self) { try follower.apply([(all[2], 9)]) }
+        #expect(gap?.message.contains("holds the log up to transaction 5, and the next in the log is 3") == true)
+        // A file with a history of its own (run "a" written outside the log) cannot take it.
+        let other = try SQLiteHistoryStore(path: directory.appendingPathComponent("other.sqlite").path)
+        var own = StoreBatch()
+        own.runs = [Self.run("a")]
+        try other.commit(own)
+        try other.apply([(all[0], 0)])
+        let misfit = #expect(throws: StoreError.self) { try other.apply([(all[1], 1)]) }
+        #expect(misfit?.message.contains("does not fit this file") == true, "\(String(describing: misfit))")
+        #expect(try other.replicationPosition().seq == 1, "nothing of the refused transaction was applied")
+    }
+}
