@@ -120,6 +120,8 @@ struct LatencyBench: AsyncParsableCommand {
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Sequential no-op steps.") var steps = 200
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
+    @Option(help: "The coordinator's replicated history: off or stream (each write transaction also to the history stream).")
+    var replication: CoordinatorService.Replication = .off
     @OptionGroup var floorOptions: FloorOptions
 
     func run() async throws {
@@ -136,7 +138,8 @@ struct LatencyBench: AsyncParsableCommand {
 
     /// Keel's run; returns its per-step p50 and p99 in milliseconds.
     private func measure(_ url: AMQPURL) async throws -> (p50: Double, p99: Double, cpu: String) {
-        let deployment = try BenchDeployment(url: url, durability: durability, workers: 1, concurrency: 1)
+        let deployment = try BenchDeployment(
+            url: url, durability: durability, workers: 1, concurrency: 1, extra: ["KEEL_REPLICATION": replication.rawValue])
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }

@@ -16,6 +16,8 @@ struct ThroughputBench: AsyncParsableCommand {
     @Option(help: "Sequential no-op activities per workflow.") var steps = 5
     @OptionGroup var workerOptions: BenchWorkerOptions
     @Option(help: "SQLite durability: normal or full.") var durability = "normal"
+    @Option(help: "The coordinator's replicated history: off or stream (each write transaction also to the history stream).")
+    var replication: CoordinatorService.Replication = .off
     @OptionGroup var floorOptions: FloorOptions
 
     func run() async throws {
@@ -35,7 +37,8 @@ struct ThroughputBench: AsyncParsableCommand {
     /// Keel's run; returns activities and workflows per second.
     private func measure(_ url: AMQPURL) async throws -> (activities: Double, workflows: Double, cpu: String) {
         let deployment = try BenchDeployment(
-            url: url, durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency)
+            url: url, durability: durability, workers: workerOptions.workers, concurrency: workerOptions.concurrency,
+            extra: ["KEEL_REPLICATION": replication.rawValue])
         defer { deployment.stop() }
         let client = KeelClient(url: deployment.url, topology: deployment.topology)
         defer { client.close() }
