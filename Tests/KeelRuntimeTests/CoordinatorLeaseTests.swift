@@ -58,21 +58,62 @@ struct CoordinatorLeaseTests {
         let store = try deployment.store()
         let first = try #require(try store.currentEpoch())
         let active = try #require(deployment.coordinator)
-        let standbyLog = deployment.directory.appendingPathComponent("standby.log")
-        let standby = try KeelProcess(["coordinator", "--standby"], environment: deployment.environment, log: standbyLog)
-        func standbyText() -> String { (try? String(contentsOf: standbyLog, encoding: .utf8)) ?? "" }
-        #expect(await eventually(20) { standbyText().contains("waiting to take over") }, "\(standbyText())")
-
-        kill(active.process.processIdentifier, SIGSTOP)
-        let pausedAt = Date()
-        #expect(await eventually(30) { standbyText().contains("coordinator running") }, "\(standbyText())")
-        let tookOver = Date().timeIntervalSince(pausedAt)
+        let (standby, _, tookOver) = try await Self.pauseUntilAStandbyTookOver(active, deployment)
         let second = try #require(try store.currentEpoch())
         #expect(second.epoch > first.epoch, "the standby took a later epoch")
         #expect(second.holder != first.holder)
 
-        // Starts published now reach both: the paused coordinator's consumers are still
-        // registered, and it finds its share waiting when it resumes.
+        let (requests, activeLog) = try await Self.startRunsAndResume(active, deployment)
+        #expect(
+            activeLog.contains("writes nothing more") || activeLog.contains("another coordinator took namespace"), "\(activeLog)")
+        #expect(try store.currentEpoch()?.epoch == second.epoch, "nobody took the history back")
+        Self.expectEachStepRanOnce(deployment)
+        let stop = activeLog.split(separator: "\n").first { $0.contains("writes nothing more") || $0.contains("took namespace") }
+        print(
+            "the standby took over \(String(format: "%.2f", tookOver)) s after the active coordinator was paused; it stopped: \(stop ?? "?")"
+        )
+        try await offPool { standby.terminate() }
+    }
+
+    /// Fencing with the replicated history: the standby has a file of its own, so the paused
+    /// coordinator's commits find no later epoch there. It must still act no more when it
+    /// resumes: before anything leaves it (an ack, a reply, a task) it confirms its lease, finds
+    /// it gone, and stops; what it committed to its own file after the takeover never reaches
+    /// the log's followers (an older epoch than the takeover marker's). Its lease watch looks
+    /// only every 30 s here, so that the check before each ack, not the watch, has to catch it.
+    @Test func aPausedCoordinatorWithAFileOfItsOwnActsNoMoreAfterAStandbyTookOver() async throws {
+        let deployment = try Deployment()
+        deployment.extraEnvironment["KEEL_LEASE_HEARTBEAT"] = "1"
+        deployment.extraEnvironment["KEEL_REPLICATION"] = "stream"
+        deployment.extraEnvironment["KEEL_LEASE_CHECK_INTERVAL"] = "30"
+        try deployment.startCoordinator()
+        deployment.extraEnvironment["KEEL_LEASE_CHECK_INTERVAL"] = nil
+        try await deployment.waitUntilCoordinatorServes()
+        let active = try #require(deployment.coordinator)
+        let standbyPath = deployment.directory.appendingPathComponent("standby.sqlite").path
+        let (standby, standbyText, tookOver) = try await Self.pauseUntilAStandbyTookOver(
+            active, deployment, ["--db", standbyPath])
+        #expect(standbyText.contains("caught up to transaction"), "\(standbyText)")
+
+        let (requests, activeLog) = try await Self.startRunsAndResume(active, deployment)
+        #expect(activeLog.contains("another coordinator took namespace"), "\(activeLog)")
+        // Every run is in the standby's file, and each step ran once.
+        let store = try SQLiteHistoryStore(path: standbyPath)
+        for request in requests {
+            #expect(try store.latestRun(workflowId: request.workflowId)?.status == .completed, "\(request.workflowId)")
+        }
+        Self.expectEachStepRanOnce(deployment)
+        print(
+            "with replication, the standby took over \(String(format: "%.2f", tookOver)) s after the active coordinator was paused"
+        )
+        try await offPool { standby.terminate() }
+    }
+
+    /// Publishes 20 starts while `active` is paused (they reach both coordinators: the paused
+    /// one's consumers are still registered, and it finds its share waiting when it resumes),
+    /// resumes it, starts a worker and waits until every run completed and `active` stopped.
+    /// Returns the starts and the resumed coordinator's log.
+    static func startRunsAndResume(_ active: KeelProcess, _ deployment: Deployment) async throws -> ([StartRequest], String) {
         let requests = try (1...20).map {
             StartRequest(
                 workflowType: "bench-sequential", workflowId: "fenced-\($0)", input: try Payload(encoding: 3, field: "input"))
@@ -85,19 +126,31 @@ struct CoordinatorLeaseTests {
             #expect(try await deployment.client.waitForResult(workflowId: request.workflowId, timeout: 60).status == .completed)
         }
         #expect(await eventually(30) { !active.exists }, "the resumed coordinator stopped")
-        let activeLog =
-            (try? String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)) ?? ""
-        #expect(
-            activeLog.contains("writes nothing more") || activeLog.contains("another coordinator took namespace"), "\(activeLog)")
-        #expect(try store.currentEpoch()?.epoch == second.epoch, "nobody took the history back")
-        // Each step ran once: nothing the fenced coordinator held was run twice.
+        let log = (try? String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)) ?? ""
+        return (requests, log)
+    }
+
+    /// Each of the 20 runs' 3 steps ran once: nothing the fenced coordinator held ran twice.
+    static func expectEachStepRanOnce(_ deployment: Deployment) {
         let executions = deployment.executions.filter { $0.workflowId.hasPrefix("fenced-") }
         #expect(executions.count == 60, "\(executions.count) executions")
         #expect(Set(executions.map { "\($0.runId)/\($0.activityId)" }).count == 60)
-        let stop = activeLog.split(separator: "\n").first { $0.contains("writes nothing more") || $0.contains("took namespace") }
-        print(
-            "the standby took over \(String(format: "%.2f", tookOver)) s after the active coordinator was paused; it stopped: \(stop ?? "?")"
-        )
-        try await offPool { standby.terminate() }
+    }
+
+    /// Starts a standby (`arguments` added), pauses `active` with `kill -STOP` once the standby
+    /// waits, and returns once the standby runs: the standby, its log then, and the seconds from
+    /// the pause to its takeover.
+    static func pauseUntilAStandbyTookOver(
+        _ active: KeelProcess, _ deployment: Deployment, _ arguments: [String] = []
+    ) async throws -> (KeelProcess, String, Double) {
+        let standbyLog = deployment.directory.appendingPathComponent("standby.log")
+        let standby = try KeelProcess(
+            ["coordinator", "--standby"] + arguments, environment: deployment.environment, log: standbyLog)
+        func standbyText() -> String { (try? String(contentsOf: standbyLog, encoding: .utf8)) ?? "" }
+        #expect(await eventually(20) { standbyText().contains("waiting to take over") }, "\(standbyText())")
+        kill(active.process.processIdentifier, SIGSTOP)
+        let pausedAt = Date()
+        #expect(await eventually(30) { standbyText().contains("coordinator running") }, "\(standbyText())")
+        return (standby, standbyText(), Date().timeIntervalSince(pausedAt))
     }
 }

@@ -16,12 +16,39 @@ final class CoordinatorLease: Sendable {
     let namespace: String
     /// The connection that holds the lease; nil while it is being taken back.
     private let connection: Mutex<AMQPConnection?>
+    /// When the broker last said the lease is this coordinator's.
+    private let confirmedAt = Mutex(ContinuousClock.now)
+    /// One look at the lease connection at a time (the watch's and ``confirmFresh(maxAge:)``'s).
+    private let looking = Mutex(())
+    /// Set when ``confirmFresh(maxAge:)`` found the lease gone: the watch looks at once.
+    private let lookNow = Mutex(false)
 
     private init(queue: String, url: AMQPURL, namespace: String, connection: AMQPConnection) {
         self.queue = queue
         self.url = url
         self.namespace = namespace
         self.connection = Mutex(connection)
+    }
+
+    /// Returns at once when the broker confirmed the lease within `maxAge` (the watch does every
+    /// second); else asks it now. A lease that is gone (the process was paused or cut off for
+    /// longer than the broker's heartbeat timeout, and a standby may have taken over) is handed
+    /// to the watch at once, and this waits until it is taken back; when another coordinator
+    /// holds it, the watch stops this one and the wait ends with it. With a history of its own (the
+    /// replicated log), a coordinator calls this before anything leaves it: a commit to its own
+    /// file cannot find a later epoch there.
+    func confirmFresh(maxAge: Duration = .milliseconds(1500)) async throws {
+        if ContinuousClock.now - confirmedAt.withLock({ $0 }) <= maxAge { return }
+        let current = connection.withLock { $0 }
+        let held = try? await offPool { [self] in try look(at: current) }
+        if held != nil {
+            confirmedAt.withLock { $0 = .now }
+            return
+        }
+        connection.withLock { held in if held === current { held = nil } }
+        current?.close()
+        lookNow.withLock { $0 = true }
+        try await waitUntilHeld()
     }
 
     /// Whether this coordinator holds the lease now. Its timers, schedules, stall checks and
@@ -54,6 +81,11 @@ final class CoordinatorLease: Sendable {
     /// broker drops the lease of a coordinator that stopped answering (paused, cut off) after
     /// about two of them, and a standby takes over.
     static let heartbeat = ProcessInfo.processInfo.environment["KEEL_LEASE_HEARTBEAT"].flatMap(Int.init).map { max($0, 1) } ?? 10
+
+    /// Seconds between the active coordinator's looks at its lease (`KEEL_LEASE_CHECK_INTERVAL`,
+    /// default 1).
+    static let checkInterval =
+        ProcessInfo.processInfo.environment["KEEL_LEASE_CHECK_INTERVAL"].flatMap(Double.init).map { max($0, 0.05) } ?? 1
 
     static func heldElsewhere(_ namespace: String, _ queue: String) -> CoordinatorLeaseError {
         CoordinatorLeaseError(
@@ -98,13 +130,21 @@ final class CoordinatorLease: Sendable {
     /// gone (a broker restart, a partition), the coordinator's own writes wait (``isHeld`` is
     /// false) while the lease is taken back on a new connection; throws, to stop the coordinator,
     /// when another coordinator has taken it meanwhile. Cancelled when the coordinator stops.
-    func watch(interval: Double = 1, logger: Logger) async throws {
+    func watch(interval: Double = CoordinatorLease.checkInterval, logger: Logger) async throws {
         while !Task.isCancelled {
-            try await Task.sleep(for: .seconds(double: interval))
+            var waited = 0.0
+            while waited < interval, !lookNow.withLock({ $0 }) {
+                try await Task.sleep(for: .milliseconds(50))
+                waited += 0.05
+            }
             let current = connection.withLock { $0 }
-            let held = try? await offPool { [queue] in try current?.inspect(queue: queue) }
-            if held != nil { continue }
+            let held = try? await offPool { [self] in try look(at: current) }
+            if held != nil {
+                confirmedAt.withLock { $0 = .now }
+                continue
+            }
             connection.withLock { $0 = nil }
+            lookNow.withLock { $0 = false }
             current?.close()
             logger.warning(
                 "the lease on \(queue) is gone with its broker connection; pausing this coordinator's writes to take it back")
@@ -122,10 +162,17 @@ final class CoordinatorLease: Sendable {
                     throw Self.heldElsewhere(namespace, queue)
                 }
                 connection.withLock { $0 = retaken }
+                confirmedAt.withLock { $0 = .now }
                 logger.info("the lease on \(queue) is back: resuming")
                 break
             }
         }
+    }
+
+    /// Whether the lease queue is still there on `current` (throws when not, or when the
+    /// connection is gone).
+    private func look(at current: AMQPConnection?) throws -> (messages: Int, consumers: Int)? {
+        try looking.withLock { _ in try current?.inspect(queue: queue) }
     }
 
     func release() { connection.withLock { $0 }?.close() }

@@ -55,6 +55,8 @@ public final class CoordinatorService: Service {
     private let replicator = Mutex<HistoryReplicator?>(nil)
     /// The epoch this coordinator's takeover marker announced in the log: it takes no less.
     private let minimumEpoch = Mutex<Int64>(0)
+    /// With replication: the lease, confirmed fresh before anything leaves (``replicated()``).
+    private let replicationLease = Mutex<CoordinatorLease?>(nil)
     let logger: Logger
     /// Depth, consumers and dispatch rate of the task queues (the console's queues page).
     public let queues: QueueMonitor
@@ -107,6 +109,7 @@ public final class CoordinatorService: Service {
         }
         defer { lease.release() }
         let topology = configuration.topology
+        if configuration.replication == .stream { replicationLease.withLock { $0 = lease } }
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let history = try followed ?? SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
         if let follower {
@@ -151,11 +154,14 @@ public final class CoordinatorService: Service {
         minimumEpoch.withLock { $0 = epoch }
     }
 
-    /// Returns once the history log confirmed every transaction committed so far (at once
-    /// without replication): acknowledgements and replies wait for it.
+    /// Returns once the history log confirmed every transaction committed so far, and the
+    /// lease is still this coordinator's (at once without replication): acknowledgements,
+    /// replies and tasks wait for it. With a file of its own, a coordinator paused past its lease
+    /// would otherwise acknowledge jobs that the coordinator that took over never sees.
     func replicated() async throws {
         guard let replicator = replicator.withLock({ $0 }) else { return }
         try await replicator.confirmed()
+        try await replicationLease.withLock { $0 }?.confirmFresh()
     }
 
     private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease) async throws {
