@@ -80,6 +80,9 @@ struct ClusterTests {
         #expect(await eventually(60) { standbyText().contains("coordinator running") }, "\(standbyText())")
         let tookOver = Date().timeIntervalSince(killedAt)
         #expect(standbyText().contains("caught up to transaction"), "\(standbyText())")
+        for line in standbyText().split(separator: "\n") where line.contains("taking over") || line.contains("caught up") {
+            print("standby: \(line)")
+        }
 
         let store = try SQLiteHistoryStore(path: standbyPath)
         for request in requests {

@@ -82,11 +82,6 @@ final class CoordinatorLease: Sendable {
     /// about two of them, and a standby takes over.
     static let heartbeat = ProcessInfo.processInfo.environment["KEEL_LEASE_HEARTBEAT"].flatMap(Int.init).map { max($0, 1) } ?? 10
 
-    /// Seconds between the active coordinator's looks at its lease (`KEEL_LEASE_CHECK_INTERVAL`,
-    /// default 1).
-    static let checkInterval =
-        ProcessInfo.processInfo.environment["KEEL_LEASE_CHECK_INTERVAL"].flatMap(Double.init).map { max($0, 0.05) } ?? 1
-
     static func heldElsewhere(_ namespace: String, _ queue: String) -> CoordinatorLeaseError {
         CoordinatorLeaseError(
             message:
@@ -130,7 +125,7 @@ final class CoordinatorLease: Sendable {
     /// gone (a broker restart, a partition), the coordinator's own writes wait (``isHeld`` is
     /// false) while the lease is taken back on a new connection; throws, to stop the coordinator,
     /// when another coordinator has taken it meanwhile. Cancelled when the coordinator stops.
-    func watch(interval: Double = CoordinatorLease.checkInterval, logger: Logger) async throws {
+    func watch(interval: Double = 1, logger: Logger) async throws {
         while !Task.isCancelled {
             var waited = 0.0
             while waited < interval, !lookNow.withLock({ $0 }) {
