@@ -131,14 +131,23 @@ struct OperationsTests {
             ])
         #expect(standby.status == 0, "\(standby.output)")
         #expect(standby.output.contains("coordinator-standby:") && standby.output.contains("- --standby"), "\(standby.output)")
+        // A standby with its own volume, following the replicated log.
+        let replica = try await Self.run(
+            [
+                "docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "--profile",
+                "replica", "config"
+            ], environment: ["KEEL_REPLICATION": "stream"])
+        #expect(replica.status == 0, "\(replica.output)")
+        #expect(replica.output.contains("coordinator-replica:") && replica.output.contains("keel-replica:/var/lib/keel"))
+        #expect(replica.output.contains("KEEL_REPLICATION: stream"), "\(replica.output)")
         // A team's own image (examples/starter/Dockerfile) runs every keel service.
-        // (docker-compose 1.29's `config` lists the services of every profile: six run keel.)
-        #expect(valid.output.components(separatedBy: "image: keel:latest").count == 7, "\(valid.output)")
+        // (docker-compose 1.29's `config` lists the services of every profile: seven run keel.)
+        #expect(valid.output.components(separatedBy: "image: keel:latest").count == 8, "\(valid.output)")
         let own = try await Self.run(
             ["docker-compose", "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example", "config"],
             environment: ["KEEL_IMAGE": "triage:latest", "KEEL_DOCKERFILE": "examples/starter/Dockerfile"])
         #expect(own.status == 0, "\(own.output)")
-        #expect(own.output.components(separatedBy: "image: triage:latest").count == 7, "\(own.output)")
+        #expect(own.output.components(separatedBy: "image: triage:latest").count == 8, "\(own.output)")
         #expect(!own.output.contains("keel:latest"))
         #expect(own.output.contains("dockerfile: examples/starter/Dockerfile"))
         #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("examples/starter/Dockerfile").path))

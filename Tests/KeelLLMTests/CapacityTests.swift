@@ -218,7 +218,10 @@ struct CapacityTests {
         #expect(small.status == .completed)
         // Shared round robin: the 5 calls go out within about 10 request slots (0.5 s each at
         // 120/min), not behind the ~480 big calls still waiting (about 4 minutes).
-        #expect(took < 20, "the small tenant waited \(took) s")
+        // Measured: 5.8–6.8 s alone or beside the LLM suites; 11.5–21.9 s in full-suite runs on 2
+        // cores, where every process of the stack waits for CPU. 30 s still tells shared capacity
+        // from a place behind the big tenant's 4 minutes.
+        #expect(took < 30, "the small tenant waited \(took) s")
         let requests = await stack.mock.requests()
         let limited = requests.filter { $0.status == 429 }.count
         // Without admission most of 500 calls at once would be answered 429. With it, a few are,

@@ -108,6 +108,11 @@ public final class CoordinatorService: Service {
             return
         }
         defer { lease.release() }
+        // Watched from now on, not only once serving: rabbitmq-c sends the lease connection's
+        // heartbeats only when it is used, so a long catch-up or recovery without the watch's
+        // looks would let the broker drop the lease under a coordinator that goes on.
+        let watching = Task { try await lease.watch(logger: logger) }
+        defer { watching.cancel() }
         let topology = configuration.topology
         if configuration.replication == .stream { replicationLease.withLock { $0 = lease } }
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
@@ -123,7 +128,7 @@ public final class CoordinatorService: Service {
         }
         let store = history
         do {
-            try await serve(store: store, publisher: publisher, lease: lease)
+            try await serve(store: store, publisher: publisher, lease: lease, watching: watching)
         } catch {
             await publisher.closeOffPool()
             throw error
@@ -164,7 +169,9 @@ public final class CoordinatorService: Service {
         try await replicationLease.withLock { $0 }?.confirmFresh()
     }
 
-    private func serve(store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease) async throws {
+    private func serve(
+        store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease, watching: Task<Void, any Error>
+    ) async throws {
         let topology = configuration.topology
         let monitor = queues
         monitor.start()
@@ -200,7 +207,14 @@ public final class CoordinatorService: Service {
             group.addTask { try await self.serveResults(results, coordinator, publisher) }
             group.addTask { try await self.runTimers(coordinator, lease) }
             group.addTask { try await self.watchStalls(coordinator, lease) }
-            group.addTask { try await lease.watch(logger: self.logger) }
+            group.addTask {
+                // Ends only by throwing (the lease is another coordinator's) or with the coordinator.
+                try await withTaskCancellationHandler {
+                    try await watching.value
+                } onCancel: {
+                    watching.cancel()
+                }
+            }
             if let retention = configuration.retention {
                 group.addTask { try await self.pruneClosedRuns(store, olderThan: retention, lease) }
             }
