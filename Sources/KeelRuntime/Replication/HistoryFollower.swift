@@ -2,6 +2,7 @@ import Foundation
 import KeelAMQP
 import KeelHistory
 import Logging
+import Metrics
 import Synchronization
 
 /// Reads the replicated history log into this coordinator's own history file: a standby follows
@@ -128,6 +129,8 @@ final class HistoryFollower: @unchecked Sendable {
         let position = try store.replicationPosition()
         try connection.consumeStream(queue: topology.historyStream, from: position.followedOffset.map { $0 + 1 })
         var seq = position.seq
+        var reported = (seq: seq, at: ContinuousClock.now)
+        logger.info("standby: following the history log \(topology.historyStream) from transaction \(seq)")
         while !state.withLock({ $0.stopped }) {
             var batch: [(HistoryChange, Int64)] = []
             var lastOffset: Int64?
@@ -167,6 +170,13 @@ final class HistoryFollower: @unchecked Sendable {
             if !batch.isEmpty {
                 try store.apply(batch)
                 state.withLock { $0.applied += batch.count }
+                Gauge(label: "keel_history_log_transaction", dimensions: [("role", "standby")]).record(Double(seq))
+                // A line every 30 s while it moves: the operator sees the standby keep up.
+                if ContinuousClock.now - reported.at > .seconds(30) {
+                    logger.info(
+                        "standby: applied the history log up to transaction \(seq) (\(seq - reported.seq) since the last line)")
+                    reported = (seq, .now)
+                }
             } else if let lastOffset {
                 try store.setFollowedOffset(lastOffset)
             }

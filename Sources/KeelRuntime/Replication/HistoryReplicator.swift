@@ -2,6 +2,7 @@ import Foundation
 import KeelAMQP
 import KeelHistory
 import Logging
+import Metrics
 import Synchronization
 
 /// The active coordinator's side of the replicated history: each committed write transaction's
@@ -75,6 +76,7 @@ final class HistoryReplicator: HistoryChangeSink, @unchecked Sendable {
             // the outbox, for the next start to publish.
             guard state.failure == nil else { return [] }
             state.confirmed = max(state.confirmed, seq)
+            Gauge(label: "keel_history_log_transaction", dimensions: [("role", "active")]).record(Double(state.confirmed))
             let (done, left) = (
                 state.waiters.filter { $0.target <= state.confirmed }, state.waiters.filter { $0.target > state.confirmed }
             )
