@@ -59,28 +59,35 @@ extension SQLiteHistoryStore {
             // Outside the recorded changes: followers have no replication outbox of their own.
             try db.cachedStatement(sql: "DELETE FROM replication_outbox WHERE seq <= ?")
                 .execute(arguments: [sink.confirmedThrough])
-            var session: UnsafeMutableRawPointer?
-            try check(keel_session_begin(UnsafeMutableRawPointer(connection), &session), "start recording changes")
-            defer { keel_session_end(session) }
             let before = db.totalChangesCount
-            let result = try body(db)
-            guard db.totalChangesCount != before else { return result }
-            try db.cachedStatement(sql: "UPDATE replication SET seq = seq + 1 WHERE id = 1").execute()
-            let seq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM replication WHERE id = 1")) ?? 0
+            let ((result, seq), changeset) = try recordChanges(on: connection) { () throws -> (T, Int64?) in
+                let result = try body(db)
+                guard db.totalChangesCount != before else { return (result, nil) }
+                try db.cachedStatement(sql: "UPDATE replication SET seq = seq + 1 WHERE id = 1").execute()
+                return (result, try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM replication WHERE id = 1")))
+            }
+            guard let seq else { return result }
             let epoch = try Int64.fetchOne(db.cachedStatement(sql: "SELECT epoch FROM coordinator_epoch WHERE id = 1"))
-            var count: Int32 = 0
-            var bytes: UnsafeMutableRawPointer?
-            try check(keel_session_changeset(session, &count, &bytes), "read the recorded changes")
-            let change = HistoryChange(
-                seq: seq, epoch: epoch, changeset: bytes.map { Data(bytes: $0, count: Int(count)) } ?? Data())
-            keel_session_free_bytes(bytes)
-            keel_session_end(session)
-            session = nil
+            let change = HistoryChange(seq: seq, epoch: epoch, changeset: changeset)
             try db.cachedStatement(sql: "INSERT INTO replication_outbox (seq, epoch, changeset) VALUES (?, ?, ?)")
-                .execute(arguments: [seq, epoch, change.changeset])
+                .execute(arguments: [seq, epoch, changeset])
             db.afterNextTransaction { _ in sink.record(change) }
             return result
         }
+    }
+
+    /// Runs `body` while SQLite's session extension records every change to the database, and
+    /// returns its result with the changeset of those changes.
+    private func recordChanges<T>(on connection: SQLiteConnection, _ body: () throws -> T) throws -> (T, Data) {
+        var session: UnsafeMutableRawPointer?
+        try check(keel_session_begin(UnsafeMutableRawPointer(connection), &session), "start recording changes")
+        defer { keel_session_end(session) }
+        let result = try body()
+        var count: Int32 = 0
+        var bytes: UnsafeMutableRawPointer?
+        try check(keel_session_changeset(session, &count, &bytes), "read the recorded changes")
+        defer { keel_session_free_bytes(bytes) }
+        return (result, bytes.map { Data(bytes: $0, count: Int(count)) } ?? Data())
     }
 
     /// What this file committed that the log may not have confirmed (a crash came first), in
@@ -112,17 +119,17 @@ extension SQLiteHistoryStore {
     }
 
     /// Applies the next transactions of the log, in order (the first one's `seq` must be 1 more
-    /// than this file's, each next one 1 more again), and records the offset of the last as
-    /// the log offset followed, in one transaction. A changeset that does not fit this file (a
-    /// row missing, different or already there) changes nothing and throws: the file did not
-    /// start from the same history as the log.
-    public func apply(_ changes: [(change: HistoryChange, offset: Int64)]) throws {
-        guard let last = changes.last else { return }
+    /// than this file's, each next one 1 more again), and records `offset` as the log offset
+    /// read, in one transaction (no changes: only the offset, for entries skipped as stale or
+    /// already held). A changeset that does not fit this file (a row missing, different or
+    /// already there) changes nothing and throws: the file did not start from the same history
+    /// as the log.
+    public func apply(_ changes: [HistoryChange], readThrough offset: Int64) throws {
         try wrap("apply replicated transactions") {
             try pool.write { db in
                 var seq = try Int64.fetchOne(db, sql: "SELECT seq FROM replication WHERE id = 1") ?? 0
                 guard let connection = db.sqliteConnection else { return }
-                for (change, _) in changes {
+                for change in changes {
                     guard change.seq == seq + 1 else {
                         throw StoreError(
                             message:
@@ -142,15 +149,6 @@ extension SQLiteHistoryStore {
                     }
                     seq = change.seq
                 }
-                try db.execute(sql: "UPDATE replication SET followed_offset = ? WHERE id = 1", arguments: [last.offset])
-            }
-        }
-    }
-
-    /// Records that the log up to `offset` was read (entries skipped as stale or already held).
-    public func setFollowedOffset(_ offset: Int64) throws {
-        try wrap("record the replication offset") {
-            try pool.write { db in
                 try db.execute(sql: "UPDATE replication SET followed_offset = ? WHERE id = 1", arguments: [offset])
             }
         }

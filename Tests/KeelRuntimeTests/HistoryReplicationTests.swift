@@ -52,7 +52,7 @@ struct HistoryReplicationTests {
 
         let follower = try SQLiteHistoryStore(path: directory.appendingPathComponent("standby.sqlite").path)
         let all = sink.changes.withLock { $0 }
-        try follower.apply(all.enumerated().map { ($1, Int64($0)) })
+        try follower.apply(all, readThrough: 4)
         #expect(try follower.replicationPosition() == ReplicationPosition(seq: 5, followedOffset: 4))
         #expect(try follower.run(runId: "run-a") == nil, "pruned on both")
         #expect(try follower.run(runId: "run-b")?.workflowId == "b")
@@ -62,15 +62,15 @@ struct HistoryReplicationTests {
         #expect(try follower.unconfirmedChanges().isEmpty, "a follower keeps no outbox of its own")
 
         // A transaction that does not follow on is refused, and so is one that does not fit.
-        let gap = #expect(throws: StoreError.self) { try follower.apply([(all[2], 9)]) }
+        let gap = #expect(throws: StoreError.self) { try follower.apply([all[2]], readThrough: 9) }
         #expect(gap?.message.contains("holds the log up to transaction 5, and the next in the log is 3") == true)
         // A file with a history of its own (run "a" written outside the log) cannot take it.
         let other = try SQLiteHistoryStore(path: directory.appendingPathComponent("other.sqlite").path)
         var own = StoreBatch()
         own.runs = [Self.run("a")]
         try other.commit(own)
-        try other.apply([(all[0], 0)])
-        let misfit = #expect(throws: StoreError.self) { try other.apply([(all[1], 1)]) }
+        try other.apply([all[0]], readThrough: 0)
+        let misfit = #expect(throws: StoreError.self) { try other.apply([all[1]], readThrough: 1) }
         #expect(misfit?.message.contains("does not fit this file") == true, "\(String(describing: misfit))")
         #expect(try other.replicationPosition().seq == 1, "nothing of the refused transaction was applied")
     }

@@ -178,12 +178,13 @@ extension Coordinator {
 
     /// Takes what an admitted attempt holds until it ends. `taking: false` (a restart) takes
     /// only the call's slot: the restored buckets already count the call, unless it was admitted
-    /// before they were learned. Which it was is not stored, so an attempt not sent yet
-    /// (`unsent`) takes its estimate again when a worker claims it (``confirmAdmission(_:now:)``):
-    /// counted twice at worst, for one window, rather than not at all.
+    /// before they were learned. Which it was is not stored, so an attempt not sent yet (still
+    /// `scheduled`) takes its estimate again when a worker claims it
+    /// (``confirmAdmission(_:now:)``): counted twice at worst, for one window, rather than not
+    /// at all.
     func hold(
         _ activity: ActivityRecord, in run: LiveRun, provider: String?, demand: CallDemand?, reserve: Spend, now: Date,
-        taking: Bool = true, unsent: Bool = false
+        taking: Bool = true
     ) {
         let queue = configuration.capacity.taskQueueLimits[activity.options.taskQueue] != nil ? activity.options.taskQueue : nil
         if let queue { admission.queueInFlight[queue, default: 0] += 1 }
@@ -193,7 +194,7 @@ extension Coordinator {
             takenFrom = withCapacity(of: provider, now: now) { capacity in
                 guard taking else {
                     capacity.inFlight += 1
-                    return unsent ? [] : Set(capacity.buckets.keys)
+                    return activity.state == .scheduled ? [] : Set(capacity.buckets.keys)
                 }
                 return capacity.take(demand)
             }
@@ -346,7 +347,7 @@ extension Coordinator {
                     ? estimate(activity, request: request, provider: provider) : .zero
                 hold(
                     activity, in: run, provider: provider, demand: provider.map { demand(of: request, at: $0) },
-                    reserve: reserve, now: now, taking: false, unsent: activity.state == .scheduled)
+                    reserve: reserve, now: now, taking: false)
             case .backoff, .parked:
                 continue
             }

@@ -51,12 +51,9 @@ public final class CoordinatorService: Service {
 
     let configuration: Configuration
     let workflows: WorkflowRegistry
-    /// Set once this coordinator replicates its history: what leaves it waits for the log.
-    private let replicator = Mutex<HistoryReplicator?>(nil)
-    /// The epoch this coordinator's takeover marker announced in the log: it takes no less.
-    private let minimumEpoch = Mutex<Int64>(0)
-    /// With replication: the lease, confirmed fresh before anything leaves (``replicated()``).
-    private let replicationLease = Mutex<CoordinatorLease?>(nil)
+    /// Set once this coordinator replicates its history: what leaves it waits for the log, and
+    /// for the lease to be confirmed still its own (``replicated()``).
+    private let replication = Mutex<(replicator: HistoryReplicator, lease: CoordinatorLease)?>(nil)
     let logger: Logger
     /// Depth, consumers and dispatch rate of the task queues (the console's queues page).
     public let queues: QueueMonitor
@@ -91,7 +88,9 @@ public final class CoordinatorService: Service {
         var follower: HistoryFollower?
         var followed: SQLiteHistoryStore?
         if configuration.replication == .stream {
-            try HistoryFollower.declareLog(url: configuration.url, topology: configuration.topology)
+            let connection = try AMQPConnection(url: configuration.url)
+            defer { connection.close() }
+            try HistoryFollower.declareLog(on: connection, topology: configuration.topology)
             let opened = try SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
             follower = HistoryFollower(url: configuration.url, topology: configuration.topology, store: opened, logger: logger)
             follower?.start()
@@ -114,21 +113,21 @@ public final class CoordinatorService: Service {
         let watching = Task { try await lease.watch(logger: logger) }
         defer { watching.cancel() }
         let topology = configuration.topology
-        if configuration.replication == .stream { replicationLease.withLock { $0 = lease } }
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
-        let history = try followed ?? SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
+        let store = try followed ?? SQLiteHistoryStore(path: configuration.databasePath, durability: configuration.durability)
+        // The epoch this coordinator's takeover marker announced in the log: it takes no less.
+        var minimumEpoch: Int64 = 0
         if let follower {
             do {
-                try await takeOverTheLog(history, follower, publisher)
+                minimumEpoch = try await takeOverTheLog(store, follower, publisher, lease)
             } catch {
                 follower.stop()
                 await publisher.closeOffPool()
                 throw error
             }
         }
-        let store = history
         do {
-            try await serve(store: store, publisher: publisher, lease: lease, watching: watching)
+            try await serve(store: store, publisher: publisher, lease: lease, watching: watching, minimumEpoch: minimumEpoch)
         } catch {
             await publisher.closeOffPool()
             throw error
@@ -139,24 +138,25 @@ public final class CoordinatorService: Service {
 
     /// Before a coordinator with replication acts: publishes what its file committed that the
     /// log may lack (a crash came before the confirm), puts its takeover marker in the log and
-    /// applies everything before it, then replicates every write of its own.
+    /// applies everything before it, then replicates every write of its own. Returns the epoch
+    /// the marker announced.
     private func takeOverTheLog(
-        _ store: SQLiteHistoryStore, _ follower: HistoryFollower, _ publisher: AMQPPublisher
-    ) async throws {
+        _ store: SQLiteHistoryStore, _ follower: HistoryFollower, _ publisher: AMQPPublisher, _ lease: CoordinatorLease
+    ) async throws -> Int64 {
         let replicator = HistoryReplicator(publisher: publisher, topology: configuration.topology)
         try await replicator.republish(try store.unconfirmedChanges())
         let started = ContinuousClock.now
         let epoch =
             max(follower.newestEpoch, try store.currentEpoch()?.epoch ?? 0, Int64(Date().timeIntervalSince1970 * 1000)) + 1
-        try await follower.catchUp(epoch: epoch)
+        try await follower.catchUp(epoch: epoch, publisher: publisher)
         follower.stop()
         let position = try store.replicationPosition()
         logger.info(
             "history log \(configuration.topology.historyStream): caught up to transaction \(position.seq) in \(started.duration(to: .now)) (\(follower.applied) applied while following); epoch \(epoch) or later from now"
         )
         store.replicate(to: replicator)
-        self.replicator.withLock { $0 = replicator }
-        minimumEpoch.withLock { $0 = epoch }
+        replication.withLock { $0 = (replicator, lease) }
+        return epoch
     }
 
     /// Returns once the history log confirmed every transaction committed so far, and the
@@ -164,13 +164,14 @@ public final class CoordinatorService: Service {
     /// replies and tasks wait for it. With a file of its own, a coordinator paused past its lease
     /// would otherwise acknowledge jobs that the coordinator that took over never sees.
     func replicated() async throws {
-        guard let replicator = replicator.withLock({ $0 }) else { return }
+        guard let (replicator, lease) = replication.withLock({ $0 }) else { return }
         try await replicator.confirmed()
-        try await replicationLease.withLock { $0 }?.confirmFresh()
+        try await lease.confirmFresh()
     }
 
     private func serve(
-        store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease, watching: Task<Void, any Error>
+        store: SQLiteHistoryStore, publisher: AMQPPublisher, lease: CoordinatorLease, watching: Task<Void, any Error>,
+        minimumEpoch: Int64
     ) async throws {
         let topology = configuration.topology
         let monitor = queues
@@ -183,7 +184,7 @@ public final class CoordinatorService: Service {
         // Fencing: a coordinator that lost the lease without knowing it (paused, cut off) can
         // commit nothing more to this history once this one took it.
         let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
-        coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder, atLeast: minimumEpoch.withLock { $0 })
+        coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder, atLeast: minimumEpoch)
         logger.info("coordinator epoch \(coordinatorConfiguration.epoch ?? 0) of \(configuration.databasePath)")
         let coordinator = Coordinator(
             store: store, workflows: workflows,

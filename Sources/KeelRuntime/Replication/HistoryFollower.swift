@@ -54,9 +54,7 @@ final class HistoryFollower: @unchecked Sendable {
     }
 
     /// Declares the log (a stream queue) if it is not there yet.
-    static func declareLog(url: AMQPURL, topology: Topology) throws {
-        let connection = try AMQPConnection(url: url)
-        defer { connection.close() }
+    static func declareLog(on connection: AMQPConnection, topology: Topology) throws {
         try connection.declareQueue(topology.historyStream, deadLetterExchange: nil, queueType: "stream")
     }
 
@@ -64,10 +62,11 @@ final class HistoryFollower: @unchecked Sendable {
     /// far and in the file.
     var newestEpoch: Int64 { state.withLock { $0.newestEpoch } }
 
-    /// Puts a takeover marker with `epoch` at the end of the log and returns once everything
-    /// before it is applied: the previous coordinator published nothing after losing the lease
-    /// that took effect, and what it published before is now in this file.
-    func catchUp(epoch: Int64) async throws {
+    /// Puts a takeover marker with `epoch` at the end of the log (through `publisher`, with
+    /// confirms) and returns once everything before it is applied: the previous coordinator
+    /// published nothing after losing the lease that took effect, and what it published before
+    /// is now in this file.
+    func catchUp(epoch: Int64, publisher: AMQPPublisher) async throws {
         let marker = UUID().uuidString
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let failure = state.withLock { state -> (any Error)? in
@@ -77,28 +76,25 @@ final class HistoryFollower: @unchecked Sendable {
                 return nil
             }
             if let failure { return continuation.resume(throwing: failure) }
-            do {
-                let connection = try AMQPConnection(url: url)
-                defer { connection.close() }
-                try connection.enableConfirms()
-                try connection.publish(
-                    AMQPMessage(
-                        exchange: "", routingKey: topology.historyStream, body: Data(), type: "history-takeover",
-                        messageId: marker, headers: ["keel-epoch": String(epoch)]))
-                try connection.waitForConfirms()
-            } catch {
-                fail(error)
+            let message = AMQPMessage(
+                exchange: "", routingKey: topology.historyStream, body: Data(), type: "history-takeover", messageId: marker,
+                headers: ["keel-epoch": String(epoch)])
+            publisher.publish([message]) { [self] error in
+                if let error { endCatchUp(.failure(error)) }
             }
         }
     }
 
-    private func fail(_ error: any Error) {
+    /// Ends the wait of ``catchUp(epoch:publisher:)``: its marker was applied, or following
+    /// failed (for good: later calls fail at once).
+    private func endCatchUp(_ outcome: Result<Void, any Error>) {
         let waiting = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-            state.failure = state.failure ?? error
+            if case .failure(let error) = outcome { state.failure = state.failure ?? error }
+            state.awaitedMarker = nil
             defer { state.markerSeen = nil }
             return state.markerSeen
         }
-        waiting?.resume(throwing: error)
+        waiting?.resume(with: outcome)
     }
 
     private func run() {
@@ -110,7 +106,7 @@ final class HistoryFollower: @unchecked Sendable {
             } catch let error as StoreError {
                 // The file does not fit the log: following further cannot help.
                 logger.error("the standby stops following the history log: \(error)")
-                fail(error)
+                endCatchUp(.failure(error))
                 return
             } catch {
                 logger.warning("following the history log \(topology.historyStream) failed: \(error); again in \(backoff) s")
@@ -124,7 +120,7 @@ final class HistoryFollower: @unchecked Sendable {
     private func follow() throws {
         let connection = try AMQPConnection(url: url)
         defer { connection.close() }
-        try connection.declareQueue(topology.historyStream, deadLetterExchange: nil, queueType: "stream")
+        try Self.declareLog(on: connection, topology: topology)
         try connection.qos(prefetch: 1000)
         let position = try store.replicationPosition()
         try connection.consumeStream(queue: topology.historyStream, from: position.followedOffset.map { $0 + 1 })
@@ -132,7 +128,7 @@ final class HistoryFollower: @unchecked Sendable {
         var reported = (seq: seq, at: ContinuousClock.now)
         logger.info("standby: following the history log \(topology.historyStream) from transaction \(seq)")
         while !state.withLock({ $0.stopped }) {
-            var batch: [(HistoryChange, Int64)] = []
+            var batch: [HistoryChange] = []
             var lastOffset: Int64?
             var lastTag: UInt64?
             var marker: String?
@@ -164,11 +160,11 @@ final class HistoryFollower: @unchecked Sendable {
                     continue
                 }
                 guard changeSeq > seq else { continue }
-                batch.append((HistoryChange(seq: changeSeq, epoch: epoch, changeset: delivery.body), offset))
+                batch.append(HistoryChange(seq: changeSeq, epoch: epoch, changeset: delivery.body))
                 seq = changeSeq
             }
+            if let lastOffset { try store.apply(batch, readThrough: lastOffset) }
             if !batch.isEmpty {
-                try store.apply(batch)
                 state.withLock { $0.applied += batch.count }
                 Gauge(label: "keel_history_log_transaction", dimensions: [("role", "standby")]).record(Double(seq))
                 // A line every 30 s while it moves: the operator sees the standby keep up.
@@ -177,17 +173,10 @@ final class HistoryFollower: @unchecked Sendable {
                         "standby: applied the history log up to transaction \(seq) (\(seq - reported.seq) since the last line)")
                     reported = (seq, .now)
                 }
-            } else if let lastOffset {
-                try store.setFollowedOffset(lastOffset)
             }
             if let lastTag { try connection.ack(lastTag, multiple: true) }
             if marker != nil {
-                let waiting = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-                    state.awaitedMarker = nil
-                    defer { state.markerSeen = nil }
-                    return state.markerSeen
-                }
-                waiting?.resume()
+                endCatchUp(.success(()))
                 return
             }
         }

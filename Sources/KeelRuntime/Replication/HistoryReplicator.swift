@@ -50,10 +50,12 @@ final class HistoryReplicator: HistoryChangeSink, @unchecked Sendable {
     /// Returns once the log confirmed every transaction recorded so far; throws once publishing
     /// to the log failed for good (nothing more may leave: the coordinator stops).
     func confirmed() async throws {
-        let target = try state.withLock { state -> Int64 in
+        // Nil: confirmed already (the usual case on every acknowledgement): no continuation.
+        let target = try state.withLock { state -> Int64? in
             if let failure = state.failure { throw failure }
-            return state.recorded
+            return state.confirmed >= state.recorded ? nil : state.recorded
         }
+        guard let target else { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let ready: Result<Void, any Error>? = state.withLock { state in
                 if let failure = state.failure { return .failure(failure) }
@@ -77,10 +79,9 @@ final class HistoryReplicator: HistoryChangeSink, @unchecked Sendable {
             guard state.failure == nil else { return [] }
             state.confirmed = max(state.confirmed, seq)
             Gauge(label: "keel_history_log_transaction", dimensions: [("role", "active")]).record(Double(state.confirmed))
-            let (done, left) = (
-                state.waiters.filter { $0.target <= state.confirmed }, state.waiters.filter { $0.target > state.confirmed }
-            )
-            state.waiters = left
+            let confirmed = state.confirmed
+            let done = state.waiters.filter { $0.target <= confirmed }
+            state.waiters.removeAll { $0.target <= confirmed }
             return done.map { ($0.continuation, nil) }
         }
         for (continuation, error) in resumed {
