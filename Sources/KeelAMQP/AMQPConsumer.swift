@@ -15,11 +15,7 @@ public final class AMQPConsumer: Sendable {
         public var generation: Int
     }
 
-    private enum Settlement: Sendable {
-        case ack(UInt64)
-        case ackThrough(UInt64)
-        case reject(UInt64)
-    }
+    private typealias Settlement = UnsettledDeliveries.Settlement
 
     private let url: AMQPURL
     private let queue: String
@@ -129,6 +125,29 @@ public final class AMQPConsumer: Sendable {
         waiter?.resume(returning: batch)
     }
 
+    /// The settlements queued for the connection of `generation` (those of an older one are
+    /// dropped: the broker delivers their messages again).
+    private func takePending(_ generation: Int) -> [Settlement] {
+        state.withLock { state in
+            defer { state.pending.removeAll() }
+            return state.pending.compactMap { $0.generation == generation ? $0.settlement : nil }
+        }
+    }
+
+    private func settle(
+        _ settlements: [Settlement], _ unsettled: inout UnsettledDeliveries, on connection: AMQPConnection
+    )
+        throws
+    {
+        guard !settlements.isEmpty else { return }
+        for frame in unsettled.frames(settling: settlements) {
+            switch frame {
+            case .ack(let tag, let multiple): try connection.ack(tag, multiple: multiple)
+            case .reject(let tag): try connection.reject(tag)
+            }
+        }
+    }
+
     private func finish() {
         settleRegistration(false)
         state.withLock { $0.pending.removeAll() }
@@ -192,18 +211,9 @@ public final class AMQPConsumer: Sendable {
                 settleRegistration(true)
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
+                var unsettled = UnsettledDeliveries()
                 while !state.withLock({ $0.stopped }) {
-                    let settlements = state.withLock { state in
-                        defer { state.pending.removeAll() }
-                        return state.pending
-                    }
-                    for item in settlements where item.generation == generation {
-                        switch item.settlement {
-                        case .ack(let tag): try connection.ack(tag)
-                        case .ackThrough(let tag): try connection.ack(tag, multiple: true)
-                        case .reject(let tag): try connection.reject(tag)
-                        }
-                    }
+                    try settle(takePending(generation), &unsettled, on: connection)
                     // Woken by a delivery, a settlement to send or stop(); the timeout only bounds a lost wakeup.
                     if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 1) }
                     guard let first = try connection.next(timeout: 0) else { continue }
@@ -211,20 +221,13 @@ public final class AMQPConsumer: Sendable {
                     while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
                         batch.append(Delivery(message: message, generation: generation))
                     }
+                    for delivery in batch { unsettled.delivered(delivery.message.deliveryTag) }
                     hand(batch)
                 }
-                // Settle what finished before the stop, then close.
-                let remaining = state.withLock { state in
-                    defer { state.pending.removeAll() }
-                    return state.pending
-                }
-                for item in remaining where item.generation == generation {
-                    switch item.settlement {
-                    case .ack(let tag): try? connection.ack(tag)
-                    case .ackThrough(let tag): try? connection.ack(tag, multiple: true)
-                    case .reject: break
-                    }
-                }
+                // Acknowledge what finished before the stop, then close (a reject still pending is
+                // dropped: its message goes back to the queue with the close).
+                let finished = takePending(generation).filter { if case .reject = $0 { false } else { true } }
+                try? settle(finished, &unsettled, on: connection)
                 connection.close()
             } catch {
                 state.withLock { $0.connected = false }

@@ -46,7 +46,7 @@ extension SQLiteHistoryStore {
     /// latest.
     func checkFence(_ db: Database) throws {
         guard let mine = fence.withLock({ $0 }) else { return }
-        let row = try Row.fetchOne(db, sql: "SELECT epoch, holder FROM coordinator_epoch WHERE id = 1")
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT epoch, holder FROM coordinator_epoch WHERE id = 1"))
         let current: Int64 = row?["epoch"] ?? 0
         guard current != mine else { return }
         let holder: String = row?["holder"] ?? "?"

@@ -7,7 +7,7 @@ extension SQLiteHistoryStore {
     public func run(runId: String) throws -> RunRecord? {
         try wrap("read run") {
             try pool.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE run_id = ?", arguments: [runId]).map(Self.run)
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE run_id = ?"), arguments: [runId]).map(Self.run)
             }
         }
     }
@@ -16,7 +16,8 @@ extension SQLiteHistoryStore {
         try wrap("read run") {
             try pool.read { db in
                 try Row.fetchOne(
-                    db, sql: "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    db.cachedStatement(
+                        sql: "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"),
                     arguments: [workflowId]
                 ).map(Self.run)
             }
@@ -26,7 +27,8 @@ extension SQLiteHistoryStore {
     public func run(requestId: String) throws -> RunRecord? {
         try wrap("read run") {
             try pool.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE request_id = ?", arguments: [requestId]).map(Self.run)
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE request_id = ?"), arguments: [requestId]).map(
+                    Self.run)
             }
         }
     }
