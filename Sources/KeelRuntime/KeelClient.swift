@@ -11,6 +11,9 @@ public final class KeelClient: Sendable {
     let publisher: AMQPPublisher
     /// Set once this client has declared the topology for its request/reply connections.
     private let declared = Mutex(false)
+    /// The highest coordinator epoch this client's replies showed: an answer from an older one
+    /// (a coordinator that lost its lease) is skipped.
+    private let epochs = EpochWatermark()
 
     public init(url: AMQPURL, topology: Topology = .fromEnvironment()) {
         self.url = url
@@ -174,6 +177,7 @@ public final class KeelClient: Sendable {
         _ type: WireType, _ job: Body, persistent: Bool = false, messageId: String? = nil, timeout: Double
     ) async throws -> JobReply {
         let url = self.url
+        let epochs = self.epochs
         let topology = self.topology
         let route = topology.jobRoute(workflowId: job.routingWorkflowId)
         let mustDeclare = !declared.withLock { $0 }
@@ -189,7 +193,7 @@ public final class KeelClient: Sendable {
                     var message = try AMQPMessage.wire(
                         type, job, exchange: route.exchange, routingKey: route.routingKey, messageId: messageId)
                     message.persistent = persistent
-                    if let reply = try connection.ask(message, timeout: timeout) {
+                    if let reply = try connection.ask(message, timeout: timeout, epochs: epochs) {
                         continuation.resume(returning: reply)
                         return
                     }

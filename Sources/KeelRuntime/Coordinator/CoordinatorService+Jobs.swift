@@ -22,7 +22,7 @@ extension CoordinatorService {
                         let job = try Wire.decode(StartJob.self, from: message.body, what: "start job")
                         starts.append((delivery, job.request(messageId: message.messageId)))
                     } catch {
-                        await refuse(delivery, error, consumer, publisher, &rejected)
+                        await refuse(delivery, error, coordinator, consumer, publisher, &rejected)
                     }
                     continue
                 }
@@ -30,11 +30,11 @@ extension CoordinatorService {
                 do {
                     try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "job")
                     try authorize(message)
-                    await reply(to: message, with: try await handleJob(message, coordinator), publisher)
+                    await reply(to: message, with: try await handleJob(message, coordinator), from: coordinator, publisher)
                 } catch let error as StoreError {
                     throw error
                 } catch {
-                    await refuse(delivery, error, consumer, publisher, &rejected)
+                    await refuse(delivery, error, coordinator, consumer, publisher, &rejected)
                 }
             }
             try await startAll(&starts, coordinator, consumer, publisher, &rejected)
@@ -56,23 +56,30 @@ extension CoordinatorService {
             case .success(let started):
                 do {
                     let payload = try Payload(encoding: started, field: "start result")
-                    await reply(to: start.delivery.message, with: JobReply(ok: true, result: payload), publisher)
+                    await reply(
+                        to: start.delivery.message, with: JobReply(ok: true, result: payload), from: coordinator, publisher)
                 } catch {
                     logger.warning("start answered without its result: \(error)")
                 }
             case .failure(let error as StoreError):
                 throw error
             case .failure(let error):
-                await refuse(start.delivery, error, consumer, publisher, &rejected)
+                await refuse(start.delivery, error, coordinator, consumer, publisher, &rejected)
             }
         }
         starts.removeAll()
     }
 
-    /// Answers a request that carries `reply_to`. A reply that cannot be sent is logged: the
-    /// client's wait ends with its timeout.
-    func reply(to message: AMQPDelivery, with reply: JobReply?, _ publisher: AMQPPublisher) async {
-        guard let reply, let replyTo = message.replyTo else { return }
+    /// Answers a request that carries `reply_to`, with the coordinator's epoch (a client skips an
+    /// answer from an older epoch than one it has seen). A reply that cannot be sent is logged:
+    /// the client's wait ends with its timeout.
+    func reply(
+        to message: AMQPDelivery, with reply: JobReply?, from coordinator: Coordinator, _ publisher: AMQPPublisher
+    )
+        async
+    {
+        guard var reply, let replyTo = message.replyTo else { return }
+        reply.coordinatorEpoch = coordinator.configuration.epoch
         do {
             try await replicated()
             try await publisher.publish([
@@ -89,12 +96,12 @@ extension CoordinatorService {
     /// kept, with the reason, in the dead-letter queue; a read-only one, or an operator's redrive
     /// or discard (its entry stays in the dead-letter queue), was answered and is done.
     private func refuse(
-        _ delivery: AMQPConsumer.Delivery, _ error: any Error, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher,
-        _ rejected: inout Set<UInt64>
+        _ delivery: AMQPConsumer.Delivery, _ error: any Error, _ coordinator: Coordinator, _ consumer: AMQPConsumer,
+        _ publisher: AMQPPublisher, _ rejected: inout Set<UInt64>
     ) async {
         let message = delivery.message
         let failure = Failure(error)
-        await reply(to: message, with: JobReply(ok: false, error: failure), publisher)
+        await reply(to: message, with: JobReply(ok: false, error: failure), from: coordinator, publisher)
         // A job that asked for an answer got it and is done; only a start is kept in keel.dead
         // as well (its input would be lost with a client that stopped waiting).
         let answered = message.replyTo != nil && message.wireType != WireType.start.rawValue

@@ -36,7 +36,7 @@ extension CoordinatorService {
             consumer.ack(batch, except: rejected)
             for claim in claims {
                 // Lost with a broken connection, the worker asks again.
-                await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), publisher)
+                await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), from: coordinator, publisher)
             }
             if batch.count < 8 {
                 await coordinator.publish(outgoing)  // no backlog: the shortest path for latency

@@ -85,6 +85,10 @@ public struct JobReply: Codable, Sendable {
     public var result: Payload?
     public var run: RunRecord?
     public var error: Failure?
+    /// The epoch of the coordinator that answered (absent from one without a history lease).
+    /// A client skips an answer from an older epoch than one it has seen: a coordinator that
+    /// lost its lease while paused may answer late.
+    public var coordinatorEpoch: Int64?
 
     public init(ok: Bool, result: Payload? = nil, run: RunRecord? = nil, error: Failure? = nil) {
         self.ok = ok
@@ -98,7 +102,9 @@ extension AMQPConnection {
     /// Publishes `message` with direct reply-to and a correlation id of its own, and waits for
     /// the answer; nil when none came within `timeout` seconds. The connection must consume
     /// ``Topology/replyTo``; answers to earlier requests that timed out are skipped.
-    func ask(_ message: AMQPMessage, timeout: Double) throws -> JobReply? {
+    /// An answer from an older coordinator epoch than `epochs` has seen is skipped, and the wait
+    /// goes on for the current coordinator's.
+    func ask(_ message: AMQPMessage, timeout: Double, epochs: EpochWatermark) throws -> JobReply? {
         var message = message
         let correlation = UUID().uuidString
         message.replyTo = Topology.replyTo
@@ -106,8 +112,10 @@ extension AMQPConnection {
         try publish(message)
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            guard let reply = try next(timeout: 0.2), reply.correlationId == correlation else { continue }
-            return try Wire.decode(JobReply.self, from: reply.body, what: "reply")
+            guard let delivery = try next(timeout: 0.2), delivery.correlationId == correlation else { continue }
+            let reply = try Wire.decode(JobReply.self, from: delivery.body, what: "reply")
+            if epochs.isStale(reply.coordinatorEpoch) { continue }
+            return reply
         }
         return nil
     }

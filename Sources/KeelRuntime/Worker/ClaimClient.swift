@@ -11,10 +11,14 @@ final class ClaimClient: @unchecked Sendable {
     private let lock = NSLock()
     /// Guarded by `lock`; opened on the first claim, dropped when it fails.
     private var connection: AMQPConnection?
+    /// The worker's: an answer from an older coordinator epoch than its tasks or answers showed
+    /// is skipped.
+    private let epochs: EpochWatermark
 
-    init(url: AMQPURL, topology: Topology) {
+    init(url: AMQPURL, topology: Topology, epochs: EpochWatermark) {
         self.url = url
         self.topology = topology
+        self.epochs = epochs
     }
 
     /// True once the claim is recorded as the attempt's start, false when another copy started.
@@ -37,7 +41,7 @@ final class ClaimClient: @unchecked Sendable {
         defer { lock.unlock() }
         do {
             let message = try AMQPMessage.wire(.claim, claim, exchange: route.exchange, routingKey: route.routingKey)
-            if let reply = try open().ask(message, timeout: timeout) { return reply.ok }
+            if let reply = try open().ask(message, timeout: timeout, epochs: epochs) { return reply.ok }
             throw WireError(
                 message: "no answer to the claim of \(claim.runId)/\(claim.activityId)/\(claim.attempt) within \(Int(timeout)) s")
         } catch let error as AMQPError {

@@ -68,18 +68,3 @@ struct TaskAdmission: Sendable {
         }
     }
 }
-
-/// The highest coordinator epoch a worker has seen on a task.
-final class EpochWatermark: Sendable {
-    private let highest = Mutex<Int64>(0)
-
-    /// Whether `epoch` is older than one seen before; records it otherwise.
-    func isStale(_ epoch: Int64?) -> Bool {
-        guard let epoch else { return false }
-        return highest.withLock { highest in
-            if epoch < highest { return true }
-            highest = epoch
-            return false
-        }
-    }
-}

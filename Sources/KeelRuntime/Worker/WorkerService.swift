@@ -61,8 +61,8 @@ public final class WorkerService: Service {
         self.configuration = configuration
         self.runner = ActivityRunner(activities: activities, identity: configuration.identity)
         self.logger = logger
-        claims = ClaimClient(url: configuration.url, topology: configuration.topology)
         admission = TaskAdmission(activities: Set(activities.names))
+        claims = ClaimClient(url: configuration.url, topology: configuration.topology, epochs: admission.epochs)
     }
 
     /// Stops taking tasks; running activities get `shutdownGrace` to finish. A `ServiceGroup`'s

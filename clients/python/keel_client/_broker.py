@@ -122,3 +122,22 @@ def properties(kind, persistent=True, **extra):
 
 def encode(body):
     return json.dumps(body, separators=(",", ":"))
+
+
+class EpochWatermark:
+    """The highest coordinator epoch seen on tasks or answers. A coordinator takes a new epoch
+    each time it takes over a history: anything from an older one comes from a coordinator that
+    lost its lease while paused (docs/operations.md, "Fencing")."""
+
+    def __init__(self):
+        self.highest = 0
+
+    def is_stale(self, epoch):
+        """Whether ``epoch`` (None: a message without one) is older than one seen; records it
+        otherwise."""
+        if epoch is None:
+            return False
+        if epoch < self.highest:
+            return True
+        self.highest = epoch
+        return False

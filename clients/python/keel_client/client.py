@@ -42,6 +42,7 @@ class Client:
         # --operators takes cancels, terminations and the like from its operators only.
         self._user = pika.URLParameters(self.url).credentials.username
         self._answers = {}
+        self._epochs = _broker.EpochWatermark()
         self._channel.basic_consume("amq.rabbitmq.reply-to", self._on_answer, auto_ack=True)
         self.dead_letters = DeadLetters(self)
 
@@ -58,7 +59,10 @@ class Client:
     # -- requests
 
     def _on_answer(self, channel, method, properties, body):
-        self._answers[properties.correlation_id] = json.loads(body)
+        answer = json.loads(body)
+        # One from an older coordinator epoch is skipped: the wait goes on for the current one's.
+        if not self._epochs.is_stale(answer.get("coordinatorEpoch")):
+            self._answers[properties.correlation_id] = answer
 
     def request(self, kind, body, timeout=None, persistent=True):
         """Publishes a job of type ``kind`` with ``reply_to`` and waits for the coordinator's

@@ -103,7 +103,7 @@ class Worker:
         self._running = {}
         self._answers = {}
         self._stopping = threading.Event()
-        self._epoch = 0  # the highest coordinator epoch seen on a task
+        self._epochs = _broker.EpochWatermark()  # of tasks and answers
 
     def stop(self):
         """Stops taking tasks; ``run()`` returns once the running ones have reported."""
@@ -171,10 +171,7 @@ class Worker:
             return
         # A task from an older coordinator epoch than one seen may come from a coordinator that
         # lost its lease while paused: it runs only if its attempt still waits.
-        epoch = task.get("coordinatorEpoch")
-        stale = epoch is not None and epoch < self._epoch
-        if epoch is not None and epoch > self._epoch:
-            self._epoch = epoch
+        stale = self._epochs.is_stale(task.get("coordinatorEpoch"))
         if (task.get("republished") or task.get("claimBeforeRunning") or stale) and not self._claim(key):
             # Another copy runs (or the attempt is over): this one is dropped unrun.
             self._channel.basic_ack(method.delivery_tag)
@@ -202,7 +199,10 @@ class Worker:
             print("no answer to the claim of %s; asking again" % key, flush=True)
 
     def _on_answer(self, channel, method, properties, body):
-        self._answers[properties.correlation_id] = json.loads(body)
+        answer = json.loads(body)
+        # One from an older coordinator epoch is skipped: the wait goes on for the current one's.
+        if not self._epochs.is_stale(answer.get("coordinatorEpoch")):
+            self._answers[properties.correlation_id] = answer
 
     def _on_control(self, channel, method, properties, body):
         try:
