@@ -30,4 +30,8 @@ public protocol HistoryStore: Sendable {
     func stalledRuns() throws -> [StalledRun]
     /// Every schedule, by name.
     func schedules() throws -> [ScheduleRecord]
+    /// When the backup this history was restored from was taken, until a coordinator recovered
+    /// from it (``clearRestorePoint()``); nil for a history that is not a restored backup.
+    func restorePoint() throws -> Date?
+    func clearRestorePoint() throws
 }

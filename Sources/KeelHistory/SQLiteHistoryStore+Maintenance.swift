@@ -54,6 +54,15 @@ extension SQLiteHistoryStore {
         }
         try wrap("back up the history to \(path)") {
             try pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+            // The copy knows it is one: a coordinator started on it publishes again what was
+            // published before the copy and may have been answered to the original since.
+            let copy = try DatabaseQueue(path: path)
+            try copy.write { db in
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO restore_point (id, taken_at) VALUES (1, ?)",
+                    arguments: [Date().timeIntervalSince1970])
+            }
+            try copy.close()
         }
         let check = try DatabaseQueue(
             path: path,
@@ -67,6 +76,23 @@ extension SQLiteHistoryStore {
         guard verdict == ["ok"] else {
             throw StoreError(
                 message: "the copy at \(path) fails its integrity check: \(verdict.prefix(5).joined(separator: "; "))")
+        }
+    }
+
+    public func restorePoint() throws -> Date? {
+        try wrap("read the restore point") {
+            try pool.read { db in
+                try Double.fetchOne(db, sql: "SELECT taken_at FROM restore_point WHERE id = 1").map(
+                    Date.init(timeIntervalSince1970:))
+            }
+        }
+    }
+
+    /// Not replicated: the mark belongs to this file (a standby seeded from the backup has its
+    /// own, and the log's followers none).
+    public func clearRestorePoint() throws {
+        try wrap("clear the restore point") {
+            try pool.write { db in try db.execute(sql: "DELETE FROM restore_point") }
         }
     }
 }

@@ -181,6 +181,18 @@ extension SQLiteHistoryStore {
                     );
                     """)
         }
+        migrator.registerMigration("v10: restore point") { db in
+            // Written by `keel backup` into its copy: tasks the copy holds as published and not
+            // started may have run, and been answered to the original, after it was taken; the
+            // first coordinator on the copy publishes them again (``restorePoint()``).
+            try db.execute(
+                sql: """
+                    CREATE TABLE restore_point (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        taken_at REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

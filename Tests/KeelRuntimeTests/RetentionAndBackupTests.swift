@@ -99,4 +99,50 @@ struct RetentionAndBackupTests {
         #expect(finished.status == .completed, "\(finished.failure?.description ?? "")")
         #expect(try copied.latestRun(workflowId: "waiting")?.status == .completed, "on the copy")
     }
+
+    /// A backup taken while hundreds of runs are mid-way (the coordinator committing steps as it
+    /// is copied) passes its integrity check, and a coordinator started on it, the original
+    /// gone, completes every run the copy holds: steps the copy saw published and unstarted may
+    /// have run and been answered to the original since, and are published again.
+    @Test func aBackupTakenUnderLoadRestoresAndRecovers() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 16)
+        try deployment.startWorker(concurrency: 16)
+        let ids = (0..<600).map { "load-\($0)" }
+        try await deployment.client.start(
+            ids.map {
+                StartRequest(workflowType: "bench-sequential", workflowId: $0, input: try! Payload(encoding: 8, field: "input"))
+            })
+        let store = try deployment.store()
+        #expect(try await eventually(60) { try store.count(status: .completed) >= 20 }, "some runs completed")
+
+        let copy = deployment.directory.appendingPathComponent("under-load.sqlite").path
+        let backedUp = try await deployment.keel(["backup", "--out", copy])
+        #expect(backedUp.status == 0, "\(backedUp.output)")
+        #expect(backedUp.output.contains("integrity check ok"), "\(backedUp.output)")
+        let copied = try SQLiteHistoryStore(path: copy)
+        let (openInCopy, completedInCopy) = (try copied.count(status: .running), try copied.count(status: .completed))
+        #expect(openInCopy > 0, "taken mid-run: \(completedInCopy) completed, \(openInCopy) open")
+        #expect(try copied.restorePoint() != nil)
+
+        // The original is lost (runs it started after the copy are lost with it). A coordinator
+        // on the copy completes every run the copy holds, and those whose starts were still queued.
+        let original = try #require(deployment.coordinator)
+        try await offPool { original.terminate() }
+        try deployment.startCoordinator(["--db", copy])
+        let settled = try await eventually(120) {
+            try copied.count(status: .running) == 0 && copied.count(status: .completed) >= openInCopy + completedInCopy
+        }
+        #expect(
+            settled,
+            "\((try? copied.count(status: .running)) ?? -1) still open; \(openInCopy) were open and \(completedInCopy) completed in the copy"
+        )
+        #expect(try copied.count(status: .failed) == 0)
+        #expect(try copied.count(status: .blocked) == 0)
+        for run in try copied.runs(status: .completed, limit: 1000) {
+            #expect(run.result?.json == "28", "\(run.workflowId): 0 + 1 + ... + 7")
+        }
+        #expect(try copied.restorePoint() == nil, "cleared once recovered")
+    }
 }

@@ -65,13 +65,33 @@ extension Coordinator {
         readmit(loaded.filter { $0.1.record.status == .running }, now: work.now)
         holdChildBudgets()
         for run in runs.values { if let parentId = run.record.parentRunId { runs[parentId]?.children.insert(run.runId) } }
+        let restoredFrom = try store.restorePoint()
+        if restoredFrom != nil { republishScheduled(&work) }
         try await finish(&work)
         report.republished = try await flushOutbox()
+        if let restoredFrom {
+            try store.clearRestorePoint()
+            logger.warning(
+                "this history is a backup taken at \(restoredFrom): what the original coordinator did after that is not in it; tasks it holds as published and not started went out again (workers claim them)"
+            )
+        }
         metrics.recovered(runs: report.runs, events: report.events, seconds: (ContinuousClock.now - started).seconds)
         logger.info(
             "recovered \(report.runs) open runs (\(report.events) events, \(report.blocked) blocked, \(report.republished) tasks republished)"
         )
         return report
+    }
+
+    /// Puts the task of every published, unstarted attempt of a running run into the outbox
+    /// again. After a restore from a backup, such a task may have run and its result gone to the
+    /// coordinator the backup was taken from: nothing would come back for it. Published again,
+    /// it is claimed before it runs, so the copy still queued, if any, and this one start once.
+    private func republishScheduled(_ work: inout Work) {
+        for run in runs.values where run.record.status == .running {
+            for activity in run.activities.values where activity.state == .scheduled {
+                work.batch.outbox.append(task(for: activity, in: run))
+            }
+        }
     }
 
     /// Replays `run`'s history with its workflow code and lets it go on from there (a blocked
