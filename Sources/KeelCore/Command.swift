@@ -63,13 +63,19 @@ public enum Command: Sendable, Equatable {
         return parts.joined(separator: " ")
     }
 
-    /// The history event that records this command.
-    public func event(id: Int64, time: Date) -> HistoryEvent {
+    /// An activity's options as its scheduled event's attributes.
+    public static func encodedAttributes(of options: ActivityOptions) -> Payload? {
+        try? Payload(encoding: options, field: "activity options", limit: .max)
+    }
+
+    /// The history event that records this command. `encodedOptions`: an activity's options
+    /// as ``encodedAttributes(of:)`` gives them, when the caller has them already.
+    public func event(id: Int64, time: Date, encodedOptions: Payload? = nil) -> HistoryEvent {
         var event = HistoryEvent(id: id, time: time, kind: eventKind, ref: seq, name: name)
         switch self {
         case .scheduleActivity(_, _, let input, let options):
             event.payload = input
-            event.attributes = try? Payload(encoding: options, field: "activity options", limit: .max)
+            event.attributes = encodedOptions ?? Self.encodedAttributes(of: options)
         case .startTimer(_, let seconds):
             event.attributes = try? Payload(
                 encoding: TimerAttributes(seconds: seconds, fireAt: time.addingTimeInterval(seconds)),

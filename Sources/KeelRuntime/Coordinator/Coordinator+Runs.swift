@@ -98,7 +98,9 @@ extension Coordinator {
     func process(_ commands: [Command], in run: LiveRun, _ work: inout Work) {
         for command in commands {
             guard run.record.status == .running else { return }
-            append(command.event(id: 0, time: work.now), to: run, &work)
+            var encodedOptions: Payload?
+            if case .scheduleActivity(_, _, _, let options) = command { encodedOptions = run.encoded(options) }
+            append(command.event(id: 0, time: work.now, encodedOptions: encodedOptions), to: run, &work)
             switch command {
             case .scheduleActivity(let seq, let type, let input, let options):
                 var activity = ActivityRecord(
