@@ -103,19 +103,18 @@ struct RetentionAndBackupTests {
     /// A backup taken while hundreds of runs are mid-way (the coordinator committing steps as it
     /// is copied) passes its integrity check, and a coordinator started on it, the original
     /// gone, completes every run the copy holds: steps the copy saw published and unstarted may
-    /// have run and been answered to the original since, and are published again.
+    /// have run and been answered to the original since, and are published again. (Steps that
+    /// sleep: the load is in flight, not on the CPU of a suite that runs beside it.)
     @Test func aBackupTakenUnderLoadRestoresAndRecovers() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 16)
         try deployment.startWorker(concurrency: 16)
-        let ids = (0..<600).map { "load-\($0)" }
-        try await deployment.client.start(
-            ids.map {
-                StartRequest(workflowType: "bench-sequential", workflowId: $0, input: try! Payload(encoding: 8, field: "input"))
-            })
+        let ids = (0..<300).map { "load-\($0)" }
+        let input = try Payload(encoding: StepsInput(steps: 4, milliseconds: 300, heartbeats: false), field: "input")
+        try await deployment.client.start(ids.map { StartRequest(workflowType: "bench-steps", workflowId: $0, input: input) })
         let store = try deployment.store()
-        #expect(try await eventually(60) { try store.count(status: .completed) >= 20 }, "some runs completed")
+        #expect(try await eventually(60) { try store.count(status: .completed) >= 5 }, "some runs completed")
 
         let copy = deployment.directory.appendingPathComponent("under-load.sqlite").path
         let backedUp = try await deployment.keel(["backup", "--out", copy])
@@ -131,6 +130,7 @@ struct RetentionAndBackupTests {
         let original = try #require(deployment.coordinator)
         try await offPool { original.terminate() }
         try deployment.startCoordinator(["--db", copy])
+        #expect(try await eventually(30) { try copied.restorePoint() == nil }, "cleared once recovered")
         let settled = try await eventually(120) {
             try copied.count(status: .running) == 0 && copied.count(status: .completed) >= openInCopy + completedInCopy
         }
@@ -141,8 +141,7 @@ struct RetentionAndBackupTests {
         #expect(try copied.count(status: .failed) == 0)
         #expect(try copied.count(status: .blocked) == 0)
         for run in try copied.runs(status: .completed, limit: 1000) {
-            #expect(run.result?.json == "28", "\(run.workflowId): 0 + 1 + ... + 7")
+            #expect(run.result?.json == "6", "\(run.workflowId): 0 + 1 + 2 + 3")
         }
-        #expect(try copied.restorePoint() == nil, "cleared once recovered")
     }
 }
