@@ -166,6 +166,36 @@ struct ProcessFaultTests {
         #expect(failures.allSatisfy { $0.failure?.type == "TaskRedelivered" }, "\(failures.map(\.failure))")
     }
 
+    /// The start held back by `--start-report-delay` goes out once the activity outlives the
+    /// delay, without a heartbeat: recorded while the activity still runs, never before the delay.
+    @Test func aLongActivityReportsItsStartOnceItOutlivesTheDelay() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 1, ["--start-report-delay", "500ms"])
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "late-start",
+                input: Payload(
+                    encoding: StepsInput(steps: 1, milliseconds: 10000, heartbeatTimeoutSeconds: 30, heartbeats: false),
+                    field: "input")))
+        #expect(await eventually(30) { !deployment.executions.isEmpty }, "the activity runs")
+        let began = try #require(deployment.executions.first).time
+        let store = try deployment.store()
+        // A loaded suite may be slow to record it; the activity runs 10 s.
+        let recorded = try await eventually(8) {
+            guard let run = try store.latestRun(workflowId: "late-start") else { return false }
+            return try store.activities(runId: run.runId).first?.state == .started
+        }
+        let seen = Date()
+        #expect(recorded, "the start is recorded while the activity runs")
+        #expect(seen.timeIntervalSince(began) >= 0.5, "not before the delay")
+        let run = try await deployment.client.waitForResult(workflowId: "late-start", timeout: 30)
+        #expect(run.status == .completed)
+        let started = try #require(try store.events(runId: run.runId).first { $0.kind == .activityStarted })
+        let completed = try #require(try store.events(runId: run.runId).first { $0.kind == .activityCompleted })
+        #expect(completed.time.timeIntervalSince(started.time) > 2, "started recorded long before the end")
+    }
+
     @Test func aWorkerStoppedWithSIGTERMFinishesItsRunningActivityFirst() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()

@@ -56,12 +56,15 @@ public final class WorkerService: Service {
     private let stopping = ShutdownSignal()
     /// What runs now, for the coordinator's cancels.
     private let attempts = RunningAttempts()
+    /// The starts held back for ``Configuration/startReportDelay``.
+    private let delayedStarts: DelayedStarts
 
     public init(configuration: Configuration, activities: ActivityRegistry, logger: Logger = Logger(label: "keel.worker")) {
         self.configuration = configuration
         self.runner = ActivityRunner(activities: activities, identity: configuration.identity)
         self.logger = logger
         admission = TaskAdmission(activities: Set(activities.names))
+        delayedStarts = DelayedStarts(delay: configuration.startReportDelay)
         claims = ClaimClient(url: configuration.url, topology: configuration.topology, epochs: admission.epochs)
     }
 
@@ -109,6 +112,7 @@ public final class WorkerService: Service {
                 consumer.stopDelivering()
             }
             group.addTask { await self.attempts.serveCancels(from: cancels, logger: self.logger) }
+            if configuration.startReportDelay > .zero { group.addTask { await self.delayedStarts.run() } }
             // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
             if await consumer.consuming() {
                 logger.info(
@@ -243,12 +247,7 @@ public final class WorkerService: Service {
             guard stillCurrent(task, delivery, consumer) else { return }
         }
         // Reports the start of an activity that outlives the delay.
-        let startTimer = startDelay.map { delay in
-            Task {
-                try? await Task.sleep(for: delay)
-                if !Task.isCancelled { _ = reportStart() }
-            }
-        }
+        let startLater = startDelay == nil ? nil : delayedStarts.schedule { _ = reportStart() }
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
             // The coordinator takes heartbeats of a started attempt only.
@@ -269,7 +268,7 @@ public final class WorkerService: Service {
             await runner.run(task) { details in heartbeats.beat(details) }
         }
         running.decrement()
-        startTimer?.cancel()
+        if let startLater { delayedStarts.cancel(startLater) }
         // No start reported yet: the result stands for it, and acknowledges the task.
         let resultStandsForStart = start.skip()
         heartbeats.finish()
