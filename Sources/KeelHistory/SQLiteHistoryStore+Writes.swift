@@ -10,8 +10,10 @@ extension SQLiteHistoryStore {
         try wrap("commit") {
             try write { db in
                 try checkFence(db)
-                for run in batch.runs {
-                    try db.cachedStatement(
+                // Each statement is looked up once per commit, not once per row (the lookup
+                // hashes the statement's text).
+                if !batch.runs.isEmpty {
+                    let upsert = try db.cachedStatement(
                         sql: """
                             INSERT INTO runs (run_id, workflow_id, workflow_type, status, input, result, failure,
                                 request_id, parent_run_id, parent_seq, continued_from_run_id, created_at, updated_at,
@@ -23,18 +25,20 @@ extension SQLiteHistoryStore {
                                 closed_at = excluded.closed_at, history_length = excluded.history_length,
                                 input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
                                 cost_usd = excluded.cost_usd
-                            """
-                    ).execute(arguments: [
-                        run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
-                        run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
-                        run.requestId, run.parentRunId, run.parentSeq, run.continuedFromRunId,
-                        run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
-                        run.closedAt?.timeIntervalSince1970, run.historyLength,
-                        Int64(bitPattern: run.randomSeed),
-                        String(decoding: try encoder.encode(run.options), as: UTF8.self),
-                        run.executionDeadline?.timeIntervalSince1970,
-                        run.inputTokens, run.outputTokens, run.costUSD
-                    ])
+                            """)
+                    for run in batch.runs {
+                        try upsert.execute(arguments: [
+                            run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
+                            run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
+                            run.requestId, run.parentRunId, run.parentSeq, run.continuedFromRunId,
+                            run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
+                            run.closedAt?.timeIntervalSince1970, run.historyLength,
+                            Int64(bitPattern: run.randomSeed),
+                            String(decoding: try encoder.encode(run.options), as: UTF8.self),
+                            run.executionDeadline?.timeIntervalSince1970,
+                            run.inputTokens, run.outputTokens, run.costUSD
+                        ])
+                    }
                 }
                 let insertEvent = try db.cachedStatement(
                     sql: """
@@ -53,38 +57,48 @@ extension SQLiteHistoryStore {
                     try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ?").execute(arguments: [runId])
                     try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ?").execute(arguments: [runId])
                 }
-                for change in batch.activities {
-                    if let activity = change.record {
-                        try db.cachedStatement(
-                            sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)"
-                        )
-                        .execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
-                    } else {
-                        try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
-                            .execute(arguments: [change.runId, change.activityId])
+                let activities = batch.activities
+                if !activities.isEmpty {
+                    let upsert = try db.cachedStatement(
+                        sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)")
+                    let delete = try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
+                    for change in activities {
+                        if let activity = change.record {
+                            try upsert.execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
+                        } else {
+                            try delete.execute(arguments: [change.runId, change.activityId])
+                        }
                     }
                 }
-                for change in batch.timers {
-                    if let timer = change.record {
-                        try db.cachedStatement(
-                            sql: """
-                                INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
-                                """
-                        ).execute(arguments: [
-                            timer.runId, timer.key, timer.kind.rawValue, timer.seq,
-                            timer.fireAt.timeIntervalSince1970, timer.attempt
-                        ])
-                    } else {
-                        try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ? AND key = ?")
-                            .execute(arguments: [change.runId, change.key])
+                let timers = batch.timers
+                if !timers.isEmpty {
+                    let upsert = try db.cachedStatement(
+                        sql: """
+                            INSERT OR REPLACE INTO timers (run_id, key, kind, seq, fire_at, attempt) VALUES (?, ?, ?, ?, ?, ?)
+                            """)
+                    let delete = try db.cachedStatement(sql: "DELETE FROM timers WHERE run_id = ? AND key = ?")
+                    for change in timers {
+                        if let timer = change.record {
+                            try upsert.execute(arguments: [
+                                timer.runId, timer.key, timer.kind.rawValue, timer.seq,
+                                timer.fireAt.timeIntervalSince1970, timer.attempt
+                            ])
+                        } else {
+                            try delete.execute(arguments: [change.runId, change.key])
+                        }
                     }
                 }
-                for task in batch.outbox {
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO outbox (attempt_key, task, created_at) VALUES (?, ?, ?)")
-                        .execute(arguments: [task.attemptKey, try encoder.encode(task), Date().timeIntervalSince1970])
+                if !batch.outbox.isEmpty {
+                    let insert = try db.cachedStatement(
+                        sql: "INSERT OR REPLACE INTO outbox (attempt_key, task, created_at) VALUES (?, ?, ?)")
+                    let now = Date().timeIntervalSince1970
+                    for task in batch.outbox {
+                        try insert.execute(arguments: [task.attemptKey, try encoder.encode(task), now])
+                    }
                 }
-                for key in batch.deletedOutbox {
-                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE attempt_key = ?").execute(arguments: [key])
+                if !batch.deletedOutbox.isEmpty {
+                    let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE attempt_key = ?")
+                    for key in batch.deletedOutbox { try delete.execute(arguments: [key]) }
                 }
                 for entry in batch.deadLetters {
                     try db.cachedStatement(
