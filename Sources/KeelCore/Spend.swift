@@ -60,7 +60,10 @@ public struct Spend: Codable, Sendable, Hashable {
     public static func charged(by event: HistoryEvent) -> Spend? {
         switch event.kind {
         case .workflowStarted:
-            return (try? event.attributes?.decode(WorkflowStartedAttributes.self))?.carriedSpend.flatMap { $0.isZero ? nil : $0 }
+            // Only a continued run carries spend: the others skip decoding their attributes
+            // (1.8 % of the coordinator's CPU in `bench throughput`, one decode per start).
+            guard let attributes = event.attributes, attributes.data.range(of: carriedSpendKey) != nil else { return nil }
+            return (try? attributes.decode(WorkflowStartedAttributes.self))?.carriedSpend.flatMap { $0.isZero ? nil : $0 }
         case .childWorkflowCompleted, .childWorkflowFailed:
             return (try? event.attributes?.decode(ChildClosedAttributes.self))?.spend
         default:
@@ -69,6 +72,7 @@ public struct Spend: Codable, Sendable, Hashable {
     }
 
     private static let usageKey = Data("\"usage\"".utf8)
+    private static let carriedSpendKey = Data("\"carriedSpend\"".utf8)
 
     /// The `usage` object of a JSON object payload, if it has one.
     public static func reported(in payload: Payload) -> Spend? {
