@@ -12,11 +12,14 @@ public struct HistoryChange: Sendable {
     public var epoch: Int64?
     /// A changeset of SQLite's session extension.
     public var changeset: Data
+    /// The shape of the tables it was recorded on (``SQLiteHistoryStore/logFormat``).
+    public var format: Int
 
-    public init(seq: Int64, epoch: Int64?, changeset: Data) {
+    public init(seq: Int64, epoch: Int64?, changeset: Data, format: Int = SQLiteHistoryStore.logFormat) {
         self.seq = seq
         self.epoch = epoch
         self.changeset = changeset
+        self.format = format
     }
 }
 
@@ -44,6 +47,12 @@ public struct ReplicationPosition: Sendable, Equatable {
 // Replication: every write transaction recorded as a changeset while a sink is set, and
 // changesets of another file applied in order (a standby following the log).
 extension SQLiteHistoryStore {
+    /// The shape of the tables this version's changesets are recorded on: 1 up to migration v10,
+    /// 2 since v11 (activities and outbox keyed in insertion order). SQLite applies a changeset
+    /// only to a table of the same shape and skips the others without a word, so a follower
+    /// refuses a transaction of another format.
+    public static let logFormat = 2
+
     /// From now on every write transaction's changes go to `sink`, numbered.
     public func replicate(to sink: any HistoryChangeSink) {
         changeSink.withLock { $0 = sink }
@@ -69,8 +78,10 @@ extension SQLiteHistoryStore {
             guard let seq else { return result }
             let epoch = try Int64.fetchOne(db.cachedStatement(sql: "SELECT epoch FROM coordinator_epoch WHERE id = 1"))
             let change = HistoryChange(seq: seq, epoch: epoch, changeset: changeset)
-            try db.cachedStatement(sql: "INSERT INTO replication_outbox (seq, epoch, changeset) VALUES (?, ?, ?)")
-                .execute(arguments: [seq, epoch, changeset])
+            try db.cachedStatement(
+                sql: "INSERT INTO replication_outbox (seq, epoch, changeset, format) VALUES (?, ?, ?, ?)"
+            )
+            .execute(arguments: [seq, epoch, changeset, Self.logFormat])
             db.afterNextTransaction { _ in sink.record(change) }
             return result
         }
@@ -95,8 +106,8 @@ extension SQLiteHistoryStore {
     public func unconfirmedChanges() throws -> [HistoryChange] {
         try wrap("read the replication outbox") {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT seq, epoch, changeset FROM replication_outbox ORDER BY seq").map {
-                    HistoryChange(seq: $0["seq"], epoch: $0["epoch"], changeset: $0["changeset"])
+                try Row.fetchAll(db, sql: "SELECT seq, epoch, changeset, format FROM replication_outbox ORDER BY seq").map {
+                    HistoryChange(seq: $0["seq"], epoch: $0["epoch"], changeset: $0["changeset"], format: $0["format"])
                 }
             }
         }
@@ -134,6 +145,12 @@ extension SQLiteHistoryStore {
                         throw StoreError(
                             message:
                                 "history database \(path) holds the log up to transaction \(seq), and the next in the log is \(change.seq): start the standby from a backup of the active coordinator's history (keel backup) taken after transaction \(change.seq - 1)"
+                        )
+                    }
+                    guard change.format == Self.logFormat else {
+                        throw StoreError(
+                            message:
+                                "history database \(path): the log's transaction \(change.seq) is in history log format \(change.format), and this Keel version reads format \(Self.logFormat): the active coordinator and this standby run Keel versions whose history tables differ; run the same version on both, then start the standby from a backup of the active coordinator's history (keel backup)"
                         )
                     }
                     var conflicts: Int32 = 0

@@ -6,9 +6,11 @@ import KeelCore
 extension SQLiteHistoryStore {
     /// Opens the pool and runs the migrations not applied yet. Processes opening a new file at
     /// once (a coordinator and `keel show`, a test and the coordinator it started) race: the
-    /// switch to WAL may find the file locked, and a migration both saw pending fails with
-    /// "already exists" for the one that comes second. The loser tries again (reading the applied
-    /// migrations anew), for up to two seconds.
+    /// switch to WAL may find the file locked, and a migration both saw pending fails for the one
+    /// that comes second, with "already exists", "duplicate column name" or, for one that can
+    /// run twice (v11 copies its tables), at the record of the migration (its transaction then
+    /// rolls back). The loser
+    /// tries again (reading the applied migrations anew), for up to two seconds.
     static func open(path: String, configuration: Configuration) throws -> DatabasePool {
         var tries = 0
         while true {
@@ -25,7 +27,9 @@ extension SQLiteHistoryStore {
 
     private static func lostTheRace(_ error: DatabaseError) -> Bool {
         error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
-            || (error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists"))
+            || (error.resultCode == .SQLITE_ERROR
+                && ["already exists", "duplicate column name"].contains { (error.message ?? "").contains($0) })
+            || (error.resultCode == .SQLITE_CONSTRAINT && (error.message ?? "").contains("grdb_migrations"))
     }
 
     static var migrator: DatabaseMigrator {
@@ -191,6 +195,40 @@ extension SQLiteHistoryStore {
                         id INTEGER PRIMARY KEY CHECK (id = 1),
                         taken_at REAL NOT NULL
                     );
+                    """)
+        }
+        migrator.registerMigration("v11: activities and outbox in insertion order") { db in
+            // Every step inserts and later deletes a row of each. Keyed by run id (random), each
+            // row sat on a page of its own, and a commit wrote a 4 KB page per step to the WAL for
+            // each table; in insertion order, a commit's rows share the last pages, and only the
+            // small index pages are scattered. The log's changesets of these tables change shape
+            // with them: log format 2 (``SQLiteHistoryStore/logFormat``); what the replication
+            // outbox holds from before is format 1.
+            try db.execute(
+                sql: """
+                    CREATE TABLE activities_v11 (
+                        id INTEGER PRIMARY KEY,
+                        run_id TEXT NOT NULL,
+                        activity_id INTEGER NOT NULL,
+                        record BLOB NOT NULL
+                    );
+                    INSERT INTO activities_v11 (run_id, activity_id, record)
+                        SELECT run_id, activity_id, record FROM activities ORDER BY run_id, activity_id;
+                    DROP TABLE activities;
+                    ALTER TABLE activities_v11 RENAME TO activities;
+                    CREATE UNIQUE INDEX activities_by_run ON activities(run_id, activity_id);
+                    CREATE TABLE outbox_v11 (
+                        id INTEGER PRIMARY KEY,
+                        attempt_key TEXT NOT NULL,
+                        task BLOB NOT NULL,
+                        created_at REAL NOT NULL
+                    );
+                    INSERT INTO outbox_v11 (attempt_key, task, created_at)
+                        SELECT attempt_key, task, created_at FROM outbox ORDER BY created_at, attempt_key;
+                    DROP TABLE outbox;
+                    ALTER TABLE outbox_v11 RENAME TO outbox;
+                    CREATE UNIQUE INDEX outbox_by_attempt ON outbox(attempt_key);
+                    ALTER TABLE replication_outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
                     """)
         }
         return migrator

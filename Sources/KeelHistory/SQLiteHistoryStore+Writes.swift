@@ -60,7 +60,10 @@ extension SQLiteHistoryStore {
                 let activities = batch.activities
                 if !activities.isEmpty {
                     let upsert = try db.cachedStatement(
-                        sql: "INSERT OR REPLACE INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)")
+                        sql: """
+                            INSERT INTO activities (run_id, activity_id, record) VALUES (?, ?, ?)
+                            ON CONFLICT(run_id, activity_id) DO UPDATE SET record = excluded.record
+                            """)
                     let delete = try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
                     for change in activities {
                         if let activity = change.record {
@@ -90,7 +93,10 @@ extension SQLiteHistoryStore {
                 }
                 if !batch.outbox.isEmpty {
                     let insert = try db.cachedStatement(
-                        sql: "INSERT OR REPLACE INTO outbox (attempt_key, task, created_at) VALUES (?, ?, ?)")
+                        sql: """
+                            INSERT INTO outbox (attempt_key, task, created_at) VALUES (?, ?, ?)
+                            ON CONFLICT(attempt_key) DO UPDATE SET task = excluded.task, created_at = excluded.created_at
+                            """)
                     let now = Date().timeIntervalSince1970
                     for task in batch.outbox {
                         try insert.execute(arguments: [task.attemptKey, try encoder.encode(task), now])

@@ -31,11 +31,27 @@ struct HistoryReplicationTests {
         var batch = StoreBatch()
         batch.runs = [Self.run("a"), Self.run("b")]
         batch.events = [("run-a", HistoryEvent(id: 1, time: Date(timeIntervalSince1970: 1_001), kind: .workflowStarted))]
+        // An open step of each run: its activity and its task in the outbox (the one of "b"
+        // stays, the one of "a" goes with the next commit).
+        for id in ["a", "b"] {
+            let activity = ActivityRecord(
+                runId: "run-\(id)", activityId: 1, activityType: "noop", input: .null, options: ActivityOptions(),
+                scheduledAt: Date(timeIntervalSince1970: 1_001))
+            batch.save(activity)
+            batch.outbox.append(
+                ActivityTask(
+                    workflowId: id, runId: "run-\(id)", workflowType: "t", activityId: 1, activityType: "noop", attempt: 1,
+                    input: .null, taskQueue: "default", scheduledAt: activity.scheduledAt,
+                    attemptScheduledAt: activity.scheduledAt, startToCloseTimeout: nil, scheduleToCloseTimeout: nil,
+                    heartbeatTimeout: nil, heartbeatDetails: nil))
+        }
         try active.commit(batch)
         var closing = StoreBatch()
         var closed = Self.run("a", status: .completed)
         closed.closedAt = Date(timeIntervalSince1970: 1_002)
         closing.runs = [closed]
+        closing.deleteActivity(runId: "run-a", activityId: 1)
+        closing.deletedOutbox = ["run-a/1/1"]
         try active.commit(closing)
         try active.commit(StoreBatch())  // nothing changed: no number taken
         try active.pruneClosedRuns(closedBefore: Date(timeIntervalSince1970: 2_000))
@@ -58,8 +74,21 @@ struct HistoryReplicationTests {
         #expect(try follower.run(runId: "run-b")?.workflowId == "b")
         #expect(try follower.run(runId: "run-c")?.workflowId == "c")
         #expect(try follower.events(runId: "run-b").isEmpty)
+        #expect(try follower.activities(runId: "run-b").map(\.activityType) == ["noop"])
+        #expect(try follower.activities(runId: "run-a").isEmpty)
+        #expect(try follower.outbox(skipping: []).map(\.attemptKey) == ["run-b/1/1"])
+        #expect(try follower.outbox(skipping: []) == (try active.outbox(skipping: [])))
         #expect(try follower.currentEpoch()?.epoch == epoch)
         #expect(try follower.unconfirmedChanges().isEmpty, "a follower keeps no outbox of its own")
+
+        // A transaction recorded on tables of another shape (another Keel version) is refused:
+        // SQLite would skip its changes to those tables without a word.
+        var older = all[4]
+        older.seq = 6
+        older.format = 1
+        let format = #expect(throws: StoreError.self) { try follower.apply([older], readThrough: 5) }
+        #expect(format?.message.contains("is in history log format 1") == true, "\(String(describing: format))")
+        #expect(try follower.replicationPosition().seq == 5)
 
         // A transaction that does not follow on is refused, and so is one that does not fit.
         let gap = #expect(throws: StoreError.self) { try follower.apply([all[2]], readThrough: 9) }

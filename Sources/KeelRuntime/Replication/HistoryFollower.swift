@@ -160,7 +160,9 @@ final class HistoryFollower: @unchecked Sendable {
                     continue
                 }
                 guard changeSeq > seq else { continue }
-                batch.append(HistoryChange(seq: changeSeq, epoch: epoch, changeset: delivery.body))
+                // No format header: a coordinator from before formats were numbered, format 1.
+                let format = delivery.headers["keel-log-format"].flatMap(Int.init) ?? 1
+                batch.append(HistoryChange(seq: changeSeq, epoch: epoch, changeset: delivery.body, format: format))
                 seq = changeSeq
             }
             if let lastOffset { try store.apply(batch, readThrough: lastOffset) }

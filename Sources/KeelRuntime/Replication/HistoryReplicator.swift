@@ -42,7 +42,7 @@ final class HistoryReplicator: HistoryChangeSink, @unchecked Sendable {
     }
 
     static func message(_ change: HistoryChange, stream: String) -> AMQPMessage {
-        var headers = ["keel-seq": String(change.seq)]
+        var headers = ["keel-seq": String(change.seq), "keel-log-format": String(change.format)]
         if let epoch = change.epoch { headers["keel-epoch"] = String(epoch) }
         return AMQPMessage(exchange: "", routingKey: stream, body: change.changeset, type: "history-change", headers: headers)
     }
