@@ -56,4 +56,6 @@ public final class FaultInjectingStore: HistoryStore {
     public func schedules() throws -> [ScheduleRecord] { try base.schedules() }
     public func replaceStalledRuns(_ runs: [StalledRun]) throws { try base.replaceStalledRuns(runs) }
     public func stalledRuns() throws -> [StalledRun] { try base.stalledRuns() }
+    public func restorePoint() throws -> Date? { try base.restorePoint() }
+    public func clearRestorePoint() throws { try base.clearRestorePoint() }
 }
