@@ -92,7 +92,8 @@ let package = Package(
             dependencies: [
                 "KeelLLM",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types")
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
             ]
         ),
         // The reference pipelines, compiled into `keel`; each a template for users.

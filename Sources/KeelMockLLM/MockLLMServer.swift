@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// `keel mock-llm`: an HTTP server speaking the Anthropic Messages and OpenAI Chat Completions
@@ -45,7 +46,13 @@ public struct MockLLMServer: Sendable {
 
     /// Serves until the task is cancelled (or, with `handleSignals`, the process gets SIGTERM or
     /// SIGINT); `onListening` gets the bound port (useful with port 0).
-    public func run(handleSignals: Bool = true, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    /// `stop`: ends the server gracefully when triggered (cancelling the task that runs it can
+    /// crash a debug build: NIO traps on a connection accepted but not yet served, swift-nio
+    /// issue 2813).
+    public func run(
+        handleSignals: Bool = true, stop: MockServerStop? = nil,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
         let router = Router(context: MockRequestContext.self)
         let state = self.state
         router.post("/_mock/scenario") { request, _ -> Response in
@@ -110,7 +117,11 @@ public struct MockLLMServer: Sendable {
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "keel-mock-llm"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) }, logger: logger)
-        try await app.runService(gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [])
+        let group = ServiceGroup(
+            services: [app], gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], cancellationSignals: [],
+            logger: logger)
+        await stop?.attach(group)
+        try await group.run()
     }
 
     static func answer(_ answer: MockServicesState.Answer) -> Response {
@@ -436,3 +447,27 @@ extension MockMatch {
 
 /// Stops a stream by failing the response body, which makes the server drop the connection.
 struct MockStreamCut: Error {}
+
+/// Ends a ``MockLLMServer`` gracefully: open connections are served to their end.
+public final class MockServerStop: Sendable {
+    private let state = Mutex((group: ServiceGroup?.none, triggered: false))
+
+    public init() {}
+
+    /// Stops the server (at once if it was triggered before the server started).
+    public func trigger() async {
+        let group = state.withLock { state in
+            state.triggered = true
+            return state.group
+        }
+        await group?.triggerGracefulShutdown()
+    }
+
+    func attach(_ group: ServiceGroup) async {
+        let triggered = state.withLock { state in
+            state.group = group
+            return state.triggered
+        }
+        if triggered { await group.triggerGracefulShutdown() }
+    }
+}

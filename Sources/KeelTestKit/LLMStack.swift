@@ -8,25 +8,26 @@ import Tracing
 public final class MockProvider: Sendable {
     public let server: MockLLMServer
     public let port: Int
-    private let serving: Task<Void, any Error>
+    private let stopping: MockServerStop
 
-    private init(server: MockLLMServer, port: Int, serving: Task<Void, any Error>) {
+    private init(server: MockLLMServer, port: Int, stopping: MockServerStop) {
         self.server = server
         self.port = port
-        self.serving = serving
+        self.stopping = stopping
     }
 
     public static func start(
         _ scenario: MockScenario = MockScenario(), documentsDirectory: String? = nil
     ) async throws -> MockProvider {
         var logger = Logger(label: "keel.mock-llm")
-        logger.logLevel = .critical  // cancelling the server task logs errors about its channels
+        logger.logLevel = .critical  // a stop logs errors about the channels it closes
         let server = MockLLMServer(port: 0, scenario: scenario, documentsDirectory: documentsDirectory, logger: logger)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let serving = Task { try await server.run(handleSignals: false) { continuation.yield($0) } }
+        let stopping = MockServerStop()
+        Task { try await server.run(handleSignals: false, stop: stopping) { continuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else { throw MockScenarioError(message: "the mock did not start") }
-        return MockProvider(server: server, port: port, serving: serving)
+        return MockProvider(server: server, port: port, stopping: stopping)
     }
 
     public var baseURL: String { "http://127.0.0.1:\(port)" }
@@ -42,7 +43,9 @@ public final class MockProvider: Sendable {
             apiKeyEnv: apiKeyEnv, timeout: 20)
     }
 
-    public func stop() { serving.cancel() }
+    /// Stops the server gracefully (not by cancelling its task: swift-nio traps in a debug build
+    /// when a connection was accepted and not served yet).
+    public func stop() { Task { [stopping] in await stopping.trigger() } }
 }
 
 /// A coordinator and an `llm` worker in this process, on the real broker, with their own
