@@ -54,25 +54,20 @@ extension SQLiteHistoryStore {
         }
         try wrap("back up the history to \(path)") {
             try pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
-            // The copy knows it is one: a coordinator started on it publishes again what was
-            // published before the copy and may have been answered to the original since.
+        }
+        // The copy knows it is one: a coordinator started on it publishes again what was
+        // published before the copy and may have been answered to the original since. Marked,
+        // then checked, on one connection.
+        let verdict = try wrap("mark and check the copy at \(path)") {
             let copy = try DatabaseQueue(path: path)
-            try copy.write { db in
+            defer { try? copy.close() }
+            return try copy.write { db in
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO restore_point (id, taken_at) VALUES (1, ?)",
                     arguments: [Date().timeIntervalSince1970])
+                return try String.fetchAll(db, sql: "PRAGMA integrity_check")
             }
-            try copy.close()
         }
-        let check = try DatabaseQueue(
-            path: path,
-            configuration: {
-                var configuration = Configuration()
-                configuration.readonly = true
-                return configuration
-            }())
-        let verdict = try check.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
-        try check.close()
         guard verdict == ["ok"] else {
             throw StoreError(
                 message: "the copy at \(path) fails its integrity check: \(verdict.prefix(5).joined(separator: "; "))")

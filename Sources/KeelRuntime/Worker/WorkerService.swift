@@ -234,8 +234,8 @@ public final class WorkerService: Service {
                 })
             return true
         }
-        let startDelay = startReportDelay(for: task)
-        if startDelay == nil {
+        let holdsBackStart = holdsBackStart(task)
+        if !holdsBackStart {
             _ = reportStart()
             guard await start.written() else {
                 // Never sent: not acknowledged either, so RabbitMQ delivers the task again.
@@ -247,7 +247,7 @@ public final class WorkerService: Service {
             guard stillCurrent(task, delivery, consumer) else { return }
         }
         // Reports the start of an activity that outlives the delay.
-        let startLater = startDelay == nil ? nil : delayedStarts.schedule { _ = reportStart() }
+        let startLater = holdsBackStart ? delayedStarts.schedule { _ = reportStart() } : nil
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { [self] details in
             // The coordinator takes heartbeats of a started attempt only.
@@ -351,12 +351,11 @@ public final class WorkerService: Service {
         return true
     }
 
-    /// How long `task` may run before its start is reported; nil: before it runs. A task with a
-    /// schedule-to-start timeout reports at once, so the coordinator's timer never fires for an
-    /// attempt that runs.
-    private func startReportDelay(for task: ActivityTask) -> Duration? {
-        guard configuration.startReportDelay > .zero, task.scheduleToStartTimeout == nil else { return nil }
-        return configuration.startReportDelay
+    /// Whether `task` may run for ``Configuration/startReportDelay`` before its start is
+    /// reported; if not, the start is reported before it runs. A task with a schedule-to-start
+    /// timeout reports at once, so the coordinator's timer never fires for an attempt that runs.
+    private func holdsBackStart(_ task: ActivityTask) -> Bool {
+        configuration.startReportDelay > .zero && task.scheduleToStartTimeout == nil
     }
 
     /// Counts a task this worker took off its queue and deliberately did not run.

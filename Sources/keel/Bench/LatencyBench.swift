@@ -152,8 +152,9 @@ struct LatencyBench: AsyncParsableCommand {
         _ = try await client.startAndConfirm(
             StartRequest(
                 workflowType: BenchSequential.name, workflowId: "latency", input: Payload(encoding: steps, field: "input")))
-        // Watched in the history file, not with describe jobs: each of those opens a broker
-        // connection, and 20 a second took broker and coordinator CPU from the steps measured.
+        // Watched in the history file, as bench throughput does, not with a describe job every
+        // 50 ms, each on a broker connection of its own (the step latencies measured the same
+        // either way: docs/benchmarks.md, "Latency").
         let store = try SQLiteHistoryStore(path: deployment.databasePath)
         var run = try store.latestRun(workflowId: "latency")
         while run?.status.isOpen ?? true, ContinuousClock.now - begin < .seconds(600) {
