@@ -38,11 +38,9 @@ extension CoordinatorService {
                 // Lost with a broken connection, the worker asks again.
                 await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), from: coordinator, publisher)
             }
-            if batch.count < 8 {
-                await coordinator.publish(outgoing)  // no backlog: the shortest path for latency
-            } else {
-                await publishing.add { await coordinator.publish(outgoing) }
-            }
+            // Even one step at a time: waiting here for the confirm of the next task (and the
+            // outbox row's deletion) kept its result, often back already, waiting behind them.
+            await publishing.add { await coordinator.publish(outgoing) }
         }
         await publishing.finish()
     }
