@@ -65,9 +65,15 @@ extension SQLiteHistoryStore {
                             ON CONFLICT(run_id, activity_id) DO UPDATE SET record = excluded.record
                             """)
                     let delete = try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
+                    // Most activities of a batch share their options: each is encoded once.
+                    var encodedOptions: [ActivityOptions: Data] = [:]
                     for change in activities {
                         if let activity = change.record {
-                            try upsert.execute(arguments: [activity.runId, activity.activityId, try encoder.encode(activity)])
+                            let options = try encodedOptions[activity.options] ?? encoder.encode(activity.options)
+                            encodedOptions[activity.options] = options
+                            var json = JSONWriter(dates: .sinceReferenceDate)
+                            try activity.write(to: &json, encodedOptions: options)
+                            try upsert.execute(arguments: [activity.runId, activity.activityId, json.data])
                         } else {
                             try delete.execute(arguments: [change.runId, change.activityId])
                         }
@@ -99,7 +105,9 @@ extension SQLiteHistoryStore {
                             """)
                     let now = Date().timeIntervalSince1970
                     for task in batch.outbox {
-                        try insert.execute(arguments: [task.attemptKey, try encoder.encode(task), now])
+                        var json = JSONWriter(dates: .sinceReferenceDate)
+                        try task.write(to: &json)
+                        try insert.execute(arguments: [task.attemptKey, json.data, now])
                     }
                 }
                 if !batch.deletedOutbox.isEmpty {

@@ -12,7 +12,7 @@ extension ActivityTask {
         ]
         if let trace { headers.merge(trace) { keel, _ in keel } }
         return AMQPMessage(
-            exchange: topology.tasksExchange, routingKey: taskQueue, body: try Wire.encode(self),
+            exchange: topology.tasksExchange, routingKey: taskQueue, body: try wireBody(),
             type: WireType.task.rawValue, messageId: attemptKey, headers: headers)
     }
 }

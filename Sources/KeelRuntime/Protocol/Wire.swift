@@ -60,7 +60,21 @@ public enum Wire {
         }
     }
 
-    private static func describe(_ error: DecodingError) -> String {
+    /// Reads a whole wire body with `read`; what is wrong with it is a ``WireError`` naming the
+    /// message (`what`), the member and the byte.
+    static func read<T>(_ body: Data, what: String, _ read: (inout JSONReader) throws -> T) throws -> T {
+        var reader = JSONReader(body)
+        do {
+            let value = try read(&reader)
+            try reader.end()
+            return value
+        } catch let failure as JSONReader.Failure {
+            throw WireError(message: "\(what) body is not valid: \(failure.description)")
+        }
+    }
+
+    /// What is wrong, in a line: the field and the problem.
+    static func describe(_ error: DecodingError) -> String {
         func path(_ context: DecodingError.Context) -> String {
             let keys = context.codingPath.map(\.stringValue).joined(separator: ".")
             return keys.isEmpty ? "" : " at '\(keys)'"

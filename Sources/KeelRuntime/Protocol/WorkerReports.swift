@@ -18,19 +18,21 @@ extension WorkerReport {
     public static func decode(_ message: AMQPDelivery) throws -> [WorkerReport] {
         switch WireType(rawValue: message.wireType ?? "") {
         case .started:
-            return [.started(try Wire.decode(ActivityStarted.self, from: message.body, what: "started report"))]
+            return [.started(try Wire.read(message.body, what: "started report") { try ActivityStarted(reading: &$0) })]
         case .redelivered:
-            return [.redelivered(try Wire.decode(ActivityRedelivered.self, from: message.body, what: "redelivered report"))]
+            return [
+                .redelivered(try Wire.read(message.body, what: "redelivered report") { try ActivityRedelivered(reading: &$0) })
+            ]
         case .claim:
             let claim = try Wire.decode(ActivityClaim.self, from: message.body, what: "claim")
             guard message.replyTo != nil else { throw WireError(message: "a claim needs reply_to") }
             return [.claim(claim)]
         case .heartbeat:
-            return [.heartbeat(try Wire.decode(ActivityHeartbeat.self, from: message.body, what: "heartbeat"))]
+            return [.heartbeat(try Wire.read(message.body, what: "heartbeat") { try ActivityHeartbeat(reading: &$0) })]
         case .result:
-            return [.result(try Wire.decode(ActivityResult.self, from: message.body, what: "result"))]
+            return [.result(try Wire.read(message.body, what: "result") { try ActivityResult(reading: &$0) })]
         case .reports:
-            let batch = try Wire.decode(ReportBatch.self, from: message.body, what: "reports")
+            let batch = try Wire.read(message.body, what: "reports") { try ReportBatch(reading: &$0) }
             return (batch.started ?? []).map { .started($0) } + (batch.redelivered ?? []).map { .redelivered($0) }
                 + (batch.heartbeats ?? []).map { .heartbeat($0) } + (batch.results ?? []).map { .result($0) }
         default:
@@ -44,12 +46,26 @@ extension WorkerReport {
     /// The message that carries `reports`: one alone as its own type, several as a `reports` batch.
     static func message(for reports: [WorkerReport], route: Route) throws -> AMQPMessage {
         let (exchange, key) = (route.exchange, route.routingKey)
+        func message(_ type: WireType, _ json: JSONWriter) -> AMQPMessage {
+            AMQPMessage(
+                exchange: exchange, routingKey: key, body: json.data, type: type.rawValue,
+                headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
+        }
+        var json = JSONWriter()
         if reports.count == 1 {
             switch reports[0] {
-            case .started(let report): return try .wire(.started, report, exchange: exchange, routingKey: key)
-            case .redelivered(let report): return try .wire(.redelivered, report, exchange: exchange, routingKey: key)
-            case .heartbeat(let report): return try .wire(.heartbeat, report, exchange: exchange, routingKey: key)
-            case .result(let report): return try .wire(.result, report, exchange: exchange, routingKey: key)
+            case .started(let report):
+                try report.write(to: &json)
+                return message(.started, json)
+            case .redelivered(let report):
+                report.write(to: &json)
+                return message(.redelivered, json)
+            case .heartbeat(let report):
+                try report.write(to: &json)
+                return message(.heartbeat, json)
+            case .result(let report):
+                try report.write(to: &json)
+                return message(.result, json)
             case .claim: throw WireError(message: "a claim is a request that waits for its answer: ClaimClient sends it")
             }
         }
@@ -66,8 +82,8 @@ extension WorkerReport {
             case .claim: throw WireError(message: "a claim is a request that waits for its answer: ClaimClient sends it")
             }
         }
-        let batch = ReportBatch(started: started, redelivered: redelivered, heartbeats: heartbeats, results: results)
-        return try .wire(.reports, batch, exchange: exchange, routingKey: key)
+        try ReportBatch(started: started, redelivered: redelivered, heartbeats: heartbeats, results: results).write(to: &json)
+        return message(.reports, json)
     }
 }
 

@@ -34,7 +34,7 @@ struct TaskAdmission: Sendable {
         let task: ActivityTask
         do {
             try limits.checkEnvelope(message, bodyLimit: limits.jobBody, what: "task")
-            task = try Wire.decode(ActivityTask.self, from: message.body, what: "task")
+            task = try ActivityTask(wireBody: message.body)
             try limits.check(task)
         } catch {
             return .deadLetter(reason: Failure(error).description)
