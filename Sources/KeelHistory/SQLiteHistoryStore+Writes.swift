@@ -26,7 +26,13 @@ extension SQLiteHistoryStore {
                                 input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
                                 cost_usd = excluded.cost_usd
                             """)
+                    // Kept only when the run is inserted, and most runs share their options: each
+                    // is encoded once per commit.
+                    var encodedOptions: [WorkflowOptions: String] = [:]
                     for run in batch.runs {
+                        let options =
+                            try encodedOptions[run.options] ?? String(decoding: try encoder.encode(run.options), as: UTF8.self)
+                        encodedOptions[run.options] = options
                         try upsert.execute(arguments: [
                             run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
                             run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
@@ -34,8 +40,7 @@ extension SQLiteHistoryStore {
                             run.createdAt.timeIntervalSince1970, run.updatedAt.timeIntervalSince1970,
                             run.closedAt?.timeIntervalSince1970, run.historyLength,
                             Int64(bitPattern: run.randomSeed),
-                            String(decoding: try encoder.encode(run.options), as: UTF8.self),
-                            run.executionDeadline?.timeIntervalSince1970,
+                            options, run.executionDeadline?.timeIntervalSince1970,
                             run.inputTokens, run.outputTokens, run.costUSD
                         ])
                     }
