@@ -58,7 +58,8 @@ let package = Package(
             dependencies: [
                 "KeelCore",
                 "CSQLiteSession",
-                .product(name: "GRDB", package: "GRDB.swift")
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift")
             ]
         ),
         // The coordinator and the activity worker, wired to a store and a transport.

@@ -24,6 +24,8 @@ public final class SQLiteHistoryStore: HistoryStore {
     let fence = Mutex<Int64?>(nil)
     /// Where each write transaction's changes go (``replicate(to:)``); nil: nowhere.
     let changeSink = Mutex<(any HistoryChangeSink)?>(nil)
+    /// Set once checkpoints run on a thread of their own (``checkpointInBackground()``).
+    let checkpointer = Mutex<WALCheckpointer?>(nil)
 
     public init(path: String, durability: Durability = .normal) throws {
         self.path = path
@@ -47,6 +49,32 @@ public final class SQLiteHistoryStore: HistoryStore {
             throw StoreError(
                 message: "cannot open the history database at \(path): \(error)",
                 resultCode: (error as? DatabaseError)?.extendedResultCode.rawValue)
+        }
+    }
+
+    deinit {
+        guard let checkpointer = checkpointer.withLock({ $0 }) else { return }
+        try? pool.writeWithoutTransaction { db in checkpointer.uninstall(from: db) }
+        checkpointer.stop()
+    }
+
+    /// From now on the write-ahead log is copied into the file by a thread and a connection of
+    /// their own (``WALCheckpointer``), not by the commit that fills it: the coordinator's
+    /// commits no longer wait for `fdatasync`. Once per store; tools that open the file briefly
+    /// keep SQLite's own checkpoints.
+    public func checkpointInBackground() throws {
+        try checkpointInBackground(backstopPages: WALCheckpointer.backstopPages)
+    }
+
+    func checkpointInBackground(backstopPages: Int) throws {
+        try wrap("starting the checkpoint thread") {
+            let started = try WALCheckpointer(path: path, backstopPages: backstopPages)
+            try pool.writeWithoutTransaction { db in started.install(on: db) }
+            let previous = checkpointer.withLock { current in
+                defer { current = started }
+                return current
+            }
+            previous?.stop()
         }
     }
 

@@ -185,6 +185,7 @@ public final class CoordinatorService: Service {
         // commit nothing more to this history once this one took it.
         let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder, atLeast: minimumEpoch)
+        try store.checkpointInBackground()
         logger.info("coordinator epoch \(coordinatorConfiguration.epoch ?? 0) of \(configuration.databasePath)")
         let coordinator = Coordinator(
             store: store, workflows: workflows,
