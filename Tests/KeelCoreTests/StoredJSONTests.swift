@@ -44,9 +44,12 @@ struct StoredJSONTests {
     static let plainRecord = ActivityRecord(
         runId: "r", activityId: 1, activityType: "noop", input: .null, options: ActivityOptions(), scheduledAt: time)
 
-    /// Payload bytes as `JSONEncoder` would write them, so that records compare whatever spelling.
+    /// Payload bytes as `JSONEncoder` would write them with sorted keys (without, two equal
+    /// objects may come out in different orders), so that records compare whatever spelling.
     static func normalized(_ payload: Payload?) throws -> Payload? {
-        try payload.map { Payload(data: try JSONEncoder().encode(try JSONDecoder().decode(JSONValue.self, from: $0.data))) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return try payload.map { Payload(data: try encoder.encode(try JSONDecoder().decode(JSONValue.self, from: $0.data))) }
     }
 
     static func normalized(_ record: ActivityRecord) throws -> ActivityRecord {
