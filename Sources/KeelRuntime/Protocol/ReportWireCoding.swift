@@ -4,6 +4,27 @@ import KeelCore
 // Worker reports on the wire (docs/protocol.md, "Serving a task queue"), written and read by
 // hand: the same JSON as `Wire.encode` and `Wire.decode` of these types, for the messages every
 // step sends back. A failure, rare on this path, goes through Foundation's coder as before.
+
+/// The members that say which attempt a report is about, and (all but heartbeats) which worker
+/// sent it, read the same way in every report.
+private struct AttemptMembers {
+    var runId: String?
+    var activityId: Int64?
+    var attempt: Int?
+    var worker: String?
+
+    /// Reads the value of `key` when it is one of these; false for any other member.
+    mutating func read(_ key: String, _ json: inout JSONReader) throws -> Bool {
+        switch key {
+        case "runId": runId = try json.readString()
+        case "activityId": activityId = try json.readInteger()
+        case "attempt": attempt = try json.readInt()
+        case "worker": worker = try json.readString()
+        default: return false
+        }
+        return true
+    }
+}
 extension ActivityStarted {
     func write(to json: inout JSONWriter) throws {
         try json.object { json in
@@ -16,21 +37,16 @@ extension ActivityStarted {
     }
 
     init(reading reader: inout JSONReader) throws {
-        var (runId, activityId, attempt, worker, time): (String?, Int64?, Int?, String?, Date?)
+        var members = AttemptMembers()
+        var time: Date?
         try reader.readObject { key, json in
-            if try json.readNull() { return }
-            switch key {
-            case "runId": runId = try json.readString()
-            case "activityId": activityId = try json.readInteger()
-            case "attempt": attempt = try json.readInt()
-            case "worker": worker = try json.readString()
-            case "time": time = try json.readDate()
-            default: try json.skipValue()
-            }
+            if try json.readNull() || members.read(key, &json) { return }
+            if key == "time" { time = try json.readDate() } else { try json.skipValue() }
         }
         self.init(
-            runId: try reader.required(runId, "runId"), activityId: try reader.required(activityId, "activityId"),
-            attempt: try reader.required(attempt, "attempt"), worker: try reader.required(worker, "worker"),
+            runId: try reader.required(members.runId, "runId"),
+            activityId: try reader.required(members.activityId, "activityId"),
+            attempt: try reader.required(members.attempt, "attempt"), worker: try reader.required(members.worker, "worker"),
             time: try reader.required(time, "time"))
     }
 }
@@ -46,20 +62,15 @@ extension ActivityRedelivered {
     }
 
     init(reading reader: inout JSONReader) throws {
-        var (runId, activityId, attempt, worker): (String?, Int64?, Int?, String?)
+        var members = AttemptMembers()
         try reader.readObject { key, json in
-            if try json.readNull() { return }
-            switch key {
-            case "runId": runId = try json.readString()
-            case "activityId": activityId = try json.readInteger()
-            case "attempt": attempt = try json.readInt()
-            case "worker": worker = try json.readString()
-            default: try json.skipValue()
-            }
+            if try json.readNull() || members.read(key, &json) { return }
+            try json.skipValue()
         }
         self.init(
-            runId: try reader.required(runId, "runId"), activityId: try reader.required(activityId, "activityId"),
-            attempt: try reader.required(attempt, "attempt"), worker: try reader.required(worker, "worker"))
+            runId: try reader.required(members.runId, "runId"),
+            activityId: try reader.required(members.activityId, "activityId"),
+            attempt: try reader.required(members.attempt, "attempt"), worker: try reader.required(members.worker, "worker"))
     }
 }
 
@@ -74,20 +85,17 @@ extension ActivityHeartbeat {
     }
 
     init(reading reader: inout JSONReader) throws {
-        var (runId, activityId, attempt, details): (String?, Int64?, Int?, Payload?)
+        var members = AttemptMembers()
+        var details: Payload?
         try reader.readObject { key, json in
-            if try json.readNull() { return }
-            switch key {
-            case "runId": runId = try json.readString()
-            case "activityId": activityId = try json.readInteger()
-            case "attempt": attempt = try json.readInt()
-            case "details": details = Payload(data: try json.readRaw())
-            default: try json.skipValue()
-            }
+            // A heartbeat names no worker: a `worker` member is ignored, as before.
+            if try json.readNull() || (key != "worker" && members.read(key, &json)) { return }
+            if key == "details" { details = Payload(data: try json.readRaw()) } else { try json.skipValue() }
         }
         self.init(
-            runId: try reader.required(runId, "runId"), activityId: try reader.required(activityId, "activityId"),
-            attempt: try reader.required(attempt, "attempt"), details: details)
+            runId: try reader.required(members.runId, "runId"),
+            activityId: try reader.required(members.activityId, "activityId"),
+            attempt: try reader.required(members.attempt, "attempt"), details: details)
     }
 }
 
@@ -96,23 +104,25 @@ extension ActivityResult {
         try json.object { json in
             json.member("activityId", activityId)
             json.member("attempt", attempt)
+            let status: String
             switch outcome {
             case .completed(let payload):
                 try json.member("result", payload)
-                json.member("runId", runId)
-                json.member("status", "completed")
+                status = "completed"
             case .failed(let failure):
                 try json.member("failure", Payload(data: try Wire.encode(failure)))
-                json.member("runId", runId)
-                json.member("status", "failed")
+                status = "failed"
             }
+            json.member("runId", runId)
+            json.member("status", status)
             json.member("worker", worker)
         }
     }
 
     /// `worker` may be absent (`unknown`), and `result` too (`null`), as in `init(from:)`.
     init(reading reader: inout JSONReader) throws {
-        var (runId, activityId, attempt, worker, status): (String?, Int64?, Int?, String?, String?)
+        var members = AttemptMembers()
+        var status: String?
         var result: Payload?
         var failure: (body: Data, offset: Int)?
         try reader.readObject { key, json in
@@ -120,12 +130,8 @@ extension ActivityResult {
                 result = Payload(data: try json.readRaw())
                 return
             }
-            if try json.readNull() { return }
+            if try json.readNull() || members.read(key, &json) { return }
             switch key {
-            case "runId": runId = try json.readString()
-            case "activityId": activityId = try json.readInteger()
-            case "attempt": attempt = try json.readInt()
-            case "worker": worker = try json.readString()
             case "status": status = try json.readString()
             case "failure": failure = (try json.readRaw(), json.offset)
             default: try json.skipValue()
@@ -149,8 +155,9 @@ extension ActivityResult {
                 message: "status must be 'completed' or 'failed', not '\(other)'", offset: reader.offset, path: ["status"])
         }
         self.init(
-            runId: try reader.required(runId, "runId"), activityId: try reader.required(activityId, "activityId"),
-            attempt: try reader.required(attempt, "attempt"), worker: worker ?? "unknown", outcome: outcome)
+            runId: try reader.required(members.runId, "runId"),
+            activityId: try reader.required(members.activityId, "activityId"),
+            attempt: try reader.required(members.attempt, "attempt"), worker: members.worker ?? "unknown", outcome: outcome)
     }
 }
 
@@ -177,8 +184,7 @@ extension ReportBatch {
     }
 
     init(reading reader: inout JSONReader) throws {
-        self.init()
-        var batch = self
+        var batch = ReportBatch()
         try reader.readObject { key, json in
             if try json.readNull() { return }
             switch key {
