@@ -105,8 +105,17 @@ extension AMQPMessage {
     public static func wire<T: Encodable>(
         _ type: WireType, _ body: T, exchange: String, routingKey: String, messageId: String? = nil
     ) throws -> AMQPMessage {
+        wire(type, body: try Wire.encode(body), exchange: exchange, routingKey: routingKey, messageId: messageId)
+    }
+
+    /// A wire message of `type` whose JSON `body` is written already (``JSONWriter``).
+    static func wire(
+        _ type: WireType, body: Data, exchange: String, routingKey: String, messageId: String? = nil
+    )
+        -> AMQPMessage
+    {
         var message = AMQPMessage(
-            exchange: exchange, routingKey: routingKey, body: try Wire.encode(body), type: type.rawValue,
+            exchange: exchange, routingKey: routingKey, body: body, type: type.rawValue,
             messageId: messageId, headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
         // Jobs carry their publisher's user, checked by RabbitMQ: the coordinator lets only
         // operators (`--operators`) cancel, terminate, redrive, discard, unblock and manage schedules.

@@ -47,9 +47,7 @@ extension WorkerReport {
     static func message(for reports: [WorkerReport], route: Route) throws -> AMQPMessage {
         let (exchange, key) = (route.exchange, route.routingKey)
         func message(_ type: WireType, _ json: JSONWriter) -> AMQPMessage {
-            AMQPMessage(
-                exchange: exchange, routingKey: key, body: json.data, type: type.rawValue,
-                headers: ["keel-type": type.rawValue, "keel-version": wireVersion])
+            .wire(type, body: json.data, exchange: exchange, routingKey: key)
         }
         var json = JSONWriter()
         if reports.count == 1 {
