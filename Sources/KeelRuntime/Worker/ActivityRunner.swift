@@ -13,39 +13,40 @@ public struct ActivityRunner: Sendable {
         self.identity = identity
     }
 
+    /// Runs the attempt in a task of its own and returns its outcome; cancelling the caller's
+    /// task cancels the attempt.
     public func run(
         _ task: ActivityTask, heartbeat: @escaping @Sendable (Payload?) -> Void
     ) async -> ActivityResult.Outcome {
-        let definition: ActivityDefinition
-        do {
-            definition = try activities.definition(named: task.activityType)
-        } catch {
-            return .failed(Failure(error))
+        let cancellation = AttemptCancellation()
+        let execution = Task { await run(task, cancellation: cancellation, heartbeat: heartbeat) }
+        cancellation.attach { execution.cancel() }
+        return await withTaskCancellationHandler {
+            await execution.value
+        } onCancel: {
+            execution.cancel()
         }
-        let context = ActivityContext(task: task, worker: identity, heartbeat: heartbeat)
-        do {
-            let output: Payload
-            if let timeout = task.startToCloseTimeout {
-                output = try await withThrowingTaskGroup(of: Payload?.self) { group in
-                    group.addTask { try await definition.run(context: context, input: task.input) }
-                    group.addTask {
-                        // Cancelled (the attempt was): the activity's own outcome says what
-                        // happened, with what it had done (an LLM call's usage so far).
-                        do { try await Task.sleep(for: .seconds(double: timeout)) } catch { return nil }
-                        throw Failure.timeout(.startToClose)
-                    }
-                    defer { group.cancelAll() }
-                    while let next = try await group.next() {
-                        if let output = next { return output }
-                    }
-                    throw CancellationError()
-                }
-            } else {
-                output = try await definition.run(context: context, input: task.input)
-            }
-            return .completed(output)
-        } catch {
-            return .failed(Failure(error))
+    }
+
+    /// Runs the attempt in the current task, which `cancellation` cancels: its start-to-close
+    /// deadline does, and the outcome is then the timeout. Cancelled by other means (the
+    /// coordinator's cancel), the outcome is the activity's, with what it had done (an LLM call's
+    /// usage so far). Ends `cancellation`.
+    public func run(
+        _ task: ActivityTask, cancellation: AttemptCancellation, heartbeat: @escaping @Sendable (Payload?) -> Void
+    ) async -> ActivityResult.Outcome {
+        let deadline = task.startToCloseTimeout.map { seconds in
+            Alarms.shared.schedule(at: .now + .seconds(double: seconds)) { cancellation.expire() }
         }
+        let outcome: ActivityResult.Outcome
+        do {
+            let definition = try activities.definition(named: task.activityType)
+            let context = ActivityContext(task: task, worker: identity, heartbeat: heartbeat)
+            outcome = .completed(try await definition.run(context: context, input: task.input))
+        } catch {
+            outcome = .failed(Failure(error))
+        }
+        if let deadline { Alarms.shared.cancel(deadline) }
+        return cancellation.end() ? .failed(Failure.timeout(.startToClose)) : outcome
     }
 }

@@ -131,8 +131,8 @@ public final class WorkerService: Service {
                         break consuming
                     }
                     inFlight.enter()
-                    group.addTask {
-                        await self.handle(delivery, consumer, publisher, reports, queueName)
+                    attempts.handle { cancellation in
+                        await self.handle(delivery, cancellation, consumer, publisher, reports, queueName)
                         inFlight.leave()
                         slots.release()
                     }
@@ -154,6 +154,10 @@ public final class WorkerService: Service {
                 if await !inFlight.drained(within: configuration.shutdownGrace) {
                     logger.warning(
                         "stopping: \(inFlight.count) activities still running after \(configuration.shutdownGrace); cancelled")
+                    attempts.cancelAll()
+                    if await !inFlight.drained(within: .seconds(5)) {
+                        logger.warning("stopping: \(inFlight.count) activities did not end within 5 s of their cancel")
+                    }
                 }
             }
             consumer.stop()
@@ -169,8 +173,8 @@ public final class WorkerService: Service {
     }
 
     private func handle(
-        _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ publisher: AMQPPublisher, _ reports: ReportSender,
-        _ queueName: String
+        _ delivery: AMQPConsumer.Delivery, _ cancellation: AttemptCancellation, _ consumer: AMQPConsumer,
+        _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String
     ) async {
         let message = delivery.message
         let task: ActivityTask
@@ -264,8 +268,8 @@ public final class WorkerService: Service {
             task, headers: message.headers, worker: configuration.identity,
             tracer: configuration.tracer ?? InstrumentationSystem.tracer)
         let started = ContinuousClock.now
-        let outcome = await attempts.run(task.attemptKey) { [runner] in
-            await runner.run(task) { details in heartbeats.beat(details) }
+        let outcome = await attempts.run(task.attemptKey, cancellation) {
+            await runner.run(task, cancellation: cancellation) { details in heartbeats.beat(details) }
         }
         running.decrement()
         if let startLater { delayedStarts.cancel(startLater) }
@@ -307,7 +311,8 @@ public final class WorkerService: Service {
                 // The coordinator times the attempt out if this never gets through.
                 logger.error("could not report the result of \(task.attemptKey): \(error); retrying in \(delay) s")
                 if isStopped { return }
-                try? await Task.sleep(for: .seconds(double: delay))
+                // Not Task.sleep: a cancelled or timed-out attempt leaves this task cancelled.
+                await Alarms.shared.sleep(for: .seconds(double: delay))
                 delay = min(delay * 2, 30)
             }
         }
