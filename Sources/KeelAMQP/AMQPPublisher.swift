@@ -3,10 +3,12 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Publishes with publisher confirms, windowed, on its own connection and thread: requests are
-/// published as soon as they arrive while earlier ones still wait for their confirms, and each
-/// caller resumes when all of its messages are confirmed (not one round trip per message, nor a
-/// stop-and-wait per batch). After a lost connection it reconnects (re-declaring the topology)
+/// Publishes with publisher confirms, windowed, on its own connection: requests are published
+/// as soon as they arrive while earlier ones still wait for their confirms, and each caller
+/// resumes when all of its messages are confirmed (not one round trip per message, nor a
+/// stop-and-wait per batch). A caller writes its messages itself when the connection is free; a
+/// thread of the publisher's own reads the confirms, and connects, writes what callers left to it
+/// and publishes again after a failure. After a lost connection it reconnects (re-declaring the topology)
 /// and publishes what was unconfirmed again (at-least-once, like every Keel message).
 public final class AMQPPublisher: @unchecked Sendable {
     /// Handed from the caller to the publishing thread, then touched only there.
@@ -38,14 +40,27 @@ public final class AMQPPublisher: @unchecked Sendable {
     /// How long a message may wait for its confirm before the connection is deemed broken
     /// (not while the broker says it blocks publishers).
     private let confirmTimeout: Double = 30
+    /// Requests for the publishing thread: those a caller could not write itself (the thread was
+    /// connecting or reading, or requests wait before them), and those to publish again.
     private let waiting = Mutex((requests: [Request](), running: false, closed: false))
     /// Written by callers, polled by the publishing thread together with the socket, so the
     /// thread sleeps until there is a request to publish or a confirm to read.
     private let wakeup = Wakeup()
     private let finished = DispatchSemaphore(value: 0)
-    // Touched only by the publishing thread.
+    /// Held while the connection is used: by the publishing thread to connect, write what waits
+    /// and read confirms, and by a caller that writes its own request. A caller only tries it, so
+    /// it never waits for a connect or blocks Swift's cooperative pool.
+    private let line = NSLock()
+    // Guarded by `line`.
     private var connection: AMQPConnection?
     private var declaredTaskQueues: Set<String> = []
+    /// Written, waiting for their confirms, oldest first.
+    private var inFlight: [Request] = []
+    /// Why a caller's write failed: the thread then reconnects and publishes again.
+    private var broken: (any Error)?
+    /// Requests a caller writes itself while this many wait for their confirms (beyond: the
+    /// broker is slow or blocked, and the thread takes over).
+    private let inFlightForDirectWrites = 256
 
     public init(url: AMQPURL, topology: Topology, logger: Logger = Logger(label: "keel.amqp")) {
         self.url = url
@@ -57,16 +72,26 @@ public final class AMQPPublisher: @unchecked Sendable {
     /// in `taskQueues` are declared first if this publisher has not declared them yet.
     public func publish(_ messages: [AMQPMessage], taskQueues: Set<String> = []) async throws {
         guard !messages.isEmpty else { return }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            publish(messages, taskQueues: taskQueues) { error in
-                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-            }
-        }
+        try await send(messages, taskQueues: taskQueues).wait()
     }
 
-    /// Publishes `messages` without waiting: `written` is called (on the publishing thread)
-    /// once they are written to the connection, `settled` once RabbitMQ confirmed them all (nil)
-    /// or they could not be published. Neither may block.
+    /// Publishes `messages` without waiting (written before it returns when the connection is
+    /// free) and returns the wait for their confirms.
+    public func send(_ messages: [AMQPMessage], taskQueues: Set<String> = []) -> PublishConfirmation {
+        let confirmation = PublishConfirmation()
+        publish(messages, taskQueues: taskQueues) { confirmation.settle($0) }
+        return confirmation
+    }
+
+    /// Publishes `messages` without waiting: `written` is called once they are written to the
+    /// connection (on the caller's thread when it could write them itself, else on the
+    /// publishing thread), `settled` once RabbitMQ confirmed them all (nil) or they could not be
+    /// published (on the publishing thread, or the caller's when the publisher is closed).
+    /// Neither may block.
+    ///
+    /// The caller writes the messages itself when the connection is free and nothing waits
+    /// before them: handing them to the publishing thread cost a wake-up and a hand-over between
+    /// threads for every message, on the path of every step.
     public func publish(
         _ messages: [AMQPMessage], taskQueues: Set<String> = [], written: (@Sendable () -> Void)? = nil,
         settled: @escaping @Sendable ((any Error)?) -> Void
@@ -76,6 +101,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             return settled(nil)
         }
         let request = Request(messages: messages, taskQueues: taskQueues, written: written, settled: settled)
+        if writeDirectly(request) { return }
         let (accepted, start) = waiting.withLock { waiting -> (Bool, Bool) in
             guard !waiting.closed else { return (false, false) }
             waiting.requests.append(request)
@@ -93,49 +119,87 @@ public final class AMQPPublisher: @unchecked Sendable {
         wakeup.signal()
     }
 
-    /// Publishes what was asked and settles what was confirmed until closed and idle.
+    /// Writes `request` on the caller's thread if the connection is up, free, not blocked by the
+    /// broker, and no request waits for the thread (which would then go after this one). Returns
+    /// false if it left the request to the thread.
+    private func writeDirectly(_ request: Request) -> Bool {
+        guard line.try() else { return false }
+        guard let connection, broken == nil, !connection.isBlocked, inFlight.count < inFlightForDirectWrites,
+            request.taskQueues.isSubset(of: declaredTaskQueues),
+            waiting.withLock({ $0.running && !$0.closed && $0.requests.isEmpty })
+        else {
+            line.unlock()
+            return false
+        }
+        var written: (@Sendable () -> Void)?
+        do {
+            written = try write(request, on: connection)
+        } catch {
+            // Publishing again is the thread's: it finds the request in flight and the connection broken.
+            broken = error
+            inFlight.append(request)
+        }
+        let failed = broken != nil
+        line.unlock()
+        if failed { wakeup.signal() }
+        written?()
+        return true
+    }
+
+    /// Writes `request` and puts it in flight; returns its `written` callback, to be called once
+    /// `line` is released. Holds `line`.
+    private func write(_ request: Request, on connection: AMQPConnection) throws -> (@Sendable () -> Void)? {
+        for name in request.taskQueues where !declaredTaskQueues.contains(name) {
+            try topology.declareTaskQueue(name, on: connection)
+            declaredTaskQueues.insert(name)
+        }
+        request.firstTag = connection.lastPublishedTag + 1
+        for message in request.messages { try connection.publish(message) }
+        request.lastTag = connection.lastPublishedTag
+        request.sentAt = Date()
+        inFlight.append(request)
+        defer { request.written = nil }
+        return request.written
+    }
+
+    /// Publishes what was handed over and settles what was confirmed until closed and idle.
     private func run() {
-        var inFlight: [Request] = []
         var backoff = 0.2
         while true {
+            var written: [@Sendable () -> Void] = []
+            var settled: [(Request, (any Error)?)] = []
+            var pause: Double?
+            var sleepOn: Int32?
+            line.lock()
+            // Taken while holding `line`, so that no caller writes ahead of them.
             let (arrived, closed) = waiting.withLock { waiting in
                 defer { waiting.requests.removeAll() }
                 return (waiting.requests, waiting.closed)
             }
-            if closed && arrived.isEmpty && inFlight.isEmpty { break }
+            if closed && arrived.isEmpty && inFlight.isEmpty {
+                line.unlock()
+                break
+            }
             // Not yet written. A request leaves it once written (for `inFlight`), so that a failure
             // half-way retries each request once: one in both lists used to be retried and
             // settled, so its caller was resumed twice (a crash) when it was confirmed later.
             var pending = arrived[...]
             do {
+                if let error = broken {
+                    broken = nil
+                    throw error
+                }
                 let connection = try connected()
                 while let request = pending.first {
-                    for name in request.taskQueues where !declaredTaskQueues.contains(name) {
-                        try topology.declareTaskQueue(name, on: connection)
-                        declaredTaskQueues.insert(name)
-                    }
-                    request.firstTag = connection.lastPublishedTag + 1
-                    for message in request.messages { try connection.publish(message) }
-                    request.lastTag = connection.lastPublishedTag
-                    request.sentAt = Date()
-                    request.written?()
-                    request.written = nil
-                    inFlight.append(request)
+                    if let callback = try write(request, on: connection) { written.append(callback) }
                     pending = pending.dropFirst()
                 }
-                if inFlight.isEmpty {
-                    wakeup.sleep(socket: nil, timeout: 1)
-                    continue
-                }
-                if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 1) }
                 try connection.readConfirms(timeout: 0)
                 while let first = inFlight.first, connection.isSettled(through: first.lastTag) {
                     inFlight.removeFirst()
-                    if connection.takeRefusals(in: first.firstTag...first.lastTag) {
-                        first.settled(AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message"))
-                    } else {
-                        first.settled(nil)
-                    }
+                    let refused = connection.takeRefusals(in: first.firstTag...first.lastTag)
+                    settled.append(
+                        (first, refused ? AMQPError(.publishNotConfirmed, "RabbitMQ refused (nacked) a published message") : nil))
                 }
                 if let oldest = inFlight.first, -oldest.sentAt.timeIntervalSinceNow > confirmTimeout {
                     if connection.isBlocked {
@@ -147,6 +211,8 @@ public final class AMQPPublisher: @unchecked Sendable {
                             "RabbitMQ at \(url) did not confirm a publish within \(Int(confirmTimeout)) s")
                     }
                 }
+                // The socket is watched even with nothing in flight: a caller may write at any time.
+                sleepOn = connection.hasBufferedInput ? nil : connection.socketDescriptor
                 backoff = 0.2
             } catch {
                 // Whatever was not confirmed is published again on a new connection, three tries each.
@@ -156,7 +222,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                 for request in inFlight + pending {
                     request.attempts += 1
                     if request.attempts >= 3 {
-                        request.settled(error)
+                        settled.append((request, error))
                     } else {
                         retry.append(request)
                     }
@@ -166,12 +232,22 @@ public final class AMQPPublisher: @unchecked Sendable {
                     "publish to \(url) failed: \(error); \(retry.isEmpty ? "gave up" : "retrying \(retry.count) publish(es) in \(backoff) s")"
                 )
                 waiting.withLock { $0.requests.insert(contentsOf: retry, at: 0) }
-                Thread.sleep(forTimeInterval: backoff)
+                pause = backoff
                 backoff = min(backoff * 2, 2)
             }
+            line.unlock()
+            for callback in written { callback() }
+            for (request, error) in settled { request.settled(error) }
+            if let pause {
+                Thread.sleep(forTimeInterval: pause)
+            } else if let sleepOn {
+                wakeup.sleep(socket: sleepOn, timeout: 1)
+            }
         }
+        line.lock()
         connection?.close()
         connection = nil
+        line.unlock()
         finished.signal()
     }
 

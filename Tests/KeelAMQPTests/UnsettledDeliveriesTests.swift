@@ -93,15 +93,4 @@ struct ConsumerSettlementTests {
         try setup.deleteQueue(queue)
         try setup.deleteQueue(dead)
     }
-
-    private func waitUntil(_ condition: () throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(10)
-        while try !condition() {
-            guard Date() < deadline else {
-                Issue.record("condition not met within 10 s")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
 }

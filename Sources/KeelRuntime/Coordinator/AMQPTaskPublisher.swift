@@ -21,11 +21,21 @@ public struct AMQPTaskPublisher: TaskPublisher {
     }
 
     public func publish(_ tasks: [ActivityTask]) async throws {
+        try await send(tasks).wait()
+    }
+
+    /// Written before it returns when the publisher's connection is free (no hand-over to its
+    /// thread on the path of every step).
+    public func send(_ tasks: [ActivityTask]) async throws -> PublishConfirmation {
         try await beforePublishing()
         let messages = try tasks.map { try $0.message(topology: publisher.topology) }
         let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
-        try await publisher.publish(messages, taskQueues: Set(counts.keys))
-        onDispatch(counts)
+        let confirmation = PublishConfirmation()
+        publisher.publish(messages, taskQueues: Set(counts.keys)) { [onDispatch] error in
+            if error == nil { onDispatch(counts) }
+            confirmation.settle(error)
+        }
+        return confirmation
     }
 
     public func deadLetter(_ entries: [DeadLetterEntry]) async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import KeelAMQP
 import KeelCore
 import Logging
 
@@ -62,28 +63,72 @@ extension Coordinator {
     /// and ``flushOutbox()`` publishes them later.
     @discardableResult
     public func publish(_ outgoing: Outgoing) async -> Bool {
-        let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
+        await send(outgoing).settle()
+    }
+
+    /// Starts publishing what a commit produced: the cancels (awaited), then the tasks, written
+    /// to the broker before this returns when its connection is free, so that the caller applies
+    /// the next batch while their confirms come. ``Sending/settle()`` does the rest.
+    public func send(_ outgoing: Outgoing) async -> Sending {
         if !outgoing.cancels.isEmpty {
             do { try await publisher.cancel(outgoing.cancels) } catch {
                 logger.warning(
                     "telling workers to stop \(outgoing.cancels.count) attempt(s) failed (their heartbeats ask again): \(error)")
             }
         }
-        guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
-        let keys = outgoing.keys
-        defer { publishing.subtract(keys) }
+        guard !outgoing.tasks.isEmpty else { return Sending(outgoing: outgoing, tasks: nil, coordinator: self) }
+        let confirmation: PublishConfirmation
         do {
-            try await publisher.publish(tasks)
-            if !deadLetters.isEmpty { try await publisher.deadLetter(deadLetters) }
-            var cleared = StoreBatch()
-            cleared.deletedOutbox = tasks.map(\.attemptKey)
-            cleared.deletedDeadLetters = deadLetters.map(\.id)
+            confirmation = try await publisher.send(outgoing.tasks)
+        } catch {
+            confirmation = PublishConfirmation(settled: error)
+        }
+        return Sending(outgoing: outgoing, tasks: confirmation, coordinator: self)
+    }
+
+    /// A publish ``send(_:)`` started.
+    public struct Sending: Sendable {
+        let outgoing: Outgoing
+        /// The tasks' confirmation (nil: there are none).
+        let tasks: PublishConfirmation?
+        let coordinator: Coordinator
+
+        /// Waits for the tasks' confirms, publishes the dead letters, then deletes those outbox
+        /// rows. Returns false if something could not be published: its rows stay, for
+        /// ``Coordinator/flushOutbox()``.
+        public func settle() async -> Bool {
+            let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
+            guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
+            do {
+                try await self.tasks?.wait()
+                if !deadLetters.isEmpty { try await coordinator.publisher.deadLetter(deadLetters) }
+            } catch {
+                await coordinator.unpublished(outgoing, error)
+                return false
+            }
+            return await coordinator.published(outgoing)
+        }
+    }
+
+    /// Deletes the outbox rows of what was published.
+    func published(_ outgoing: Outgoing) -> Bool {
+        defer { publishing.subtract(outgoing.keys) }
+        var cleared = StoreBatch()
+        cleared.deletedOutbox = outgoing.tasks.map(\.attemptKey)
+        cleared.deletedDeadLetters = outgoing.deadLetters.map(\.id)
+        do {
             try store.commit(cleared)
             return true
         } catch {
-            logger.warning(
-                "publishing \(tasks.count) task(s) and \(deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)")
+            logger.warning("deleting the outbox rows of \(outgoing.keys.count) published message(s) failed: \(error)")
             return false
         }
+    }
+
+    func unpublished(_ outgoing: Outgoing, _ error: any Error) {
+        publishing.subtract(outgoing.keys)
+        logger.warning(
+            "publishing \(outgoing.tasks.count) task(s) and \(outgoing.deadLetters.count) dead letter(s) failed, kept in the outbox: \(error)"
+        )
     }
 }

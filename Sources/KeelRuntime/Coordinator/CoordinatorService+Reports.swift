@@ -30,17 +30,20 @@ extension CoordinatorService {
                     }
                 }
             }
-            // Committed: acknowledge, and publish the next tasks while the next batch is applied.
+            // Committed: publish the next tasks and acknowledge; their confirms come while the
+            // next batch is applied.
             let (outgoing, applied) = try await coordinator.commit(reports)
             try await replicated()
+            // Written here, not in the task below: handing them to another thread cost every
+            // step a wake-up. Even one step at a time, waiting here for the confirm of the next
+            // task (and the outbox row's deletion) kept its result, often back already, waiting.
+            let sending = await coordinator.send(outgoing)
             consumer.ack(batch, except: rejected)
             for claim in claims {
                 // Lost with a broken connection, the worker asks again.
                 await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), from: coordinator, publisher)
             }
-            // Even one step at a time: waiting here for the confirm of the next task (and the
-            // outbox row's deletion) kept its result, often back already, waiting behind them.
-            await publishing.add { await coordinator.publish(outgoing) }
+            await publishing.add { _ = await sending.settle() }
         }
         await publishing.finish()
     }

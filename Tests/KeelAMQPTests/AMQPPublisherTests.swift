@@ -1,0 +1,85 @@
+import Foundation
+import KeelAMQP
+import Synchronization
+import Testing
+
+@Suite("Publisher against the real broker", .tags(.integration), .timeLimit(.minutes(1)))
+struct AMQPPublisherTests {
+    /// Callers write their messages themselves while the connection is free and leave them to the
+    /// publisher's thread while it is busy: from many tasks at once, every message reaches the
+    /// queue once, each caller's in its order, and every request is written once, then settled once.
+    @Test func concurrentCallersAreEachWrittenAndConfirmedOnce() async throws {
+        let url = try AMQPURL.fromEnvironment()
+        let queue = "keel.test.publish.\(UUID().uuidString.prefix(8))"
+        let setup = try AMQPConnection(url: url)
+        defer { setup.close() }
+        try setup.declareQueue(queue, deadLetterExchange: nil)
+        let publisher = AMQPPublisher(url: url, topology: Topology(namespace: "keel-test-\(UUID().uuidString.prefix(8))"))
+        let callers = 8
+        let perCaller = 250
+        let events = PublishEvents()
+        await withTaskGroup(of: Void.self) { group in
+            for caller in 0..<callers {
+                group.addTask {
+                    for index in 0..<perCaller {
+                        let name = "\(caller)-\(index)"
+                        let message = AMQPMessage(exchange: "", routingKey: queue, body: Data(name.utf8))
+                        // Every other request waits for its confirm; the rest go on at once.
+                        let confirmation = PublishConfirmation()
+                        publisher.publish(
+                            [message],
+                            written: { events.written(name) },
+                            settled: { error in
+                                events.settled(name)
+                                confirmation.settle(error)
+                            })
+                        if index.isMultiple(of: 2) { try? await confirmation.wait() }
+                    }
+                }
+            }
+        }
+        try await waitUntil { try setup.messageCount(queue: queue) == callers * perCaller }
+        await publisher.closeOffPool()
+        let (written, settled, ordered) = events.state.withLock { ($0.written, $0.settled, $0.writtenBeforeSettled) }
+        #expect(written.count == callers * perCaller && written.values.allSatisfy { $0 == 1 })
+        #expect(settled.count == callers * perCaller && settled.values.allSatisfy { $0 == 1 })
+        #expect(ordered)
+
+        // Each caller's messages arrive in the order it published them, none twice.
+        try setup.consume(queue: queue)
+        var next = [Int](repeating: 0, count: callers)
+        for _ in 0..<(callers * perCaller) {
+            let message = try #require(try setup.next(timeout: 5))
+            let parts = String(decoding: message.body, as: UTF8.self).split(separator: "-").compactMap { Int($0) }
+            #expect(parts.count == 2 && parts[1] == next[parts[0]])
+            next[parts[0]] += 1
+        }
+        #expect(next == [Int](repeating: perCaller, count: callers))
+        try setup.deleteQueue(queue)
+    }
+
+    /// A publisher that is closed refuses new messages at once, with the reason.
+    @Test func aClosedPublisherRefusesAtOnce() async throws {
+        let url = try AMQPURL.fromEnvironment()
+        let publisher = AMQPPublisher(url: url, topology: Topology(namespace: "keel-test-\(UUID().uuidString.prefix(8))"))
+        try await publisher.publish([AMQPMessage(exchange: "amq.fanout", routingKey: "", body: Data("one".utf8))])
+        await publisher.closeOffPool()
+        await #expect(throws: AMQPError.self) {
+            try await publisher.publish([AMQPMessage(exchange: "amq.fanout", routingKey: "", body: Data("two".utf8))])
+        }
+    }
+}
+
+/// What the publisher called back, per message.
+private final class PublishEvents: Sendable {
+    let state = Mutex((written: [String: Int](), settled: [String: Int](), writtenBeforeSettled: true))
+
+    func written(_ name: String) { state.withLock { $0.written[name, default: 0] += 1 } }
+
+    func settled(_ name: String) {
+        state.withLock { state in
+            if state.written[name] != 1 { state.writtenBeforeSettled = false }
+            state.settled[name, default: 0] += 1
+        }
+    }
+}
