@@ -4,11 +4,13 @@ import Synchronization
 
 /// Consumes one queue on a dedicated thread (rabbitmq-c blocks) and hands deliveries to async
 /// code in batches: everything that arrived since the last ``nextBatch()`` (up to `maxBatch`),
-/// so a slow consumer gets larger batches and can commit each in one transaction. Acknowledgements are queued back to the thread, which owns the connection. After a
-/// lost connection it reconnects with backoff, re-declares the topology and consumes again;
+/// so a slow consumer gets larger batches and can commit each in one transaction. A caller
+/// writes its acknowledgements itself when the connection is free (waking the thread for each
+/// cost every step a hand-over between threads), else queues them to the thread. After a lost
+/// connection it reconnects with backoff, re-declares the topology and consumes again;
 /// deliveries of the old connection are then redelivered by the broker, and their late acks
 /// are dropped.
-public final class AMQPConsumer: Sendable {
+public final class AMQPConsumer: @unchecked Sendable {
     public struct Delivery: Sendable {
         public var message: AMQPDelivery
         /// Which connection delivered it.
@@ -31,6 +33,14 @@ public final class AMQPConsumer: Sendable {
         (
             deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false, delivering: true
         ))
+    /// Held while the connection is used: by the thread to read deliveries and send queued
+    /// settlements, and by a caller that sends its own. A caller only tries it.
+    private let line = NSLock()
+    // Guarded by `line`.
+    private var live: (connection: AMQPConnection, generation: Int)?
+    private var unsettled = UnsettledDeliveries()
+    /// Why a caller's settlement failed: the thread then reconnects.
+    private var broken: (any Error)?
     /// Whether the broker registered this consumer once (nil until then), and who waits for it.
     private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
@@ -134,11 +144,8 @@ public final class AMQPConsumer: Sendable {
         }
     }
 
-    private func settle(
-        _ settlements: [Settlement], _ unsettled: inout UnsettledDeliveries, on connection: AMQPConnection
-    )
-        throws
-    {
+    /// Holds `line`.
+    private func settle(_ settlements: [Settlement], on connection: AMQPConnection) throws {
         guard !settlements.isEmpty else { return }
         for frame in unsettled.frames(settling: settlements) {
             switch frame {
@@ -189,8 +196,28 @@ public final class AMQPConsumer: Sendable {
     }
 
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
+        if settleDirectly(delivery, settlement) { return }
         state.withLock { $0.pending.append((delivery.generation, settlement)) }
         wakeup.signal()
+    }
+
+    /// Sends the settlement on the caller's thread if the connection that delivered it is up and
+    /// free and no settlement waits for the thread (it would then go after this one). Returns
+    /// false if it left it to the thread.
+    private func settleDirectly(_ delivery: Delivery, _ settlement: Settlement) -> Bool {
+        guard line.try() else { return false }
+        defer { line.unlock() }
+        guard let live, live.generation == delivery.generation, broken == nil,
+            state.withLock({ !$0.stopped && $0.pending.isEmpty })
+        else { return false }
+        do {
+            try settle([settlement], on: live.connection)
+        } catch {
+            // Lost with the connection: the broker delivers the message again.
+            broken = error
+            wakeup.signal()
+        }
+        return true
     }
 
     private func loop() {
@@ -208,28 +235,43 @@ public final class AMQPConsumer: Sendable {
                     state.pending.removeAll()
                     return state.generation
                 }
+                line.withLock {
+                    live = (connection, generation)
+                    unsettled = UnsettledDeliveries()
+                    broken = nil
+                }
                 settleRegistration(true)
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
-                var unsettled = UnsettledDeliveries()
                 while !state.withLock({ $0.stopped }) {
-                    try settle(takePending(generation), &unsettled, on: connection)
-                    // Woken by a delivery, a settlement to send or stop(); the timeout only bounds a lost wakeup.
-                    if !connection.hasBufferedInput { wakeup.sleep(socket: connection.socketDescriptor, timeout: 1) }
-                    guard let first = try connection.next(timeout: 0) else { continue }
-                    var batch = [Delivery(message: first, generation: generation)]
-                    while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
-                        batch.append(Delivery(message: message, generation: generation))
+                    let (batch, buffered) = try line.withLock { () throws -> ([Delivery], Bool) in
+                        if let error = broken { throw error }
+                        try settle(takePending(generation), on: connection)
+                        var batch: [Delivery] = []
+                        while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
+                            batch.append(Delivery(message: message, generation: generation))
+                        }
+                        // Before anyone may settle them.
+                        for delivery in batch { unsettled.delivered(delivery.message.deliveryTag) }
+                        return (batch, connection.hasBufferedInput)
                     }
-                    for delivery in batch { unsettled.delivered(delivery.message.deliveryTag) }
-                    hand(batch)
+                    if !batch.isEmpty {
+                        hand(batch)
+                    } else if !buffered {
+                        // Woken by a delivery, a settlement to send or stop(); the timeout only bounds a lost wakeup.
+                        wakeup.sleep(socket: connection.socketDescriptor, timeout: 1)
+                    }
                 }
                 // Acknowledge what finished before the stop, then close (a reject still pending is
                 // dropped: its message goes back to the queue with the close).
-                let finished = takePending(generation).filter { if case .reject = $0 { false } else { true } }
-                try? settle(finished, &unsettled, on: connection)
+                line.withLock {
+                    let finished = takePending(generation).filter { if case .reject = $0 { false } else { true } }
+                    try? settle(finished, on: connection)
+                    live = nil
+                }
                 connection.close()
             } catch {
+                line.withLock { live = nil }
                 state.withLock { $0.connected = false }
                 if state.withLock({ $0.stopped }) { break }
                 logger.warning("consumer of \(queue): \(error); reconnecting in \(backoff) s")
