@@ -86,8 +86,9 @@ public final class AMQPPublisher: @unchecked Sendable {
     /// Publishes `messages` without waiting: `written` is called once they are written to the
     /// connection (on the caller's thread when it could write them itself, else on the
     /// publishing thread), `settled` once RabbitMQ confirmed them all (nil) or they could not be
-    /// published (on the publishing thread, or the caller's when the publisher is closed).
-    /// Neither may block.
+    /// published (on the publishing thread, or the caller's when the publisher is closed), never
+    /// before `written` unless they were never written. Neither may block; `written` may be
+    /// called while the connection is held, and a publish it makes goes through the thread.
     ///
     /// The caller writes the messages itself when the connection is free and nothing waits
     /// before them: handing them to the publishing thread cost a wake-up and a hand-over between
@@ -131,9 +132,9 @@ public final class AMQPPublisher: @unchecked Sendable {
             line.unlock()
             return false
         }
-        var written: (@Sendable () -> Void)?
         do {
-            written = try write(request, on: connection)
+            // Called before `line` is released: the thread may settle the request as soon as it is.
+            try write(request, on: connection)?()
         } catch {
             // Publishing again is the thread's: it finds the request in flight and the connection broken.
             broken = error
@@ -142,12 +143,11 @@ public final class AMQPPublisher: @unchecked Sendable {
         let failed = broken != nil
         line.unlock()
         if failed { wakeup.signal() }
-        written?()
         return true
     }
 
-    /// Writes `request` and puts it in flight; returns its `written` callback, to be called once
-    /// `line` is released. Holds `line`.
+    /// Writes `request` and puts it in flight; returns its `written` callback, to be called
+    /// before the request can be settled. Holds `line`.
     private func write(_ request: Request, on connection: AMQPConnection) throws -> (@Sendable () -> Void)? {
         for name in request.taskQueues where !declaredTaskQueues.contains(name) {
             try topology.declareTaskQueue(name, on: connection)
