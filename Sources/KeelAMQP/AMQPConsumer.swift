@@ -27,6 +27,8 @@ public final class AMQPConsumer: @unchecked Sendable {
     private typealias Pending = (generation: Int, settlement: Settlement)
     private let state = Mutex((stopped: false, generation: 0, connected: false, pending: [Pending]()))
     private let maxBatch: Int
+    /// Given each delivery on the consuming thread instead of ``nextBatch()``.
+    private let handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
     /// Written when there is something to settle; the thread polls it with the socket.
     private let wakeup = Wakeup()
     private let buffer = Mutex(
@@ -44,9 +46,34 @@ public final class AMQPConsumer: @unchecked Sendable {
     /// Whether the broker registered this consumer once (nil until then), and who waits for it.
     private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
-    public init(
+    public convenience init(
         url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int = 1, logger: Logger = Logger(label: "keel.amqp"),
         declare: @escaping @Sendable (AMQPConnection) throws -> Void
+    ) {
+        self.init(
+            url: url, queue: queue, prefetch: prefetch, maxBatch: maxBatch, logger: logger, declare: declare,
+            handler: Optional<@Sendable (AMQPConsumer, Delivery) -> Void>.none)
+    }
+
+    /// A consumer that gives each delivery to `handler` on its thread, as it arrives, until
+    /// ``stopDelivering()``; ``nextBatch()`` then only says when delivering ended (nil).
+    /// `handler` must not block: it starts the work (a task) and returns. Compared with a loop
+    /// over ``nextBatch()`` that starts the tasks, this saves every delivery a hand-over between
+    /// threads.
+    public convenience init(
+        url: AMQPURL, queue: String, prefetch: Int, logger: Logger = Logger(label: "keel.amqp"),
+        declare: @escaping @Sendable (AMQPConnection) throws -> Void,
+        handler: @escaping @Sendable (AMQPConsumer, Delivery) -> Void
+    ) {
+        self.init(
+            url: url, queue: queue, prefetch: prefetch, maxBatch: prefetch, logger: logger, declare: declare,
+            handler: Optional(handler))
+    }
+
+    private init(
+        url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int, logger: Logger,
+        declare: @escaping @Sendable (AMQPConnection) throws -> Void,
+        handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
     ) {
         self.url = url
         self.queue = queue
@@ -54,6 +81,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         self.maxBatch = max(maxBatch, 1)
         self.declare = declare
         self.logger = logger
+        self.handler = handler
     }
 
     /// Starts the consuming thread.
@@ -119,6 +147,12 @@ public final class AMQPConsumer: @unchecked Sendable {
         }
     }
 
+    /// For a consumer with a handler: returns once delivering ended (``stopDelivering()``, or
+    /// the consumer stopped).
+    public func deliveriesEnded() async {
+        while await nextBatch() != nil {}
+    }
+
     private func take(_ deliveries: inout [Delivery]) -> [Delivery] {
         let count = min(maxBatch, deliveries.count)
         defer { deliveries.removeFirst(count) }
@@ -126,6 +160,12 @@ public final class AMQPConsumer: @unchecked Sendable {
     }
 
     private func hand(_ deliveries: [Delivery]) {
+        if let handler {
+            // Not after stopDelivering(): left unacknowledged, they go back with the connection.
+            guard buffer.withLock({ $0.delivering }) else { return }
+            for delivery in deliveries { handler(self, delivery) }
+            return
+        }
         let (waiter, batch) = buffer.withLock { buffer -> (CheckedContinuation<[Delivery]?, Never>?, [Delivery]) in
             buffer.deliveries += deliveries
             guard let waiter = buffer.waiter else { return (nil, []) }

@@ -85,15 +85,30 @@ public final class WorkerService: Service {
         let topology = configuration.topology
         let queueName = topology.queue(forTaskQueue: configuration.taskQueue)
         let taskQueue = configuration.taskQueue
+        let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
+        let reports = ReportSender(publisher: publisher)
+        let inFlight = InProgress()
+        let slots = ActivitySlots(configuration.concurrency)
+        // Each delivery's task is started on the consumer's thread, not by a loop over batches.
         let consumer = AMQPConsumer(
-            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, maxBatch: configuration.concurrency,
-            logger: logger,
+            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, logger: logger,
             declare: { connection in
                 try topology.declare(on: connection)
                 try topology.declareTaskQueue(taskQueue, on: connection)
+            },
+            handler: { [self] consumer, delivery in
+                inFlight.enter()
+                attempts.handle { cancellation in
+                    // Deliveries beyond the free slots wait here unacknowledged (the prefetch
+                    // window keeps them few); RabbitMQ redelivers them if this worker stops.
+                    await slots.acquire()
+                    if !self.isStopped {
+                        await self.handle(delivery, cancellation, consumer, publisher, reports, queueName)
+                    }
+                    slots.release()
+                    inFlight.leave()
+                }
             })
-        let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
-        let reports = ReportSender(publisher: publisher)
         let endedOnItsOwn = Mutex(false)
         let controlQueue = topology.controlQueue(worker: configuration.identity)
         let cancels = AMQPConsumer(
@@ -119,25 +134,7 @@ public final class WorkerService: Service {
                     "worker \(configuration.identity) serving \(queueName), concurrency \(configuration.concurrency), activities \(runner.activities.names.joined(separator: ", "))"
                 )
             }
-            let inFlight = InProgress()
-            let slots = ActivitySlots(configuration.concurrency)
-            consuming: while let batch = await consumer.nextBatch() {
-                for delivery in batch {
-                    // Deliveries beyond the free slots wait here unacknowledged (the prefetch
-                    // window keeps them few); RabbitMQ redelivers them if this worker stops.
-                    await slots.acquire()
-                    if isStopped {
-                        slots.release()
-                        break consuming
-                    }
-                    inFlight.enter()
-                    attempts.handle { cancellation in
-                        await self.handle(delivery, cancellation, consumer, publisher, reports, queueName)
-                        inFlight.leave()
-                        slots.release()
-                    }
-                }
-            }
+            await consumer.deliveriesEnded()
             if !isStopped {
                 // The consumer only ends when told to: a loop that ends otherwise must not leave a
                 // process that looks alive and serves nothing.
