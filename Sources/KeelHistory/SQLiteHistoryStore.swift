@@ -26,6 +26,8 @@ public final class SQLiteHistoryStore: HistoryStore {
     let changeSink = Mutex<(any HistoryChangeSink)?>(nil)
     /// Set once checkpoints run on a thread of their own (``checkpointInBackground()``).
     let checkpointer = Mutex<WALCheckpointer?>(nil)
+    /// The JSON of the options commits wrote last.
+    let encodedOptions = OptionsEncodings()
 
     public init(path: String, durability: Durability = .normal) throws {
         self.path = path
