@@ -28,7 +28,9 @@ extension SQLiteHistoryStore {
                             """)
                     for run in batch.runs {
                         // Kept only when the run is inserted.
-                        let options = try encodedOptions.workflow(run.options, encoder)
+                        let options = try encodedWorkflowOptions.encoding(of: run.options) {
+                            String(decoding: try encoder.encode($0), as: UTF8.self)
+                        }
                         try upsert.execute(arguments: [
                             run.runId, run.workflowId, run.workflowType, run.status.rawValue, run.input.data,
                             run.result?.data, try run.failure.map { String(decoding: try encoder.encode($0), as: UTF8.self) },
@@ -68,7 +70,7 @@ extension SQLiteHistoryStore {
                     let delete = try db.cachedStatement(sql: "DELETE FROM activities WHERE run_id = ? AND activity_id = ?")
                     for change in activities {
                         if let activity = change.record {
-                            let options = try encodedOptions.activity(activity.options, encoder)
+                            let options = try encodedActivityOptions.encoding(of: activity.options) { try encoder.encode($0) }
                             var json = JSONWriter(dates: .sinceReferenceDate)
                             try activity.write(to: &json, encodedOptions: options)
                             try upsert.execute(arguments: [activity.runId, activity.activityId, json.data])
@@ -145,37 +147,5 @@ extension SQLiteHistoryStore {
                 }
             }
         }
-    }
-}
-
-/// The JSON of options a store wrote recently, by value: a commit of one step used to encode its
-/// run's and its activity's options with `JSONEncoder` each time (4 % of the coordinator's CPU
-/// in `bench latency`). Most runs and activities share their options, from one commit to the
-/// next too. At most 256 of each are kept.
-final class OptionsEncodings: @unchecked Sendable {
-    private let lock = NSLock()
-    // Guarded by `lock`.
-    private var workflows: [WorkflowOptions: String] = [:]
-    private var activities: [ActivityOptions: Data] = [:]
-    private static let limit = 256
-
-    func workflow(_ options: WorkflowOptions, _ encoder: JSONEncoder) throws -> String {
-        if let known = lock.withLock({ workflows[options] }) { return known }
-        let encoded = String(decoding: try encoder.encode(options), as: UTF8.self)
-        lock.withLock {
-            if workflows.count >= Self.limit { workflows.removeAll() }
-            workflows[options] = encoded
-        }
-        return encoded
-    }
-
-    func activity(_ options: ActivityOptions, _ encoder: JSONEncoder) throws -> Data {
-        if let known = lock.withLock({ activities[options] }) { return known }
-        let encoded = try encoder.encode(options)
-        lock.withLock {
-            if activities.count >= Self.limit { activities.removeAll() }
-            activities[options] = encoded
-        }
-        return encoded
     }
 }

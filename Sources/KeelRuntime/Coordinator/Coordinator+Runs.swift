@@ -99,7 +99,9 @@ extension Coordinator {
         for command in commands {
             guard run.record.status == .running else { return }
             var encodedOptions: Payload?
-            if case .scheduleActivity(_, _, _, let options) = command { encodedOptions = encodedAttributes(of: options) }
+            if case .scheduleActivity(_, _, _, let options) = command {
+                encodedOptions = encodedActivityOptions.encoding(of: options, Command.encodedAttributes(of:))
+            }
             append(command.event(id: 0, time: work.now, encodedOptions: encodedOptions), to: run, &work)
             switch command {
             case .scheduleActivity(let seq, let type, let input, let options):
@@ -269,22 +271,8 @@ extension Coordinator {
             metadata: ["workflow_id": "\(run.record.workflowId)", "run_id": "\(run.runId)"])
     }
 
-    /// `options` as an activity-scheduled event's attributes. Kept by value: the runs of a
-    /// pipeline share their activities' options, and encoding them once per run was still 1.6 %
-    /// of the coordinator's CPU in `bench throughput`.
-    func encodedAttributes(of options: ActivityOptions) -> Payload? {
-        if let known = encodedActivityOptions[options] { return known }
-        guard let encoded = Command.encodedAttributes(of: options) else { return nil }
-        if encodedActivityOptions.count >= 256 { encodedActivityOptions.removeAll() }
-        encodedActivityOptions[options] = encoded
-        return encoded
-    }
-
     func startSpan(of run: LiveRun) {
-        // Without a tracer set up there is no span to keep and no context to carry: making one
-        // anyway was 1.3 % of the coordinator's CPU in `bench throughput`.
-        guard !(tracer is NoOpTracer) else { return }
-        let span = RunTracing.startRunSpan(run.record, tracer: tracer)
+        guard let span = RunTracing.startRunSpan(run.record, tracer: tracer) else { return }
         run.span = span
         let headers = RunTracing.headers(of: span, tracer: tracer)
         run.traceHeaders = headers.isEmpty ? nil : headers
