@@ -18,8 +18,11 @@ final class CoordinatorLease: Sendable {
     private let connection: Mutex<AMQPConnection?>
     /// When the broker last said the lease is this coordinator's.
     private let confirmedAt = Mutex(ContinuousClock.now)
-    /// One look at the lease connection at a time (the watch's and ``confirmFresh(maxAge:)``'s).
-    private let looking = Mutex(())
+    /// One use of the lease connection at a time: the watch's and ``confirmFresh(maxAge:)``'s
+    /// looks, and its close. Each of them closes a connection it found gone while the other may be
+    /// looking at it, and rabbitmq-c used on a closed connection aborts the process (seen in the
+    /// paused-coordinator test). True once ``release()`` closed the lease.
+    private let using = Mutex(false)
     /// Set when ``confirmFresh(maxAge:)`` found the lease gone: the watch looks at once.
     private let lookNow = Mutex(false)
 
@@ -46,7 +49,7 @@ final class CoordinatorLease: Sendable {
             return
         }
         connection.withLock { held in if held === current { held = nil } }
-        current?.close()
+        close(current)
         lookNow.withLock { $0 = true }
         try await waitUntilHeld()
     }
@@ -140,7 +143,7 @@ final class CoordinatorLease: Sendable {
             }
             connection.withLock { $0 = nil }
             lookNow.withLock { $0 = false }
-            current?.close()
+            close(current)
             logger.warning(
                 "the lease on \(queue) is gone with its broker connection; pausing this coordinator's writes to take it back")
             while !Task.isCancelled {
@@ -166,11 +169,28 @@ final class CoordinatorLease: Sendable {
 
     /// Whether the lease queue is still there on `current` (throws when not, or when the
     /// connection is gone).
+    /// (`current` is looked at only while it is still the lease connection, and so not closed:
+    /// the one who closes it first takes it away.)
     private func look(at current: AMQPConnection?) throws -> (messages: Int, consumers: Int)? {
-        try looking.withLock { _ in try current?.inspect(queue: queue) }
+        try using.withLock { released in
+            guard !released, let current, connection.withLock({ $0 === current }) else {
+                throw AMQPError(.connectionLost, "the lease connection was closed")
+            }
+            return try current.inspect(queue: queue)
+        }
     }
 
-    func release() { connection.withLock { $0 }?.close() }
+    /// Closes `current`, no longer the lease connection, once no look uses it.
+    private func close(_ current: AMQPConnection?) {
+        using.withLock { _ in current?.close() }
+    }
+
+    func release() {
+        using.withLock { released in
+            released = true
+            connection.withLock { $0 }?.close()
+        }
+    }
 }
 
 /// Another coordinator holds the namespace, or this one lost it.
