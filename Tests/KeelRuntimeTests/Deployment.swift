@@ -100,7 +100,10 @@ final class Deployment: @unchecked Sendable {
 
     deinit {
         stopAll()
-        try? FileManager.default.removeItem(at: directory)
+        // Kept on request, to read a failed test's logs (the README: `scripts/test`).
+        if ProcessInfo.processInfo.environment["KEEL_KEEP_TEST_DIRECTORIES"] == nil {
+            try? FileManager.default.removeItem(at: directory)
+        }
     }
 }
 

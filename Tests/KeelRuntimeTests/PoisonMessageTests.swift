@@ -71,27 +71,47 @@ struct PoisonMessageTests {
         #expect(deployment.coordinator?.exists == true)
     }
 
+    /// No worker runs here: the test reports the start as one worker and sends a result as
+    /// another, so nothing ends the attempt while the test looks (a real worker's activity ended
+    /// on its own, and a suite loaded enough to delay the test's polling missed it running).
     @Test func aResultInTheNameOfAWorkerThatDoesNotHoldTheAttemptIsRefused() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        try deployment.startWorker(concurrency: 1)
-        // Long enough that a loaded suite's polling still sees it running.
-        let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 8000), field: "input")
+        let input = try Payload(encoding: StepsInput(steps: 1, milliseconds: 0, heartbeatTimeoutSeconds: 3600), field: "input")
         let started = try await deployment.client.startAndConfirm(
             StartRequest(workflowType: "bench-steps", workflowId: "forged", input: input))
         let store = try deployment.store()
-        #expect(try await eventually(60) { try store.activities(runId: started.runId).first?.state == .started })
-        let activity = try #require(try store.activities(runId: started.runId).first)
-        let forged = ActivityResult(
-            runId: started.runId, activityId: activity.activityId, attempt: activity.attempt, worker: "forger:1",
-            outcome: .completed(try Payload(encoding: 999, field: "r")))
+        let activity = try #require(try store.activities(runId: started.runId).first, "scheduled in the start's commit")
         let publisher = AMQPPublisher(url: deployment.url, topology: deployment.topology)
         defer { publisher.close() }
-        try await publisher.send(
-            .result, forged, exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+        func report(_ type: WireType, _ body: some Encodable) async throws {
+            try await publisher.send(
+                type, body, exchange: deployment.topology.resultsExchange, routingKey: Topology.resultsRoutingKey)
+        }
+        func result(_ worker: String, _ value: Int) throws -> ActivityResult {
+            ActivityResult(
+                runId: started.runId, activityId: activity.activityId, attempt: activity.attempt, worker: worker,
+                outcome: .completed(try Payload(encoding: value, field: "r")))
+        }
+        try await report(
+            .started,
+            ActivityStarted(
+                runId: started.runId, activityId: activity.activityId, attempt: activity.attempt, worker: "holder:1",
+                time: Date()))
+        #expect(try await eventually(60) { try store.activities(runId: started.runId).first?.startedBy == "holder:1" })
+
+        try await report(.result, try result("forger:1", 999))
+        let coordinatorLog = deployment.directory.appendingPathComponent("coordinator.log")
+        let refusal = "was started by holder:1, not by forger:1"
+        #expect(
+            try await eventually(60) { (try? String(contentsOf: coordinatorLog, encoding: .utf8))?.contains(refusal) == true },
+            "the coordinator logs the refusal")
+        #expect(try store.activities(runId: started.runId).first?.state == .started, "the forged result ended nothing")
+
+        try await report(.result, try result("holder:1", 0))
         let run = try await deployment.client.waitForResult(workflowId: "forged", timeout: 60)
         #expect(run.status == .completed)
-        #expect(run.result?.json == "0", "the worker's value, not the forged 999")
+        #expect(run.result?.json == "0", "the holder's value, not the forged 999")
     }
 
     @Test func signalCancelAndTerminateOfAnUnknownWorkflowExitNonZeroWithTheReason() async throws {
