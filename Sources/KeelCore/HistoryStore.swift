@@ -5,6 +5,9 @@ public protocol HistoryStore: Sendable {
     func run(runId: String) throws -> RunRecord?
     func latestRun(workflowId: String) throws -> RunRecord?
     func run(requestId: String) throws -> RunRecord?
+    /// What a batch of starts checks, in one read: the run each of `requestIds` started and the
+    /// latest run of each of `workflowIds` (ids without one are absent).
+    func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups
     func runs(status: RunStatus?, limit: Int) throws -> [RunRecord]
     func openRuns() throws -> [RunRecord]
     /// Every open run's history and pending activities, by run id, read in bulk (recovery).
@@ -34,4 +37,17 @@ public protocol HistoryStore: Sendable {
     /// from it (``clearRestorePoint()``); nil for a history that is not a restored backup.
     func restorePoint() throws -> Date?
     func clearRestorePoint() throws
+}
+
+/// The committed runs a batch of starts checks against (``HistoryStore/startLookups(requestIds:workflowIds:)``).
+public struct StartLookups: Sendable {
+    /// The run each looked-up request id started.
+    public var runsByRequestId: [String: RunRecord] = [:]
+    /// The latest run of each looked-up workflow id.
+    public var latestRunsByWorkflowId: [String: RunRecord] = [:]
+
+    public init(runsByRequestId: [String: RunRecord] = [:], latestRunsByWorkflowId: [String: RunRecord] = [:]) {
+        self.runsByRequestId = runsByRequestId
+        self.latestRunsByWorkflowId = latestRunsByWorkflowId
+    }
 }

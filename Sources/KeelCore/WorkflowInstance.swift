@@ -64,9 +64,11 @@ public final class WorkflowInstance: @unchecked Sendable {
         return drain()
     }
 
-    /// Applies one new event and returns the commands the workflow issued in response.
-    public func apply(_ event: HistoryEvent) -> Activation {
-        handle(event)
+    /// Applies one new event and returns the commands the workflow issued in response. For
+    /// `workflowStarted`, `startAttributes` are the event's attributes when the caller has them
+    /// at hand (a new run), sparing their decoding.
+    public func apply(_ event: HistoryEvent, startAttributes: WorkflowStartedAttributes? = nil) -> Activation {
+        handle(event, startAttributes: startAttributes)
         return drain()
     }
 
@@ -88,14 +90,14 @@ public final class WorkflowInstance: @unchecked Sendable {
         executor.runUntilIdle()
     }
 
-    private func handle(_ event: HistoryEvent) {
+    private func handle(_ event: HistoryEvent, startAttributes: WorkflowStartedAttributes? = nil) {
         context.currentTime = event.time
         context.historyLength = event.id
         switch event.kind {
         case .workflowStarted:
             guard !started else { return }
             started = true
-            let attributes = try? event.attributes?.decode(WorkflowStartedAttributes.self)
+            let attributes = startAttributes ?? (try? event.attributes?.decode(WorkflowStartedAttributes.self))
             context.spendLimit = attributes?.options.budget
             // A continued run starts with what the runs before it spent.
             if let carried = attributes?.carriedSpend { context.spent += carried }

@@ -12,14 +12,13 @@ extension SQLiteHistoryStore {
         }
     }
 
+    static let latestRunQuery = "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"
+    static let runByRequestIdQuery = "SELECT * FROM runs WHERE request_id = ?"
+
     public func latestRun(workflowId: String) throws -> RunRecord? {
         try wrap("read run") {
             try pool.read { db in
-                try Row.fetchOne(
-                    db.cachedStatement(
-                        sql: "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"),
-                    arguments: [workflowId]
-                ).map(Self.run)
+                try Row.fetchOne(db.cachedStatement(sql: Self.latestRunQuery), arguments: [workflowId]).map(Self.run)
             }
         }
     }
@@ -27,8 +26,29 @@ extension SQLiteHistoryStore {
     public func run(requestId: String) throws -> RunRecord? {
         try wrap("read run") {
             try pool.read { db in
-                try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE request_id = ?"), arguments: [requestId]).map(
-                    Self.run)
+                try Row.fetchOne(db.cachedStatement(sql: Self.runByRequestIdQuery), arguments: [requestId]).map(Self.run)
+            }
+        }
+    }
+
+    public func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups {
+        guard !requestIds.isEmpty || !workflowIds.isEmpty else { return StartLookups() }
+        return try wrap("read runs") {
+            try pool.read { db in
+                var lookups = StartLookups()
+                let byRequestId = try db.cachedStatement(sql: Self.runByRequestIdQuery)
+                for requestId in requestIds {
+                    if let row = try Row.fetchOne(byRequestId, arguments: [requestId]) {
+                        lookups.runsByRequestId[requestId] = try Self.run(row)
+                    }
+                }
+                let latest = try db.cachedStatement(sql: Self.latestRunQuery)
+                for workflowId in workflowIds {
+                    if let row = try Row.fetchOne(latest, arguments: [workflowId]) {
+                        lookups.latestRunsByWorkflowId[workflowId] = try Self.run(row)
+                    }
+                }
+                return lookups
             }
         }
     }

@@ -38,6 +38,9 @@ public final class FaultInjectingStore: HistoryStore {
     public func run(runId: String) throws -> RunRecord? { try base.run(runId: runId) }
     public func latestRun(workflowId: String) throws -> RunRecord? { try base.latestRun(workflowId: workflowId) }
     public func run(requestId: String) throws -> RunRecord? { try base.run(requestId: requestId) }
+    public func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups {
+        try base.startLookups(requestIds: requestIds, workflowIds: workflowIds)
+    }
     public func runs(status: RunStatus?, limit: Int) throws -> [RunRecord] { try base.runs(status: status, limit: limit) }
     public func openRuns() throws -> [RunRecord] { try base.openRuns() }
     public func openRunState() throws -> (events: [String: [HistoryEvent]], activities: [String: [ActivityRecord]]) {

@@ -144,6 +144,36 @@ struct SemanticsTests {
         #expect(again.started)
     }
 
+    /// A batch of starts (as the jobs queue delivers them) reads the committed runs once for all
+    /// of them, and decides each as a start on its own would.
+    @Test func aBatchOfStartsDecidesEachAsASingleStartWould() async throws {
+        let engine = try Self.engine()
+        let done = try await engine.coordinator.start(try StartRequest(TwelveSteps.self, id: "a", input: 1, requestId: "req-a"))
+        try await engine.drain()
+        let open = try await engine.coordinator.start(try StartRequest(SleepThenApprove.self, id: "open", input: "x"))
+        let results = try await engine.coordinator.start([
+            try StartRequest(TwelveSteps.self, id: "other", input: 1, requestId: "req-a"),
+            try StartRequest(TwelveSteps.self, id: "a", input: 1, options: .init(idReusePolicy: .rejectDuplicate)),
+            try StartRequest(SleepThenApprove.self, id: "open", input: "y", options: .init(idConflictPolicy: .terminateExisting)),
+            try StartRequest(SleepThenApprove.self, id: "open", input: "z"),
+            try StartRequest(TwelveSteps.self, id: "fresh", input: 1, requestId: "req-fresh"),
+            try StartRequest(TwelveSteps.self, id: "fresh-again", input: 1, requestId: "req-fresh")
+        ])
+        let sameRequest = try results[0].get()
+        #expect(!sameRequest.started && sameRequest.runId == done.runId && sameRequest.workflowId == "a")
+        #expect(throws: WorkflowAlreadyStartedError.self) { try results[1].get() }
+        let replaced = try results[2].get()
+        #expect(replaced.started && replaced.runId != open.runId)
+        let existing = try results[3].get()
+        #expect(!existing.started && existing.runId == replaced.runId)
+        let fresh = try results[4].get()
+        #expect(fresh.started)
+        let again = try results[5].get()
+        #expect(!again.started && again.runId == fresh.runId)
+        #expect(try engine.store.run(runId: open.runId)?.status == .terminated)
+        #expect(try engine.store.latestRun(workflowId: "fresh-again") == nil)
+    }
+
     @Test func cancellationRunsTheCompensation() async throws {
         let engine = try Self.engine()
         _ = try await engine.coordinator.start(try StartRequest(BookWithCompensation.self, id: "b", input: 0))

@@ -23,10 +23,24 @@ extension Coordinator {
     public func commitStarts(_ requests: [StartRequest]) throws -> ([Result<StartResult, any Error>], Outgoing) {
         var work = Work(now: clock.now())
         var byRequestId: [String: StartResult] = [:]
+        // The committed runs the batch checks, in one read instead of one or two per start (a
+        // read transaction each: 3 % of the coordinator's CPU in `bench throughput`).
+        let unopened = Set(requests.map(\.workflowId).filter { openRunByWorkflowId[$0] == nil })
+        let committed = try store.startLookups(
+            requestIds: requests.compactMap(\.requestId), workflowIds: Array(unopened))
+        let latestRun = { (workflowId: String) throws -> RunRecord? in
+            // Open when the batch began, closed by a start before this one (terminateExisting).
+            unopened.contains(workflowId)
+                ? committed.latestRunsByWorkflowId[workflowId] : try self.store.latestRun(workflowId: workflowId)
+        }
         var results: [Result<StartResult, any Error>] = []
         for request in requests {
             do {
-                results.append(.success(try start(request, byRequestId: &byRequestId, &work)))
+                results.append(
+                    .success(
+                        try start(
+                            request, byRequestId: &byRequestId, committedRun: { committed.runsByRequestId[$0] },
+                            latestRun: latestRun, &work)))
             } catch {
                 results.append(.failure(error))
             }
@@ -34,8 +48,20 @@ extension Coordinator {
         return (results, try commit(&work))
     }
 
+    /// Starts `request` as ``start(_:byRequestId:committedRun:latestRun:_:)`` does, reading the
+    /// committed runs it checks one at a time.
+    func start(_ request: StartRequest, byRequestId: inout [String: StartResult], _ work: inout Work) throws -> StartResult {
+        try start(
+            request, byRequestId: &byRequestId, committedRun: { try self.store.run(requestId: $0) },
+            latestRun: { try self.store.latestRun(workflowId: $0) }, &work)
+    }
+
+    /// Starts `request` unless its request id already started a run (`committedRun`, or one of
+    /// `byRequestId` in this batch) or its id conflicts with an open run or the last run
+    /// (`latestRun`), as its policies say.
     func start(
-        _ request: StartRequest, byRequestId: inout [String: StartResult], _ work: inout Work
+        _ request: StartRequest, byRequestId: inout [String: StartResult], committedRun: (String) throws -> RunRecord?,
+        latestRun: (String) throws -> RunRecord?, _ work: inout Work
     ) throws -> StartResult {
         // Ids, names, input and options, before anything else looks at them (an empty id too).
         try configuration.limits.check(StartJob(request))
@@ -44,7 +70,7 @@ extension Coordinator {
             if let earlier = byRequestId[requestId] {
                 return StartResult(workflowId: earlier.workflowId, runId: earlier.runId, started: false)
             }
-            if let existing = try store.run(requestId: requestId) {
+            if let existing = try committedRun(requestId) {
                 return StartResult(workflowId: existing.workflowId, runId: existing.runId, started: false)
             }
         }
@@ -59,7 +85,7 @@ extension Coordinator {
             case .terminateExisting:
                 terminate(open, reason: "terminated by a new start (idConflictPolicy terminateExisting)", &work)
             }
-        } else if let last = try store.latestRun(workflowId: request.workflowId) {
+        } else if let last = try latestRun(request.workflowId) {
             switch request.options.idReusePolicy {
             case .allowDuplicate:
                 break

@@ -56,15 +56,18 @@ extension Coordinator {
             return run
         }
         run.instance = makeInstance(record, definition)
-        apply(started, to: run, &work)
+        apply(started, to: run, startAttributes: attributes, &work)
         return run
     }
 
-    /// Records `event` and, for a running run, lets the workflow react to it.
-    func apply(_ event: HistoryEvent, to run: LiveRun, _ work: inout Work) {
+    /// Records `event` and, for a running run, lets the workflow react to it (`startAttributes`:
+    /// as ``WorkflowInstance/apply(_:startAttributes:)`` says).
+    func apply(
+        _ event: HistoryEvent, to run: LiveRun, startAttributes: WorkflowStartedAttributes? = nil, _ work: inout Work
+    ) {
         let event = append(event, to: run, &work)
         guard run.record.status == .running, let instance = run.instance else { return }
-        let activation = guarded(run) { instance.apply(event) }
+        let activation = guarded(run) { instance.apply(event, startAttributes: startAttributes) }
         if let divergence = activation.nondeterminism {
             guarded(run) { instance.evict() }
             block(run, Failure(divergence), &work)

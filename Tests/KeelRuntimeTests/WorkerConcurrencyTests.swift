@@ -1,0 +1,36 @@
+import Foundation
+import Keel
+import Testing
+
+/// A `keel worker` process runs no more than its `--concurrency` at once: tasks are acknowledged
+/// as they start, so the prefetch window alone does not bound them, its slots do.
+@Suite("Worker concurrency", .tags(.integration), .timeLimit(.minutes(3)))
+struct WorkerConcurrencyTests {
+    @Test func aWorkerRunsAtMostItsConcurrencyAtOnce() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 2)
+        let sleep = 1500
+        let ids = (1...6).map { "slots-\($0)" }
+        for id in ids {
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: sleep), field: "input"), requestId: id))
+        }
+        for id in ids {
+            let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
+            #expect(run.status == .completed)
+        }
+        // Each activity sleeps `sleep` ms from when the worker began it: the most that ran at
+        // any one moment is the most beginnings inside one such span (less a little slack).
+        let began = deployment.executions.map(\.time).sorted()
+        #expect(began.count == ids.count)
+        let span = Double(sleep) / 1000 - 0.05
+        let mostAtOnce =
+            began.indices.map { index in
+                began[index...].prefix { $0.timeIntervalSince(began[index]) < span }.count
+            }.max() ?? 0
+        #expect(mostAtOnce == 2, "began: \(began.map { $0.timeIntervalSince(began[0]) })")
+    }
+}
