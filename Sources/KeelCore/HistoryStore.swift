@@ -46,8 +46,5 @@ public struct StartLookups: Sendable {
     /// The latest run of each looked-up workflow id.
     public var latestRunsByWorkflowId: [String: RunRecord] = [:]
 
-    public init(runsByRequestId: [String: RunRecord] = [:], latestRunsByWorkflowId: [String: RunRecord] = [:]) {
-        self.runsByRequestId = runsByRequestId
-        self.latestRunsByWorkflowId = latestRunsByWorkflowId
-    }
+    public init() {}
 }

@@ -12,23 +12,12 @@ extension SQLiteHistoryStore {
         }
     }
 
-    static let latestRunQuery = "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"
-    static let runByRequestIdQuery = "SELECT * FROM runs WHERE request_id = ?"
-
     public func latestRun(workflowId: String) throws -> RunRecord? {
-        try wrap("read run") {
-            try pool.read { db in
-                try Row.fetchOne(db.cachedStatement(sql: Self.latestRunQuery), arguments: [workflowId]).map(Self.run)
-            }
-        }
+        try wrap("read run") { try pool.read { db in try Self.latestRun(workflowId: workflowId, in: db) } }
     }
 
     public func run(requestId: String) throws -> RunRecord? {
-        try wrap("read run") {
-            try pool.read { db in
-                try Row.fetchOne(db.cachedStatement(sql: Self.runByRequestIdQuery), arguments: [requestId]).map(Self.run)
-            }
-        }
+        try wrap("read run") { try pool.read { db in try Self.run(requestId: requestId, in: db) } }
     }
 
     public func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups {
@@ -36,21 +25,26 @@ extension SQLiteHistoryStore {
         return try wrap("read runs") {
             try pool.read { db in
                 var lookups = StartLookups()
-                let byRequestId = try db.cachedStatement(sql: Self.runByRequestIdQuery)
                 for requestId in requestIds {
-                    if let row = try Row.fetchOne(byRequestId, arguments: [requestId]) {
-                        lookups.runsByRequestId[requestId] = try Self.run(row)
-                    }
+                    lookups.runsByRequestId[requestId] = try Self.run(requestId: requestId, in: db)
                 }
-                let latest = try db.cachedStatement(sql: Self.latestRunQuery)
                 for workflowId in workflowIds {
-                    if let row = try Row.fetchOne(latest, arguments: [workflowId]) {
-                        lookups.latestRunsByWorkflowId[workflowId] = try Self.run(row)
-                    }
+                    lookups.latestRunsByWorkflowId[workflowId] = try Self.latestRun(workflowId: workflowId, in: db)
                 }
                 return lookups
             }
         }
+    }
+
+    private static func latestRun(workflowId: String, in db: Database) throws -> RunRecord? {
+        try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT * FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"),
+            arguments: [workflowId]
+        ).map(run)
+    }
+
+    private static func run(requestId: String, in db: Database) throws -> RunRecord? {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM runs WHERE request_id = ?"), arguments: [requestId]).map(run)
     }
 
     public func openRuns() throws -> [RunRecord] {

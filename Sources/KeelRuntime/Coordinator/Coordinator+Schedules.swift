@@ -180,7 +180,9 @@ extension Coordinator {
             requestId: spec.requestId(at: time))
         let firing: ScheduleFiring
         do {
-            let result = try start(request, byRequestId: &byRequestId, &work)
+            let committed = try store.startLookups(
+                requestIds: [request.requestId].compactMap { $0 }, workflowIds: [request.workflowId])
+            let result = try start(request, byRequestId: &byRequestId, committed: committed, &work)
             record.started += 1
             record.lastWorkflowId = result.workflowId
             firing = ScheduleFiring(
