@@ -229,7 +229,7 @@ public struct ProviderOutcome: Codable, Sendable, Hashable {
         self.limits = limits
     }
 
-    private static let triesKey = Data("\"tries\"".utf8)
+    private static let triesKey = Payload.quotedKey("tries")
 
     /// The outcomes an activity attempt event reports, in call order.
     public static func reported(by event: HistoryEvent) -> [ProviderOutcome] {
@@ -238,8 +238,8 @@ public struct ProviderOutcome: Codable, Sendable, Hashable {
 
     /// The `tries` of a JSON object payload, if it has them.
     public static func reported(in payload: Payload?) -> [ProviderOutcome] {
-        guard let data = payload?.data, data.range(of: triesKey) != nil else { return [] }
+        guard let payload, payload.mentions(triesKey) else { return [] }
         struct Carrier: Decodable { var tries: [ProviderOutcome]? }
-        return (try? JSONDecoder().decode(Carrier.self, from: data))?.tries ?? []
+        return (try? JSONDecoder().decode(Carrier.self, from: payload.data))?.tries ?? []
     }
 }

@@ -62,7 +62,7 @@ public struct Spend: Codable, Sendable, Hashable {
         case .workflowStarted:
             // Only a continued run carries spend: the others skip decoding their attributes
             // (1.8 % of the coordinator's CPU in `bench throughput`, one decode per start).
-            guard let attributes = event.attributes, attributes.data.range(of: carriedSpendKey) != nil else { return nil }
+            guard let attributes = event.attributes, attributes.mentions(carriedSpendKey) else { return nil }
             return (try? attributes.decode(WorkflowStartedAttributes.self))?.carriedSpend.flatMap { $0.isZero ? nil : $0 }
         case .childWorkflowCompleted, .childWorkflowFailed:
             return (try? event.attributes?.decode(ChildClosedAttributes.self))?.spend
@@ -71,13 +71,13 @@ public struct Spend: Codable, Sendable, Hashable {
         }
     }
 
-    private static let usageKey = Data("\"usage\"".utf8)
-    private static let carriedSpendKey = Data("\"carriedSpend\"".utf8)
+    private static let usageKey = Payload.quotedKey("usage")
+    private static let carriedSpendKey = Payload.quotedKey("carriedSpend")
 
     /// The `usage` object of a JSON object payload, if it has one.
     public static func reported(in payload: Payload) -> Spend? {
         // Most results carry no usage: skip the decode for them.
-        guard payload.data.range(of: usageKey) != nil else { return nil }
+        guard payload.mentions(usageKey) else { return nil }
         struct Carrier: Decodable { var usage: Spend? }
         guard let spend = (try? JSONDecoder().decode(Carrier.self, from: payload.data))?.usage, !spend.isZero
         else { return nil }
