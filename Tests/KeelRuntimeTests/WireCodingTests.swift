@@ -110,6 +110,16 @@ struct WireCodingTests {
         #expect(reason(#"{"input":nul}"#)?.contains("expected null") == true)
         #expect(reason(String(repeating: #"{"input":"#, count: 600))?.contains("nested more than 512 deep") == true)
         #expect(reason(String(repeating: "[", count: 100_000)) != nil)
+        // Text beyond ASCII is checked to be UTF-8, with or without an escape before it.
+        let accented = valid.replacingOccurrences(of: #""runId":"r""#, with: #""runId":"ré🚀""#)
+        #expect(try ActivityTask(wireBody: Data(accented.utf8)).runId == "ré🚀")
+        for prefix in [#"{"workflowId":"a"#, #"{"workflowId":"\n"#] {
+            let garbled = Data(prefix.utf8) + [0xC3, 0x28] + Data(#""}"#.utf8)
+            #expect(throws: WireError.self) { try ActivityTask(wireBody: garbled) }
+            do { _ = try ActivityTask(wireBody: garbled) } catch let error as WireError {
+                #expect(error.message.contains("a string is not valid UTF-8"))
+            }
+        }
     }
 
     @Test func noCutOrGarbledTaskBodyCrashesTheReaderOrIsTakenWhenItIsNotJSON() throws {
