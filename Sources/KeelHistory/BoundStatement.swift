@@ -35,59 +35,64 @@ struct BoundStatement {
         var index: Int32 = 0
         for value in repeat each values {
             index += 1
-            value.bind(to: sqlite, at: index)
+            let code = value.bind(to: sqlite, at: index)
+            guard code == SQLITE_OK else { throw failure(code) }
         }
         precondition(
             index == sqlite3_bind_parameter_count(sqlite),
             "\(index) values for the \(sqlite3_bind_parameter_count(sqlite)) parameters of \(statement.sql)")
         let code = sqlite3_step(sqlite)
-        guard code == SQLITE_DONE else {
-            throw DatabaseError(
-                resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)),
-                sql: statement.sql)
-        }
+        guard code == SQLITE_DONE else { throw failure(code) }
         return Int(sqlite3_changes(db.sqliteConnection))
+    }
+
+    private func failure(_ code: Int32) -> DatabaseError {
+        DatabaseError(
+            resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)),
+            sql: statement.sql)
     }
 }
 
-/// A value ``BoundStatement`` binds to a parameter.
+/// A value ``BoundStatement`` binds to a parameter; `bind` returns SQLite's result code.
 protocol SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32)
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32
 }
 
 /// SQLite copies what is bound before the bind call returns.
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
 extension String: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) {
-        let length = Int32(utf8.count)
-        withCString { text in _ = sqlite3_bind_text(statement, index, text, length, transient) }
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
+        let length = UInt64(utf8.count)
+        return withCString { text in sqlite3_bind_text64(statement, index, text, length, transient, UInt8(SQLITE_UTF8)) }
     }
 }
 
 extension Data: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) {
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
         withUnsafeBytes { bytes in
             // An empty blob is bound as one, not as NULL: SQLite needs a non-null pointer for that.
             let start = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)
-            _ = sqlite3_bind_blob(statement, index, start, Int32(bytes.count), transient)
+            return sqlite3_bind_blob64(statement, index, start, UInt64(bytes.count), transient)
         }
     }
 }
 
 extension Int64: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) { sqlite3_bind_int64(statement, index, self) }
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 { sqlite3_bind_int64(statement, index, self) }
 }
 
 extension Int: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) { sqlite3_bind_int64(statement, index, Int64(self)) }
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 { sqlite3_bind_int64(statement, index, Int64(self)) }
 }
 
 extension Double: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) { sqlite3_bind_double(statement, index, self) }
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 { sqlite3_bind_double(statement, index, self) }
 }
 
 extension Optional: SQLiteBindable where Wrapped: SQLiteBindable {
     /// Nil leaves the parameter NULL (the statement's bindings are cleared before each run).
-    func bind(to statement: OpaquePointer, at index: Int32) { self?.bind(to: statement, at: index) }
+    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
+        self?.bind(to: statement, at: index) ?? SQLITE_OK
+    }
 }

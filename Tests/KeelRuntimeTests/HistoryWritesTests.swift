@@ -1,7 +1,11 @@
 import Foundation
+import GRDB
+import GRDBSQLite
 import Keel
 import KeelTestKit
 import Testing
+
+@testable import KeelHistory
 
 /// What a commit writes reads back as it was: the store binds the rows every step writes through
 /// SQLite's C API (`BoundStatement`), and saves a run that only moved on with an update of those
@@ -88,5 +92,28 @@ struct HistoryWritesTests {
         batch.events = events.map { (runId: "run-1", event: $0) }
         try store.commit(batch)
         #expect(try store.events(runId: "run-1") == events)
+    }
+
+    @Test func aValueSQLiteRefusesOrARowItRefusesFailsWithItsCodeAndTheNextRowIsWritten() throws {
+        let queue = try DatabaseQueue()
+        try queue.write { db in
+            try db.execute(sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+            sqlite3_limit(db.sqliteConnection, SQLITE_LIMIT_LENGTH, 100)
+            let insert = BoundStatement(try db.cachedStatement(sql: "INSERT INTO notes (id, text) VALUES (?, ?)"), in: db)
+            // Refused when bound: longer than the connection's limit.
+            #expect {
+                try insert.run(1, String(repeating: "x", count: 200))
+            } throws: { error in
+                (error as? DatabaseError)?.resultCode == .SQLITE_TOOBIG
+            }
+            // Refused when run: NULL for a NOT NULL column.
+            #expect {
+                try insert.run(1, String?.none)
+            } throws: { error in
+                (error as? DatabaseError)?.resultCode == .SQLITE_CONSTRAINT
+            }
+            #expect(try insert.run(1, "é🚀") == 1)
+            #expect(try String.fetchAll(db, sql: "SELECT text FROM notes") == ["é🚀"])
+        }
     }
 }
