@@ -4,7 +4,6 @@ public protocol HistoryStore: Sendable {
     func commit(_ batch: StoreBatch) throws
     func run(runId: String) throws -> RunRecord?
     func latestRun(workflowId: String) throws -> RunRecord?
-    func run(requestId: String) throws -> RunRecord?
     /// What a batch of starts checks, in one read: the run each of `requestIds` started and the
     /// latest run of each of `workflowIds` (ids without one are absent).
     func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups

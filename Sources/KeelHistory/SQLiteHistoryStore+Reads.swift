@@ -16,19 +16,16 @@ extension SQLiteHistoryStore {
         try wrap("read run") { try pool.read { db in try Self.latestRun(workflowId: workflowId, in: db) } }
     }
 
-    public func run(requestId: String) throws -> RunRecord? {
-        try wrap("read run") { try pool.read { db in try Self.run(requestId: requestId, in: db) } }
-    }
-
     public func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups {
         guard !requestIds.isEmpty || !workflowIds.isEmpty else { return StartLookups() }
         return try wrap("read runs") {
             try pool.read { db in
                 var lookups = StartLookups()
-                for requestId in requestIds {
+                // A batch may name an id more than once: each is read once.
+                for requestId in Set(requestIds) {
                     lookups.runsByRequestId[requestId] = try Self.run(requestId: requestId, in: db)
                 }
-                for workflowId in workflowIds {
+                for workflowId in Set(workflowIds) {
                     lookups.latestRunsByWorkflowId[workflowId] = try Self.latestRun(workflowId: workflowId, in: db)
                 }
                 return lookups

@@ -37,7 +37,6 @@ public final class FaultInjectingStore: HistoryStore {
 
     public func run(runId: String) throws -> RunRecord? { try base.run(runId: runId) }
     public func latestRun(workflowId: String) throws -> RunRecord? { try base.latestRun(workflowId: workflowId) }
-    public func run(requestId: String) throws -> RunRecord? { try base.run(requestId: requestId) }
     public func startLookups(requestIds: [String], workflowIds: [String]) throws -> StartLookups {
         try base.startLookups(requestIds: requestIds, workflowIds: workflowIds)
     }
