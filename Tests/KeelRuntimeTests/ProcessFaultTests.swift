@@ -84,9 +84,16 @@ struct ProcessFaultTests {
         let attempts = deployment.executions.map(\.attempt)
         #expect(attempts == [1, 2])
         let events = try deployment.store().events(runId: run.runId)
-        let timedOut = try #require(events.first { $0.kind == .activityTimedOut })
-        #expect(timedOut.failure?.timeoutKind == .heartbeat)
-        #expect(timedOut.failure?.retryState == .willRetry)
+        // The first attempt is lost one of two ways, both retried: its heartbeats stop (its task
+        // was acknowledged once its `started` was confirmed), or, killed after the start was
+        // recorded but before that acknowledgement left, RabbitMQ delivers the task again to the
+        // new worker, which reports it (seen once in a loaded full-suite run).
+        let lost = try #require(
+            events.first {
+                $0.kind == .activityTimedOut || ($0.kind == .activityFailed && $0.failure?.type == "TaskRedelivered")
+            })
+        if lost.kind == .activityTimedOut { #expect(lost.failure?.timeoutKind == .heartbeat) }
+        #expect(lost.failure?.retryState == .willRetry)
         let workers = Set(events.filter { $0.kind == .activityStarted }.compactMap(\.name))
         #expect(workers.count == 2, "the retry ran on the other worker")
     }
