@@ -94,7 +94,10 @@ public final class InProcessWorkers: Sendable {
                 try await deliverReports(to: coordinator)
             }
             if try await coordinator.fireDueTimers() > 0 { progressed = true }
-            if !progressed { return }
+            if !progressed {
+                await coordinator.deleteConfirmedOutbox()
+                return
+            }
         }
     }
 

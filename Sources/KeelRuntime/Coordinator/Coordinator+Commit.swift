@@ -48,7 +48,16 @@ extension Coordinator {
             defer { changes.removeAll() }
             return changes
         }
-        try store.commit(work.batch)
+        let confirmed = takeConfirmedOutbox(keeping: work.batch.outbox)
+        work.batch.deletedOutbox += confirmed.deletedOutbox
+        work.batch.deletedDeadLetters += confirmed.deletedDeadLetters
+        do {
+            try store.commit(work.batch)
+        } catch {
+            restoreConfirmedOutbox(confirmed)
+            throw error
+        }
+        forgetPublished(confirmed)
         for record in work.closed where record.status != .continuedAsNew {
             for waiter in completionWaiters.removeValue(forKey: record.workflowId) ?? [] {
                 waiter.resume(returning: record)
@@ -110,19 +119,49 @@ extension Coordinator {
         }
     }
 
-    /// Deletes the outbox rows of what was published.
+    /// Leaves the outbox rows of what was published to be deleted with the next commit.
     func published(_ outgoing: Outgoing) -> Bool {
-        defer { publishing.subtract(outgoing.keys) }
-        var cleared = StoreBatch()
-        cleared.deletedOutbox = outgoing.tasks.map(\.attemptKey)
-        cleared.deletedDeadLetters = outgoing.deadLetters.map(\.id)
+        confirmedOutbox.deletedOutbox += outgoing.tasks.map(\.attemptKey)
+        confirmedOutbox.deletedDeadLetters += outgoing.deadLetters.map(\.id)
+        return true
+    }
+
+    /// Deletes the confirmed outbox rows no commit took along (the timers' loop calls it every
+    /// 50 ms at most, and shutdown).
+    public func deleteConfirmedOutbox() {
+        let confirmed = takeConfirmedOutbox(keeping: [])
+        guard !confirmed.deletedOutbox.isEmpty || !confirmed.deletedDeadLetters.isEmpty else { return }
         do {
-            try store.commit(cleared)
-            return true
+            try store.commit(confirmed)
+            forgetPublished(confirmed)
         } catch {
-            logger.warning("deleting the outbox rows of \(outgoing.keys.count) published message(s) failed: \(error)")
-            return false
+            restoreConfirmedOutbox(confirmed)
+            logger.warning(
+                "deleting the outbox rows of \(confirmed.deletedOutbox.count + confirmed.deletedDeadLetters.count) published message(s) failed: \(error)"
+            )
         }
+    }
+
+    /// The confirmed rows to delete now. A row the commit writes again (the same attempt sent
+    /// once more) is not: its new publish deletes it once confirmed.
+    private func takeConfirmedOutbox(keeping rewritten: [ActivityTask]) -> StoreBatch {
+        var confirmed = StoreBatch()
+        swap(&confirmed, &confirmedOutbox)
+        if !rewritten.isEmpty, !confirmed.deletedOutbox.isEmpty {
+            let keys = Set(rewritten.map(\.attemptKey))
+            confirmed.deletedOutbox.removeAll { keys.contains($0) }
+        }
+        return confirmed
+    }
+
+    private func restoreConfirmedOutbox(_ confirmed: StoreBatch) {
+        confirmedOutbox.deletedOutbox += confirmed.deletedOutbox
+        confirmedOutbox.deletedDeadLetters += confirmed.deletedDeadLetters
+    }
+
+    private func forgetPublished(_ deleted: StoreBatch) {
+        publishing.subtract(deleted.deletedOutbox)
+        publishing.subtract(deleted.deletedDeadLetters)
     }
 
     func unpublished(_ outgoing: Outgoing, _ error: any Error) {

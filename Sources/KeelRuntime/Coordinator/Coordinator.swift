@@ -33,6 +33,11 @@ public actor Coordinator {
     /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
     /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
     var publishing: Set<String> = []
+    /// Outbox rows whose messages RabbitMQ confirmed, deleted with the next commit (or by
+    /// ``deleteConfirmedOutbox()`` when none comes): a transaction of their own for every
+    /// publish wrote the outbox's pages to the log a second time. They stay in ``publishing``
+    /// until deleted.
+    var confirmedOutbox = StoreBatch()
     /// Runs found stalled by the last ``checkStalls(threshold:)``.
     var stalledRunIds: Set<String> = []
     /// Activity options as scheduled events record them: the runs of a pipeline share their
@@ -90,6 +95,7 @@ public actor Coordinator {
 
     /// Releases every in-memory run (their state is in the store). For shutdown and tests.
     public func shutdown() {
+        deleteConfirmedOutbox()
         for run in runs.values { guarded(run) { run.instance?.evict() } }
         runs.removeAll()
         openRunByWorkflowId.removeAll()

@@ -311,6 +311,7 @@ public final class CoordinatorService: Service {
             let fired = try await coordinator.fireDueTimers()
             try await coordinator.fireDueSchedules()
             try await coordinator.admitWaitingIfDue()
+            await coordinator.deleteConfirmedOutbox()
             if ContinuousClock.now - lastOutboxCheck > .seconds(1) {
                 lastOutboxCheck = ContinuousClock.now
                 do { try await coordinator.flushOutbox() } catch { logger.warning("outbox: \(error)") }
