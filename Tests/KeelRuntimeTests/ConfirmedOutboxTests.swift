@@ -6,15 +6,29 @@ import Synchronization
 import Testing
 
 /// The in-memory broker, turning publishes down while `refusing` is set (as a broker that
-/// dropped the connection would).
+/// dropped the connection would), and leaving their confirms to the test while `holding` is.
 private final class RefusingBroker: TaskPublisher {
     struct Refused: Error {}
     let broker = InMemoryBroker()
     let refusing = Mutex(false)
+    let holding = Mutex(false)
+    /// The confirmations of the publishes held, for the test to settle.
+    let held = Mutex([PublishConfirmation]())
 
     func publish(_ tasks: [ActivityTask]) async throws {
         if refusing.withLock({ $0 }) { throw Refused() }
         try await broker.publish(tasks)
+    }
+
+    func send(_ tasks: [ActivityTask]) async throws -> PublishConfirmation {
+        guard holding.withLock({ $0 }) else {
+            try await publish(tasks)
+            return PublishConfirmation(settled: nil)
+        }
+        try await broker.publish(tasks)
+        let confirmation = PublishConfirmation()
+        held.withLock { $0.append(confirmation) }
+        return confirmation
     }
 
     func deadLetter(_ entries: [DeadLetterEntry]) async throws { try await broker.deadLetter(entries) }
@@ -79,5 +93,51 @@ struct ConfirmedOutboxTests {
         #expect(copy.attemptKey == task.attemptKey && copy.republished == true)
         await coordinator.deleteConfirmedOutbox()
         #expect(try store.outbox(skipping: []).isEmpty)
+    }
+
+    /// The results loop leaves a publish's confirm to the publisher's thread (no task waits for
+    /// it): until it comes the row stays and is not published again; a confirm lets the next
+    /// commit delete it, a failure leaves it to the outbox's flush.
+    @Test func aPublishSettledInTheBackgroundIsTakenInByTheNextCommitOrFlush() async throws {
+        let task = try await startOneStep("background")
+        broker.holding.withLock { $0 = true }
+        func sendAgain() async throws -> PublishConfirmation {
+            let redelivered = ActivityRedelivered(
+                runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "w:1")
+            let (outgoing, applied) = try await coordinator.commit([.redelivered(redelivered)])
+            #expect(applied == [true])
+            let sending = await coordinator.send(outgoing)
+            #expect(sending.settleInBackground())
+            return try #require(broker.held.withLock { $0.last })
+        }
+
+        // Refused by the broker after the fact: the row stays and the flush publishes it.
+        let refused = try await sendAgain()
+        #expect(try await coordinator.flushOutbox() == 0, "not published again while in flight")
+        refused.settle(RefusingBroker.Refused())
+        await coordinator.deleteConfirmedOutbox()
+        #expect(try store.outbox(skipping: []).map(\.attemptKey) == [task.attemptKey])
+        broker.holding.withLock { $0 = false }
+        #expect(try await coordinator.flushOutbox() == 1)
+        await coordinator.deleteConfirmedOutbox()
+        #expect(try store.outbox(skipping: []).isEmpty)
+    }
+
+    @Test func aConfirmSettledInTheBackgroundLetsTheRowGo() async throws {
+        let task = try await startOneStep("confirmed")
+        await coordinator.deleteConfirmedOutbox()
+        broker.holding.withLock { $0 = true }
+        let redelivered = ActivityRedelivered(
+            runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: "w:1")
+        let (outgoing, _) = try await coordinator.commit([.redelivered(redelivered)])
+        let sending = await coordinator.send(outgoing)
+        #expect(sending.settleInBackground())
+        let confirmation = try #require(broker.held.withLock { $0.last })
+        await coordinator.deleteConfirmedOutbox()
+        #expect(try store.outbox(skipping: []).map(\.attemptKey) == [task.attemptKey], "kept until confirmed")
+        confirmation.settle(nil)
+        await coordinator.deleteConfirmedOutbox()
+        #expect(try store.outbox(skipping: []).isEmpty)
+        #expect(try await coordinator.flushOutbox() == 0)
     }
 }

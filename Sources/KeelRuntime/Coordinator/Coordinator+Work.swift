@@ -23,4 +23,12 @@ extension Coordinator {
         var cancels: [ActivityCancel] = []
         var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
     }
+
+    /// Publishes settled on the publisher's thread, for the actor to take in.
+    struct SettledPublishes: Sendable {
+        /// Attempt keys of confirmed tasks: their outbox rows can go.
+        var confirmed: [String] = []
+        /// Publishes that failed: their rows stay, for ``flushOutbox()``.
+        var failed: [(Outgoing, any Error)] = []
+    }
 }

@@ -38,6 +38,9 @@ public actor Coordinator {
     /// publish wrote the outbox's pages to the log a second time. They stay in ``publishing``
     /// until deleted.
     var confirmedOutbox = StoreBatch()
+    /// Publishes settled on the publisher's thread (``Sending/settleInBackground()``), taken in
+    /// by the next commit, outbox flush or timers' tick.
+    nonisolated let settledPublishes = Mutex(SettledPublishes())
     /// Runs found stalled by the last ``checkStalls(threshold:)``.
     var stalledRunIds: Set<String> = []
     /// Activity options as scheduled events record them: the runs of a pipeline share their

@@ -8,6 +8,9 @@ extension CoordinatorService {
     func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
         let limits = configuration.coordinator.limits
         let publishing = BoundedTasks(limit: 8)
+        // Publishes whose confirms the publisher's thread settles; at most 8 unconfirmed, as
+        // `publishing` bounds the rest, so that a broker that stops confirming stops this loop.
+        var unconfirmed: [PublishConfirmation] = []
         while let batch = await consumer.nextBatch() {
             var reports: [Coordinator.WorkerReport] = []
             // Claims are answered once committed: their message and their place in `reports`.
@@ -43,7 +46,14 @@ extension CoordinatorService {
                 // Lost with a broken connection, the worker asks again.
                 await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), from: coordinator, publisher)
             }
-            await publishing.add { _ = await sending.settle() }
+            if sending.settleInBackground() {
+                guard let confirmation = sending.tasks else { continue }
+                unconfirmed.removeAll { $0.isSettled }
+                unconfirmed.append(confirmation)
+                if unconfirmed.count > 8 { try? await unconfirmed.removeFirst().wait() }
+            } else {
+                await publishing.add { _ = await sending.settle() }
+            }
         }
         await publishing.finish()
     }
