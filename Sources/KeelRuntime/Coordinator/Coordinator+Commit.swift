@@ -9,7 +9,8 @@ extension Coordinator {
     /// publish). Returns how many.
     @discardableResult
     public func flushOutbox() async throws -> Int {
-        takeSettledPublishes()
+        // Failed publishes rejoin the outbox and confirmed rows go before it is read.
+        deleteConfirmedOutbox()
         let skip = publishing
         var stale = StoreBatch()
         // Those being published now are left alone (and not even decoded).
@@ -103,54 +104,51 @@ extension Coordinator {
         let tasks: PublishConfirmation?
         let coordinator: Coordinator
 
-        /// Leaves the tasks' outbox rows to the next commit once RabbitMQ confirmed them, without
-        /// a task waiting for the confirm (one less thread woken per publish). Returns false,
-        /// changing nothing, when there are dead letters to publish after the confirm: the
-        /// caller then uses ``settle()``.
+        /// Leaves the outcome to the next commit once RabbitMQ settled the tasks, without a task
+        /// waiting for the confirm (one less thread woken per publish). Returns false, changing
+        /// nothing, when there are dead letters to publish after the confirm: the caller then
+        /// uses ``settle()``.
         public func settleInBackground() -> Bool {
             guard outgoing.deadLetters.isEmpty else { return false }
-            guard let tasks else { return true }
-            tasks.onSettle { [outgoing, coordinator] error in
-                coordinator.settledPublishes.withLock { settled in
-                    if let error {
-                        settled.failed.append((outgoing, error))
-                    } else {
-                        settled.confirmed += outgoing.tasks.map(\.attemptKey)
-                    }
-                }
-            }
+            tasks?.onSettle { [outgoing, coordinator] error in coordinator.settled(outgoing, error) }
             return true
         }
 
-        /// Waits for the tasks' confirms, publishes the dead letters, then deletes those outbox
-        /// rows. Returns false if something could not be published: its rows stay, for
-        /// ``Coordinator/flushOutbox()``.
+        /// Waits for the tasks' confirms, publishes the dead letters, then leaves the outcome to
+        /// the next commit. Returns false if something could not be published: its rows stay,
+        /// for ``Coordinator/flushOutbox()``.
         public func settle() async -> Bool {
-            let (tasks, deadLetters) = (outgoing.tasks, outgoing.deadLetters)
-            guard !tasks.isEmpty || !deadLetters.isEmpty else { return true }
+            guard !outgoing.tasks.isEmpty || !outgoing.deadLetters.isEmpty else { return true }
+            var failure: (any Error)?
             do {
-                try await self.tasks?.wait()
-                if !deadLetters.isEmpty { try await coordinator.publisher.deadLetter(deadLetters) }
+                try await tasks?.wait()
+                if !outgoing.deadLetters.isEmpty { try await coordinator.publisher.deadLetter(outgoing.deadLetters) }
             } catch {
-                await coordinator.unpublished(outgoing, error)
-                return false
+                failure = error
             }
-            return await coordinator.published(outgoing)
+            coordinator.settled(outgoing, failure)
+            return failure == nil
         }
     }
 
-    /// Leaves the outbox rows of what was published to be deleted with the next commit.
-    func published(_ outgoing: Outgoing) -> Bool {
-        confirmedOutbox.deletedOutbox += outgoing.tasks.map(\.attemptKey)
-        confirmedOutbox.deletedDeadLetters += outgoing.deadLetters.map(\.id)
-        return true
+    /// Records how a publish ended, from any thread: a confirmed one's outbox rows go with the
+    /// next commit, a failed one's stay for ``flushOutbox()``.
+    nonisolated func settled(_ outgoing: Outgoing, _ error: (any Error)?) {
+        settledPublishes.withLock { settled in
+            if let error {
+                settled.failed.append((outgoing, error))
+            } else {
+                settled.confirmed.deletedOutbox += outgoing.tasks.map(\.attemptKey)
+                settled.confirmed.deletedDeadLetters += outgoing.deadLetters.map(\.id)
+            }
+        }
     }
 
     /// Deletes the confirmed outbox rows no commit took along (the timers' loop calls it every
     /// 50 ms at most, and shutdown).
     public func deleteConfirmedOutbox() {
         let confirmed = takeConfirmedOutbox(keeping: [])
-        guard !confirmed.deletedOutbox.isEmpty || !confirmed.deletedDeadLetters.isEmpty else { return }
+        guard !confirmed.isEmpty else { return }
         do {
             try store.commit(confirmed)
             forgetPublished(confirmed)
@@ -162,12 +160,16 @@ extension Coordinator {
         }
     }
 
-    /// The confirmed rows to delete now. A row the commit writes again (the same attempt sent
-    /// once more) is not: its new publish deletes it once confirmed.
+    /// Takes in the settled publishes: the failed ones rejoin the outbox, and the confirmed rows
+    /// are returned to be deleted now. A row the commit writes again (the same attempt sent once
+    /// more) is not: its new publish deletes it once confirmed.
     private func takeConfirmedOutbox(keeping rewritten: [ActivityTask]) -> StoreBatch {
-        takeSettledPublishes()
-        var confirmed = StoreBatch()
-        swap(&confirmed, &confirmedOutbox)
+        let settled = settledPublishes.withLock { settled in
+            defer { settled = SettledPublishes() }
+            return settled
+        }
+        for (outgoing, error) in settled.failed { unpublished(outgoing, error) }
+        var confirmed = settled.confirmed
         if !rewritten.isEmpty, !confirmed.deletedOutbox.isEmpty {
             let keys = Set(rewritten.map(\.attemptKey))
             confirmed.deletedOutbox.removeAll { keys.contains($0) }
@@ -175,19 +177,11 @@ extension Coordinator {
         return confirmed
     }
 
-    /// Takes in the publishes settled on the publisher's thread.
-    private func takeSettledPublishes() {
-        let settled = settledPublishes.withLock { settled in
-            defer { settled = SettledPublishes() }
-            return settled
-        }
-        confirmedOutbox.deletedOutbox += settled.confirmed
-        for (outgoing, error) in settled.failed { unpublished(outgoing, error) }
-    }
-
     private func restoreConfirmedOutbox(_ confirmed: StoreBatch) {
-        confirmedOutbox.deletedOutbox += confirmed.deletedOutbox
-        confirmedOutbox.deletedDeadLetters += confirmed.deletedDeadLetters
+        settledPublishes.withLock { settled in
+            settled.confirmed.deletedOutbox += confirmed.deletedOutbox
+            settled.confirmed.deletedDeadLetters += confirmed.deletedDeadLetters
+        }
     }
 
     private func forgetPublished(_ deleted: StoreBatch) {

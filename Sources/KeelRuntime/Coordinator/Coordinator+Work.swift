@@ -24,10 +24,10 @@ extension Coordinator {
         var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
     }
 
-    /// Publishes settled on the publisher's thread, for the actor to take in.
+    /// Publishes settled, for the actor to take in.
     struct SettledPublishes: Sendable {
-        /// Attempt keys of confirmed tasks: their outbox rows can go.
-        var confirmed: [String] = []
+        /// The outbox rows of confirmed messages, to delete.
+        var confirmed = StoreBatch()
         /// Publishes that failed: their rows stay, for ``flushOutbox()``.
         var failed: [(Outgoing, any Error)] = []
     }

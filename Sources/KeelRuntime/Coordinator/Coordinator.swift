@@ -33,13 +33,10 @@ public actor Coordinator {
     /// Outbox rows (attempt keys, dead-letter ids) being published right now. A publish suspends
     /// the actor; ``flushOutbox()`` running meanwhile must not publish them a second time.
     var publishing: Set<String> = []
-    /// Outbox rows whose messages RabbitMQ confirmed, deleted with the next commit (or by
-    /// ``deleteConfirmedOutbox()`` when none comes): a transaction of their own for every
-    /// publish wrote the outbox's pages to the log a second time. They stay in ``publishing``
-    /// until deleted.
-    var confirmedOutbox = StoreBatch()
-    /// Publishes settled on the publisher's thread (``Sending/settleInBackground()``), taken in
-    /// by the next commit, outbox flush or timers' tick.
+    /// Publishes settled, from any thread (``settled(_:_:)``), not yet taken in: confirmed
+    /// outbox rows are deleted with the next commit (or by ``deleteConfirmedOutbox()`` when none
+    /// comes), since a transaction of their own for every publish wrote the outbox's pages to the
+    /// log a second time. Their keys stay in ``publishing`` until then.
     nonisolated let settledPublishes = Mutex(SettledPublishes())
     /// Runs found stalled by the last ``checkStalls(threshold:)``.
     var stalledRunIds: Set<String> = []
