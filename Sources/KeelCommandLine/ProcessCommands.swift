@@ -151,7 +151,7 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker", abstract: "Serve one task queue. Stops taking tasks on SIGTERM and lets running ones finish.")
     @OptionGroup var broker: BrokerOptions
     @Option(help: "Task queue to serve (default: $KEEL_QUEUE or default).") var queue: String?
-    @Option(help: "Activities run at once, and the prefetch (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
+    @Option(help: "Activities run at once; the prefetch is one more (default: $KEEL_CONCURRENCY or 4).") var concurrency: Int?
     @OptionGroup var llm: LLMConfigOptions
     @Option(
         help:

@@ -10,6 +10,8 @@ import Synchronization
 /// confirm of its own attempt's `started`.
 final class ReportSender: Sendable {
     private struct Item: Sendable {
+        /// Its place in the order of ``send(_:workflowId:written:settled:)`` calls.
+        var number: UInt64
         var report: WorkerReport
         /// ``Topology/reportRoute(workflowId:)`` of the report's workflow.
         var route: Route
@@ -19,16 +21,27 @@ final class ReportSender: Sendable {
 
     private let publisher: AMQPPublisher
     private let window = 2
-    private let state = Mutex((waiting: [Item](), inFlight: 0))
+    private struct State {
+        var waiting: [Item] = []
+        var inFlight = 0
+        /// Reports sent so far, and those of them not settled yet.
+        var sent: UInt64 = 0
+        var unsettled: Set<UInt64> = []
+        /// ``settledSoFar()`` callers: each waits for the reports up to its number.
+        var waiters: [(through: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+    private let state = Mutex(State())
 
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
-    /// Returns once the report is confirmed by the broker.
-    func send(_ report: WorkerReport, workflowId: String) async throws {
+    /// Returns once the report is confirmed by the broker. `queued` is called once the report
+    /// is in line, so that ``settledSoFar()`` waits for it from then on.
+    func send(_ report: WorkerReport, workflowId: String, queued: (@Sendable () -> Void)? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             send(report, workflowId: workflowId) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
             }
+            queued?()
         }
     }
 
@@ -41,7 +54,9 @@ final class ReportSender: Sendable {
     ) {
         let route = publisher.topology.reportRoute(workflowId: workflowId)
         let batch = state.withLock { state -> [Item] in
-            state.waiting.append(Item(report: report, route: route, written: written, settled: settled))
+            state.sent += 1
+            state.unsettled.insert(state.sent)
+            state.waiting.append(Item(number: state.sent, report: report, route: route, written: written, settled: settled))
             guard state.inFlight < window else { return [] }
             state.inFlight += 1
             defer { state.waiting.removeAll() }
@@ -60,6 +75,7 @@ final class ReportSender: Sendable {
             }
         } catch {
             for item in batch { item.settled(error) }
+            settle(batch)
             return next()
         }
         publisher.publish(
@@ -67,8 +83,34 @@ final class ReportSender: Sendable {
             written: { for item in batch { item.written?() } },
             settled: { [self] error in
                 for item in batch { item.settled(error) }
+                settle(batch)
                 next()
             })
+    }
+
+    /// Returns once every report sent before this call is confirmed or failed. A claim waits for
+    /// it: a claim goes on a connection of its own, and without the wait it could reach the
+    /// coordinator ahead of this worker's result for another copy of the same attempt.
+    func settledSoFar() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                guard !state.unsettled.isEmpty else { return true }
+                state.waiters.append((state.sent, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    private func settle(_ batch: [Item]) {
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            for item in batch { state.unsettled.remove(item.number) }
+            let oldest = state.unsettled.min() ?? .max
+            let ready = state.waiters.filter { $0.through < oldest }
+            state.waiters.removeAll { $0.through < oldest }
+            return ready.map(\.continuation)
+        }
+        for continuation in ready { continuation.resume() }
     }
 
     private func next() {

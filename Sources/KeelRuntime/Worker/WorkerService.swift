@@ -90,8 +90,11 @@ public final class WorkerService: Service {
         let inFlight = InProgress()
         let slots = ActivitySlots(configuration.concurrency)
         // Each delivery's task is started on the consumer's thread, not by a loop over batches.
+        // One delivery more than the slots: a short activity's task stays unacknowledged until
+        // its result is confirmed, and with the prefetch at the concurrency the next task waited
+        // in RabbitMQ for that acknowledgement, one step at a time.
         let consumer = AMQPConsumer(
-            url: configuration.url, queue: queueName, prefetch: configuration.concurrency, logger: logger,
+            url: configuration.url, queue: queueName, prefetch: configuration.concurrency + 1, logger: logger,
             declare: { connection in
                 try topology.declare(on: connection)
                 try topology.declareTaskQueue(taskQueue, on: connection)
@@ -101,11 +104,11 @@ public final class WorkerService: Service {
                 attempts.handle { cancellation in
                     // Deliveries beyond the free slots wait here unacknowledged (the prefetch
                     // window keeps them few); RabbitMQ redelivers them if this worker stops.
-                    await slots.acquire()
+                    let slot = await slots.acquire()
                     if !self.isStopped {
-                        await self.handle(delivery, cancellation, consumer, publisher, reports, queueName)
+                        await self.handle(delivery, slot, cancellation, consumer, publisher, reports, queueName)
                     }
-                    slots.release()
+                    slot.release()
                     inFlight.leave()
                 }
             })
@@ -169,8 +172,10 @@ public final class WorkerService: Service {
         }
     }
 
+    /// Handles one delivery in `slot`, which it gives back once the activity's result is in line.
     private func handle(
-        _ delivery: AMQPConsumer.Delivery, _ cancellation: AttemptCancellation, _ consumer: AMQPConsumer,
+        _ delivery: AMQPConsumer.Delivery, _ slot: ActivitySlots.Slot, _ cancellation: AttemptCancellation,
+        _ consumer: AMQPConsumer,
         _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String
     ) async {
         let message = delivery.message
@@ -192,6 +197,9 @@ public final class WorkerService: Service {
             await reportRedelivery(redelivered, delivery, consumer, reports)
             return
         case .claim(let claimed):
+            // The result of a copy this worker ran is in the coordinator's queue before the claim
+            // of another copy (slots are freed before results are confirmed).
+            await reports.settledSoFar()
             switch TaskAdmission.afterClaim(await claim(claimed)) {
             case .run:
                 task = claimed
@@ -294,7 +302,9 @@ public final class WorkerService: Service {
         var delay = 0.5
         while true {
             do {
-                try await reports.send(.result(result), workflowId: task.workflowId)
+                // The slot goes back once the result is in line: the next task may run while it
+                // is confirmed.
+                try await reports.send(.result(result), workflowId: task.workflowId, queued: { slot.release() })
                 // Done once the task's acknowledgement is queued: a stopping worker closes its
                 // connection only after that.
                 if resultStandsForStart {

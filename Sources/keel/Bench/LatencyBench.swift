@@ -100,7 +100,7 @@ struct BenchDeployment {
 /// `--workers` and `--concurrency` of the benches that run several workers.
 struct BenchWorkerOptions: ParsableArguments {
     @Option(help: "Worker processes.") var workers = 2
-    @Option(help: "Activities each worker runs at once (its prefetch).") var concurrency = 64
+    @Option(help: "Activities each worker runs at once (its prefetch is one more).") var concurrency = 64
 }
 
 /// `count` starts of `bench-sequential` with `steps` no-op steps, ids `<prefix>-<n>` (also the request ids).
