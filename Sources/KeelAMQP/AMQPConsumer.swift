@@ -29,8 +29,11 @@ public final class AMQPConsumer: @unchecked Sendable {
     private let maxBatch: Int
     /// Given each delivery on the consuming thread instead of ``nextBatch()``.
     private let handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
-    /// Written when there is something to settle; the thread polls it with the socket.
+    /// Written when there is something to settle or a job to run; the thread polls it with the
+    /// socket.
     private let wakeup = Wakeup()
+    /// Runs jobs of tasks that prefer it on this consumer's thread (nil unless asked for).
+    public let executor: ConsumerThreadExecutor?
     private let buffer = Mutex(
         (
             deliveries: [Delivery](), waiter: CheckedContinuation<[Delivery]?, Never>?.none, finished: false, delivering: true
@@ -46,13 +49,15 @@ public final class AMQPConsumer: @unchecked Sendable {
     /// Whether the broker registered this consumer once (nil until then), and who waits for it.
     private let registered = Mutex((outcome: Bool?.none, waiters: [CheckedContinuation<Bool, Never>]()))
 
+    /// With `runsTasks`, ``executor`` runs the jobs of tasks that prefer it on this consumer's
+    /// thread: a loop over ``nextBatch()`` there is resumed without a hand-over between threads.
     public convenience init(
         url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int = 1, logger: Logger = Logger(label: "keel.amqp"),
-        declare: @escaping @Sendable (AMQPConnection) throws -> Void
+        runsTasks: Bool = false, declare: @escaping @Sendable (AMQPConnection) throws -> Void
     ) {
         self.init(
-            url: url, queue: queue, prefetch: prefetch, maxBatch: maxBatch, logger: logger, declare: declare,
-            handler: Optional<@Sendable (AMQPConsumer, Delivery) -> Void>.none)
+            url: url, queue: queue, prefetch: prefetch, maxBatch: maxBatch, logger: logger, runsTasks: runsTasks,
+            declare: declare, handler: Optional<@Sendable (AMQPConsumer, Delivery) -> Void>.none)
     }
 
     /// A consumer that gives each delivery to `handler` on its thread, as it arrives, until
@@ -66,12 +71,12 @@ public final class AMQPConsumer: @unchecked Sendable {
         handler: @escaping @Sendable (AMQPConsumer, Delivery) -> Void
     ) {
         self.init(
-            url: url, queue: queue, prefetch: prefetch, maxBatch: prefetch, logger: logger, declare: declare,
-            handler: Optional(handler))
+            url: url, queue: queue, prefetch: prefetch, maxBatch: prefetch, logger: logger, runsTasks: false,
+            declare: declare, handler: Optional(handler))
     }
 
     private init(
-        url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int, logger: Logger,
+        url: AMQPURL, queue: String, prefetch: Int, maxBatch: Int, logger: Logger, runsTasks: Bool,
         declare: @escaping @Sendable (AMQPConnection) throws -> Void,
         handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
     ) {
@@ -82,6 +87,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         self.declare = declare
         self.logger = logger
         self.handler = handler
+        executor = runsTasks ? ConsumerThreadExecutor(wakeup: wakeup) : nil
     }
 
     /// Starts the consuming thread.
@@ -261,6 +267,7 @@ public final class AMQPConsumer: @unchecked Sendable {
     }
 
     private func loop() {
+        executor?.adopt()
         var backoff = 0.2
         while !state.withLock({ $0.stopped }) {
             do {
@@ -284,6 +291,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
                 while !state.withLock({ $0.stopped }) {
+                    executor?.runPending()
                     let (batch, buffered) = try line.withLock { () throws -> ([Delivery], Bool) in
                         if let error = broken { throw error }
                         try settle(takePending(generation), on: connection)
@@ -315,10 +323,21 @@ public final class AMQPConsumer: @unchecked Sendable {
                 state.withLock { $0.connected = false }
                 if state.withLock({ $0.stopped }) { break }
                 logger.warning("consumer of \(queue): \(error); reconnecting in \(backoff) s")
-                Thread.sleep(forTimeInterval: backoff)
+                pause(backoff)
                 backoff = min(backoff * 2, 10)
             }
         }
         finish()
+        executor?.close()
+    }
+
+    /// Waits `seconds` before connecting again, running jobs meanwhile.
+    private func pause(_ seconds: Double) {
+        let until = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < until, !state.withLock({ $0.stopped }) {
+            executor?.runPending()
+            let left = ContinuousClock.now.duration(to: until).components
+            wakeup.sleep(socket: nil, timeout: Double(left.seconds) + Double(left.attoseconds) * 1e-18)
+        }
     }
 }

@@ -200,13 +200,15 @@ public final class CoordinatorService: Service {
         let declare: @Sendable (AMQPConnection) throws -> Void = { try topology.declare(on: $0) }
         let jobs = AMQPConsumer(
             url: configuration.url, queue: topology.jobsQueue, prefetch: 512, maxBatch: 256, logger: logger, declare: declare)
+        // The results loop runs on its consumer's thread: each batch without a wake-up of another.
         let results = AMQPConsumer(
-            url: configuration.url, queue: topology.resultsQueue, prefetch: 1024, maxBatch: 512, logger: logger, declare: declare)
+            url: configuration.url, queue: topology.resultsQueue, prefetch: 1024, maxBatch: 512, logger: logger,
+            runsTasks: true, declare: declare)
         jobs.start()
         results.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.serveJobs(jobs, coordinator, publisher) }
-            group.addTask { try await self.serveResults(results, coordinator, publisher) }
+            group.addTask(executorPreference: results.executor) { try await self.serveResults(results, coordinator, publisher) }
             group.addTask { try await self.runTimers(coordinator, lease) }
             group.addTask { try await self.watchStalls(coordinator, lease) }
             group.addTask {
