@@ -5,13 +5,16 @@ import Logging
 
 // The worker-reports queue: every batch of reports applied in one transaction, claims answered.
 extension CoordinatorService {
+    /// The most reports a batch may have to be applied on the results consumer's thread.
+    static let batchAppliedOnTheConsumersThread = 16
+
     func serveResults(_ consumer: AMQPConsumer, _ coordinator: Coordinator, _ publisher: AMQPPublisher) async throws {
         let limits = configuration.coordinator.limits
         let publishing = BoundedTasks(limit: 8)
         // Publishes whose confirms the publisher's thread settles; at most 8 unconfirmed, as
         // `publishing` bounds the rest, so that a broker that stops confirming stops this loop.
         var unconfirmed: [PublishConfirmation] = []
-        while let batch = await consumer.nextBatch() {
+        func apply(_ batch: [AMQPConsumer.Delivery]) async throws {
             var reports: [Coordinator.WorkerReport] = []
             // Claims are answered once committed: their message and their place in `reports`.
             var claims: [(message: AMQPDelivery, index: Int)] = []
@@ -47,12 +50,22 @@ extension CoordinatorService {
                 await reply(to: claim.message, with: JobReply(ok: applied[claim.index]), from: coordinator, publisher)
             }
             if sending.settleInBackground() {
-                guard let confirmation = sending.tasks else { continue }
+                guard let confirmation = sending.tasks else { return }
                 unconfirmed.removeAll { $0.isSettled }
                 unconfirmed.append(confirmation)
                 if unconfirmed.count > 8 { try? await unconfirmed.removeFirst().wait() }
             } else {
                 await publishing.add { _ = await sending.settle() }
+            }
+        }
+        while let batch = await consumer.nextBatch() {
+            // A small batch is applied on the consumer's thread (this loop's executor): one step
+            // at a time, no other thread is woken. A large one goes to Swift's pool, so that the
+            // consumer's thread reads the next batch meanwhile.
+            if batch.count > Self.batchAppliedOnTheConsumersThread {
+                try await withTaskExecutorPreference(globalConcurrentExecutor) { try await apply(batch) }
+            } else {
+                try await apply(batch)
             }
         }
         await publishing.finish()
