@@ -105,11 +105,13 @@ public final class WorkerService: Service {
                     // Deliveries beyond the free slots wait here unacknowledged (the prefetch
                     // window keeps them few); RabbitMQ redelivers them if this worker stops.
                     let slot = await slots.acquire()
+                    var endsLater = false
                     if !self.isStopped {
-                        await self.handle(delivery, slot, cancellation, consumer, publisher, reports, queueName)
+                        endsLater = await self.handle(
+                            delivery, slot, cancellation, consumer, publisher, reports, queueName, done: { inFlight.leave() })
                     }
                     slot.release()
-                    inFlight.leave()
+                    if !endsLater { inFlight.leave() }
                 }
             })
         let endedOnItsOwn = Mutex(false)
@@ -173,17 +175,18 @@ public final class WorkerService: Service {
     }
 
     /// Handles one delivery in `slot`, which it gives back once the activity's result is in line.
+    /// Returns true when the delivery ends later, on the publishing thread, which then calls `done`.
     private func handle(
         _ delivery: AMQPConsumer.Delivery, _ slot: ActivitySlots.Slot, _ cancellation: AttemptCancellation,
         _ consumer: AMQPConsumer,
-        _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String
-    ) async {
+        _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String, done: @escaping @Sendable () -> Void
+    ) async -> Bool {
         let message = delivery.message
         let task: ActivityTask
         switch admission.decide(message) {
         case .deadLetter(let reason):
             await deadLetter(delivery, queueName, reason, publisher, consumer)
-            return
+            return false
         case .failUnknownActivity(let unknown, let failure):
             try? await reports.send(
                 .result(
@@ -192,10 +195,10 @@ public final class WorkerService: Service {
                         worker: configuration.identity,
                         outcome: .failed(failure))), workflowId: unknown.workflowId)
             await deadLetter(delivery, queueName, failure.description, publisher, consumer)
-            return
+            return false
         case .reportRedelivered(let redelivered):
             await reportRedelivery(redelivered, delivery, consumer, reports)
-            return
+            return false
         case .claim(let claimed):
             // The result of a copy this worker ran is in the coordinator's queue before the claim
             // of another copy (slots are freed before results are confirmed).
@@ -209,16 +212,16 @@ public final class WorkerService: Service {
                 logger.info(
                     "task \(claimed.attemptKey) not run: the coordinator refused its claim (another worker started the attempt, its run or activity ended while it waited, or its provider has no room left and the attempt waits in the coordinator again)"
                 )
-                return
+                return false
             case .leave:
-                return
+                return false
             }
         case .run(let admitted):
             task = admitted
         }
         // A delivery whose connection is already gone comes back (redelivered): reporting its
         // start now would cost its attempt for nothing (seen after broker restarts).
-        guard stillCurrent(task, delivery, consumer) else { return }
+        guard stillCurrent(task, delivery, consumer) else { return false }
         let start = StartedReport()
         let startedAt = Date()
         let identity = configuration.identity
@@ -250,10 +253,10 @@ public final class WorkerService: Service {
                 // Never sent: not acknowledged either, so RabbitMQ delivers the task again.
                 let error = await start.confirmed().map { "\($0)" } ?? "unknown error"
                 logger.error("could not report the start of \(task.attemptKey): \(error)")
-                return
+                return false
             }
             // The acknowledgement must be able to follow on the connection that delivered the task.
-            guard stillCurrent(task, delivery, consumer) else { return }
+            guard stillCurrent(task, delivery, consumer) else { return false }
         }
         // Reports the start of an activity that outlives the delay.
         let startLater = holdsBackStart ? delayedStarts.schedule { _ = reportStart() } : nil
@@ -299,12 +302,47 @@ public final class WorkerService: Service {
             outcome: outcome)
         // The coordinator would turn it into this failure anyway; sending the bytes helps nobody.
         if let failure = admission.limits.oversizedResult(result) { result.outcome = .failed(failure) }
+        guard resultStandsForStart else {
+            await sendResult(result, after: nil, task, delivery, consumer, reports, start, resultStandsForStart: false)
+            return false
+        }
+        // The usual end of a short activity: its task is acknowledged from the publishing thread
+        // once the result is confirmed, and the delivery ends there, without waking a thread of
+        // Swift's pool for the confirm. A stopping worker closes its connection only after `done`.
+        reports.send(.result(result), workflowId: task.workflowId) { [self, result] error in
+            guard let error else {
+                consumer.ack(delivery)
+                return done()
+            }
+            Task {
+                await sendResult(result, after: error, task, delivery, consumer, reports, start, resultStandsForStart: true)
+                done()
+            }
+        }
+        // Once the result is in line: the next task may run while it is confirmed.
+        slot.release()
+        return true
+    }
+
+    /// Sends the result until it is confirmed (or the worker stops), then acknowledges the task
+    /// if the result stands for its start; `after` is why an earlier try failed.
+    private func sendResult(
+        _ result: ActivityResult, after failure: (any Error)?, _ task: ActivityTask, _ delivery: AMQPConsumer.Delivery,
+        _ consumer: AMQPConsumer, _ reports: ReportSender, _ start: StartedReport, resultStandsForStart: Bool
+    ) async {
         var delay = 0.5
+        var failure = failure
         while true {
+            if let error = failure {
+                // The coordinator times the attempt out if this never gets through.
+                logger.error("could not report the result of \(task.attemptKey): \(error); retrying in \(delay) s")
+                if isStopped { return }
+                // Not Task.sleep: a cancelled or timed-out attempt leaves this task cancelled.
+                await Alarms.shared.sleep(for: .seconds(double: delay))
+                delay = min(delay * 2, 30)
+            }
             do {
-                // The slot goes back once the result is in line: the next task may run while it
-                // is confirmed.
-                try await reports.send(.result(result), workflowId: task.workflowId, queued: { slot.release() })
+                try await reports.send(.result(result), workflowId: task.workflowId)
                 // Done once the task's acknowledgement is queued: a stopping worker closes its
                 // connection only after that.
                 if resultStandsForStart {
@@ -315,12 +353,7 @@ public final class WorkerService: Service {
                 }
                 return
             } catch {
-                // The coordinator times the attempt out if this never gets through.
-                logger.error("could not report the result of \(task.attemptKey): \(error); retrying in \(delay) s")
-                if isStopped { return }
-                // Not Task.sleep: a cancelled or timed-out attempt leaves this task cancelled.
-                await Alarms.shared.sleep(for: .seconds(double: delay))
-                delay = min(delay * 2, 30)
+                failure = error
             }
         }
     }
