@@ -1,9 +1,10 @@
 import Synchronization
 
 /// The worker's concurrency limit: at most `count` activities run at once. A slot is taken
-/// before a delivery is handled and given back as soon as its activity's result is in line to be
-/// sent, not once it is confirmed, so that the next task starts while RabbitMQ still persists the
-/// last result. Tasks are acknowledged when their start or result is confirmed (so a long activity
+/// before a delivery is handled. A short activity (its result stands for its start) gives it back
+/// as soon as its result is in line to be sent, not once it is confirmed, so that the next task
+/// starts while RabbitMQ still persists the last result; a longer one once its result is
+/// confirmed. Tasks are acknowledged when their start or result is confirmed (so a long activity
 /// never holds a delivery into RabbitMQ's consumer_timeout), which frees the prefetch window; the
 /// slots are what keep a worker from running more than `count` at once.
 final class ActivitySlots: Sendable {

@@ -34,14 +34,12 @@ final class ReportSender: Sendable {
 
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
-    /// Returns once the report is confirmed by the broker. `queued` is called once the report
-    /// is in line, so that ``settledSoFar()`` waits for it from then on.
-    func send(_ report: WorkerReport, workflowId: String, queued: (@Sendable () -> Void)? = nil) async throws {
+    /// Returns once the report is confirmed by the broker.
+    func send(_ report: WorkerReport, workflowId: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             send(report, workflowId: workflowId) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
             }
-            queued?()
         }
     }
 

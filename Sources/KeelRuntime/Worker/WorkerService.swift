@@ -174,8 +174,9 @@ public final class WorkerService: Service {
         }
     }
 
-    /// Handles one delivery in `slot`, which it gives back once the activity's result is in line.
-    /// Returns true when the delivery ends later, on the publishing thread, which then calls `done`.
+    /// Handles one delivery in `slot`. Returns true when the delivery ends later, on the publishing
+    /// thread, which then calls `done`: a short activity's, whose slot goes back once its result is
+    /// in line.
     private func handle(
         _ delivery: AMQPConsumer.Delivery, _ slot: ActivitySlots.Slot, _ cancellation: AttemptCancellation,
         _ consumer: AMQPConsumer,
