@@ -333,11 +333,10 @@ public final class AMQPConsumer: @unchecked Sendable {
 
     /// Waits `seconds` before connecting again, running jobs meanwhile.
     private func pause(_ seconds: Double) {
-        let until = ContinuousClock.now + .seconds(seconds)
-        while ContinuousClock.now < until, !state.withLock({ $0.stopped }) {
+        let until = Date().addingTimeInterval(seconds)
+        while until.timeIntervalSinceNow > 0, !state.withLock({ $0.stopped }) {
             executor?.runPending()
-            let left = ContinuousClock.now.duration(to: until).components
-            wakeup.sleep(socket: nil, timeout: Double(left.seconds) + Double(left.attoseconds) * 1e-18)
+            wakeup.sleep(socket: nil, timeout: until.timeIntervalSinceNow)
         }
     }
 }

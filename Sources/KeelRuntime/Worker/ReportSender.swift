@@ -72,16 +72,14 @@ final class ReportSender: Sendable {
                 try WorkerReport.message(for: items.map(\.report), route: route)
             }
         } catch {
-            for item in batch { item.settled(error) }
-            settle(batch)
+            finish(batch, error)
             return next()
         }
         publisher.publish(
             messages,
             written: { for item in batch { item.written?() } },
             settled: { [self] error in
-                for item in batch { item.settled(error) }
-                settle(batch)
+                finish(batch, error)
                 next()
             })
     }
@@ -100,9 +98,14 @@ final class ReportSender: Sendable {
         }
     }
 
-    private func settle(_ batch: [Item]) {
+    /// Settles `batch` (nil: confirmed), then resumes the ``settledSoFar()`` callers that waited
+    /// for nothing later.
+    private func finish(_ batch: [Item], _ error: (any Error)?) {
+        for item in batch { item.settled(error) }
         let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             for item in batch { state.unsettled.remove(item.number) }
+            // Claims are rare: most settlements have nobody to look for.
+            guard !state.waiters.isEmpty else { return [] }
             let oldest = state.unsettled.min() ?? .max
             let ready = state.waiters.filter { $0.through < oldest }
             state.waiters.removeAll { $0.through < oldest }
