@@ -101,10 +101,12 @@ public final class WorkerService: Service {
             },
             handler: { [self] consumer, delivery in
                 inFlight.enter()
+                // In line for a slot in the order of the deliveries.
+                let turn = slots.reserve()
                 attempts.handle { cancellation in
                     // Deliveries beyond the free slots wait here unacknowledged (the prefetch
                     // window keeps them few); RabbitMQ redelivers them if this worker stops.
-                    let slot = await slots.acquire()
+                    let slot = await turn.slot()
                     var endsLater = false
                     if !self.isStopped {
                         endsLater = await self.handle(
