@@ -46,10 +46,10 @@ extension SQLiteHistoryStore {
     /// latest.
     func checkFence(_ db: Database) throws {
         guard let mine = fence.withLock({ $0 }) else { return }
-        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT epoch, holder FROM coordinator_epoch WHERE id = 1"))
-        let current: Int64 = row?["epoch"] ?? 0
+        // Read without GRDB's row decoding: this runs in every commit.
+        let current = try Int64.fetchOne(db.cachedStatement(sql: "SELECT epoch FROM coordinator_epoch WHERE id = 1")) ?? 0
         guard current != mine else { return }
-        let holder: String = row?["holder"] ?? "?"
+        let holder = try String.fetchOne(db.cachedStatement(sql: "SELECT holder FROM coordinator_epoch WHERE id = 1")) ?? "?"
         throw StoreError(
             message:
                 "history database \(path): another coordinator (\(holder)) took it over with epoch \(current); this one, epoch \(mine), writes nothing more",

@@ -94,6 +94,31 @@ struct HistoryWritesTests {
         #expect(try store.events(runId: "run-1") == events)
     }
 
+    /// The store runs BEGIN and COMMIT itself (cached statements): a commit that fails after it
+    /// wrote rows must roll them back and leave no transaction open for the next one.
+    @Test func aCommitThatFailsPartWayWritesNothingAndTheNextCommitGoesThrough() throws {
+        let store = try store()
+        let run = RunRecord(
+            workflowId: "order-8", runId: "run-8", workflowType: "orders", status: .running, input: .null,
+            requestId: nil, createdAt: Date(timeIntervalSince1970: 1_800_000_000), randomSeed: 8,
+            options: WorkflowOptions(), executionDeadline: nil)
+        let started = HistoryEvent(id: 1, time: Date(timeIntervalSince1970: 1_800_000_000), kind: .workflowStarted)
+        var failing = StoreBatch()
+        failing.runs = [run]
+        // The run's row and the first event are written before the second event's key clashes.
+        failing.events = [(runId: "run-8", event: started), (runId: "run-8", event: started)]
+        #expect(throws: StoreError.self) { try store.commit(failing) }
+        #expect(try store.run(runId: "run-8") == nil)
+        #expect(try store.events(runId: "run-8").isEmpty)
+
+        var batch = StoreBatch()
+        batch.runs = [run]
+        batch.events = [(runId: "run-8", event: started)]
+        try store.commit(batch)
+        #expect(try store.run(runId: "run-8") == run)
+        #expect(try store.events(runId: "run-8") == [started])
+    }
+
     @Test func aValueSQLiteRefusesOrARowItRefusesFailsWithItsCodeAndTheNextRowIsWritten() throws {
         let queue = try DatabaseQueue()
         try queue.write { db in
