@@ -23,10 +23,14 @@ struct Timeline {
             }
             if let attempt = event.attempt { text += "  attempt \(attempt)" }
             if event.kind == .activityStarted, let ref = event.ref {
-                started[ref] = (event.time, event.name ?? "?")
+                started[ref] = (ActivityStartedAttributes.began(event), event.name ?? "?")
                 text += "  on \(event.name ?? "?")"
-                if let waited = ActivityStartedAttributes.of(event)?.capacityWaitSeconds {
+                let attributes = ActivityStartedAttributes.of(event)
+                if let waited = attributes?.capacityWaitSeconds {
                     text += String(format: "  after %.3fs waiting for capacity", waited)
+                }
+                if let ran = attributes?.ranSeconds {
+                    text += String(format: "  (reported with its result: began %.3fs earlier)", ran)
                 }
             }
             if [.activityCompleted, .activityFailed, .activityTimedOut, .activityParked].contains(event.kind),

@@ -41,8 +41,33 @@ public struct AttemptSpan: Codable, Sendable, Hashable {
 public struct ActivityStartedAttributes: Codable, Sendable, Hashable {
     /// How long the attempt waited in the coordinator for capacity before it was published.
     public var capacityWaitSeconds: Double?
+    /// Set when the start came with the attempt's result (an activity shorter than the worker's
+    /// start-report delay): how long the activity ran, so it began that long before this event.
+    public var ranSeconds: Double?
 
-    public init(capacityWaitSeconds: Double?) { self.capacityWaitSeconds = capacityWaitSeconds }
+    public init(capacityWaitSeconds: Double?, ranSeconds: Double? = nil) {
+        self.capacityWaitSeconds = capacityWaitSeconds
+        self.ranSeconds = ranSeconds
+    }
+
+    /// The event's attributes; nil when there is nothing to say. Written by hand: most steps
+    /// now record a `ranSeconds`, and Foundation's encoder would cost every step microseconds.
+    public var payload: Payload? {
+        guard capacityWaitSeconds != nil || ranSeconds != nil else { return nil }
+        var json = JSONWriter(capacity: 64)
+        // Finite numbers only (a duration, clamped by the coordinator): the writer cannot fail.
+        try? json.object { json in
+            try json.member("capacityWaitSeconds", capacityWaitSeconds)
+            try json.member("ranSeconds", ranSeconds)
+        }
+        return Payload(data: json.data)
+    }
+
+    /// When the attempt began: the event's time, less ``ranSeconds`` when the start came with
+    /// the result.
+    public static func began(_ event: HistoryEvent) -> Date {
+        event.time.addingTimeInterval(-(of(event)?.ranSeconds ?? 0))
+    }
 
     public static func of(_ event: HistoryEvent) -> ActivityStartedAttributes? {
         guard event.kind == .activityStarted else { return nil }
@@ -80,7 +105,7 @@ public enum AttemptTimeline {
                     spans.append(span)
                 }
                 spans[current[ref]!].attempt = attempt
-                spans[current[ref]!].startedAt = event.time
+                spans[current[ref]!].startedAt = max(ActivityStartedAttributes.began(event), spans[current[ref]!].scheduledAt)
                 spans[current[ref]!].worker = event.name
                 spans[current[ref]!].capacityWaitSeconds = ActivityStartedAttributes.of(event)?.capacityWaitSeconds
                 spans[current[ref]!].outcome = .running

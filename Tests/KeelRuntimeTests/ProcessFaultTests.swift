@@ -196,6 +196,35 @@ struct ProcessFaultTests {
         #expect(completed.time.timeIntervalSince(started.time) > 2, "recorded while the activity ran, long before its end")
     }
 
+    /// An activity shorter than `--start-report-delay` has its start recorded with its result;
+    /// the result says how long it ran, so the history, the timeline and the metrics still show
+    /// when it began instead of a run of no length that waited the whole time.
+    @Test func aStartReportedWithTheResultStillShowsWhenTheActivityBegan() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 1, ["--start-report-delay", "5s"])
+        _ = try await deployment.client.startAndConfirm(
+            StartRequest(
+                workflowType: "bench-steps", workflowId: "short-start",
+                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 400, heartbeats: false), field: "input")))
+        let run = try await deployment.client.waitForResult(workflowId: "short-start", timeout: 60)
+        #expect(run.status == .completed)
+        let events = try deployment.store().events(runId: run.runId)
+        let started = try #require(events.first { $0.kind == .activityStarted })
+        let completed = try #require(events.first { $0.kind == .activityCompleted })
+        #expect(completed.time.timeIntervalSince(started.time) < 0.1, "recorded with the result")
+        let ran = try #require(ActivityStartedAttributes.of(started)?.ranSeconds)
+        #expect(ran >= 0.4 && ran < 5, "\(ran)")
+        // The worker's own log of when it began (same machine, same clock): the history's
+        // estimate is later only by the result's way to the coordinator.
+        let began = try #require(deployment.executions.first).time
+        let estimated = ActivityStartedAttributes.began(started)
+        #expect(estimated.timeIntervalSince(began) > -0.01 && estimated.timeIntervalSince(began) < 1, "\(estimated) \(began)")
+        let span = try #require(AttemptTimeline.spans(events).first)
+        #expect(span.startedAt == estimated)
+        #expect(span.outcome == .completed)
+    }
+
     @Test func aWorkerStoppedWithSIGTERMFinishesItsRunningActivityFirst() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()

@@ -167,7 +167,8 @@ struct ReportWireCodingTests {
         .redelivered(ActivityRedelivered(runId: "r-1", activityId: 3, attempt: 2, worker: "w\"1")),
         .heartbeat(ActivityHeartbeat(runId: "r-2", activityId: 4, attempt: 1, details: Payload(data: Data(#"{"page":9}"#.utf8)))),
         .heartbeat(ActivityHeartbeat(runId: "r-2", activityId: 5, attempt: 1, details: nil)),
-        .result(ActivityResult(runId: "r-3", activityId: 6, attempt: 1, worker: "w", outcome: .completed(.null))),
+        .result(
+            ActivityResult(runId: "r-3", activityId: 6, attempt: 1, worker: "w", outcome: .completed(.null), ranSeconds: 0.0125)),
         .result(
             ActivityResult(
                 runId: "r-3", activityId: 7, attempt: 4, worker: "w",
@@ -178,7 +179,7 @@ struct ReportWireCodingTests {
                 outcome: .failed(
                     Failure(
                         type: "LLMRateLimited", message: "429", nonRetryable: false, nextRetryDelay: 1.5,
-                        details: Payload(data: Data(#"{"tries":["openai"]}"#.utf8)), nextAttemptAt: time))))
+                        details: Payload(data: Data(#"{"tries":["openai"]}"#.utf8)), nextAttemptAt: time)), ranSeconds: 3))
     ]
 
     static func delivery(_ message: AMQPMessage) -> AMQPDelivery {

@@ -36,18 +36,25 @@ extension Coordinator {
         return task
     }
 
-    func markStarted(_ activity: inout ActivityRecord, worker: String, in run: LiveRun, _ work: inout Work) {
+    /// `ranSeconds`: the start came with the attempt's result, which says how long the activity
+    /// ran; the event keeps this moment (the history's times never go back), and says when the
+    /// attempt began, for the timeline and the metrics.
+    func markStarted(
+        _ activity: inout ActivityRecord, worker: String, ranSeconds: Double? = nil, in run: LiveRun, _ work: inout Work
+    ) {
+        // Not before the attempt was scheduled: a worker's clock is its own.
+        let ran = ranSeconds.map { min(max($0, 0), max(work.now.timeIntervalSince(activity.attemptScheduledAt), 0)) }
+        let attributes = ActivityStartedAttributes(capacityWaitSeconds: activity.capacityWait, ranSeconds: ran)
         append(
             HistoryEvent(
                 id: 0, time: work.now, kind: .activityStarted, ref: activity.activityId, name: worker,
                 attempt: activity.attempt,
-                attributes: activity.capacityWait.flatMap {
-                    try? Payload(encoding: ActivityStartedAttributes(capacityWaitSeconds: $0), field: "start attributes")
-                }),
+                attributes: attributes.payload),
             to: run, &work)
-        metrics.attemptStarted(activity, now: work.now)
+        let began = work.now.addingTimeInterval(-(ran ?? 0))
+        metrics.attemptStarted(activity, now: began)
         activity.state = .started
-        activity.startedAt = work.now
+        activity.startedAt = began
         activity.startedBy = worker
         let seq = activity.activityId
         deleteTimers([.scheduleToStart], of: activity, in: run, &work)

@@ -258,7 +258,7 @@ extension Coordinator {
             return false
         }
         if activity.state == .scheduled {
-            markStarted(&activity, worker: message.worker, in: run, &work)
+            markStarted(&activity, worker: message.worker, ranSeconds: message.ranSeconds, in: run, &work)
         }
         var outcome = message.outcome
         if let failure = configuration.limits.oversizedResult(message) { outcome = .failed(failure) }

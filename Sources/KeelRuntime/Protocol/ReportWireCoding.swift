@@ -104,13 +104,16 @@ extension ActivityResult {
         try json.object { json in
             json.member("activityId", activityId)
             json.member("attempt", attempt)
+            // In the order of their names, as Foundation's coder writes them (`Wire`).
             let status: String
             switch outcome {
             case .completed(let payload):
+                try json.member("ranSeconds", ranSeconds)
                 try json.member("result", payload)
                 status = "completed"
             case .failed(let failure):
                 try json.member("failure", Payload(data: try Wire.encode(failure)))
+                try json.member("ranSeconds", ranSeconds)
                 status = "failed"
             }
             json.member("runId", runId)
@@ -124,6 +127,7 @@ extension ActivityResult {
         var members = AttemptMembers()
         var status: String?
         var result: Payload?
+        var ranSeconds: Double?
         var failure: (body: Data, offset: Int)?
         try reader.readObject { key, json in
             if key == "result" {
@@ -133,6 +137,7 @@ extension ActivityResult {
             if try json.readNull() || members.read(key, &json) { return }
             switch key {
             case "status": status = try json.readString()
+            case "ranSeconds": ranSeconds = try json.readNumber()
             case "failure": failure = (try json.readRaw(), json.offset)
             default: try json.skipValue()
             }
@@ -157,7 +162,8 @@ extension ActivityResult {
         self.init(
             runId: try reader.required(members.runId, "runId"),
             activityId: try reader.required(members.activityId, "activityId"),
-            attempt: try reader.required(members.attempt, "attempt"), worker: members.worker ?? "unknown", outcome: outcome)
+            attempt: try reader.required(members.attempt, "attempt"), worker: members.worker ?? "unknown", outcome: outcome,
+            ranSeconds: ranSeconds)
     }
 }
 

@@ -187,19 +187,26 @@ public struct ActivityResult: Codable, Sendable, Hashable {
     public var attempt: Int
     public var worker: String
     public var outcome: Outcome
+    /// How long the activity ran, by the worker's clock, seconds: sent when no `started` report
+    /// went before the result (an activity shorter than the worker's start-report delay), so
+    /// that the history still shows when the attempt began.
+    public var ranSeconds: Double?
 
-    public init(runId: String, activityId: Int64, attempt: Int, worker: String, outcome: Outcome) {
+    public init(
+        runId: String, activityId: Int64, attempt: Int, worker: String, outcome: Outcome, ranSeconds: Double? = nil
+    ) {
         self.runId = runId
         self.activityId = activityId
         self.attempt = attempt
         self.worker = worker
         self.outcome = outcome
+        self.ranSeconds = ranSeconds
     }
 }
 
 extension ActivityResult {
     // The documented wire shape (docs/protocol.md), so workers in any language can report.
-    enum CodingKeys: String, CodingKey { case runId, activityId, attempt, worker, status, result, failure }
+    enum CodingKeys: String, CodingKey { case runId, activityId, attempt, worker, status, result, failure, ranSeconds }
 
     // {"status": "completed", "result": …} or {"status": "failed", "failure": {"type": …, "message": …}}
     public init(from decoder: Decoder) throws {
@@ -218,7 +225,7 @@ extension ActivityResult {
             activityId: try container.decode(Int64.self, forKey: .activityId),
             attempt: try container.decode(Int.self, forKey: .attempt),
             worker: try container.decodeIfPresent(String.self, forKey: .worker) ?? "unknown",
-            outcome: outcome)
+            outcome: outcome, ranSeconds: try container.decodeIfPresent(Double.self, forKey: .ranSeconds))
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -227,6 +234,7 @@ extension ActivityResult {
         try container.encode(activityId, forKey: .activityId)
         try container.encode(attempt, forKey: .attempt)
         try container.encode(worker, forKey: .worker)
+        try container.encodeIfPresent(ranSeconds, forKey: .ranSeconds)
         switch outcome {
         case .completed(let payload):
             try container.encode("completed", forKey: .status)

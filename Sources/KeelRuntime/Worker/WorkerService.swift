@@ -282,6 +282,7 @@ public final class WorkerService: Service {
         let outcome = await attempts.run(task.attemptKey, cancellation) {
             await runner.run(task, cancellation: cancellation) { details in heartbeats.beat(details) }
         }
+        let ran = (ContinuousClock.now - started).seconds
         running.decrement()
         if let startLater { delayedStarts.cancel(startLater) }
         // No start reported yet: the result stands for it, and acknowledges the task.
@@ -299,10 +300,10 @@ public final class WorkerService: Service {
         Timer(
             label: "keel_worker_activity_duration_seconds",
             dimensions: [("activity_type", task.activityType), ("outcome", kind)]
-        ).recordSeconds((ContinuousClock.now - started).seconds)
+        ).recordSeconds(ran)
         var result = ActivityResult(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
-            outcome: outcome)
+            outcome: outcome, ranSeconds: resultStandsForStart ? ran : nil)
         // The coordinator would turn it into this failure anyway; sending the bytes helps nobody.
         if let failure = admission.limits.oversizedResult(result) { result.outcome = .failed(failure) }
         guard resultStandsForStart else {

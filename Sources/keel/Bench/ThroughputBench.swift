@@ -80,8 +80,10 @@ struct ThroughputBench: AsyncParsableCommand {
                 switch event.kind {
                 case .activityScheduled: scheduled[ref] = event.time
                 case .activityStarted:
-                    started[ref] = event.time
-                    if let at = scheduled[ref] { toStart.append(event.time.timeIntervalSince(at) * 1000) }
+                    // When it began: a short activity's start comes with its result.
+                    let began = ActivityStartedAttributes.began(event)
+                    started[ref] = began
+                    if let at = scheduled[ref] { toStart.append(began.timeIntervalSince(at) * 1000) }
                 case .activityCompleted:
                     if let at = started[ref] { toComplete.append(event.time.timeIntervalSince(at) * 1000) }
                 default: continue
@@ -104,7 +106,7 @@ struct ThroughputBench: AsyncParsableCommand {
         print(
             String(
                 format:
-                    "per step, p50/p90: scheduled -> started recorded %.1f/%.1f ms, started -> completed recorded %.1f/%.1f ms",
+                    "per step, p50/p90: scheduled -> began %.1f/%.1f ms, began -> completion recorded %.1f/%.1f ms (a start that came with its result: the result's arrival less the activity's run)",
                 percentile(toStart, 0.5), percentile(toStart, 0.9), percentile(toComplete, 0.5), percentile(toComplete, 0.9)))
         print(cpu.sentence)
         return (Double(activities) / elapsed, Double(workflows) / elapsed, cpu.fields)
