@@ -55,10 +55,15 @@ public struct ActivityStartedAttributes: Codable, Sendable, Hashable {
     public var payload: Payload? {
         guard capacityWaitSeconds != nil || ranSeconds != nil else { return nil }
         var json = JSONWriter(capacity: 64)
-        // Finite numbers only (a duration, clamped by the coordinator): the writer cannot fail.
-        try? json.object { json in
-            try json.member("capacityWaitSeconds", capacityWaitSeconds)
-            try json.member("ranSeconds", ranSeconds)
+        // Only a number that is not finite fails (the coordinator clamps both): then nothing
+        // rather than half an object.
+        do {
+            try json.object { json in
+                try json.member("capacityWaitSeconds", capacityWaitSeconds)
+                try json.member("ranSeconds", ranSeconds)
+            }
+        } catch {
+            return nil
         }
         return Payload(data: json.data)
     }
