@@ -55,6 +55,12 @@ public struct Topology: Sendable, Hashable {
     public var controlExchange: String { "\(namespace).control" }
     /// A worker's own queue on ``controlExchange`` (exclusive to its connection, deleted with it).
     public func controlQueue(worker: String) -> String { "\(namespace).control.\(worker).\(UUID().uuidString.prefix(8))" }
+    /// A worker's own queue for the answers to its claims (exclusive to one connection, not
+    /// bound to ``controlExchange``): under `control.`, where a worker's broker user may declare
+    /// and read (docs/operations.md, "Broker users").
+    public func claimAnswersQueue(worker: String) -> String {
+        "\(namespace).control.\(worker).claims.\(UUID().uuidString.prefix(8))"
+    }
     /// The replicated history log (a stream queue): each write transaction of the active
     /// coordinator, followed by standbys (docs/operations.md, "Replicated history").
     public var historyStream: String { "\(namespace).history" }

@@ -3,18 +3,19 @@ import KeelAMQP
 import KeelCore
 import Synchronization
 
-/// Sends a worker's reports (started, redelivered, heartbeat, result) to the coordinator. At most
+/// Sends a worker's reports (started, redelivered, heartbeat, result) and claims to the
+/// coordinator, in the order they are sent, on one channel. At most
 /// `window` publishes wait for their confirms at a time; reports made meanwhile go out together
 /// as one `reports` message, so under load one broker message carries many reports. A report
 /// sent alone goes as its own type. The window is two so that a result is never held behind the
 /// confirm of its own attempt's `started`.
 final class ReportSender: Sendable {
     private struct Item: Sendable {
-        /// Its place in the order of ``send(_:workflowId:written:settled:)`` calls.
-        var number: UInt64
         var report: WorkerReport
         /// ``Topology/reportRoute(workflowId:)`` of the report's workflow.
         var route: Route
+        /// A claim's: where its answer goes, and the id it comes back with.
+        var answer: (queue: String, correlationId: String)?
         var written: (@Sendable () -> Void)?
         var settled: @Sendable ((any Error)?) -> Void
     }
@@ -24,13 +25,13 @@ final class ReportSender: Sendable {
     private struct State {
         var waiting: [Item] = []
         var inFlight = 0
-        /// Reports sent so far, and those of them not settled yet.
-        var sent: UInt64 = 0
-        var unsettled: Set<UInt64> = []
-        /// ``settledSoFar()`` callers: each waits for the reports up to its number.
-        var waiters: [(through: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
     }
     private let state = Mutex(State())
+    /// Held while a batch is taken and handed to the publisher, which keeps the order it gets
+    /// them in on the channel: so the batches go out in the order their reports were sent, even
+    /// when two threads publish at once. Recursive: a closed publisher settles at once, and the
+    /// settlement hands over what waits.
+    private let order = NSRecursiveLock()
 
     init(publisher: AMQPPublisher) { self.publisher = publisher }
 
@@ -50,11 +51,33 @@ final class ReportSender: Sendable {
         _ report: WorkerReport, workflowId: String, written: (@Sendable () -> Void)? = nil,
         settled: @escaping @Sendable ((any Error)?) -> Void
     ) {
+        enqueue(
+            Item(
+                report: report, route: publisher.topology.reportRoute(workflowId: workflowId), written: written,
+                settled: settled))
+    }
+
+    /// Publishes a claim, with its answer to come to `replyTo` under `correlationId`, behind every
+    /// report sent before it, on the same channel: RabbitMQ queues it after them, so a result
+    /// that stands for the start of another copy of the attempt reaches the coordinator first.
+    /// Returns once the claim is confirmed by the broker.
+    func claim(_ claim: ActivityClaim, workflowId: String, replyTo: String, correlationId: String) async throws {
         let route = publisher.topology.reportRoute(workflowId: workflowId)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            enqueue(
+                Item(
+                    report: .claim(claim), route: route, answer: (replyTo, correlationId), written: nil,
+                    settled: { error in
+                        if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+                    }))
+        }
+    }
+
+    private func enqueue(_ item: Item) {
+        order.lock()
+        defer { order.unlock() }
         let batch = state.withLock { state -> [Item] in
-            state.sent += 1
-            state.unsettled.insert(state.sent)
-            state.waiting.append(Item(number: state.sent, report: report, route: route, written: written, settled: settled))
+            state.waiting.append(item)
             guard state.inFlight < window else { return [] }
             state.inFlight += 1
             defer { state.waiting.removeAll() }
@@ -65,56 +88,38 @@ final class ReportSender: Sendable {
 
     /// Publishes `batch` (this counts as one of the window's publishes), then whatever waits.
     private func publish(_ batch: [Item]) {
-        // One message per route: reports about workflows of different shards go apart.
+        // One message per route: reports about workflows of different shards go apart. A claim
+        // goes alone (it carries its answer's queue), after the other reports of its route.
         let messages: [AMQPMessage]
         do {
-            messages = try Dictionary(grouping: batch, by: \.route).map { route, items in
-                try WorkerReport.message(for: items.map(\.report), route: route)
+            messages = try Dictionary(grouping: batch, by: \.route).flatMap { route, items in
+                let reports = items.filter { $0.answer == nil }.map(\.report)
+                var messages = reports.isEmpty ? [] : [try WorkerReport.message(for: reports, route: route)]
+                for item in items {
+                    guard let answer = item.answer, case .claim(let claim) = item.report else { continue }
+                    var message = try AMQPMessage.wire(.claim, claim, exchange: route.exchange, routingKey: route.routingKey)
+                    message.replyTo = answer.queue
+                    message.correlationId = answer.correlationId
+                    messages.append(message)
+                }
+                return messages
             }
         } catch {
-            finish(batch, error)
+            for item in batch { item.settled(error) }
             return next()
         }
         publisher.publish(
             messages,
             written: { for item in batch { item.written?() } },
             settled: { [self] error in
-                finish(batch, error)
+                for item in batch { item.settled(error) }
                 next()
             })
     }
 
-    /// Returns once every report sent before this call is confirmed or failed. A claim waits for
-    /// it: a claim goes on a connection of its own, and without the wait it could reach the
-    /// coordinator ahead of this worker's result for another copy of the same attempt.
-    func settledSoFar() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { state -> Bool in
-                guard !state.unsettled.isEmpty else { return true }
-                state.waiters.append((state.sent, continuation))
-                return false
-            }
-            if done { continuation.resume() }
-        }
-    }
-
-    /// Settles `batch` (nil: confirmed), then resumes the ``settledSoFar()`` callers that waited
-    /// for nothing later.
-    private func finish(_ batch: [Item], _ error: (any Error)?) {
-        for item in batch { item.settled(error) }
-        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            for item in batch { state.unsettled.remove(item.number) }
-            // Claims are rare: most settlements have nobody to look for.
-            guard !state.waiters.isEmpty else { return [] }
-            let oldest = state.unsettled.min() ?? .max
-            let ready = state.waiters.filter { $0.through < oldest }
-            state.waiters.removeAll { $0.through < oldest }
-            return ready.map(\.continuation)
-        }
-        for continuation in ready { continuation.resume() }
-    }
-
     private func next() {
+        order.lock()
+        defer { order.unlock() }
         let batch = state.withLock { state -> [Item] in
             guard !state.waiting.isEmpty else {
                 state.inFlight -= 1

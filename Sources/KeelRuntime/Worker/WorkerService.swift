@@ -65,7 +65,9 @@ public final class WorkerService: Service {
         self.logger = logger
         admission = TaskAdmission(activities: Set(activities.names))
         delayedStarts = DelayedStarts(delay: configuration.startReportDelay)
-        claims = ClaimClient(url: configuration.url, topology: configuration.topology, epochs: admission.epochs)
+        claims = ClaimClient(
+            url: configuration.url, topology: configuration.topology, worker: configuration.identity,
+            epochs: admission.epochs)
     }
 
     /// Stops taking tasks; running activities get `shutdownGrace` to finish. A `ServiceGroup`'s
@@ -203,10 +205,7 @@ public final class WorkerService: Service {
             await reportRedelivery(redelivered, delivery, consumer, reports)
             return false
         case .claim(let claimed):
-            // The result of a copy this worker ran is in the coordinator's queue before the claim
-            // of another copy (slots are freed before results are confirmed).
-            await reports.settledSoFar()
-            switch TaskAdmission.afterClaim(await claim(claimed)) {
+            switch TaskAdmission.afterClaim(await claim(claimed, reports)) {
             case .run:
                 task = claimed
             case .drop:
@@ -415,13 +414,13 @@ public final class WorkerService: Service {
 
     /// Claims a task from the coordinator, asking until it answers (nil: the worker stopped
     /// first).
-    private func claim(_ task: ActivityTask) async -> TaskAdmission.ClaimAnswer {
+    private func claim(_ task: ActivityTask, _ reports: ReportSender) async -> TaskAdmission.ClaimAnswer {
         let claim = ActivityClaim(
             runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
             claimId: UUID().uuidString)
         while !isStopped {
             do {
-                return try await claims.claim(claim, workflowId: task.workflowId) ? .granted : .refused
+                return try await claims.claim(claim, workflowId: task.workflowId, through: reports) ? .granted : .refused
             } catch {
                 logger.warning("claiming the task \(task.attemptKey): \(error); asking again")
                 try? await Task.sleep(for: .seconds(1))
