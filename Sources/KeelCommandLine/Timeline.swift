@@ -23,9 +23,9 @@ struct Timeline {
             }
             if let attempt = event.attempt { text += "  attempt \(attempt)" }
             if event.kind == .activityStarted, let ref = event.ref {
-                started[ref] = (ActivityStartedAttributes.began(event), event.name ?? "?")
-                text += "  on \(event.name ?? "?")"
                 let attributes = ActivityStartedAttributes.of(event)
+                started[ref] = (attributes?.began(at: event.time) ?? event.time, event.name ?? "?")
+                text += "  on \(event.name ?? "?")"
                 if let waited = attributes?.capacityWaitSeconds {
                     text += String(format: "  after %.3fs waiting for capacity", waited)
                 }

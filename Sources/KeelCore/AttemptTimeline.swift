@@ -70,9 +70,10 @@ public struct ActivityStartedAttributes: Codable, Sendable, Hashable {
 
     /// When the attempt began: the event's time, less ``ranSeconds`` when the start came with
     /// the result.
-    public static func began(_ event: HistoryEvent) -> Date {
-        event.time.addingTimeInterval(-(of(event)?.ranSeconds ?? 0))
-    }
+    public static func began(_ event: HistoryEvent) -> Date { of(event)?.began(at: event.time) ?? event.time }
+
+    /// ``began(_:)`` for attributes already read from an event of time `eventTime`.
+    public func began(at eventTime: Date) -> Date { eventTime.addingTimeInterval(-(ranSeconds ?? 0)) }
 
     public static func of(_ event: HistoryEvent) -> ActivityStartedAttributes? {
         guard event.kind == .activityStarted else { return nil }
@@ -110,9 +111,11 @@ public enum AttemptTimeline {
                     spans.append(span)
                 }
                 spans[current[ref]!].attempt = attempt
-                spans[current[ref]!].startedAt = max(ActivityStartedAttributes.began(event), spans[current[ref]!].scheduledAt)
+                let attributes = ActivityStartedAttributes.of(event)
+                spans[current[ref]!].startedAt = max(
+                    attributes?.began(at: event.time) ?? event.time, spans[current[ref]!].scheduledAt)
                 spans[current[ref]!].worker = event.name
-                spans[current[ref]!].capacityWaitSeconds = ActivityStartedAttributes.of(event)?.capacityWaitSeconds
+                spans[current[ref]!].capacityWaitSeconds = attributes?.capacityWaitSeconds
                 spans[current[ref]!].outcome = .running
             case .activityCompleted, .activityFailed, .activityTimedOut, .activityParked, .activityCancelRequested:
                 guard let index = current[ref], spans[index].endedAt == nil else { continue }
