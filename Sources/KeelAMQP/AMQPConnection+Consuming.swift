@@ -9,11 +9,20 @@ extension AMQPConnection {
         try check(.consumeFailed, "setting prefetch \(prefetch)")
     }
 
-    public func consume(queue: String, noAck: Bool = false) throws {
-        withBytes(queue) {
-            _ = amqp_basic_consume(state, channel, $0[0], amqp_empty_bytes, 0, noAck ? 1 : 0, 0, amqp_empty_table)
+    /// Consumes `queue`; `tag` names the consumer (default: the broker picks one), for ``cancel(consumer:)``.
+    public func consume(queue: String, noAck: Bool = false, tag: String = "") throws {
+        withBytes(queue, tag) {
+            _ = amqp_basic_consume(state, channel, $0[0], $0[1], 0, noAck ? 1 : 0, 0, amqp_empty_table)
         }
         try check(.consumeFailed, "consuming \(queue)")
+    }
+
+    /// Ends consumer `tag` (basic.cancel, waiting for the broker's cancel-ok): no more deliveries
+    /// for it are sent after those already on their way, and what it was delivered stays with the
+    /// channel, to be acknowledged or rejected as before.
+    public func cancel(consumer tag: String) throws {
+        withBytes(tag) { _ = amqp_basic_cancel(state, channel, $0[0]) }
+        try check(.consumeFailed, "cancelling consumer \(tag)")
     }
 
     /// Consumes a stream queue from `offset` (nil: its first message). Each delivery carries its

@@ -25,7 +25,14 @@ public final class AMQPConsumer: @unchecked Sendable {
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
     private typealias Pending = (generation: Int, settlement: Settlement)
-    private let state = Mutex((stopped: false, generation: 0, connected: false, pending: [Pending]()))
+    /// `suspended`: whether the broker's consumer should be cancelled (``suspend()``);
+    /// `suspensionChanged`: the thread has yet to act on it (settlements asked for after the
+    /// change wait for it, so that they reach the broker after it).
+    private let state = Mutex(
+        (
+            stopped: false, generation: 0, connected: false, pending: [Pending](), suspended: false,
+            suspensionChanged: false
+        ))
     private let maxBatch: Int
     /// Given each delivery on the consuming thread instead of ``nextBatch()``.
     private let handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
@@ -130,6 +137,31 @@ public final class AMQPConsumer: @unchecked Sendable {
             return buffer.waiter
         }
         waiter?.resume(returning: nil)
+    }
+
+    /// Cancels the broker's consumer: no new deliveries come (a few already on their way may),
+    /// while the connection stays up and deliveries taken can be acknowledged. An
+    /// acknowledgement asked for after this call reaches the broker after the cancel, so the
+    /// window it frees is not filled. A reconnect does not consume again while suspended.
+    public func suspend() { changeSuspension(to: true) }
+
+    /// Consumes again after ``suspend()``.
+    public func resume() { changeSuspension(to: false) }
+
+    private func changeSuspension(to suspended: Bool) {
+        state.withLock { state in
+            state.suspended = suspended
+            state.suspensionChanged = true
+        }
+        wakeup.signal()
+    }
+
+    /// Whether the consumer should be consuming now; the change is then acted on.
+    private func takeSuspension() -> (suspended: Bool, changed: Bool) {
+        state.withLock { state in
+            defer { state.suspensionChanged = false }
+            return (state.suspended, state.suspensionChanged)
+        }
     }
 
     /// Stops consuming; unacknowledged deliveries go back to the queue.
@@ -254,7 +286,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         guard line.try() else { return false }
         defer { line.unlock() }
         guard let live, live.generation == delivery.generation, broken == nil,
-            state.withLock({ !$0.stopped && $0.pending.isEmpty })
+            state.withLock({ !$0.stopped && $0.pending.isEmpty && !$0.suspensionChanged })
         else { return false }
         do {
             try settle([settlement], on: live.connection)
@@ -274,7 +306,16 @@ public final class AMQPConsumer: @unchecked Sendable {
                 let connection = try AMQPConnection(url: url)
                 try declare(connection)
                 try connection.qos(prefetch: prefetch)
-                try connection.consume(queue: queue)
+                // Named by this consumer, so that it can be cancelled (``suspend()``).
+                var consumerTag: String?
+                var consumers = 0
+                func consumeAgain() throws {
+                    consumers += 1
+                    let tag = "keel.\(consumers)"
+                    try connection.consume(queue: queue, tag: tag)
+                    consumerTag = tag
+                }
+                if !takeSuspension().suspended { try consumeAgain() }
                 // Settlements for the old connection are dropped: the broker delivers again.
                 let generation = state.withLock { state in
                     state.generation += 1
@@ -294,6 +335,15 @@ public final class AMQPConsumer: @unchecked Sendable {
                     executor?.runPending()
                     let (batch, buffered) = try line.withLock { () throws -> ([Delivery], Bool) in
                         if let error = broken { throw error }
+                        // Before the settlements asked for since: a suspension must reach the
+                        // broker ahead of the acknowledgement that would free the window.
+                        let (suspended, changed) = takeSuspension()
+                        if changed, suspended, let tag = consumerTag {
+                            try connection.cancel(consumer: tag)
+                            consumerTag = nil
+                        } else if changed, !suspended, consumerTag == nil {
+                            try consumeAgain()
+                        }
                         try settle(takePending(generation), on: connection)
                         var batch: [Delivery] = []
                         while batch.count < maxBatch, let message = try connection.next(timeout: 0) {

@@ -15,7 +15,7 @@ struct ActivitySlotsTests {
 
     @Test func aSlotReleasedTwiceFreesOnePlaceAndTurnsGoInTheOrderReserved() async throws {
         let slots = ActivitySlots(1)
-        let first = await slots.reserve().slot()
+        let first = try #require(await slots.reserve().slot())
         let (early, late) = (slots.reserve(), slots.reserve())
         let taken = Taken()
         // The later turn's task starts waiting first: the earlier turn still gets the slot first.
@@ -37,8 +37,43 @@ struct ActivitySlotsTests {
         try await Task.sleep(for: .milliseconds(200))
         // The earlier turn got the place; the second release gave nothing more.
         #expect(taken.value == ["early"])
-        (await waitingEarly.value).release()
+        (await waitingEarly.value)?.release()
         _ = await waitingLate.value
         #expect(taken.value == ["early", "late"])
+    }
+
+    final class FullChanges: Sendable {
+        let changes = Mutex([Bool]())
+        var value: [Bool] { changes.withLock { $0 } }
+    }
+
+    /// Once every slot runs an activity whose task is acknowledged, the waiting turns are handed
+    /// back and so is each turn reserved until one of those slots is released; the worker is told
+    /// when that starts (to stop taking tasks) and when it ends.
+    @Test func turnsAreHandedBackWhileEverySlotHoldsAnAcknowledgedActivity() async throws {
+        let full = FullChanges()
+        let slots = ActivitySlots(2) { isFull in full.changes.withLock { $0.append(isFull) } }
+        let first = try #require(await slots.reserve().slot())
+        let second = try #require(await slots.reserve().slot())
+        let waiting = slots.reserve()
+        let waited = Task { await waiting.slot() }
+        first.acknowledgedEarly()
+        first.acknowledgedEarly()
+        #expect(full.value.isEmpty, "one slot can still come free without an acknowledgement")
+        second.acknowledgedEarly()
+        #expect(full.value == [true])
+        #expect(await waited.value == nil, "the waiting turn was handed back")
+        #expect(await slots.reserve().slot() == nil, "a turn reserved meanwhile is handed back at once")
+        first.release()
+        first.release()
+        #expect(full.value == [true, false])
+        let next = try #require(await slots.reserve().slot(), "the released slot is free again")
+        // A slot released before its acknowledgement counts for nothing.
+        next.release()
+        next.acknowledgedEarly()
+        second.release()
+        #expect(full.value == [true, false])
+        let both = [await slots.reserve().slot(), await slots.reserve().slot()]
+        #expect(both.allSatisfy { $0 != nil })
     }
 }

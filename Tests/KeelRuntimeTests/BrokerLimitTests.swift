@@ -58,6 +58,37 @@ struct BrokerLimitTests {
         #expect(events.filter { $0.kind == .activityStarted }.count == 1)
     }
 
+    /// Tasks queued behind long activities are not held by their worker: a worker whose every
+    /// slot runs an activity past its start report takes no tasks and gives back those it holds,
+    /// unrun and at no cost to their attempt. Held, each would sit past the consumer timeout,
+    /// and the broker would close the channel and deliver it again, failing its attempt.
+    @Test func tasksQueuedBehindLongActivitiesAreNotHeldIntoTheConsumerTimeout() async throws {
+        try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
+        defer { try? localBroker("stop", port: Self.port) }
+        let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
+        defer { deployment.stopAll() }
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 1)
+        let ids = (1...3).map { "queued-\($0)" }
+        for id in ids {
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: 3 * Self.timeoutMilliseconds / 2), field: "input")
+                ))
+        }
+        for id in ids {
+            let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
+            #expect(run.status == .completed, "\(id): \(run.failure?.description ?? "")")
+            let events = try deployment.store().events(runId: run.runId)
+            #expect(!events.contains { $0.kind == .activityFailed }, "\(id): \(events.map(\.kind))")
+        }
+        #expect(deployment.executions.map(\.attempt) == [1, 1, 1], "each ran once, on its first attempt")
+        let log = try String(contentsOf: deployment.directory.appendingPathComponent("worker-0.log"), encoding: .utf8)
+        #expect(!log.contains("PRECONDITION_FAILED"), "the broker never closed the worker's channel")
+        #expect(log.contains("handed back unrun"))
+    }
+
     /// A broker in a memory alarm blocks publishers. Keel says so in its log and waits; once the
     /// alarm clears, the publish completes.
     @Test func aBlockedBrokerIsReportedAndPublishingResumesWhenItUnblocks() async throws {

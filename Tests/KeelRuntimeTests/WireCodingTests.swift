@@ -165,6 +165,7 @@ struct ReportWireCodingTests {
     static let reports: [WorkerReport] = [
         .started(ActivityStarted(runId: "r-1", activityId: 2, attempt: 1, worker: "host:7", time: time)),
         .redelivered(ActivityRedelivered(runId: "r-1", activityId: 3, attempt: 2, worker: "w\"1")),
+        .redelivered(ActivityRedelivered(runId: "r-1", activityId: 9, attempt: 1, worker: "w", handedBack: true)),
         .heartbeat(ActivityHeartbeat(runId: "r-2", activityId: 4, attempt: 1, details: Payload(data: Data(#"{"page":9}"#.utf8)))),
         .heartbeat(ActivityHeartbeat(runId: "r-2", activityId: 5, attempt: 1, details: nil)),
         .result(

@@ -1,5 +1,6 @@
 import Foundation
 import Keel
+import KeelTestKit
 import Testing
 
 /// A `keel worker` process runs no more than its `--concurrency` at once: tasks are acknowledged
@@ -32,5 +33,37 @@ struct WorkerConcurrencyTests {
                 began[index...].prefix { $0.timeIntervalSince(began[index]) < span }.count
             }.max() ?? 0
         #expect(mostAtOnce == 2, "began: \(began.map { $0.timeIntervalSince(began[0]) })")
+    }
+
+    /// A worker busy with a long activity does not keep the next task from a worker that is free:
+    /// it took that task (its prefetch window had room) but gives it back once its only slot runs
+    /// past the start report, and the second worker runs it at once.
+    @Test func aTaskQueuedOnABusyWorkerGoesToAFreeOne() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 1)
+        let sleep = 6000
+        for id in ["busy-1", "busy-2"] {
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: sleep), field: "input"), requestId: id))
+        }
+        #expect(await eventually(20) { deployment.executions.count == 1 })
+        try await Task.sleep(for: .milliseconds(500))
+        try deployment.startWorker(concurrency: 1)
+        let secondStarted = Date()
+        #expect(await eventually(30) { deployment.executions.count == 2 })
+        let executions = deployment.executions
+        #expect(Set(executions.map(\.worker)).count == 2, "one task on each worker: \(executions)")
+        let waited = executions[1].time.timeIntervalSince(secondStarted)
+        #expect(
+            waited < Double(sleep) / 1000 / 2,
+            "the second task began \(waited) s after the second worker, not once the first ended")
+        for id in ["busy-1", "busy-2"] {
+            #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 60).status == .completed)
+        }
+        #expect(executions.map(\.attempt) == [1, 1])
     }
 }

@@ -163,9 +163,22 @@ extension Coordinator {
     /// a slot, or its connection dropped): the first time, the same attempt goes out again; the
     /// second time, it counts as a failed attempt, so a task that kills its worker at once
     /// still ends.
+    ///
+    /// A task handed back (``ActivityRedelivered/handedBack``) was never run: its worker held it
+    /// while every one of its slots ran a long activity. It goes out again at no cost to the
+    /// attempt, to be claimed before it runs: had that worker died before acknowledging it,
+    /// RabbitMQ would deliver the first copy again too.
     func redelivered(_ message: ActivityRedelivered, _ work: inout Work) -> Bool {
         guard case (let run, var activity)? = current(message.runId, message.activityId, attempt: message.attempt)
         else { return false }
+        if message.handedBack == true {
+            // Started meanwhile: a copy already runs, nothing to do.
+            guard activity.state == .scheduled else { return false }
+            var copy = task(for: activity, in: run)
+            copy.claimBeforeRunning = true
+            work.batch.outbox.append(copy)
+            return true
+        }
         switch activity.state {
         case .scheduled where (activity.unstartedRedeliveries ?? 0) == 0:
             activity.unstartedRedeliveries = 1

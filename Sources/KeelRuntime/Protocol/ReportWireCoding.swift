@@ -56,6 +56,7 @@ extension ActivityRedelivered {
         json.object { json in
             json.member("activityId", activityId)
             json.member("attempt", attempt)
+            if let handedBack { json.member("handedBack", handedBack) }
             json.member("runId", runId)
             json.member("worker", worker)
         }
@@ -63,14 +64,20 @@ extension ActivityRedelivered {
 
     init(reading reader: inout JSONReader) throws {
         var members = AttemptMembers()
+        var handedBack: Bool?
         try reader.readObject { key, json in
             if try json.readNull() || members.read(key, &json) { return }
+            if key == "handedBack" {
+                handedBack = try json.readBool()
+                return
+            }
             try json.skipValue()
         }
         self.init(
             runId: try reader.required(members.runId, "runId"),
             activityId: try reader.required(members.activityId, "activityId"),
-            attempt: try reader.required(members.attempt, "attempt"), worker: try reader.required(members.worker, "worker"))
+            attempt: try reader.required(members.attempt, "attempt"), worker: try reader.required(members.worker, "worker"),
+            handedBack: handedBack ?? false)
     }
 }
 

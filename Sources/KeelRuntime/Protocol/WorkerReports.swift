@@ -146,17 +146,24 @@ public struct ActivityClaim: Codable, Sendable, Hashable {
 /// earlier delivery was not acknowledged, so a worker may have run it and died. The worker does
 /// not run such a task; the coordinator decides (see ``Coordinator``): an attempt it saw start
 /// counts as failed and is retried under its policy, one it did not goes out again unchanged.
+///
+/// With ``handedBack``, the worker gives back a task it held and never ran, because it cannot
+/// start it soon (every slot runs an activity past its start report): the coordinator publishes
+/// the attempt again at no cost to it.
 public struct ActivityRedelivered: Codable, Sendable, Hashable {
     public var runId: String
     public var activityId: Int64
     public var attempt: Int
     public var worker: String
+    /// The worker held the delivery without running it and gives it back (nil: false).
+    public var handedBack: Bool?
 
-    public init(runId: String, activityId: Int64, attempt: Int, worker: String) {
+    public init(runId: String, activityId: Int64, attempt: Int, worker: String, handedBack: Bool = false) {
         self.runId = runId
         self.activityId = activityId
         self.attempt = attempt
         self.worker = worker
+        self.handedBack = handedBack ? true : nil
     }
 }
 

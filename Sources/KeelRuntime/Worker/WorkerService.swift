@@ -90,7 +90,20 @@ public final class WorkerService: Service {
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let reports = ReportSender(publisher: publisher)
         let inFlight = InProgress()
-        let slots = ActivitySlots(configuration.concurrency)
+        // While every slot holds an activity whose task is acknowledged (one that outlived the
+        // start report), the worker takes no tasks: one it took would wait, maybe for hours, while
+        // another worker could run it (``ActivitySlots``).
+        let taking = Mutex<AMQPConsumer?>(nil)
+        let slots = ActivitySlots(configuration.concurrency) { [logger, concurrency = configuration.concurrency] full in
+            guard let consumer = taking.withLock({ $0 }) else { return }
+            if full {
+                consumer.suspend()
+                logger.info("every slot (\(concurrency)) runs an activity past its start report: taking no tasks until one ends")
+            } else {
+                consumer.resume()
+                logger.info("a slot came free: taking tasks again")
+            }
+        }
         // Each delivery's task is started on the consumer's thread, not by a loop over batches.
         // One delivery more than the slots: a short activity's task stays unacknowledged until
         // its result is confirmed, and with the prefetch at the concurrency the next task waited
@@ -108,16 +121,18 @@ public final class WorkerService: Service {
                 attempts.handle { cancellation in
                     // Deliveries beyond the free slots wait here unacknowledged (the prefetch
                     // window keeps them few); RabbitMQ redelivers them if this worker stops.
+                    // nil: handed back, unrun.
                     let slot = await turn.slot()
                     var endsLater = false
                     if !self.isStopped {
                         endsLater = await self.handle(
                             delivery, slot, cancellation, consumer, publisher, reports, queueName, done: { inFlight.leave() })
                     }
-                    slot.release()
+                    slot?.release()
                     if !endsLater { inFlight.leave() }
                 }
             })
+        taking.withLock { $0 = consumer }
         let endedOnItsOwn = Mutex(false)
         let controlQueue = topology.controlQueue(worker: configuration.identity)
         let cancels = AMQPConsumer(
@@ -182,12 +197,13 @@ public final class WorkerService: Service {
     /// thread, which then calls `done`: a short activity's, whose slot goes back once its result is
     /// in line.
     private func handle(
-        _ delivery: AMQPConsumer.Delivery, _ slot: ActivitySlots.Slot, _ cancellation: AttemptCancellation,
+        _ delivery: AMQPConsumer.Delivery, _ turn: ActivitySlots.Slot?, _ cancellation: AttemptCancellation,
         _ consumer: AMQPConsumer,
         _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String, done: @escaping @Sendable () -> Void
     ) async -> Bool {
         let message = delivery.message
         let task: ActivityTask
+        let slot: ActivitySlots.Slot
         switch admission.decide(message) {
         case .deadLetter(let reason):
             await deadLetter(delivery, queueName, reason, publisher, consumer)
@@ -202,12 +218,17 @@ public final class WorkerService: Service {
             await deadLetter(delivery, queueName, failure.description, publisher, consumer)
             return false
         case .reportRedelivered(let redelivered):
-            await reportRedelivery(redelivered, delivery, consumer, reports)
+            await reportUnrun(redelivered, delivery, consumer, reports)
             return false
         case .claim(let claimed):
+            guard let turn else {
+                await reportUnrun(claimed, handedBack: true, delivery, consumer, reports)
+                return false
+            }
             switch TaskAdmission.afterClaim(await claim(claimed, reports)) {
             case .run:
                 task = claimed
+                slot = turn
             case .drop:
                 consumer.ack(delivery)
                 notRun(claimed, reason: claimed.republished == true ? "claimed_elsewhere" : "ended")
@@ -219,7 +240,12 @@ public final class WorkerService: Service {
                 return false
             }
         case .run(let admitted):
+            guard let turn else {
+                await reportUnrun(admitted, handedBack: true, delivery, consumer, reports)
+                return false
+            }
             task = admitted
+            slot = turn
         }
         // A delivery whose connection is already gone comes back (redelivered): reporting its
         // start now would cost its attempt for nothing (seen after broker restarts).
@@ -243,7 +269,12 @@ public final class WorkerService: Service {
                 workflowId: task.workflowId,
                 written: { start.wrote() },
                 settled: { error in
-                    if error == nil { consumer.ack(delivery) }
+                    if error == nil {
+                        // First: while every slot is taken by such activities, the worker stops
+                        // taking tasks before this acknowledgement frees the prefetch window.
+                        slot.acknowledgedEarly()
+                        consumer.ack(delivery)
+                    }
                     start.settle(error)
                 })
             return true
@@ -361,22 +392,35 @@ public final class WorkerService: Service {
         }
     }
 
-    /// Tells the coordinator that RabbitMQ delivered an attempt's task again, and acknowledges
-    /// it unrun; if the report cannot be sent, the delivery is left to RabbitMQ.
-    private func reportRedelivery(
-        _ task: ActivityTask, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer, _ reports: ReportSender
+    /// Tells the coordinator that this worker does not run an attempt's task, and acknowledges
+    /// it unrun; if the report cannot be sent, the delivery is left to RabbitMQ. Either RabbitMQ
+    /// delivered the task again (an earlier delivery may have run), or, `handedBack`, the worker
+    /// cannot start it soon: every slot holds an activity whose task is acknowledged already
+    /// (``ActivitySlots``), and the coordinator publishes it again at no cost to its attempt.
+    /// Held instead, it would wait for a slot while other workers idle, and past RabbitMQ's
+    /// `consumer_timeout` the broker would close the channel and deliver it again, which costs
+    /// the attempt.
+    private func reportUnrun(
+        _ task: ActivityTask, handedBack: Bool = false, _ delivery: AMQPConsumer.Delivery, _ consumer: AMQPConsumer,
+        _ reports: ReportSender
     ) async {
         do {
             try await reports.send(
                 .redelivered(
                     ActivityRedelivered(
-                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity)),
+                        runId: task.runId, activityId: task.activityId, attempt: task.attempt, worker: configuration.identity,
+                        handedBack: handedBack)),
                 workflowId: task.workflowId)
             consumer.ack(delivery)
-            notRun(task, reason: "redelivered")
-            logger.info("task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
+            notRun(task, reason: handedBack ? "handed_back" : "redelivered")
+            logger.info(
+                handedBack
+                    ? "task \(task.attemptKey) handed back unrun: every slot runs an activity past its start report"
+                    : "task \(task.attemptKey) was delivered again; reported to the coordinator instead of run")
         } catch {
-            logger.error("could not report the redelivery of \(task.attemptKey): \(error); left to RabbitMQ")
+            logger.error(
+                "could not \(handedBack ? "hand back" : "report the redelivery of") \(task.attemptKey): \(error); left to RabbitMQ"
+            )
         }
     }
 
