@@ -132,6 +132,40 @@ struct PythonClientTests {
         #expect(run.status == .failed)
     }
 
+    /// The Python worker takes a task only when it has a slot for it: it reports a task's start
+    /// only when the activity begins. It used to take every queued task at once and report each
+    /// started while it waited in the thread pool, so tasks behind the first ones timed out
+    /// (start-to-close) without having run.
+    @Test func thePythonWorkerReportsAStartOnlyWhenTheActivityBegins() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        let worker = try Self.startPythonWorker(deployment, log: "python.log")
+        defer { Thread.detachNewThread { worker.terminate() } }
+        // Two slots, four 2 s activities, each allowed 3 s from its start.
+        let ids = (1...4).map { "py-queued-\($0)" }
+        let counting = JSONValue.object([
+            "activityType": .string("py-count"), "taskQueue": .string("python"), "startToCloseSeconds": .integer(3),
+            "maximumAttempts": .integer(1), "input": .object(["to": .integer(4), "delay": .number(0.5)])
+        ])
+        for id in ids {
+            _ = try await deployment.client.startAndConfirm(
+                StartRequest(workflowType: "call-activity", workflowId: id, input: Payload(encoding: counting, field: "input")))
+        }
+        for id in ids {
+            let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
+            #expect(run.status == .completed, "\(id): \(run.failure?.description ?? "")")
+        }
+        // No more than two ran at once: the last two started once the first two ended.
+        var starts: [Date] = []
+        for id in ids {
+            let run = try #require(try deployment.store().latestRun(workflowId: id))
+            starts += try deployment.store().events(runId: run.runId).filter { $0.kind == .activityStarted }.map(\.time)
+        }
+        starts.sort()
+        #expect(starts.count == 4)
+        #expect(starts[2].timeIntervalSince(starts[0]) > 1.5, "starts: \(starts.map { $0.timeIntervalSince(starts[0]) })")
+    }
+
     @Test func thePackageInstallsWithPip() async throws {
         let deployment = try Deployment()
         let target = deployment.directory.appendingPathComponent("site")

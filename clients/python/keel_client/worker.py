@@ -118,9 +118,12 @@ class Worker:
         channel = connection.channel()
         channel.confirm_delivery()
         self.topology.declare(connection, task_queues=[self.queue])
-        channel.basic_qos(prefetch_count=self.concurrency)
-        queue = self.topology.task_queue(self.queue)
-        tag = channel.basic_consume(queue, lambda ch, method, props, body: self._pending.append((method, props, body)))
+        # Each task is acknowledged before it runs (step 2), so a larger window would not bound
+        # anything: one delivery at a time, and no consumer while every slot runs an activity.
+        channel.basic_qos(prefetch_count=1)
+        self._channel = channel
+        self._task_queue = self.topology.task_queue(self.queue)
+        self._consume()
         # Claims over direct reply-to, on a channel of their own.
         self._claims = connection.channel()
         self._claims.basic_consume("amq.rabbitmq.reply-to", self._on_answer, auto_ack=True)
@@ -131,16 +134,15 @@ class Worker:
             "%s.%s.%s" % (self.topology.control, self.name, uuid.uuid4().hex[:8]), exclusive=True, auto_delete=True)
         control.queue_bind(declared.method.queue, self.topology.control)
         control.basic_consume(declared.method.queue, self._on_control, auto_ack=True)
-        self._channel = channel
         print("python worker %s serving %s, concurrency %d, activities %s"
-              % (self.name, queue, self.concurrency, ", ".join(sorted(self.activities))), flush=True)
+              % (self.name, self._task_queue, self.concurrency, ", ".join(sorted(self.activities))), flush=True)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             self._pool = pool
             consuming = True
             while consuming or self._running or not self._outbox.empty():
                 if consuming and self._stopping.is_set():
-                    channel.basic_cancel(tag)
                     consuming = False
+                    self._stop_consuming()
                     # Tasks received but not begun go back to the queue with the connection.
                     self._pending.clear()
                 connection.process_data_events(time_limit=0.05)
@@ -149,6 +151,15 @@ class Worker:
                 self._flush()
         connection.close()
         print("python worker %s stopped" % self.name, flush=True)
+
+    def _consume(self):
+        self._tag = self._channel.basic_consume(
+            self._task_queue, lambda ch, method, props, body: self._pending.append((method, props, body)))
+
+    def _stop_consuming(self):
+        if self._tag is not None:
+            self._channel.basic_cancel(self._tag)
+            self._tag = None
 
     # -- the protocol's steps
 
@@ -178,6 +189,11 @@ class Worker:
             print("dropped a %s copy of %s" % ("republished" if task.get("republished") else "claimed", _name(key)), flush=True)
             return
         self._report("started", dict(key, worker=self.name, time=time.time()))
+        if len(self._running) + 1 >= self.concurrency:
+            # The last free slot: no more tasks until an activity ends. The cancel goes before the
+            # ack, so the window the ack frees is not filled with a task that would wait for a
+            # slot, maybe for hours, while another worker idles (docs/protocol.md).
+            self._stop_consuming()
         self._channel.basic_ack(method.delivery_tag)
         context = ActivityContext(task, self)
         attempt = (key["runId"], key["activityId"], key["attempt"])
@@ -256,6 +272,8 @@ class Worker:
             self._report(kind, body)
             if kind == "result":
                 context = self._running.pop((body["runId"], body["activityId"], body["attempt"]), None)
+                if self._tag is None and not self._stopping.is_set():
+                    self._consume()
                 print("ran %s for %s: %s" % (context.activity_type if context else "?", _name(body), body["status"]),
                       flush=True)
 
