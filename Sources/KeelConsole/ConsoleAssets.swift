@@ -281,10 +281,11 @@ enum ConsoleAssets {
         async function queuesPage() {
           const data = await api("/queues");
           const rows = data.queues.map(q => h("tr", {}, h("td", {}, q.taskQueue), h("td", {}, q.queue), h("td.num", {}, q.messages),
-            h("td.num", {}, q.consumers), h("td.num", {}, q.dispatchedPerSecond.toFixed(1)), h("td.num", {}, q.dispatched),
-            h("td", {}, q.stalled ? badge("stalled") : q.starvingSince ? "no consumer since " + when(q.starvingSince) : "ok"), h("td", {}, when(q.sampledAt))));
+            h("td.num", {}, q.consumers), h("td.num", {}, q.running), h("td.num", {}, q.dispatchedPerSecond.toFixed(1)), h("td.num", {}, q.dispatched),
+            h("td", {}, q.stalled ? badge("stalled") : q.starvingSince ? "no consumer since " + when(q.starvingSince)
+              : q.messages > 0 && q.consumers === 0 ? "workers all busy" : "ok"), h("td", {}, when(q.sampledAt))));
           render(h("h1", {}, "Task queues"),
-            h("table", { id: "queues" }, h("tr", {}, ["Task queue", "RabbitMQ queue", "Ready", "Consumers", "Dispatched/s", "Dispatched", "State", "Sampled"].map(t => h("th", {}, t))), rows),
+            h("table", { id: "queues" }, h("tr", {}, ["Task queue", "RabbitMQ queue", "Ready", "Consumers", "Running", "Dispatched/s", "Dispatched", "State", "Sampled"].map(t => h("th", {}, t))), rows),
             rows.length ? null : h("p.note", {}, "No sample yet: the coordinator looks every few seconds."));
         }
 

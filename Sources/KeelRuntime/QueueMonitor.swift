@@ -13,11 +13,15 @@ public struct QueueSample: Codable, Sendable, Hashable {
     /// Ready tasks waiting for a worker.
     public var messages: Int
     public var consumers: Int
+    /// Attempts running on it (started, not ended), as the coordinator knows them: with tasks
+    /// waiting and no consumer, its workers are all busy, not gone.
+    public var running: Int
     /// Tasks the coordinator published to it per second, over the last check interval.
     public var dispatchedPerSecond: Double
     /// Tasks published to it since the coordinator started.
     public var dispatched: Int
-    /// Since when it has held tasks with no consumer (nil: it has one, or is empty).
+    /// Since when it has held tasks with no consumer and no attempt running (nil: it has one, or
+    /// is empty).
     public var starvingSince: Date?
     /// Whether it has been starving long enough to be reported.
     public var stalled: Bool
@@ -27,13 +31,16 @@ public struct QueueSample: Codable, Sendable, Hashable {
 /// Watches the task queues from a thread of its own: depth and consumers as metrics
 /// (`keel_queue_messages`, `keel_queue_consumers`), and a task queue that holds tasks with no
 /// consumer for too long is flagged (`keel_queue_stalled`, one log line naming the queue and the
-/// command that serves it).
+/// command that serves it), unless attempts run on it: its workers are then busy, each with
+/// every slot taken by a long activity (they stop consuming then, ``ActivitySlots``).
 public final class QueueMonitor: Sendable {
     private let url: AMQPURL
     private let topology: Topology
     private let interval: Double
     private let noConsumerAfter: Double
     private let logger: Logger
+    /// Kept up to date by the coordinator.
+    let startedAttempts = StartedAttempts()
     private let known: Mutex<Set<String>>
     /// Tasks published per task queue since start.
     private let dispatchCounts = Mutex([String: Int]())
@@ -80,7 +87,8 @@ public final class QueueMonitor: Sendable {
                         let (messages, consumers) = try connection!.inspect(queue: queue)
                         Gauge(label: "keel_queue_messages", dimensions: [("task_queue", taskQueue)]).record(Double(messages))
                         Gauge(label: "keel_queue_consumers", dimensions: [("task_queue", taskQueue)]).record(Double(consumers))
-                        let starving = messages > 0 && consumers == 0
+                        let running = startedAttempts.count(taskQueue: taskQueue)
+                        let starving = messages > 0 && consumers == 0 && running == 0
                         if starving {
                             let since = emptySince[taskQueue] ?? Date()
                             emptySince[taskQueue] = since
@@ -101,7 +109,7 @@ public final class QueueMonitor: Sendable {
                             previous[taskQueue].map { Double(count - $0.count) / max(now.timeIntervalSince($0.at), 0.001) } ?? 0
                         previous[taskQueue] = (count, now)
                         let sample = QueueSample(
-                            taskQueue: taskQueue, queue: queue, messages: messages, consumers: consumers,
+                            taskQueue: taskQueue, queue: queue, messages: messages, consumers: consumers, running: running,
                             dispatchedPerSecond: rate,
                             dispatched: count, starvingSince: emptySince[taskQueue], stalled: flagged.contains(taskQueue),
                             sampledAt: now)

@@ -93,6 +93,40 @@ struct MetricsTests {
         #expect(Self.value(text, "keel_llm_call_duration_seconds_count{\(labels)}") == 2)
     }
 
+    /// A queue whose only worker runs a long activity in its only slot has no consumer (the worker
+    /// stops taking tasks) and a task waiting, but it is busy, not stalled: no flag, no warning.
+    @Test func aQueueWhoseWorkersAreAllBusyIsNotReportedStalled() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        deployment.extraEnvironment = ["KEEL_QUEUE_CHECK_SECONDS": "0.2", "KEEL_NO_CONSUMER_SECONDS": "1"]
+        let port = freeLocalPort()
+        try deployment.startCoordinator(["--http-port", port])
+        try deployment.startWorker(concurrency: 1)
+        for id in ["busy-a", "busy-b"] {
+            _ = try await deployment.client.startAndConfirm(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: 6000), field: "input")))
+        }
+        var text = ""
+        #expect(
+            try await eventually(15) {
+                text = try await Self.scrape(port)
+                return Self.value(text, #"keel_queue_consumers{task_queue="default"}"#) == 0
+                    && Self.value(text, #"keel_queue_messages{task_queue="default"}"#) == 1
+            }, "the worker stopped consuming, one task waits: \(text)")
+        // Longer than KEEL_NO_CONSUMER_SECONDS with no consumer and a task waiting.
+        try await Task.sleep(for: .seconds(2))
+        text = try await Self.scrape(port)
+        #expect(Self.value(text, #"keel_queue_consumers{task_queue="default"}"#) == 0, "\(text)")
+        #expect(Self.value(text, #"keel_queue_stalled{task_queue="default"}"#) == 0, "\(text)")
+        let log = try String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)
+        #expect(!log.contains("and no consumer for"))
+        for id in ["busy-a", "busy-b"] {
+            #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 30).status == .completed)
+        }
+    }
+
     @Test func aQueueWithNoConsumerAndTheRunWaitingOnItAreReported() async throws {
         let deployment = try Deployment()
         defer { deployment.stopAll() }

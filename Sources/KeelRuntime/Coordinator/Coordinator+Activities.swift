@@ -160,6 +160,7 @@ extension Coordinator {
 
     func save(_ activity: ActivityRecord, in run: LiveRun, _ work: inout Work) {
         run.activities[activity.activityId] = activity
+        configuration.startedAttempts.note(activity)
         work.batch.save(activity)
     }
 

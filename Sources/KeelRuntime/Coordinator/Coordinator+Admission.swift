@@ -248,6 +248,7 @@ extension Coordinator {
     /// Gives back what the activity's current attempt holds and takes it out of the queue. Free
     /// when nothing waits or is held (every step's end passes here).
     func forget(_ activity: ActivityRecord, in run: LiveRun, now: Date) {
+        configuration.startedAttempts.forget(runId: run.runId, activityId: activity.activityId)
         if !admission.queue.isEmpty { admission.queue.remove(.init(runId: run.runId, activityId: activity.activityId)) }
         if !admission.holds.isEmpty { release(activity.attemptKey, outcomes: nil, now: now) }
     }

@@ -37,6 +37,7 @@ extension Coordinator {
             startSpan(of: run)
             for activity in state.activities[record.runId] ?? [] {
                 run.activities[activity.activityId] = activity
+                configuration.startedAttempts.note(activity)
                 loaded.append((activity, run))
             }
             let events = state.events[record.runId] ?? []

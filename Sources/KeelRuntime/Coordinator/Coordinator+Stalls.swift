@@ -19,8 +19,11 @@ extension Coordinator {
                 switch activity.state {
                 case .scheduled:
                     since = activity.attemptScheduledAt
+                    let queue = activity.options.taskQueue
+                    let running = configuration.startedAttempts.count(taskQueue: queue)
                     reason =
-                        "\(label) has waited \(Int(now.timeIntervalSince(since))) s in task queue \(activity.options.taskQueue): no worker took it"
+                        "\(label) has waited \(Int(now.timeIntervalSince(since))) s in task queue \(queue): "
+                        + (running > 0 ? "its workers are all busy (\(running) attempt(s) running on it)" : "no worker took it")
                 case .started:
                     since = max(activity.startedAt ?? activity.attemptScheduledAt, activity.lastHeartbeatAt ?? .distantPast)
                     reason = "\(label) has neither heartbeated nor finished for \(Int(now.timeIntervalSince(since))) s"

@@ -26,6 +26,9 @@ public struct CoordinatorConfiguration: Sendable {
     public var epoch: Int64?
     /// The tracer for run spans (nil: the process's `InstrumentationSystem.tracer`).
     public var tracer: (any Tracer)?
+    /// Where the coordinator counts the attempts running on each task queue (the queue
+    /// monitor's, in a coordinator process).
+    public var startedAttempts = StartedAttempts()
 
     public init() {}
 }

@@ -178,6 +178,7 @@ public final class CoordinatorService: Service {
         monitor.start()
         defer { Task { await monitor.stop() } }
         var coordinatorConfiguration = configuration.coordinator
+        coordinatorConfiguration.startedAttempts = monitor.startedAttempts
         if coordinatorConfiguration.crashMarkerPath == nil {
             coordinatorConfiguration.crashMarkerPath = configuration.databasePath + "-crash"
         }
