@@ -193,11 +193,12 @@ public final class WorkerService: Service {
         }
     }
 
-    /// Handles one delivery in `slot`. Returns true when the delivery ends later, on the publishing
+    /// Handles one delivery in the slot `taken` (nil: its turn was handed back, and a task it would
+    /// run is given back unrun). Returns true when the delivery ends later, on the publishing
     /// thread, which then calls `done`: a short activity's, whose slot goes back once its result is
     /// in line.
     private func handle(
-        _ delivery: AMQPConsumer.Delivery, _ turn: ActivitySlots.Slot?, _ cancellation: AttemptCancellation,
+        _ delivery: AMQPConsumer.Delivery, _ taken: ActivitySlots.Slot?, _ cancellation: AttemptCancellation,
         _ consumer: AMQPConsumer,
         _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String, done: @escaping @Sendable () -> Void
     ) async -> Bool {
@@ -221,14 +222,14 @@ public final class WorkerService: Service {
             await reportUnrun(redelivered, delivery, consumer, reports)
             return false
         case .claim(let claimed):
-            guard let turn else {
+            guard let taken else {
                 await reportUnrun(claimed, handedBack: true, delivery, consumer, reports)
                 return false
             }
             switch TaskAdmission.afterClaim(await claim(claimed, reports)) {
             case .run:
                 task = claimed
-                slot = turn
+                slot = taken
             case .drop:
                 consumer.ack(delivery)
                 notRun(claimed, reason: claimed.republished == true ? "claimed_elsewhere" : "ended")
@@ -240,12 +241,12 @@ public final class WorkerService: Service {
                 return false
             }
         case .run(let admitted):
-            guard let turn else {
+            guard let taken else {
                 await reportUnrun(admitted, handedBack: true, delivery, consumer, reports)
                 return false
             }
             task = admitted
-            slot = turn
+            slot = taken
         }
         // A delivery whose connection is already gone comes back (redelivered): reporting its
         // start now would cost its attempt for nothing (seen after broker restarts).
