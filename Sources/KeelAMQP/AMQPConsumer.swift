@@ -21,18 +21,16 @@ public final class AMQPConsumer: @unchecked Sendable {
 
     private let url: AMQPURL
     private let queue: String
-    private let prefetch: Int
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
     private typealias Pending = (generation: Int, settlement: Settlement)
-    /// `suspended`: whether the broker's consumer should be cancelled (``suspend()``);
-    /// `suspensionChanged`: the thread has yet to act on it (settlements asked for after the
-    /// change wait for it, so that they reach the broker after it).
-    private let state = Mutex(
-        (
-            stopped: false, generation: 0, connected: false, pending: [Pending](), suspended: false,
-            suspensionChanged: false
-        ))
+    /// `window`: the prefetch of the broker's consumer, 0 for none (``limit(to:)``);
+    /// `windowChanged`: the thread has yet to act on it (settlements asked for after the change
+    /// wait for it, so that they reach the broker after it).
+    private let state:
+        Mutex<
+            (stopped: Bool, generation: Int, connected: Bool, pending: [Pending], window: Int, windowChanged: Bool)
+        >
     private let maxBatch: Int
     /// Given each delivery on the consuming thread instead of ``nextBatch()``.
     private let handler: (@Sendable (AMQPConsumer, Delivery) -> Void)?
@@ -89,7 +87,7 @@ public final class AMQPConsumer: @unchecked Sendable {
     ) {
         self.url = url
         self.queue = queue
-        self.prefetch = prefetch
+        state = Mutex((stopped: false, generation: 0, connected: false, pending: [], window: prefetch, windowChanged: false))
         self.maxBatch = max(maxBatch, 1)
         self.declare = declare
         self.logger = logger
@@ -139,28 +137,27 @@ public final class AMQPConsumer: @unchecked Sendable {
         waiter?.resume(returning: nil)
     }
 
-    /// Cancels the broker's consumer: no new deliveries come (a few already on their way may),
-    /// while the connection stays up and deliveries taken can be acknowledged. An
-    /// acknowledgement asked for after this call reaches the broker after the cancel, so the
-    /// window it frees is not filled. A reconnect does not consume again while suspended.
-    public func suspend() { changeSuspension(to: true) }
-
-    /// Consumes again after ``suspend()``.
-    public func resume() { changeSuspension(to: false) }
-
-    private func changeSuspension(to suspended: Bool) {
+    /// Holds this connection to at most `deliveries` unsettled deliveries from now on (0: takes
+    /// none). RabbitMQ cannot change a consumer's prefetch, and a new consumer's window does not
+    /// count what an earlier one delivered, so the thread: cancels the consumer when its window
+    /// is larger; with none, consumes once fewer than `deliveries` are unsettled, with a window
+    /// of the difference; and widens a narrower one (cancels, consumes again) only while nothing
+    /// is unsettled. An acknowledgement asked for after this call reaches the broker after the
+    /// cancel, so the room it frees is not filled. A few deliveries sent before a cancel may
+    /// still arrive.
+    public func limit(to deliveries: Int) {
         state.withLock { state in
-            state.suspended = suspended
-            state.suspensionChanged = true
+            state.window = max(deliveries, 0)
+            state.windowChanged = true
         }
         wakeup.signal()
     }
 
-    /// Whether the consumer should be consuming now; the change is then acted on.
-    private func takeSuspension() -> (suspended: Bool, changed: Bool) {
+    /// The window the consumer should have, and whether it changed since the thread last looked.
+    private func takeWindow() -> (window: Int, changed: Bool) {
         state.withLock { state in
-            defer { state.suspensionChanged = false }
-            return (state.suspended, state.suspensionChanged)
+            defer { state.windowChanged = false }
+            return (state.window, state.windowChanged)
         }
     }
 
@@ -286,7 +283,7 @@ public final class AMQPConsumer: @unchecked Sendable {
         guard line.try() else { return false }
         defer { line.unlock() }
         guard let live, live.generation == delivery.generation, broken == nil,
-            state.withLock({ !$0.stopped && $0.pending.isEmpty && !$0.suspensionChanged })
+            state.withLock({ !$0.stopped && $0.pending.isEmpty && !$0.windowChanged })
         else { return false }
         do {
             try settle([settlement], on: live.connection)
@@ -305,17 +302,23 @@ public final class AMQPConsumer: @unchecked Sendable {
             do {
                 let connection = try AMQPConnection(url: url)
                 try declare(connection)
-                try connection.qos(prefetch: prefetch)
-                // Named by this consumer, so that it can be cancelled (``suspend()``).
-                var consumerTag: String?
+                // Named by this consumer, so that it can be replaced (``limit(to:)``).
+                var consumer: (tag: String, window: Int)?
                 var consumers = 0
-                func consumeAgain() throws {
+                func consume(window: Int) throws {
+                    guard window > 0 else { return }
                     consumers += 1
                     let tag = "keel.\(consumers)"
+                    try connection.qos(prefetch: window)
                     try connection.consume(queue: queue, tag: tag)
-                    consumerTag = tag
+                    consumer = (tag, window)
                 }
-                if !takeSuspension().suspended { try consumeAgain() }
+                func cancel() throws {
+                    guard let tag = consumer?.tag else { return }
+                    try connection.cancel(consumer: tag)
+                    consumer = nil
+                }
+                try consume(window: takeWindow().window)
                 // Settlements for the old connection are dropped: the broker delivers again.
                 let generation = state.withLock { state in
                     state.generation += 1
@@ -335,15 +338,14 @@ public final class AMQPConsumer: @unchecked Sendable {
                     executor?.runPending()
                     let (batch, buffered) = try line.withLock { () throws -> ([Delivery], Bool) in
                         if let error = broken { throw error }
-                        // Before the settlements asked for since: a suspension must reach the
-                        // broker ahead of the acknowledgement that would free the window.
-                        let (suspended, changed) = takeSuspension()
-                        if changed, suspended, let tag = consumerTag {
-                            try connection.cancel(consumer: tag)
-                            consumerTag = nil
-                        } else if changed, !suspended, consumerTag == nil {
-                            try consumeAgain()
+                        // Before the settlements asked for since: a smaller window must reach the
+                        // broker ahead of the acknowledgement that would free room in the old one.
+                        let limit = takeWindow().window
+                        let held = unsettled.count
+                        if let window = consumer?.window, window > limit || (window < limit && held == 0) {
+                            try cancel()
                         }
+                        if consumer == nil, limit > held { try consume(window: limit - held) }
                         try settle(takePending(generation), on: connection)
                         var batch: [Delivery] = []
                         while batch.count < maxBatch, let message = try connection.next(timeout: 0) {

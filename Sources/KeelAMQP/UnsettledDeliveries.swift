@@ -19,6 +19,9 @@ struct UnsettledDeliveries {
 
     private var tags = Set<UInt64>()
 
+    /// Deliveries handed out and not settled.
+    var count: Int { tags.count }
+
     mutating func delivered(_ tag: UInt64) { tags.insert(tag) }
 
     /// The frames for `settlements`, in an order the broker accepts: rejects first, then acks.

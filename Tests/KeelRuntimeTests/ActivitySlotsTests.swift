@@ -42,37 +42,38 @@ struct ActivitySlotsTests {
         #expect(taken.value == ["early", "late"])
     }
 
-    final class FullChanges: Sendable {
-        let changes = Mutex([Bool]())
-        var value: [Bool] { changes.withLock { $0 } }
+    final class Windows: Sendable {
+        let given = Mutex([Int]())
+        var value: [Int] { given.withLock { $0 } }
     }
 
-    /// Once every slot runs an activity whose task is acknowledged, the waiting turns are handed
-    /// back and so is each turn reserved until one of those slots is released; the worker is told
-    /// when that starts (to stop taking tasks) and when it ends.
-    @Test func turnsAreHandedBackWhileEverySlotHoldsAnAcknowledgedActivity() async throws {
-        let full = FullChanges()
-        let slots = ActivitySlots(2) { isFull in full.changes.withLock { $0.append(isFull) } }
+    /// The prefetch window follows the slots whose activities' tasks are acknowledged: one more
+    /// than the slots while there is none, else the other slots, none once all are. Then the
+    /// waiting turns are handed back, and so is each turn reserved until one of those slots is
+    /// released.
+    @Test func theWindowFollowsAcknowledgedActivitiesAndTurnsAreHandedBackWhenEverySlotHoldsOne() async throws {
+        let windows = Windows()
+        let slots = ActivitySlots(2) { window in windows.given.withLock { $0.append(window) } }
         let first = try #require(await slots.reserve().slot())
         let second = try #require(await slots.reserve().slot())
         let waiting = slots.reserve()
         let waited = Task { await waiting.slot() }
         first.acknowledgedEarly()
         first.acknowledgedEarly()
-        #expect(full.value.isEmpty, "one slot can still come free without an acknowledgement")
+        #expect(windows.value == [1], "the other slot, without the one more")
         second.acknowledgedEarly()
-        #expect(full.value == [true])
+        #expect(windows.value == [1, 0])
         #expect(await waited.value == nil, "the waiting turn was handed back")
         #expect(await slots.reserve().slot() == nil, "a turn reserved meanwhile is handed back at once")
         first.release()
         first.release()
-        #expect(full.value == [true, false])
+        #expect(windows.value == [1, 0, 1])
         let next = try #require(await slots.reserve().slot(), "the released slot is free again")
-        // A slot released before its acknowledgement counts for nothing.
+        // A slot released before its acknowledgement changes nothing.
         next.release()
         next.acknowledgedEarly()
         second.release()
-        #expect(full.value == [true, false])
+        #expect(windows.value == [1, 0, 1, 3], "one more than the slots again")
         let both = [await slots.reserve().slot(), await slots.reserve().slot()]
         #expect(both.allSatisfy { $0 != nil })
     }

@@ -66,4 +66,28 @@ struct WorkerConcurrencyTests {
         }
         #expect(executions.map(\.attempt) == [1, 1])
     }
+    /// A worker kept full by activities that outlive the start report hands back the one task it
+    /// took beyond its slots, not a window's worth at every turnover: once a slot frees it takes
+    /// one task for it, not the slots plus one (which it would hand back as soon as the new
+    /// activity passed its start report), so the tasks run in turn at the cost of no attempt.
+    @Test func aSaturatedWorkerDoesNotChurnTasksBackToTheQueue() async throws {
+        let deployment = try Deployment()
+        defer { deployment.stopAll() }
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 4)
+        let ids = (1...16).map { "saturated-\($0)" }
+        for id in ids {
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: 1000), field: "input"), requestId: id))
+        }
+        for id in ids {
+            #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 60).status == .completed)
+        }
+        let log = try String(contentsOf: deployment.directory.appendingPathComponent("worker-0.log"), encoding: .utf8)
+        let handedBack = log.components(separatedBy: "handed back unrun").count - 1
+        #expect(handedBack <= 3, "\(handedBack) tasks handed back for \(ids.count) run on 4 slots")
+        #expect(deployment.executions.map(\.attempt) == Array(repeating: 1, count: ids.count))
+    }
 }

@@ -12,13 +12,15 @@ import Synchronization
 /// not in the order their tasks happen to run: with one delivery more than the slots, a task
 /// started later could otherwise take the slot first.
 ///
-/// A delivery waits for a slot only while one will come free without another acknowledgement:
-/// once every slot holds an activity whose task is already acknowledged (``Slot/acknowledgedEarly()``),
-/// nothing frees a slot but the end of one of those, maybe in hours, and RabbitMQ would close the
-/// consumer's channel at its `consumer_timeout` over a delivery held that long. The waiting turns
-/// are then handed back (``Turn/slot()`` returns nil: the worker gives the task back unrun), so
-/// are turns reserved while it lasts, and `full(true)` tells the worker to stop taking tasks until
-/// one of those slots is given back (`full(false)`).
+/// An activity whose task is acknowledged while it runs (``Slot/acknowledgedEarly()``, one that
+/// outlived the start report) no longer counts in RabbitMQ's prefetch window, which would then
+/// fill with tasks waiting behind it, maybe for hours, while other workers idle (and past the
+/// broker's `consumer_timeout`, which closes the channel). So the worker's window follows the
+/// slots (``window(count:acknowledged:)``, given to `window` at each change): one task more
+/// than the slots while none is held that way, else exactly the slots not held that way, and
+/// none once all are. Then the waiting turns are handed back (``Turn/slot()`` returns nil: the
+/// worker gives the task back unrun), and so are turns reserved until one of those slots is
+/// given back.
 final class ActivitySlots: Sendable {
     private struct State {
         var free: Int
@@ -28,15 +30,24 @@ final class ActivitySlots: Sendable {
     }
     private let count: Int
     private let state: Mutex<State>
-    /// Called with true when every slot holds an acknowledged activity, with false when one of
-    /// them gives its slot back; under the slots' lock, so calls come in the order of the
-    /// changes (it must not call back into the slots).
-    private let full: @Sendable (Bool) -> Void
+    /// Given the prefetch window the worker's consumer should have, at each change of the
+    /// acknowledged activities; under the slots' lock, so calls come in the order of the changes
+    /// (it must not call back into the slots).
+    private let window: @Sendable (Int) -> Void
 
-    init(_ count: Int, full: @escaping @Sendable (Bool) -> Void = { _ in }) {
+    init(_ count: Int, window: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.count = count
-        self.full = full
+        self.window = window
         state = Mutex(State(free: count))
+    }
+
+    /// The deliveries the worker should hold unacknowledged while `acknowledged` of its `count`
+    /// slots run activities whose tasks are acknowledged: one more than the slots while none is
+    /// (a short activity's task is acknowledged only once its result is confirmed, and the next
+    /// one should not wait in RabbitMQ for that), else the other slots, without the one more: a
+    /// task taken beyond them would wait while any of those turns long.
+    static func window(count: Int, acknowledged: Int) -> Int {
+        acknowledged == 0 ? count + 1 : count - acknowledged
     }
 
     /// A taken slot; ``release()`` gives it back, once however often it is called.
@@ -49,8 +60,9 @@ final class ActivitySlots: Sendable {
         fileprivate init(_ slots: ActivitySlots) { self.slots = slots }
 
         /// The activity's task is about to be acknowledged while it still runs (its start was
-        /// confirmed). Call it before the acknowledgement goes out: the worker's `full(true)`
-        /// must stop the deliveries before the acknowledgement frees the prefetch window.
+        /// confirmed). Call it before the acknowledgement goes out: the smaller window it
+        /// gives the worker must reach the broker before the acknowledgement frees room in the
+        /// old one.
         func acknowledgedEarly() {
             slots.state.withLock { state in
                 let marked = phase.withLock { phase in
@@ -60,10 +72,10 @@ final class ActivitySlots: Sendable {
                 }
                 guard marked else { return }
                 state.acknowledged += 1
+                slots.window(ActivitySlots.window(count: slots.count, acknowledged: state.acknowledged))
                 guard state.acknowledged == slots.count else { return }
                 let handedBack = state.waiting
                 state.waiting.removeAll()
-                slots.full(true)
                 for turn in handedBack { turn.handBack() }
             }
         }
@@ -139,8 +151,8 @@ final class ActivitySlots: Sendable {
     private func giveBack(acknowledged: Bool) {
         let next = state.withLock { state -> Turn? in
             if acknowledged {
-                if state.acknowledged == count { full(false) }
                 state.acknowledged -= 1
+                window(Self.window(count: count, acknowledged: state.acknowledged))
             }
             if state.waiting.isEmpty {
                 state.free += 1

@@ -90,18 +90,15 @@ public final class WorkerService: Service {
         let publisher = AMQPPublisher(url: configuration.url, topology: topology, logger: logger)
         let reports = ReportSender(publisher: publisher)
         let inFlight = InProgress()
-        // While every slot holds an activity whose task is acknowledged (one that outlived the
-        // start report), the worker takes no tasks: one it took would wait, maybe for hours, while
-        // another worker could run it (``ActivitySlots``).
+        // The prefetch window follows the slots not held by activities whose tasks are
+        // acknowledged (ones that outlived the start report): a task taken beyond them would wait,
+        // maybe for hours, while another worker could run it (``ActivitySlots``).
         let taking = Mutex<AMQPConsumer?>(nil)
-        let slots = ActivitySlots(configuration.concurrency) { [logger, concurrency = configuration.concurrency] full in
+        let slots = ActivitySlots(configuration.concurrency) { [logger, concurrency = configuration.concurrency] window in
             guard let consumer = taking.withLock({ $0 }) else { return }
-            if full {
-                consumer.suspend()
+            consumer.limit(to: window)
+            if window == 0 {
                 logger.info("every slot (\(concurrency)) runs an activity past its start report: taking no tasks until one ends")
-            } else {
-                consumer.resume()
-                logger.info("a slot came free: taking tasks again")
             }
         }
         // Each delivery's task is started on the consumer's thread, not by a loop over batches.
