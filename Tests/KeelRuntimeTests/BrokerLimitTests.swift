@@ -70,13 +70,7 @@ struct BrokerLimitTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 1)
         let ids = (1...3).map { "queued-\($0)" }
-        for id in ids {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: 3 * Self.timeoutMilliseconds / 2), field: "input")
-                ))
-        }
+        try await deployment.startSteps(ids, StepsInput(steps: 1, milliseconds: 3 * Self.timeoutMilliseconds / 2))
         for id in ids {
             let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
             #expect(run.status == .completed, "\(id): \(run.failure?.description ?? "")")

@@ -19,12 +19,7 @@ struct BrokerRestartTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 4)
         let ids = (1...6).map { "restart-\($0)" }
-        for id in ids {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 40, milliseconds: 300), field: "input"), requestId: id))
-        }
+        try await deployment.startSteps(ids, StepsInput(steps: 40, milliseconds: 300))
         #expect(await eventually(30) { deployment.executions.count >= 6 }, "the run got going")
         try await offPool { try Self.rabbitmq("stop") }
         let executionsWhileDown = deployment.executions.count

@@ -80,6 +80,15 @@ final class Deployment: @unchecked Sendable {
 
     func store() throws -> SQLiteHistoryStore { try SQLiteHistoryStore(path: databasePath) }
 
+    /// Starts a `bench-steps` run for each of `ids`, each id its request id too, without
+    /// waiting for the coordinator to take them.
+    func startSteps(_ ids: [String], _ steps: StepsInput) async throws {
+        let input = try Payload(encoding: steps, field: "input")
+        for id in ids {
+            try await client.start(StartRequest(workflowType: "bench-steps", workflowId: id, input: input, requestId: id))
+        }
+    }
+
     var executions: [ExecutionLog.Entry] { ExecutionLog.read(executionLogPath) }
 
     /// SIGTERM to every process; the waiting (up to 10 s each), the client's close and the queue

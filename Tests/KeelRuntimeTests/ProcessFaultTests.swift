@@ -24,12 +24,7 @@ struct ProcessFaultTests {
         // suite runs in-process LLM stacks beside it; at 1 s steps one full-suite run on
         // 2026-11-30 killed it only after every run had completed).
         let ids = (1...10).map { "kill-coordinator-\($0)" }
-        for id in ids {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 8, milliseconds: 2000), field: "input"), requestId: id))
-        }
+        try await deployment.startSteps(ids, StepsInput(steps: 8, milliseconds: 2000))
         #expect(await eventually(20) { deployment.executions.count >= 20 }, "the run got going")
         deployment.coordinator?.kill()
         let killedAt = Date()

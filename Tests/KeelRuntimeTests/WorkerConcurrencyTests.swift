@@ -13,12 +13,7 @@ struct WorkerConcurrencyTests {
         try deployment.startWorker(concurrency: 2)
         let sleep = 1500
         let ids = (1...6).map { "slots-\($0)" }
-        for id in ids {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: sleep), field: "input"), requestId: id))
-        }
+        try await deployment.startSteps(ids, StepsInput(steps: 1, milliseconds: sleep))
         for id in ids {
             let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
             #expect(run.status == .completed)
@@ -44,12 +39,7 @@ struct WorkerConcurrencyTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 1)
         let sleep = 6000
-        for id in ["busy-1", "busy-2"] {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: sleep), field: "input"), requestId: id))
-        }
+        try await deployment.startSteps(["busy-1", "busy-2"], StepsInput(steps: 1, milliseconds: sleep))
         #expect(await eventually(20) { deployment.executions.count == 1 })
         try await Task.sleep(for: .milliseconds(500))
         try deployment.startWorker(concurrency: 1)
@@ -76,12 +66,7 @@ struct WorkerConcurrencyTests {
         try deployment.startCoordinator()
         try deployment.startWorker(concurrency: 4)
         let ids = (1...16).map { "saturated-\($0)" }
-        for id in ids {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(encoding: StepsInput(steps: 1, milliseconds: 1000), field: "input"), requestId: id))
-        }
+        try await deployment.startSteps(ids, StepsInput(steps: 1, milliseconds: 1000))
         for id in ids {
             #expect(try await deployment.client.waitForResult(workflowId: id, timeout: 60).status == .completed)
         }
