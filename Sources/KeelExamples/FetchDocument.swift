@@ -69,7 +69,7 @@ public struct FetchDocument: Activity {
                 process.standardOutput = output
                 process.standardError = FileHandle.nullDevice
                 do {
-                    try process.run()
+                    try startWithSignalsUnblocked(process)
                 } catch {
                     continuation.resume(
                         returning: .failure(

@@ -13,7 +13,7 @@ public func runToEnd(
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     process.standardOutput = pipe
     process.standardError = pipe
-    try process.run()
+    try startWithSignalsUnblocked(process)
     let output = readToEnd(pipe.fileHandleForReading)
     while process.isRunning { Thread.sleep(forTimeInterval: 0.01) }  // not waitUntilExit: see KeelProcess
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))

@@ -1,4 +1,5 @@
 import Foundation
+import KeelAMQP
 
 /// A child process running a `keel` binary, its output going to a log file.
 public final class KeelProcess: @unchecked Sendable {
@@ -18,7 +19,8 @@ public final class KeelProcess: @unchecked Sendable {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = output
         process.standardError = output
-        try process.run()
+        try startWithSignalsUnblocked(process)
+        ChildrenKilledAtExit.watch(process.processIdentifier)
     }
 
     /// `kill -9`.
@@ -26,6 +28,7 @@ public final class KeelProcess: @unchecked Sendable {
         // Unconditionally: a test that kills a process must not skip it on a stale `isRunning`.
         Foundation.kill(process.processIdentifier, SIGKILL)
         waitForExit(process, seconds: 10)
+        if !processExists(process) { ChildrenKilledAtExit.forget(process.processIdentifier) }
     }
 
     /// Whether the process still exists, asked of the kernel. A zombie (dead, not yet reaped by
@@ -45,6 +48,7 @@ public func stopProcess(_ process: Process, grace: Double = 10) {
         kill(process.processIdentifier, SIGKILL)
         waitForExit(process, seconds: 10)
     }
+    if !processExists(process) { ChildrenKilledAtExit.forget(process.processIdentifier) }
 }
 
 /// Whether `process` is alive, asked of the kernel: Foundation's `isRunning` turns false only
