@@ -318,6 +318,7 @@ func cText(_ buffer: [CChar]) -> String {
 }
 
 /// Calls `body` with `amqp_bytes_t` views of `strings` that stay valid for the whole call.
+@discardableResult
 func withBytes<R>(_ strings: String..., body: ([amqp_bytes_t]) -> R) -> R {
     let copies = strings.map { strdup($0)! }
     defer { for copy in copies { free(copy) } }

@@ -13,7 +13,7 @@ import Synchronization
 ///     static func activities(configuration: KeelConfiguration) -> ActivityRegistry { … }
 /// }
 /// ```
-public protocol KeelApplication {
+public protocol KeelApplication: SendableMetatype {
     /// The name in usage lines and help (default: the executable's file name).
     static var commandName: String { get }
     /// The line under the name in `--help`.

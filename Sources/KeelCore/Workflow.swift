@@ -19,7 +19,7 @@ import Foundation
 ///
 /// A workflow that answers queries or handles signals keeps its state in a `final class` and
 /// registers the handlers on the context at the start of `run`.
-public protocol Workflow {
+public protocol Workflow: SendableMetatype {
     associatedtype Input: Codable & Sendable
     associatedtype Output: Codable & Sendable
     /// The stable type name recorded in history. Changing it orphans running workflows.

@@ -50,17 +50,17 @@ extension WorkflowContext {
         guard !cancelRequested else { return }
         cancelRequested = true
         for seq in pendingActivities.keys.sorted() {
-            try? issue(.cancelActivity(seq: seq))
+            _ = try? issue(.cancelActivity(seq: seq))
             pendingActivities.removeValue(forKey: seq)?.continuation.resume(throwing: CancelledError())
         }
         for seq in pendingTimers.keys.sorted() {
-            try? issue(.cancelTimer(seq: seq))
+            _ = try? issue(.cancelTimer(seq: seq))
             pendingTimers.removeValue(forKey: seq)?.resume(throwing: CancelledError())
         }
         let waits = conditions
         conditions.removeAll()
         for wait in waits {
-            if let timerSeq = wait.timerSeq { try? issue(.cancelTimer(seq: timerSeq)) }
+            if let timerSeq = wait.timerSeq { _ = try? issue(.cancelTimer(seq: timerSeq)) }
             wait.continuation.resume(throwing: CancelledError())
         }
         for seq in pendingChildren.keys.sorted() {
@@ -75,7 +75,7 @@ extension WorkflowContext {
         else { return false }
         let wait = conditions.remove(at: index)
         if let timerSeq = wait.timerSeq {
-            try? issue(.cancelTimer(seq: timerSeq))
+            _ = try? issue(.cancelTimer(seq: timerSeq))
         }
         wait.continuation.resume(returning: true)
         return true

@@ -50,7 +50,7 @@ public struct TripBooking: Workflow {
                 startToCloseTimeout: .seconds(30),
                 retryPolicy: RetryPolicy(initialInterval: .seconds(1), maximumInterval: .seconds(60), maximumAttempts: 0))
             for id in booked.reversed() {
-                try await context.execute(
+                _ = try await context.execute(
                     CancelBooking.self, input: .init(bookingsURL: input.bookingsURL, id: id), options: compensation)
             }
             throw error

@@ -12,7 +12,7 @@ public final class KeelProcess: @unchecked Sendable {
     }
 
     public init(_ arguments: [String], environment: [String: String], log: URL, binary: URL = KeelProcess.binary) throws {
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let output = try FileHandle(forWritingTo: log)
         process.executableURL = binary
         process.arguments = arguments

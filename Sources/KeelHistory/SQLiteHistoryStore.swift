@@ -58,7 +58,7 @@ public final class SQLiteHistoryStore: HistoryStore {
 
     deinit {
         guard let checkpointer = checkpointer.withLock({ $0 }) else { return }
-        try? pool.writeWithoutTransaction { db in checkpointer.uninstall(from: db) }
+        pool.writeWithoutTransaction { db in checkpointer.uninstall(from: db) }
         checkpointer.stop()
     }
 
@@ -73,7 +73,7 @@ public final class SQLiteHistoryStore: HistoryStore {
     func checkpointInBackground(backstopPages: Int) throws {
         try wrap("starting the checkpoint thread") {
             let started = try WALCheckpointer(path: path, backstopPages: backstopPages)
-            try pool.writeWithoutTransaction { db in started.install(on: db) }
+            pool.writeWithoutTransaction { db in started.install(on: db) }
             let previous = checkpointer.withLock { current in
                 defer { current = started }
                 return current

@@ -100,7 +100,7 @@ struct StoredJSONTests {
         #expect(throws: EncodingError.self) { try json.number(.nan) }
         try json.number(-0.0)
         try json.number(1e300)
-        try json.number(5e-324)
+        try json.number(.leastNonzeroMagnitude)  // 5e-324
         try json.number(123_456_789_012.5)
         let text = String(decoding: json.data, as: UTF8.self)
         #expect(text == "01e+3005e-324123456789012.5")

@@ -130,7 +130,8 @@ struct BrokerUsersTests {
         let urls = try await createUsers(["python"], deployment)
         defer { removeUsers(deployment) }
         let operatorUser = try #require(urls["OPERATOR"])
-        try deployment.startCoordinator(["--operators", operatorUser.user], as: try #require(urls["COORDINATOR"]))
+        let coordinatorUser: AMQPURL = try #require(urls["COORDINATOR"])
+        try deployment.startCoordinator(["--operators", operatorUser.user], as: coordinatorUser)
         try await deployment.waitUntilCoordinatorServes()
         let worker = try KeelProcess(
             ["python3", ForeignClientTests.root.appendingPathComponent("scripts/examples/python_worker.py").path, "python", "2"],

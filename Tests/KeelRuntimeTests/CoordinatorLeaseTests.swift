@@ -63,7 +63,7 @@ struct CoordinatorLeaseTests {
         #expect(second.epoch > first.epoch, "the standby took a later epoch")
         #expect(second.holder != first.holder)
 
-        let (requests, activeLog) = try await Self.startRunsAndResume(active, deployment)
+        let (_, activeLog) = try await Self.startRunsAndResume(active, deployment)
         #expect(
             activeLog.contains("writes nothing more") || activeLog.contains("another coordinator took namespace"), "\(activeLog)")
         #expect(try store.currentEpoch()?.epoch == second.epoch, "nobody took the history back")

@@ -43,7 +43,7 @@ struct ForeignClientTests {
         let log = deployment.directory.appendingPathComponent("python.log")
         defer { python.terminate() }
 
-        let upper = try JSONValue.object([
+        let upper = JSONValue.object([
             "activityType": .string("py-upper"), "taskQueue": .string("python"), "input": .string("keel")
         ])
         _ = try await deployment.client.startAndConfirm(
@@ -71,7 +71,7 @@ struct ForeignClientTests {
     @Test func aPythonWorkerClaimsARepublishedTaskAndRunsOneCopy() async throws {
         let deployment = try Deployment()
         try deployment.startCoordinator()
-        let upper = try JSONValue.object([
+        let upper = JSONValue.object([
             "activityType": .string("py-upper"), "taskQueue": .string("python"), "input": .string("once")
         ])
         _ = try await deployment.client.startAndConfirm(

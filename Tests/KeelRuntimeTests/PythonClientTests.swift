@@ -62,7 +62,7 @@ struct PythonClientTests {
         }
         #expect(try await eventually(60) { try lastStep() == 3 }, "heartbeats with details arrive")
         try await offPool { first.kill() }
-        FileManager.default.createFile(atPath: gate, contents: nil)
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
         let second = try worker("python-2.log")
         defer { Thread.detachNewThread { second.terminate() } }
         let waited = try await Self.python([scenario, "wait", "py-count"], deployment)

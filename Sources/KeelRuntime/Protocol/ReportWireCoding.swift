@@ -183,7 +183,7 @@ extension ReportBatch {
             }
             if let redelivered {
                 json.key("redelivered")
-                try json.array(redelivered) { json, report in report.write(to: &json) }
+                json.array(redelivered) { json, report in report.write(to: &json) }
             }
             if let results {
                 json.key("results")

@@ -292,7 +292,7 @@ public final class WorkerService: Service {
         // Reports the start of an activity that outlives the delay.
         let startLater = holdsBackStart ? delayedStarts.schedule { _ = reportStart() } : nil
         if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
-        let heartbeats = HeartbeatThrottle(task: task) { [self] details in
+        let heartbeats = HeartbeatThrottle(task: task) { details in
             // The coordinator takes heartbeats of a started attempt only.
             guard reportStart(), await start.written() else { return }
             try? await reports.send(
