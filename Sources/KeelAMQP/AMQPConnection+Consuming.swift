@@ -132,6 +132,7 @@ extension AMQPConnection {
             messageId: optional(AMQP_BASIC_MESSAGE_ID_FLAG, properties.message_id),
             replyTo: optional(AMQP_BASIC_REPLY_TO_FLAG, properties.reply_to),
             correlationId: optional(AMQP_BASIC_CORRELATION_ID_FLAG, properties.correlation_id),
-            userId: optional(AMQP_BASIC_USER_ID_FLAG, properties.user_id), headers: headers, death: death)
+            userId: optional(AMQP_BASIC_USER_ID_FLAG, properties.user_id), headers: headers, death: death,
+            consumerTag: bytes(envelope.consumer_tag))
     }
 }

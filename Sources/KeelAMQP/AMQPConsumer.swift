@@ -139,12 +139,12 @@ public final class AMQPConsumer: @unchecked Sendable {
 
     /// Holds this connection to at most `deliveries` unsettled deliveries from now on (0: takes
     /// none). RabbitMQ cannot change a consumer's prefetch, and a new consumer's window does not
-    /// count what an earlier one delivered, so the thread: cancels the consumer when its window
-    /// is larger; with none, consumes once fewer than `deliveries` are unsettled, with a window
-    /// of the difference; and widens a narrower one (cancels, consumes again) only while nothing
-    /// is unsettled. An acknowledgement asked for after this call reaches the broker after the
-    /// cancel, so the room it frees is not filled. A few deliveries sent before a cancel may
-    /// still arrive.
+    /// count what an earlier one delivered, so the thread keeps the windows of its consumers plus
+    /// the unsettled deliveries of cancelled ones at `deliveries`: to narrow, it cancels them all;
+    /// to widen (or as those deliveries settle), it adds a consumer with the room, folding in the
+    /// consumers that hold nothing. An acknowledgement asked for after this call reaches the
+    /// broker after the cancels, so the room it frees is not filled. A few deliveries sent before
+    /// a cancel may still arrive.
     public func limit(to deliveries: Int) {
         state.withLock { state in
             state.window = max(deliveries, 0)
@@ -302,23 +302,52 @@ public final class AMQPConsumer: @unchecked Sendable {
             do {
                 let connection = try AMQPConnection(url: url)
                 try declare(connection)
-                // Named by this consumer, so that it can be replaced (``limit(to:)``).
-                var consumer: (tag: String, window: Int)?
+                // The broker's consumers on this connection, by tag, with their windows: more
+                // than one while ``limit(to:)`` widened the window with deliveries unsettled.
+                var active: [String: Int] = [:]
                 var consumers = 0
+                // Whether the deliveries the broker may have outstanding still differ from the
+                // limit (deliveries of cancelled consumers are unsettled).
+                var rebalancing = false
                 func consume(window: Int) throws {
                     guard window > 0 else { return }
                     consumers += 1
                     let tag = "keel.\(consumers)"
                     try connection.qos(prefetch: window)
                     try connection.consume(queue: queue, tag: tag)
-                    consumer = (tag, window)
+                    active[tag] = window
                 }
-                func cancel() throws {
-                    guard let tag = consumer?.tag else { return }
+                func cancel(_ tag: String) throws {
                     try connection.cancel(consumer: tag)
-                    consumer = nil
+                    active.removeValue(forKey: tag)
                 }
-                try consume(window: takeWindow().window)
+                // Brings what the broker may have outstanding (the unsettled deliveries of
+                // cancelled consumers, and the active consumers' windows) to `limit`. Larger:
+                // every consumer is cancelled, ahead of the acknowledgements that would free room
+                // in their windows. Smaller: the consumers with nothing unsettled give way to one
+                // new consumer with their windows and the room, at once (RabbitMQ cannot widen a
+                // consumer's window). Returns whether it is stable: no delivery of a cancelled
+                // consumer unsettled, whose settlement would make room again.
+                func rebalance(to limit: Int) throws -> Bool {
+                    let held = unsettled.countByConsumer
+                    func orphaned() -> Int { held.reduce(0) { active[$1.key] == nil ? $0 + $1.value : $0 } }
+                    if orphaned() + active.values.reduce(0, +) > limit {
+                        for tag in Array(active.keys) { try cancel(tag) }
+                    }
+                    var outstanding = orphaned() + active.values.reduce(0, +)
+                    if outstanding < limit {
+                        for (tag, window) in active where held[tag, default: 0] == 0 {
+                            try cancel(tag)
+                            outstanding -= window
+                        }
+                        try consume(window: limit - outstanding)
+                    }
+                    return orphaned() == 0
+                }
+                rebalancing = try line.withLock {
+                    unsettled = UnsettledDeliveries()
+                    return try !rebalance(to: takeWindow().window)
+                }
                 // Settlements for the old connection are dropped: the broker delivers again.
                 let generation = state.withLock { state in
                     state.generation += 1
@@ -340,19 +369,17 @@ public final class AMQPConsumer: @unchecked Sendable {
                         if let error = broken { throw error }
                         // Before the settlements asked for since: a smaller window must reach the
                         // broker ahead of the acknowledgement that would free room in the old one.
-                        let limit = takeWindow().window
-                        let held = unsettled.count
-                        if let window = consumer?.window, window > limit || (window < limit && held == 0) {
-                            try cancel()
-                        }
-                        if consumer == nil, limit > held { try consume(window: limit - held) }
+                        let (limit, changed) = takeWindow()
+                        if changed || rebalancing { rebalancing = try !rebalance(to: limit) }
                         try settle(takePending(generation), on: connection)
                         var batch: [Delivery] = []
                         while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
                             batch.append(Delivery(message: message, generation: generation))
                         }
                         // Before anyone may settle them.
-                        for delivery in batch { unsettled.delivered(delivery.message.deliveryTag) }
+                        for delivery in batch {
+                            unsettled.delivered(delivery.message.deliveryTag, to: delivery.message.consumerTag)
+                        }
                         return (batch, connection.hasBufferedInput)
                     }
                     if !batch.isEmpty {

@@ -20,6 +20,8 @@ public struct AMQPDelivery: Sendable {
     public var headers: [String: String]
     /// RabbitMQ's record of why the message was dead-lettered (first `x-death` entry).
     public var death: (reason: String, queue: String, count: Int64)?
+    /// The consumer it came to (empty for a `basic.get`).
+    public var consumerTag: String = ""
 }
 
 /// A message to send.

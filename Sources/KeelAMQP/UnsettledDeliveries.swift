@@ -17,12 +17,20 @@ struct UnsettledDeliveries {
         case reject(UInt64)
     }
 
-    private var tags = Set<UInt64>()
+    /// Each unsettled delivery's tag, and the consumer it came to.
+    private var tags: [UInt64: String] = [:]
 
     /// Deliveries handed out and not settled.
     var count: Int { tags.count }
 
-    mutating func delivered(_ tag: UInt64) { tags.insert(tag) }
+    /// How many of them came to each consumer.
+    var countByConsumer: [String: Int] {
+        var counts: [String: Int] = [:]
+        for consumer in tags.values { counts[consumer, default: 0] += 1 }
+        return counts
+    }
+
+    mutating func delivered(_ tag: UInt64, to consumer: String = "") { tags[tag] = consumer }
 
     /// The frames for `settlements`, in an order the broker accepts: rejects first, then acks.
     mutating func frames(settling settlements: [Settlement]) -> [Frame] {
@@ -31,19 +39,19 @@ struct UnsettledDeliveries {
         for settlement in settlements {
             switch settlement {
             case .reject(let tag):
-                guard tags.remove(tag) != nil else { continue }
+                guard tags.removeValue(forKey: tag) != nil else { continue }
                 frames.append(.reject(tag))
             case .ack(let tag):
-                guard tags.remove(tag) != nil else { continue }
+                guard tags.removeValue(forKey: tag) != nil else { continue }
                 acked.append(tag)
             case .ackThrough(let tag):
-                let covered = tags.filter { $0 <= tag }
+                let covered = tags.keys.filter { $0 <= tag }
                 guard !covered.isEmpty else { continue }
-                tags.subtract(covered)
+                for key in covered { tags.removeValue(forKey: key) }
                 acked.append(tag)
             }
         }
-        let lowestUnsettled = tags.min() ?? .max
+        let lowestUnsettled = tags.keys.min() ?? .max
         let folded = acked.filter { $0 < lowestUnsettled }.max()
         if let folded { frames.append(.ack(folded, multiple: true)) }
         for tag in acked.sorted() where tag > lowestUnsettled { frames.append(.ack(tag, multiple: false)) }

@@ -33,7 +33,7 @@ struct TracingTests {
         // The run's span ends when the run closes.
         var spans: [FinishedInMemorySpan] = []
         #expect(
-            try await eventually(10) {
+            await eventually(10) {
                 spans = tracer.finishedSpans
                 return spans.contains { $0.operationName == "workflow test-llm-calls" }
             })
