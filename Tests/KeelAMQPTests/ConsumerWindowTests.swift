@@ -21,11 +21,7 @@ struct ConsumerWindowTests {
         defer { setup.close() }
         try setup.declareQueue(queue, deadLetterExchange: nil)
         defer { try? setup.deleteQueue(queue) }
-        try setup.enableConfirms()
-        for index in 0..<20 {
-            try setup.publish(AMQPMessage(exchange: "", routingKey: queue, body: Data("\(index)".utf8)))
-        }
-        try setup.waitForConfirms()
+        try publishNumbered(20, to: queue, on: setup)
         let consumer = AMQPConsumer(url: url, queue: queue, prefetch: 3, maxBatch: 20) { _ in }
         consumer.start()
         defer { consumer.stop() }

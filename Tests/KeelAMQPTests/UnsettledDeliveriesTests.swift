@@ -56,11 +56,7 @@ struct ConsumerSettlementTests {
         try setup.declareQueue(dead, deadLetterExchange: nil)
         try setup.bind(queue: dead, exchange: dead, routingKey: "")
         try setup.declareQueue(queue, deadLetterExchange: dead)
-        try setup.enableConfirms()
-        for index in 0..<20 {
-            try setup.publish(AMQPMessage(exchange: "", routingKey: queue, body: Data("\(index)".utf8)))
-        }
-        try setup.waitForConfirms()
+        try publishNumbered(20, to: queue, on: setup)
 
         let consumer = AMQPConsumer(url: url, queue: queue, prefetch: 20, maxBatch: 20) { _ in }
         consumer.start()
