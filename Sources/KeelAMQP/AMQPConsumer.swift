@@ -24,7 +24,8 @@ public final class AMQPConsumer: @unchecked Sendable {
     private let declare: @Sendable (AMQPConnection) throws -> Void
     private let logger: Logger
     private typealias Pending = (generation: Int, settlement: Settlement)
-    /// `window`: the prefetch of the broker's consumer, 0 for none (``limit(to:)``);
+    /// `window`: the most deliveries this connection may hold unsettled, 0 for none
+    /// (``limit(to:)``);
     /// `windowChanged`: the thread has yet to act on it (settlements asked for after the change
     /// wait for it, so that they reach the broker after it).
     private let state:
