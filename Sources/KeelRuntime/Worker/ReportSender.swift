@@ -37,11 +37,7 @@ final class ReportSender: Sendable {
 
     /// Returns once the report is confirmed by the broker.
     func send(_ report: WorkerReport, workflowId: String) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            send(report, workflowId: workflowId) { error in
-                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-            }
-        }
+        try await untilSettled { settled in send(report, workflowId: workflowId, settled: settled) }
     }
 
     /// Sends without waiting: `written` is called once the report is on the connection,
@@ -63,13 +59,19 @@ final class ReportSender: Sendable {
     /// Returns once the claim is confirmed by the broker.
     func claim(_ claim: ActivityClaim, workflowId: String, replyTo: String, correlationId: String) async throws {
         let route = publisher.topology.reportRoute(workflowId: workflowId)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        try await untilSettled { settled in
             enqueue(
-                Item(
-                    report: .claim(claim), route: route, answer: (replyTo, correlationId), written: nil,
-                    settled: { error in
-                        if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-                    }))
+                Item(report: .claim(claim), route: route, answer: (replyTo, correlationId), written: nil, settled: settled))
+        }
+    }
+
+    /// Calls `start` with a settlement callback and returns once it is called: at once with nil,
+    /// throwing with an error.
+    private func untilSettled(_ start: (@escaping @Sendable ((any Error)?) -> Void) -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            start { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
         }
     }
 
