@@ -331,19 +331,22 @@ public final class AMQPConsumer: @unchecked Sendable {
                 // consumer unsettled, whose settlement would make room again.
                 func rebalance(to limit: Int) throws -> Bool {
                     let held = unsettled.countByConsumer
-                    func orphaned() -> Int { held.reduce(0) { active[$1.key] == nil ? $0 + $1.value : $0 } }
-                    if orphaned() + active.values.reduce(0, +) > limit {
+                    var orphaned = held.reduce(0) { active[$1.key] == nil ? $0 + $1.value : $0 }
+                    var outstanding = orphaned + active.values.reduce(0, +)
+                    if outstanding > limit {
                         for tag in Array(active.keys) { try cancel(tag) }
+                        orphaned = unsettled.count
+                        outstanding = orphaned
                     }
-                    var outstanding = orphaned() + active.values.reduce(0, +)
                     if outstanding < limit {
+                        // Cancelling a consumer that holds nothing orphans nothing.
                         for (tag, window) in active where held[tag, default: 0] == 0 {
                             try cancel(tag)
                             outstanding -= window
                         }
                         try consume(window: limit - outstanding)
                     }
-                    return orphaned() == 0
+                    return orphaned == 0
                 }
                 rebalancing = try line.withLock {
                     unsettled = UnsettledDeliveries()

@@ -16,7 +16,7 @@ import Synchronization
 /// outlived the start report) no longer counts in RabbitMQ's prefetch window, which would then
 /// fill with tasks waiting behind it, maybe for hours, while other workers idle (and past the
 /// broker's `consumer_timeout`, which closes the channel). So the worker's window follows the
-/// slots (``window(count:acknowledged:)``, given to `window` at each change): one task more
+/// slots (``window(count:acknowledged:)``, given to `windowChanged` at each change): one task more
 /// than the slots while none is held that way, else exactly the slots not held that way, and
 /// none once all are. Then the waiting turns are handed back (``Turn/slot()`` returns nil: the
 /// worker gives the task back unrun), and so are turns reserved until one of those slots is
@@ -33,11 +33,11 @@ final class ActivitySlots: Sendable {
     /// Given the prefetch window the worker's consumer should have, at each change of the
     /// acknowledged activities; under the slots' lock, so calls come in the order of the changes
     /// (it must not call back into the slots).
-    private let window: @Sendable (Int) -> Void
+    private let windowChanged: @Sendable (Int) -> Void
 
     init(_ count: Int, window: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.count = count
-        self.window = window
+        windowChanged = window
         state = Mutex(State(free: count))
     }
 
@@ -48,6 +48,11 @@ final class ActivitySlots: Sendable {
     /// task taken beyond them would wait while any of those turns long.
     static func window(count: Int, acknowledged: Int) -> Int {
         acknowledged == 0 ? count + 1 : count - acknowledged
+    }
+
+    /// Gives the worker its window for `acknowledged` such slots; under the slots' lock.
+    fileprivate func announceWindow(acknowledged: Int) {
+        windowChanged(Self.window(count: count, acknowledged: acknowledged))
     }
 
     /// A taken slot; ``release()`` gives it back, once however often it is called.
@@ -72,7 +77,7 @@ final class ActivitySlots: Sendable {
                 }
                 guard marked else { return }
                 state.acknowledged += 1
-                slots.window(ActivitySlots.window(count: slots.count, acknowledged: state.acknowledged))
+                slots.announceWindow(acknowledged: state.acknowledged)
                 guard state.acknowledged == slots.count else { return }
                 let handedBack = state.waiting
                 state.waiting.removeAll()
@@ -152,7 +157,7 @@ final class ActivitySlots: Sendable {
         let next = state.withLock { state -> Turn? in
             if acknowledged {
                 state.acknowledged -= 1
-                window(Self.window(count: count, acknowledged: state.acknowledged))
+                announceWindow(acknowledged: state.acknowledged)
             }
             if state.waiting.isEmpty {
                 state.free += 1
