@@ -41,6 +41,7 @@ extension ActivityRecord {
             json.member("rateLimitedAttempts", rateLimitedAttempts)
             try json.member("capacityWait", capacityWait)
             json.member("unstartedRedeliveries", unstartedRedeliveries)
+            json.member("claimFirst", claimFirst)
         }
     }
 }

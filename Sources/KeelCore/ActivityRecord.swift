@@ -57,6 +57,11 @@ public struct ActivityRecord: Codable, Sendable, Hashable {
     /// such a task may have run: the first time it goes out again as the same attempt, the next
     /// time the attempt counts as failed (a task that kills every worker still ends).
     public var unstartedRedeliveries: Int?
+    /// The current attempt was decided again from a worker's report that RabbitMQ delivered a
+    /// second time: a coordinator that stopped before committing its first decision may have
+    /// published the attempt's task already (docs/architecture.md, "The next task goes out while
+    /// the step is committed"), so every task of this attempt is to be claimed before it runs.
+    public var claimFirst: Bool?
 
     /// Attempts counted by the retry policy: those since the last redrive.
     public var attemptsSinceRedrive: Int { attempt - (attemptsBeforeRedrive ?? 0) - (rateLimitedAttempts ?? 0) }

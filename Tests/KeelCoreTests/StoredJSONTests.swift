@@ -38,6 +38,7 @@ struct StoredJSONTests {
         record.rateLimitedAttempts = 1
         record.capacityWait = 0.25
         record.unstartedRedeliveries = 1
+        record.claimFirst = true
         return record
     }()
 

@@ -1,4 +1,5 @@
 import Foundation
+import GRDBSQLite
 import Keel
 import KeelTestKit
 import Testing
@@ -302,5 +303,73 @@ struct ProcessFaultTests {
                 workflowType: "bench-sequential", workflowId: "after-garbage", input: try Payload(encoding: 2, field: "input")))
         let run = try await deployment.client.waitForResult(workflowId: "after-garbage", timeout: 30)
         #expect(run.status == .completed)
+    }
+
+    /// A step's next task goes out while its commit is written (docs/architecture.md, "The next
+    /// task goes out while the step is committed"). Here the commit cannot end: the test holds
+    /// the history file's write lock. The task runs meanwhile, and the coordinator is killed
+    /// before its commit ends. The next coordinator gets the step's result again from RabbitMQ
+    /// and decides the same attempt again; its own copy of the task waits, then would go out to
+    /// be claimed, but the first copy reports its start meanwhile. Every step runs exactly once.
+    @Test func aCoordinatorKilledBeforeItsCommitEndsRunsNoStepTwice() async throws {
+        let deployment = try Deployment()
+        try deployment.startCoordinator()
+        try deployment.startWorker(concurrency: 2)
+        let id = "killed-mid-commit"
+        try await deployment.startSteps([id], StepsInput(steps: 4, milliseconds: 1000))
+        #expect(await eventually(30) { !deployment.executions.isEmpty }, "the first step ran")
+        // Taken while the first step runs, once the coordinator deleted its task's outbox row
+        // (within 50 ms of the confirm): the lock then stops the next commit, the one of the
+        // step's result. The coordinator's commits wait for it up to their busy timeout, 10 s.
+        try await Task.sleep(for: .milliseconds(300))
+        let lock = try await HistoryWriteLock.take(deployment.databasePath)
+        let ranBeforeTheLock = deployment.executions.count
+        // The next step's task went out although its commit waits: a worker ran it.
+        #expect(
+            await eventually(8) { deployment.executions.count > ranBeforeTheLock },
+            "a task went out while its commit waited for the lock")
+        deployment.coordinator?.kill()
+        lock.release()
+        try deployment.startCoordinator()
+        let run = try await deployment.client.waitForResult(workflowId: id, timeout: 60)
+        #expect(run.status == .completed, "\(run.failure?.description ?? "")")
+        #expect(run.result?.json == "6")
+        let runs = Dictionary(grouping: deployment.executions) { "\($0.runId)/\($0.activityId)" }
+        #expect(runs.count == 4, "steps run: \(runs.keys.sorted())")
+        #expect(runs.values.allSatisfy { $0.count == 1 }, "a step ran twice: \(runs.filter { $0.value.count > 1 })")
+    }
+}
+
+/// The write lock of a history file, held by a connection of the test's own (`BEGIN
+/// IMMEDIATE`): the coordinator's commits wait while it is held.
+final class HistoryWriteLock: Sendable {
+    private nonisolated(unsafe) let handle: OpaquePointer
+
+    private init(handle: OpaquePointer) { self.handle = handle }
+
+    /// Waits (off Swift's pool) for a commit under way to end, then holds the lock.
+    static func take(_ path: String) async throws -> HistoryWriteLock {
+        try await offPool {
+            var handle: OpaquePointer?
+            guard sqlite3_open(path, &handle) == SQLITE_OK, let handle else {
+                throw LockFailure(description: "cannot open \(path)")
+            }
+            sqlite3_busy_timeout(handle, 10_000)
+            guard sqlite3_exec(handle, "BEGIN IMMEDIATE TRANSACTION", nil, nil, nil) == SQLITE_OK else {
+                let message = String(cString: sqlite3_errmsg(handle))
+                sqlite3_close(handle)
+                throw LockFailure(description: "cannot take the write lock of \(path): \(message)")
+            }
+            return HistoryWriteLock(handle: handle)
+        }
+    }
+
+    struct LockFailure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    func release() {
+        sqlite3_exec(handle, "ROLLBACK TRANSACTION", nil, nil, nil)
+        sqlite3_close(handle)
     }
 }

@@ -10,14 +10,17 @@ public struct AMQPTaskPublisher: TaskPublisher {
 
     /// Awaited before anything is published (the replicated history log's confirmation).
     let beforePublishing: @Sendable () async throws -> Void
+    /// Whether ``sendAtOnce(_:)`` may publish: not when `beforePublishing` has to be awaited.
+    let sendsAtOnce: Bool
 
     public init(
         publisher: AMQPPublisher, onDispatch: @escaping @Sendable ([String: Int]) -> Void = { _ in },
-        beforePublishing: @escaping @Sendable () async throws -> Void = {}
+        beforePublishing: @escaping @Sendable () async throws -> Void = {}, sendsAtOnce: Bool = false
     ) {
         self.publisher = publisher
         self.onDispatch = onDispatch
         self.beforePublishing = beforePublishing
+        self.sendsAtOnce = sendsAtOnce
     }
 
     public func publish(_ tasks: [ActivityTask]) async throws {
@@ -28,7 +31,17 @@ public struct AMQPTaskPublisher: TaskPublisher {
     /// thread on the path of every step).
     public func send(_ tasks: [ActivityTask]) async throws -> PublishConfirmation {
         try await beforePublishing()
-        let messages = try tasks.map { try $0.message(topology: publisher.topology) }
+        return start(try tasks.map { try $0.message(topology: publisher.topology) }, of: tasks)
+    }
+
+    public func sendAtOnce(_ tasks: [ActivityTask]) -> PublishConfirmation? {
+        guard sendsAtOnce, let messages = try? tasks.map({ try $0.message(topology: publisher.topology) }) else {
+            return nil
+        }
+        return start(messages, of: tasks)
+    }
+
+    private func start(_ messages: [AMQPMessage], of tasks: [ActivityTask]) -> PublishConfirmation {
         let counts = tasks.reduce(into: [String: Int]()) { $0[$1.taskQueue, default: 0] += 1 }
         let confirmation = PublishConfirmation()
         publisher.publish(messages, taskQueues: Set(counts.keys)) { [onDispatch] error in

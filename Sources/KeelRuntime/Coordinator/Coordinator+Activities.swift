@@ -31,7 +31,7 @@ extension Coordinator {
             scheduleToCloseTimeout: options.scheduleToCloseTimeout, heartbeatTimeout: options.heartbeatTimeout,
             heartbeatDetails: activity.heartbeatDetails, scheduleToStartTimeout: options.scheduleToStartTimeout,
             trace: run.traceHeaders, providers: activity.route,
-            claimBeforeRunning: activity.options.countsAgainstBudget)
+            claimBeforeRunning: activity.options.countsAgainstBudget || activity.claimFirst == true)
         task.coordinatorEpoch = configuration.epoch
         return task
     }

@@ -35,6 +35,7 @@ extension Coordinator {
         activity.startedBy = nil
         activity.capacityWait = nil
         activity.unstartedRedeliveries = nil
+        activity.claimFirst = work.fromRedelivered ? true : nil
         if needsAdmission(activity, in: run) {
             activity.state = .waiting
             activity.waitingSince = work.now
@@ -109,6 +110,10 @@ extension Coordinator {
                 activity.capacityWait = waited
                 metrics.admitted(activity, provider: provider, waited: waited)
                 activity.route = route
+                // From the waiting queue: had this task gone out before the commit ended and the
+                // coordinator stopped, the next one would admit the attempt again from the queue,
+                // with nothing telling it that a copy may run.
+                work.sendsDuringCommit = false
                 publishAttempt(&activity, in: run, &work)
             }
         }

@@ -13,6 +13,7 @@ extension Coordinator {
         deleteConfirmedOutbox()
         let skip = publishing
         var stale = StoreBatch()
+        let now = clock.now()
         // Those being published now are left alone (and not even decoded).
         var tasks = try store.outbox(skipping: skip).filter { task in
             // Only an attempt still waiting for a worker needs its task; one that started (or a
@@ -21,7 +22,12 @@ extension Coordinator {
                 activity.state == .scheduled
             else {
                 stale.deletedOutbox.append(task.attemptKey)
+                heldTasks.removeValue(forKey: task.attemptKey)
                 return false
+            }
+            if let notBefore = heldTasks[task.attemptKey] {
+                if notBefore > now { return false }
+                heldTasks.removeValue(forKey: task.attemptKey)
             }
             return true
         }
@@ -41,10 +47,22 @@ extension Coordinator {
         await publish(try commit(&work))
     }
 
-    /// Commits the work and wakes waiters of closed runs.
+    /// Commits the work and wakes waiters of closed runs. With `work.sendsDuringCommit`, the
+    /// tasks are written to the broker before the transaction is, so that the next step's task
+    /// travels while its commit is written (docs/architecture.md, "The next task goes out while
+    /// the step is committed").
     func commit(_ work: inout Work) throws -> Outgoing {
         admitWaiting(&work)
         persistCapacity(&work)
+        // A coordinator that stopped before committing these reports may have sent these
+        // attempts' tasks: this copy waits (``redeliveredTaskDelay``), then goes out to be
+        // claimed, unless that first copy reported its start or result meanwhile.
+        var held: [ActivityTask] = []
+        if work.fromRedelivered, !work.batch.outbox.isEmpty {
+            for index in work.batch.outbox.indices { work.batch.outbox[index].claimBeforeRunning = true }
+            held = work.batch.outbox
+            work.sendsDuringCommit = false
+        }
         for run in work.touched.values { work.batch.runs.append(run.record) }
         work.batch.circuitBreakers = breakerChanges.pending.withLock { changes in
             defer { changes.removeAll() }
@@ -53,6 +71,15 @@ extension Coordinator {
         let confirmed = takeConfirmedOutbox(keeping: work.batch.outbox)
         work.batch.deletedOutbox += confirmed.deletedOutbox
         work.batch.deletedDeadLetters += confirmed.deletedDeadLetters
+        // Only tasks alone (cancels go first, dead letters after the tasks' confirms), each
+        // decided by the reports of this commit (``admitWaiting(_:)`` clears the flag): should the
+        // coordinator stop before the commit ends, RabbitMQ delivers those reports again to the
+        // next coordinator, which decides the same attempts again, holds its copies, then has
+        // them claimed (``Work/fromRedelivered``).
+        var sent: PublishConfirmation?
+        if work.sendsDuringCommit, !work.batch.outbox.isEmpty, work.batch.deadLetters.isEmpty, work.cancels.isEmpty {
+            sent = publisher.sendAtOnce(work.batch.outbox)
+        }
         do {
             try store.commit(work.batch)
         } catch {
@@ -65,7 +92,11 @@ extension Coordinator {
                 waiter.resume(returning: record)
             }
         }
-        let outgoing = Outgoing(tasks: work.batch.outbox, deadLetters: work.batch.deadLetters, cancels: work.cancels)
+        let notBefore = work.now.addingTimeInterval(Self.redeliveredTaskDelay)
+        for task in held { heldTasks[task.attemptKey] = notBefore }
+        let outgoing = Outgoing(
+            tasks: held.isEmpty ? work.batch.outbox : [], deadLetters: work.batch.deadLetters, cancels: work.cancels,
+            sent: sent)
         publishing.formUnion(outgoing.keys)
         return outgoing
     }
@@ -88,6 +119,7 @@ extension Coordinator {
             }
         }
         guard !outgoing.tasks.isEmpty else { return Sending(outgoing: outgoing, tasks: nil, coordinator: self) }
+        if let sent = outgoing.sent { return Sending(outgoing: outgoing, tasks: sent, coordinator: self) }
         let confirmation: PublishConfirmation
         do {
             confirmation = try await publisher.send(outgoing.tasks)

@@ -1,4 +1,5 @@
 import Foundation
+import KeelAMQP
 import KeelCore
 import Logging
 
@@ -12,6 +13,13 @@ extension Coordinator {
         var closed: [RunRecord] = []
         /// Attempts that workers must stop, sent after the commit.
         var cancels: [ActivityCancel] = []
+        /// The reports applied include one RabbitMQ delivered again: a coordinator that stopped
+        /// before committing them may have published the attempts they lead to, so those
+        /// attempts are claimed before they run (``ActivityRecord/claimFirst``).
+        var fromRedelivered = false
+        /// The tasks may be written to the broker while the commit is written, instead of after
+        /// it (``Coordinator/commit(_:)``); cleared when that would not be safe.
+        var sendsDuringCommit = false
     }
 
     /// What a committed unit of work sends: its tasks and dead-letter entries, already in their
@@ -21,6 +29,8 @@ extension Coordinator {
         var deadLetters: [DeadLetterEntry] = []
         /// Not in an outbox: a cancel that is lost is sent again in answer to the attempt's heartbeat.
         var cancels: [ActivityCancel] = []
+        /// The tasks' confirmation, when they were written during the commit.
+        var sent: PublishConfirmation?
         var keys: [String] { tasks.map(\.attemptKey) + deadLetters.map(\.id) }
     }
 

@@ -35,8 +35,15 @@ extension Coordinator {
     /// them, and publishes the outcome with ``publish(_:)`` (meanwhile the next batch can be
     /// applied: the coordinator keeps committing while confirms are on their way).
     /// Also returns, per report, whether it changed anything (for a claim: whether it was granted).
-    public func commit(_ reports: [WorkerReport]) throws -> (outgoing: Outgoing, applied: [Bool]) {
+    /// `redelivered`: RabbitMQ delivered one of the reports before (a coordinator may have applied
+    /// it without committing). `sendingDuringCommit`: the tasks may go out while the commit is
+    /// written, when the publisher can (``TaskPublisher/sendAtOnce(_:)``).
+    public func commit(
+        _ reports: [WorkerReport], redelivered: Bool = false, sendingDuringCommit: Bool = false
+    ) throws -> (outgoing: Outgoing, applied: [Bool]) {
         var work = Work(now: clock.now())
+        work.fromRedelivered = redelivered
+        work.sendsDuringCommit = sendingDuringCommit
         let applied = apply(reports, &work)
         return (try commit(&work), applied)
     }

@@ -38,6 +38,15 @@ public actor Coordinator {
     /// comes), since a transaction of their own for every publish wrote the outbox's pages to the
     /// log a second time. Their keys stay in ``publishing`` until then.
     nonisolated let settledPublishes = Mutex(SettledPublishes())
+    /// Tasks decided again from reports RabbitMQ delivered a second time, by attempt key: their
+    /// outbox rows wait until then for ``flushOutbox()``, so that a copy an earlier coordinator
+    /// sent has time to report its start (``redeliveredTaskDelay``).
+    var heldTasks: [String: Date] = [:]
+    /// How long a task decided again from a redelivered report waits before it is published
+    /// (to be claimed): longer than a worker waits before it reports a start (250 ms by default,
+    /// `--start-report-delay`), so that a copy an earlier coordinator sent before it stopped is
+    /// heard of first, and this one, its attempt no longer waiting, is not sent at all.
+    static let redeliveredTaskDelay: TimeInterval = 2
     /// Runs found stalled by the last ``checkStalls(threshold:)``.
     var stalledRunIds: Set<String> = []
     /// Activity options as scheduled events record them: the runs of a pipeline share their

@@ -37,8 +37,10 @@ extension CoordinatorService {
                 }
             }
             // Committed: publish the next tasks and acknowledge; their confirms come while the
-            // next batch is applied.
-            let (outgoing, applied) = try await coordinator.commit(reports)
+            // next batch is applied. The tasks go out while the commit is written when the
+            // publisher can (not with a replicated history log, whose confirm comes first).
+            let (outgoing, applied) = try await coordinator.commit(
+                reports, redelivered: batch.contains { $0.message.redelivered }, sendingDuringCommit: true)
             try await replicated()
             // Written here, not in the task below: handing them to another thread cost every
             // step a wake-up. Even one step at a time, waiting here for the confirm of the next

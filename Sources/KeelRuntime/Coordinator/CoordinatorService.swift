@@ -188,10 +188,16 @@ public final class CoordinatorService: Service {
         coordinatorConfiguration.epoch = try store.takeEpoch(holder: holder, atLeast: minimumEpoch)
         try store.checkpointInBackground()
         logger.info("coordinator epoch \(coordinatorConfiguration.epoch ?? 0) of \(configuration.databasePath)")
+        // A step's next task goes out while its commit is written (docs/architecture.md, "The
+        // next task goes out while the step is committed"), except with a replicated history
+        // log, whose confirm comes first, or with quorum queues, where RabbitMQ is not relied on
+        // to deliver the reports of a stopped coordinator again in their first order.
+        let sendsAtOnce = configuration.replication == .off && topology.queueType == .classic
         let coordinator = Coordinator(
             store: store, workflows: workflows,
             publisher: AMQPTaskPublisher(
-                publisher: publisher, onDispatch: monitor.countDispatched, beforePublishing: { try await self.replicated() }),
+                publisher: publisher, onDispatch: monitor.countDispatched, beforePublishing: { try await self.replicated() },
+                sendsAtOnce: sendsAtOnce),
             configuration: coordinatorConfiguration, logger: logger)
         do {
             try await coordinator.recover()
