@@ -58,4 +58,44 @@ struct ClaimTests {
                 outcome: .completed(try Payload(encoding: "done", field: "result"))))
         #expect(try await engine.coordinator.commit([claim(copy, by: "c")]).applied == [false])
     }
+
+    /// A task handed back by its worker, reported in a message RabbitMQ delivered a second time:
+    /// a coordinator that stopped before committing that report may have sent the attempt's task
+    /// already (docs/architecture.md, "The next task goes out while the step is committed").
+    private func handedBackAgain() async throws -> (Engine, ActivityTask) {
+        let engine = try TimeoutTests.engine()
+        try await TimeoutTests.start(engine, ActivityOptions(startToCloseTimeout: .seconds(30)), id: "held")
+        let original = try #require(engine.broker.take())
+        let report = Coordinator.WorkerReport.redelivered(
+            ActivityRedelivered(
+                runId: original.runId, activityId: original.activityId, attempt: original.attempt, worker: "a",
+                handedBack: true))
+        let (outgoing, applied) = try await engine.coordinator.commit([report], redelivered: true)
+        #expect(applied == [true])
+        #expect(await engine.coordinator.send(outgoing).settle())
+        #expect(engine.broker.take() == nil, "held, not sent with the commit")
+        return (engine, original)
+    }
+
+    @Test func aTaskDecidedFromARedeliveredReportIsHeldThenSentToBeClaimed() async throws {
+        let (engine, original) = try await handedBackAgain()
+        #expect(try await engine.coordinator.flushOutbox() == 0, "still held")
+        engine.clock.advance(by: Coordinator.redeliveredTaskDelay + 0.1)
+        #expect(try await engine.coordinator.flushOutbox() == 1)
+        let copy = try #require(engine.broker.take())
+        #expect(copy.attemptKey == original.attemptKey)
+        #expect(copy.claimBeforeRunning == true)
+        #expect(copy.republished == true)
+    }
+
+    @Test func aHeldTaskWhoseFirstCopyReportedItsStartIsNeverSent() async throws {
+        let (engine, original) = try await handedBackAgain()
+        try await engine.coordinator.activityStarted(
+            ActivityStarted(
+                runId: original.runId, activityId: original.activityId, attempt: 1, worker: "a", time: Date()))
+        engine.clock.advance(by: Coordinator.redeliveredTaskDelay + 0.1)
+        #expect(try await engine.coordinator.flushOutbox() == 0)
+        #expect(engine.broker.take() == nil)
+        #expect(try engine.store.outbox(skipping: []).isEmpty, "its outbox row is gone")
+    }
 }

@@ -14,6 +14,9 @@ extension Coordinator {
         let skip = publishing
         var stale = StoreBatch()
         let now = clock.now()
+        // A held task whose row went another way (its attempt sent again, confirmed and deleted)
+        // is forgotten a minute after it was due.
+        heldTasks = heldTasks.filter { $0.value > now.addingTimeInterval(-60) }
         // Those being published now are left alone (and not even decoded).
         var tasks = try store.outbox(skipping: skip).filter { task in
             // Only an attempt still waiting for a worker needs its task; one that started (or a
@@ -94,6 +97,9 @@ extension Coordinator {
         }
         let notBefore = work.now.addingTimeInterval(Self.redeliveredTaskDelay)
         for task in held { heldTasks[task.attemptKey] = notBefore }
+        // Not being published by this commit: ``flushOutbox()`` takes their rows once due (an
+        // earlier publish of the same attempt left its key here).
+        publishing.subtract(held.map(\.attemptKey))
         let outgoing = Outgoing(
             tasks: held.isEmpty ? work.batch.outbox : [], deadLetters: work.batch.deadLetters, cancels: work.cancels,
             sent: sent)

@@ -46,7 +46,7 @@ public actor Coordinator {
     /// (to be claimed): longer than a worker waits before it reports a start (250 ms by default,
     /// `--start-report-delay`), so that a copy an earlier coordinator sent before it stopped is
     /// heard of first, and this one, its attempt no longer waiting, is not sent at all.
-    static let redeliveredTaskDelay: TimeInterval = 2
+    public static let redeliveredTaskDelay: TimeInterval = 2
     /// Runs found stalled by the last ``checkStalls(threshold:)``.
     var stalledRunIds: Set<String> = []
     /// Activity options as scheduled events record them: the runs of a pipeline share their
