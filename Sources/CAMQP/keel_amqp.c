@@ -34,19 +34,22 @@ int keel_amqp_describe_reply(amqp_rpc_reply_t reply, char *out, size_t out_len) 
 int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_max, int heartbeat,
                     const char *user, const char *password, char *error, size_t error_len) {
     /* rabbitmq-c announces only authentication_failure_close and exchange_exchange_bindings;
-       without connection.blocked the broker blocks publishers silently during an alarm. */
-    amqp_table_entry_t capabilities[3];
+       without connection.blocked the broker blocks publishers silently during an alarm, and
+       without consumer_cancel_notify it drops a consumer whose queue is deleted without a word
+       (the process then serves nothing, and looks alive). */
+    amqp_table_entry_t capabilities[4];
     capabilities[0].key = amqp_cstring_bytes("authentication_failure_close");
     capabilities[1].key = amqp_cstring_bytes("exchange_exchange_bindings");
     capabilities[2].key = amqp_cstring_bytes("connection.blocked");
-    for (int i = 0; i < 3; i++) {
+    capabilities[3].key = amqp_cstring_bytes("consumer_cancel_notify");
+    for (int i = 0; i < 4; i++) {
         capabilities[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
         capabilities[i].value.value.boolean = 1;
     }
     amqp_table_entry_t properties[2];
     properties[0].key = amqp_cstring_bytes("capabilities");
     properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
-    properties[0].value.value.table.num_entries = 3;
+    properties[0].value.value.table.num_entries = 4;
     properties[0].value.value.table.entries = capabilities;
     properties[1].key = amqp_cstring_bytes("product");
     properties[1].value.kind = AMQP_FIELD_KIND_UTF8;

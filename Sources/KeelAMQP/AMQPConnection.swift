@@ -255,6 +255,15 @@ public final class AMQPConnection: @unchecked Sendable {
             throw AMQPError(.connectionLost, "RabbitMQ closed the channel: \(close.reply_code) \(text)")
         case AMQP_CONNECTION_CLOSE_METHOD:
             throw AMQPError(.connectionLost, "RabbitMQ closed the connection")
+        case AMQP_BASIC_CANCEL_METHOD:
+            // The broker ended one of this connection's consumers: its queue was deleted. A
+            // consumer reconnects and declares its queue again.
+            let cancel = frame.payload.method.decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            let tag = String(
+                decoding: UnsafeRawBufferPointer(start: cancel.consumer_tag.bytes, count: cancel.consumer_tag.len),
+                as: UTF8.self)
+            throw AMQPError(
+                .connectionLost, "RabbitMQ cancelled the consumer \(tag): its queue was deleted (or its node went down)")
         default:
             break
         }
