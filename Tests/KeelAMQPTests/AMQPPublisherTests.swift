@@ -11,11 +11,9 @@ struct AMQPPublisherTests {
     /// publisher's thread while it is busy: from many tasks at once, every message reaches the
     /// queue once, each caller's in its order, and every request is written once, then settled once.
     @Test func concurrentCallersAreEachWrittenAndConfirmedOnce() async throws {
-        let url = try AMQPURL.fromEnvironment()
-        let queue = "keel.test.publish.\(UUID().uuidString.prefix(8))"
-        let setup = try AMQPConnection(url: url)
-        defer { setup.close() }
-        try setup.declareQueue(queue, deadLetterExchange: nil)
+        let test = try TestQueue("publish")
+        defer { test.remove() }
+        let (url, queue, setup) = (test.url, test.name, test.setup)
         let publisher = AMQPPublisher(url: url, topology: Topology(namespace: "keel-test-\(UUID().uuidString.prefix(8))"))
         let callers = 8
         let perCaller = 250
@@ -57,7 +55,6 @@ struct AMQPPublisherTests {
             next[parts[0]] += 1
         }
         #expect(next == [Int](repeating: perCaller, count: callers))
-        try setup.deleteQueue(queue)
     }
 
     /// A publisher that is closed refuses new messages at once, with the reason.

@@ -8,14 +8,9 @@ import Testing
 @Suite("Tasks on a consumer's thread", .timeLimit(.minutes(1)))
 struct ConsumerThreadExecutorTests {
     @Test func aLoopThatPrefersTheExecutorRunsOnTheConsumersThreadAndEndsAfterItStops() async throws {
-        let url = try AMQPURL.fromEnvironment()
-        let queue = "keel.test.executor.\(UUID().uuidString.prefix(8))"
-        let setup = try AMQPConnection(url: url)
-        defer {
-            try? setup.deleteQueue(queue)
-            setup.close()
-        }
-        try setup.declareQueue(queue, deadLetterExchange: nil)
+        let test = try TestQueue("executor")
+        defer { test.remove() }
+        let (url, queue, setup) = (test.url, test.name, test.setup)
         try setup.enableConfirms()
         for index in 0..<3 { try setup.publish(AMQPMessage(exchange: "", routingKey: queue, body: Data("\(index)".utf8))) }
         try setup.waitForConfirms()

@@ -15,14 +15,10 @@ struct ConsumerWindowTests {
     /// delivery is still unsettled (RabbitMQ cannot widen a consumer's window: a second consumer
     /// takes the room); at 0, nothing more comes.
     @Test func theWindowNarrowsAndWidensWhileDeliveriesAreUnsettled() async throws {
-        let url = try AMQPURL.fromEnvironment()
-        let queue = "keel.test.window.\(UUID().uuidString.prefix(8))"
-        let setup = try AMQPConnection(url: url)
-        defer { setup.close() }
-        try setup.declareQueue(queue, deadLetterExchange: nil)
-        defer { try? setup.deleteQueue(queue) }
-        try publishNumbered(20, to: queue, on: setup)
-        let consumer = AMQPConsumer(url: url, queue: queue, prefetch: 3, maxBatch: 20) { _ in }
+        let queue = try TestQueue("window")
+        defer { queue.remove() }
+        try publishNumbered(20, to: queue.name, on: queue.setup)
+        let consumer = AMQPConsumer(url: queue.url, queue: queue.name, prefetch: 3, maxBatch: 20) { _ in }
         consumer.start()
         defer { consumer.stop() }
         let received = Received()

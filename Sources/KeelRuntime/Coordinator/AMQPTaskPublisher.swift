@@ -10,7 +10,8 @@ public struct AMQPTaskPublisher: TaskPublisher {
 
     /// Awaited before anything is published (the replicated history log's confirmation).
     let beforePublishing: @Sendable () async throws -> Void
-    /// Whether ``sendAtOnce(_:)`` may publish: not when `beforePublishing` has to be awaited.
+    /// Whether ``sendAtOnce(_:)`` may publish: not when `beforePublishing` has to be awaited (a
+    /// replicated history log), nor with quorum queues (``CoordinatorService``).
     let sendsAtOnce: Bool
 
     public init(

@@ -58,14 +58,11 @@ extension Coordinator {
         admitWaiting(&work)
         persistCapacity(&work)
         // A coordinator that stopped before committing these reports may have sent these
-        // attempts' tasks: this copy waits (``redeliveredTaskDelay``), then goes out to be
-        // claimed, unless that first copy reported its start or result meanwhile.
-        var held: [ActivityTask] = []
-        if work.fromRedelivered, !work.batch.outbox.isEmpty {
-            for index in work.batch.outbox.indices { work.batch.outbox[index].claimBeforeRunning = true }
-            held = work.batch.outbox
-            work.sendsDuringCommit = false
-        }
+        // attempts' tasks: this copy waits (``redeliveredTaskDelay``), then ``flushOutbox()``
+        // sends it marked `republished`, to be claimed, unless that first copy reported its
+        // start or result meanwhile.
+        let held = work.fromRedelivered ? work.batch.outbox.map(\.attemptKey) : []
+        if !held.isEmpty { work.sendsDuringCommit = false }
         for run in work.touched.values { work.batch.runs.append(run.record) }
         work.batch.circuitBreakers = breakerChanges.pending.withLock { changes in
             defer { changes.removeAll() }
@@ -96,10 +93,10 @@ extension Coordinator {
             }
         }
         let notBefore = work.now.addingTimeInterval(Self.redeliveredTaskDelay)
-        for task in held { heldTasks[task.attemptKey] = notBefore }
+        for key in held { heldTasks[key] = notBefore }
         // Not being published by this commit: ``flushOutbox()`` takes their rows once due (an
         // earlier publish of the same attempt left its key here).
-        publishing.subtract(held.map(\.attemptKey))
+        publishing.subtract(held)
         let outgoing = Outgoing(
             tasks: held.isEmpty ? work.batch.outbox : [], deadLetters: work.batch.deadLetters, cancels: work.cancels,
             sent: sent)
