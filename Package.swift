@@ -153,7 +153,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
-        .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP"]),
+        .testTarget(name: "KeelAMQPTests", dependencies: ["KeelAMQP", "KeelTestKit"]),
         .testTarget(name: "KeelExamplesTests", dependencies: ["Keel", "KeelTestKit", "KeelExamples", "KeelMockLLM"]),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore"]),
         .testTarget(

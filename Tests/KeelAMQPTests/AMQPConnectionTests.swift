@@ -9,6 +9,11 @@ struct AMQPConnectionTests {
         let url = try AMQPURL.fromEnvironment()
         let queue = "keel.test.\(UUID().uuidString.prefix(8))"
         let connection = try AMQPConnection(url: url)
+        defer {
+            try? connection.deleteQueue(queue)
+            try? connection.deleteExchange("keel.test.x")
+            connection.close()
+        }
         try connection.declareExchange("keel.test.x", type: "direct")
         try connection.declareQueue(queue, deadLetterExchange: nil)
         try connection.bind(queue: queue, exchange: "keel.test.x", routingKey: queue)

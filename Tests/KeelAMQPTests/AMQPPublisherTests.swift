@@ -1,5 +1,6 @@
 import Foundation
 import KeelAMQP
+import KeelTestKit
 import Synchronization
 import Testing
 
@@ -14,7 +15,9 @@ struct AMQPPublisherTests {
         let test = try TestQueue("publish")
         defer { test.remove() }
         let (url, queue, setup) = (test.url, test.name, test.setup)
-        let publisher = AMQPPublisher(url: url, topology: Topology(namespace: "keel-test-\(UUID().uuidString.prefix(8))"))
+        let topology = Topology.forTest()
+        defer { topology.remove(from: url) }
+        let publisher = AMQPPublisher(url: url, topology: topology)
         let callers = 8
         let perCaller = 250
         let events = PublishEvents()
@@ -60,7 +63,9 @@ struct AMQPPublisherTests {
     /// A publisher that is closed refuses new messages at once, with the reason.
     @Test func aClosedPublisherRefusesAtOnce() async throws {
         let url = try AMQPURL.fromEnvironment()
-        let publisher = AMQPPublisher(url: url, topology: Topology(namespace: "keel-test-\(UUID().uuidString.prefix(8))"))
+        let topology = Topology.forTest()
+        defer { topology.remove(from: url) }
+        let publisher = AMQPPublisher(url: url, topology: topology)
         try await publisher.publish([AMQPMessage(exchange: "amq.fanout", routingKey: "", body: Data("one".utf8))])
         await publisher.closeOffPool()
         await #expect(throws: AMQPError.self) {

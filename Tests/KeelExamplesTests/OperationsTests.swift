@@ -19,11 +19,14 @@ struct OperationsTests {
         let started = Date()
         let port = freeLocalPort()
         let httpPort = freeLocalPort()
+        // The demo's dead letters stay in its namespace's queues: removed with them.
+        let topology = Topology.forTest()
+        defer { if let url = try? AMQPURL.fromEnvironment() { topology.remove(from: url) } }
         let demo = try await Self.run(
             ["bash", "scripts/demo"],
             environment: [
                 "CI": "true", "KEEL_BIN": KeelProcess.binary.path, "KEEL_MOCK_PORT": port, "KEEL_HTTP_PORT": httpPort,
-                "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": Topology.forTest().namespace
+                "KEEL_DEMO_DIR": directory.path, "KEEL_NAMESPACE": topology.namespace
             ])
         #expect(demo.status == 0, "\(demo.output)")
         #expect(demo.output.contains("the new coordinator recovered 1 open runs"), "\(demo.output)")

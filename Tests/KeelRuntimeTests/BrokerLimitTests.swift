@@ -16,7 +16,7 @@ struct BrokerLimitTests {
     /// coordinator's heartbeat timeout.
     @Test func anActivityLongerThanTheConsumerTimeoutRunsOnceAndCompletes() async throws {
         try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
-        defer { try? localBroker("stop", port: Self.port) }
+        defer { try? localBroker("remove", port: Self.port) }
         let url = try AMQPURL("amqp://guest:guest@localhost:\(Self.port)")
 
         // The broker does enforce it: a consumer that sits on a delivery loses its channel.
@@ -64,7 +64,7 @@ struct BrokerLimitTests {
     /// and the broker would close the channel and deliver it again, failing its attempt.
     @Test func tasksQueuedBehindLongActivitiesAreNotHeldIntoTheConsumerTimeout() async throws {
         try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
-        defer { try? localBroker("stop", port: Self.port) }
+        defer { try? localBroker("remove", port: Self.port) }
         let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
         defer { deployment.stopAll() }
         try deployment.startCoordinator()
@@ -87,7 +87,7 @@ struct BrokerLimitTests {
     /// alarm clears, the publish completes.
     @Test func aBlockedBrokerIsReportedAndPublishingResumesWhenItUnblocks() async throws {
         try await startLocalBroker(port: Self.port, environment: "KEEL_RABBITMQ_CONSUMER_TIMEOUT_MS=\(Self.timeoutMilliseconds)")
-        defer { try? localBroker("stop", port: Self.port) }
+        defer { try? localBroker("remove", port: Self.port) }
         let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
         defer { deployment.stopAll() }
         #expect(Self.watermark("0") == 0, "memory alarm raised")

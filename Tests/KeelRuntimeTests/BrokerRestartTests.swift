@@ -13,7 +13,7 @@ struct BrokerRestartTests {
 
     @Test func everythingCompletesOnceTheBrokerIsBack() async throws {
         try await startLocalBroker(port: Self.port)
-        defer { try? Self.rabbitmq("stop") }
+        defer { try? Self.rabbitmq("remove") }
         let deployment = try Deployment(url: try AMQPURL("amqp://guest:guest@localhost:\(Self.port)"))
         defer { deployment.stopAll() }
         try deployment.startCoordinator()

@@ -97,6 +97,7 @@ struct DeadLetterTests {
 
     @Test func aParkedActivityWaitsForARedriveOrADiscard() async throws {
         let deployment = try Deployment()
+        deployment.taskQueues.insert("flaky")
         try deployment.startCoordinator()
         let flaky = Flaky.Switch()
         var activities = ActivityRegistry()

@@ -13,6 +13,8 @@ final class Deployment: @unchecked Sendable {
     private(set) var coordinator: KeelProcess?
     private(set) var workers: [KeelProcess] = []
     private var retired: [KeelProcess] = []
+    /// Task queues beyond the standard ones, deleted with the namespace's other queues at the end.
+    var taskQueues: Set<String> = ["python", "orphan"]
 
     var databasePath: String { directory.appendingPathComponent("keel.sqlite").path }
     var executionLogPath: String { directory.appendingPathComponent("executions.log").path }
@@ -64,6 +66,7 @@ final class Deployment: @unchecked Sendable {
     func startWorker(
         queue: String = "default", concurrency: Int = 4, _ arguments: [String] = [], as user: AMQPURL? = nil
     ) throws -> KeelProcess {
+        taskQueues.insert(queue)
         let worker = try KeelProcess(
             ["worker", "--queue", queue, "--concurrency", "\(concurrency)"] + arguments,
             environment: environment(as: user ?? url),
@@ -99,11 +102,11 @@ final class Deployment: @unchecked Sendable {
         for process in processes where process.process.isRunning {
             kill(process.process.processIdentifier, SIGTERM)
         }
-        let (client, topology, url) = (self.client, self.topology, self.url)
+        let (client, topology, url, taskQueues) = (self.client, self.topology, self.url, Array(self.taskQueues))
         Thread.detachNewThread {
             for process in processes { process.terminate() }
             client.close()
-            topology.remove(from: url, taskQueues: ["python", "orphan"])
+            topology.remove(from: url, taskQueues: taskQueues)
         }
     }
 

@@ -14,7 +14,8 @@ import Testing
 struct ReportSenderTests {
     @Test func aClaimIsQueuedBehindEveryReportSentBeforeIt() async throws {
         let url = try AMQPURL.fromEnvironment()
-        let topology = Topology(namespace: "report-order-\(UUID().uuidString.prefix(8))")
+        let topology = Topology.forTest()
+        defer { topology.remove(from: url) }
         let setup = try AMQPConnection(url: url)
         defer { setup.close() }
         try topology.declare(on: setup)
