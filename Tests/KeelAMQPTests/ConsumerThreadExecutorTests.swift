@@ -1,4 +1,5 @@
 import Foundation
+import KeelTestKit
 import Testing
 
 @testable import KeelAMQP

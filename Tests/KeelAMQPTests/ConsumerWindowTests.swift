@@ -1,4 +1,5 @@
 import Foundation
+import KeelTestKit
 import Synchronization
 import Testing
 

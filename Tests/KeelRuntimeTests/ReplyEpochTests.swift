@@ -1,6 +1,7 @@
 import Foundation
 import Keel
 import KeelHistory
+import KeelTestKit
 import Testing
 
 @testable import KeelAMQP
@@ -13,12 +14,9 @@ struct ReplyEpochTests {
     /// Two answers to one request, the first from a coordinator older than the epoch the asker
     /// saw: the asker returns the second.
     @Test func anAnswerFromAnOlderEpochIsSkipped() async throws {
-        let url = try AMQPURL.fromEnvironment()
-        let requests = "keel.test.reply-epoch.\(UUID().uuidString.prefix(8))"
-        let setup = try AMQPConnection(url: url)
-        defer { setup.close() }
-        try setup.declareQueue(requests, deadLetterExchange: nil)
-        defer { try? setup.deleteQueue(requests) }
+        let test = try TestQueue("reply-epoch")
+        defer { test.remove() }
+        let (url, requests) = (test.url, test.name)
 
         let responder = Thread {
             guard let answering = try? AMQPConnection(url: url) else { return }
