@@ -79,13 +79,20 @@ struct ClaimTests {
 
     @Test func aTaskDecidedFromARedeliveredReportIsHeldThenSentToBeClaimed() async throws {
         let (engine, original) = try await handedBackAgain()
+        let copy = try await sentOnceDue(engine, original)
+        #expect(copy.claimBeforeRunning == true)
+    }
+
+    /// Checks that `original`'s copy is held, then sent marked `republished` once
+    /// ``Coordinator/redeliveredTaskDelay`` passed; returns it.
+    private func sentOnceDue(_ engine: Engine, _ original: ActivityTask) async throws -> ActivityTask {
         #expect(try await engine.coordinator.flushOutbox() == 0, "still held")
         engine.clock.advance(by: Coordinator.redeliveredTaskDelay + 0.1)
         #expect(try await engine.coordinator.flushOutbox() == 1)
         let copy = try #require(engine.broker.take())
         #expect(copy.attemptKey == original.attemptKey)
-        #expect(copy.claimBeforeRunning == true)
         #expect(copy.republished == true)
+        return copy
     }
 
     @Test func aHeldTaskWhoseFirstCopyReportedItsStartIsNeverSent() async throws {
@@ -97,5 +104,21 @@ struct ClaimTests {
         #expect(try await engine.coordinator.flushOutbox() == 0)
         #expect(engine.broker.take() == nil)
         #expect(try engine.store.outbox(skipping: []).isEmpty, "its outbox row is gone")
+    }
+
+    /// After a restart, the copy of a task still in the outbox waits before it goes out: its
+    /// first copy may run on a worker that reports the start only after 250 ms, and a second
+    /// copy's claim must not be granted before that start arrives.
+    @Test func aTaskInTheOutboxAtRecoveryIsHeldThenSentToBeClaimed() async throws {
+        let engine = try TimeoutTests.engine()
+        try await TimeoutTests.start(engine, ActivityOptions(startToCloseTimeout: .seconds(30)), id: "recovered")
+        let original = try #require(engine.broker.take())
+        await engine.coordinator.deleteConfirmedOutbox()
+        var batch = StoreBatch()
+        batch.outbox = [original]
+        try engine.store.commit(batch)
+        try await engine.restart()
+        #expect(engine.broker.take() == nil, "not sent at recovery")
+        _ = try await sentOnceDue(engine, original)
     }
 }

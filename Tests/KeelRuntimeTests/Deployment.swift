@@ -129,6 +129,18 @@ extension Deployment {
         let inspector = try AMQPConnection(url: url)
         defer { inspector.close() }
         #expect(try await eventually(20) { try inspector.inspect(queue: queue).messages == 1 }, "the first copy is queued")
+        let activity = try await restartCoordinator(withTaskInOutboxOf: workflowId, taskQueue: taskQueue)
+        #expect(
+            try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 },
+            "the restarted coordinator republished it")
+        return activity
+    }
+
+    /// Stops the coordinator, puts the task of `workflowId`'s only activity back in the outbox (as
+    /// after a crash between its publish and the row's deletion) and starts the coordinator
+    /// again, which publishes a second copy, marked republished, once its hold is over
+    /// (``Coordinator/redeliveredTaskDelay``). Returns the activity.
+    func restartCoordinator(withTaskInOutboxOf workflowId: String, taskQueue: String) async throws -> ActivityRecord {
         let first = try #require(coordinator)
         try await offPool { first.terminate() }
         let store = try store()
@@ -144,9 +156,6 @@ extension Deployment {
         ]
         try store.commit(batch)
         try startCoordinator()
-        #expect(
-            try await eventually(20) { try inspector.inspect(queue: queue).messages == 2 },
-            "the restarted coordinator republished it")
         return activity
     }
 }

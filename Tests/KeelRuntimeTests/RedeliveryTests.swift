@@ -11,7 +11,7 @@ import Testing
 @Suite("Redelivered and republished tasks", .tags(.integration), .timeLimit(.minutes(3)))
 struct RedeliveryTests {
     /// A coordinator with no worker, and a one-step run of `workflowId` started on it.
-    private func deployment(running workflowId: String) async throws -> Deployment {
+    private func deployment(running workflowId: String, milliseconds: Int = 0) async throws -> Deployment {
         let deployment = try Deployment()
         try deployment.startCoordinator()
         try await deployment.client.start(
@@ -19,7 +19,8 @@ struct RedeliveryTests {
                 workflowType: "bench-steps", workflowId: workflowId,
                 // A long heartbeat timeout: on a loaded machine the next worker may take seconds to
                 // start, and the attempt must end by its redelivery, not by a timeout.
-                input: Payload(encoding: StepsInput(steps: 1, milliseconds: 0, heartbeatTimeoutSeconds: 60), field: "input")))
+                input: Payload(
+                    encoding: StepsInput(steps: 1, milliseconds: milliseconds, heartbeatTimeoutSeconds: 60), field: "input")))
         return deployment
     }
 
@@ -165,5 +166,71 @@ struct RedeliveryTests {
         #expect(
             MetricsTests.value(metrics, #"keel_worker_tasks_not_run_total{task_queue="default",reason="claimed_elsewhere"}"#) == 1
         )
+    }
+
+    /// Both copies queued, and a worker with room for both, started after the restart: it asks
+    /// the coordinator's epoch as it starts, so it claims the first copy too, which carries the
+    /// old coordinator's epoch; only one claim is granted. Before, the first copy ran
+    /// unclaimed, its start held back while it ran, and the second copy's claim was granted
+    /// meanwhile: the step ran twice.
+    @Test func bothQueuedCopiesOfATaskRunOnceOnAWorkerWithRoomForBoth() async throws {
+        let deployment = try await deployment(running: "republished-wide", milliseconds: 1500)
+        let activity = try await deployment.republishQueuedTask(of: "republished-wide", taskQueue: "default")
+        try deployment.startWorker(concurrency: 4)
+        let result = try await deployment.client.waitForResult(workflowId: "republished-wide", timeout: 30)
+        #expect(result.status == .completed)
+        #expect(
+            await eventually(10) {
+                workerLog(deployment).contains(
+                    "task \(activity.runId)/\(activity.activityId)/1 not run: the coordinator refused its claim")
+            }, "\(workerLog(deployment))")
+        #expect(deployment.executions.count == 1, "one copy ran")
+    }
+
+    /// A worker that heard the old coordinator's epoch holds the first copy of a task, queued
+    /// behind the activity it runs, when a new coordinator takes over and publishes a second
+    /// copy, which another worker claims and runs. The new coordinator told every worker its
+    /// epoch on `keel.control` as it started: the first worker claims its copy once its slot is
+    /// free, is refused, and drops it. Before, that copy looked current to it and ran again.
+    @Test func aFirstCopyHeldByALiveWorkerIsClaimedAfterANewCoordinatorSaidItsEpoch() async throws {
+        let deployment = try Deployment()
+        // Its busy activity reports no start (nor frees its task) for 30 s: the worker's window
+        // keeps room for the next task, which waits there for the slot. Started before the
+        // coordinator, it hears the coordinator's epoch, and runs busy without claiming it.
+        try deployment.startWorker(concurrency: 1, ["--start-report-delay", "30s"])
+        #expect(await eventually(20) { workerLog(deployment).contains("serving") }, "the worker consumes")
+        try deployment.startCoordinator()
+        // No heartbeats: a heartbeat reports the start.
+        func start(_ id: String, milliseconds: Int) async throws {
+            try await deployment.client.start(
+                StartRequest(
+                    workflowType: "bench-steps", workflowId: id,
+                    input: Payload(
+                        encoding: StepsInput(
+                            steps: 1, milliseconds: milliseconds, heartbeatTimeoutSeconds: 60, heartbeats: false),
+                        field: "input")))
+        }
+        try await start("busy", milliseconds: 8000)
+        #expect(await eventually(20) { deployment.executions.contains { $0.workflowId == "busy" } }, "the worker runs busy")
+        try await start("held", milliseconds: 0)
+        let inspector = try AMQPConnection(url: deployment.url)
+        defer { inspector.close() }
+        let queue = deployment.topology.queue(forTaskQueue: "default")
+        let store = try deployment.store()
+        #expect(
+            try await eventually(20) {
+                try store.latestRun(workflowId: "held") != nil && inspector.inspect(queue: queue).messages == 0
+            }, "held's first copy waits at the busy worker, not in the queue")
+        let activity = try await deployment.restartCoordinator(withTaskInOutboxOf: "held", taskQueue: "default")
+        try deployment.startWorker(concurrency: 1)
+        let result = try await deployment.client.waitForResult(workflowId: "held", timeout: 30)
+        #expect(result.status == .completed)
+        #expect(try await deployment.client.waitForResult(workflowId: "busy", timeout: 30).status == .completed)
+        #expect(
+            await eventually(10) {
+                workerLog(deployment).contains(
+                    "task \(activity.runId)/\(activity.activityId)/1 not run: the coordinator refused its claim")
+            }, "\(workerLog(deployment))")
+        #expect(deployment.executions.filter { $0.workflowId == "held" }.count == 1, "one copy ran")
     }
 }

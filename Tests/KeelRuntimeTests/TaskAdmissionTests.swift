@@ -52,10 +52,29 @@ struct TaskAdmissionTests {
         old.coordinatorEpoch = 1_800_000_000_000
         var new = task()
         new.coordinatorEpoch = 1_800_000_005_000
-        #expect(admission.decide(delivery(try Wire.encode(old))) == .run(old), "the first epoch seen")
+        admission.epochs.heard(old.coordinatorEpoch)
+        #expect(admission.decide(delivery(try Wire.encode(old))) == .run(old), "the epoch a coordinator told")
         #expect(admission.decide(delivery(try Wire.encode(new))) == .run(new), "a later one")
         #expect(admission.decide(delivery(try Wire.encode(old))) == .claim(old), "an earlier one than seen")
         #expect(admission.decide(delivery(try Wire.encode(task()))) == .run(task()), "no epoch: as before")
+    }
+
+    /// The first copy of a task whose coordinator stopped after publishing it carries that
+    /// coordinator's epoch: until a coordinator tells the worker its own (its announcement on
+    /// `keel.control`, or the answer to a claim), every task with an epoch is claimed.
+    @Test func aTaskWithAnEpochIsClaimedUntilACoordinatorToldItsOwn() throws {
+        let admission = TaskAdmission(activities: ["summarize"])
+        var first = task()
+        first.coordinatorEpoch = 1_800_000_000_000
+        #expect(admission.decide(delivery(try Wire.encode(first))) == .claim(first), "no coordinator told its epoch yet")
+        #expect(admission.decide(delivery(try Wire.encode(task()))) == .run(task()), "no epoch: as before")
+        admission.epochs.heard(1_800_000_005_000)
+        #expect(admission.decide(delivery(try Wire.encode(first))) == .claim(first), "older than the epoch told")
+        var current = task()
+        current.coordinatorEpoch = 1_800_000_005_000
+        #expect(admission.decide(delivery(try Wire.encode(current))) == .run(current), "the epoch told")
+        admission.epochs.heard(1_800_000_000_000)
+        #expect(admission.decide(delivery(try Wire.encode(current))) == .run(current), "an older epoch told changes nothing")
     }
 
     @Test func anUnknownActivityFailsAtOnceAndIsDeadLettered() throws {

@@ -69,7 +69,16 @@ extension Coordinator {
         let restoredFrom = try store.restorePoint()
         if restoredFrom != nil { republishScheduled(&work) }
         try await finish(&work)
-        report.republished = try await flushOutbox()
+        // The first copy of each task in the outbox may have gone out, and may run on a worker
+        // that heard of no newer epoch than its publisher's and reports its start only after
+        // ``WorkerService/Configuration/startReportDelay``: the copies wait
+        // (``redeliveredTaskDelay``), so that such a start arrives before this coordinator could
+        // grant the claim of a second copy. ``flushOutbox()`` sends them once due (the timers'
+        // loop calls it every second), unless the first copy started meanwhile.
+        let due = work.now.addingTimeInterval(Self.redeliveredTaskDelay)
+        let outbox = try store.outbox(skipping: publishing)
+        for task in outbox { heldTasks[task.attemptKey] = due }
+        report.republished = outbox.count + (try await flushOutbox())
         if let restoredFrom {
             try store.clearRestorePoint()
             logger.warning(

@@ -199,6 +199,15 @@ public final class CoordinatorService: Service {
                 publisher: publisher, onDispatch: monitor.countDispatched, beforePublishing: { try await self.replicated() },
                 sendsAtOnce: sendsAtOnce),
             configuration: coordinatorConfiguration, logger: logger)
+        // Before any task goes out again: a worker holding the first copy of a task the previous
+        // coordinator published claims it once it knows of this epoch (CoordinatorEpochNotice).
+        if let epoch = coordinatorConfiguration.epoch {
+            do {
+                try await publisher.publish([CoordinatorEpochNotice(coordinatorEpoch: epoch).message(topology: topology)])
+            } catch {
+                logger.warning("could not tell the workers this coordinator's epoch on \(topology.controlExchange): \(error)")
+            }
+        }
         do {
             try await coordinator.recover()
         } catch let error as AMQPError {

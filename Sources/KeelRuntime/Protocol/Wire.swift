@@ -22,6 +22,7 @@ public enum WireType: String, Sendable, CaseIterable {
     case deadLetter = "dead-letter"
     // keel.control
     case cancelActivity = "cancel-activity"
+    case coordinatorEpoch = "coordinator-epoch"
 }
 
 extension WireType {

@@ -75,6 +75,7 @@ final class ClaimClient: @unchecked Sendable {
                     let answer = try? Wire.decode(JobReply.self, from: delivery.body, what: "reply"),
                     !epochs.isStale(answer.coordinatorEpoch)
                 else { continue }
+                epochs.heard(answer.coordinatorEpoch)
                 if id == correlation { return answer }
                 // Only a few claims wait at once; answers nobody collects (their claim gave up
                 // and asks again under another id) must not pile up.

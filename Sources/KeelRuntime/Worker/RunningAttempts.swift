@@ -53,12 +53,18 @@ final class RunningAttempts: Sendable {
         for cancellation in state.withLock({ Array($0.handling.values) }) { cancellation.cancel() }
     }
 
-    /// Takes the coordinator's cancels from `consumer` (a queue of this worker's own on
-    /// `keel.control`) until it stops.
-    func serveCancels(from consumer: AMQPConsumer, logger: Logger) async {
+    /// Takes the coordinator's messages on `keel.control` from `consumer` (a queue of this
+    /// worker's own) until it stops: cancels, and a starting coordinator's epoch, which goes to
+    /// `epochs`.
+    func serveControl(from consumer: AMQPConsumer, epochs: EpochWatermark, logger: Logger) async {
         while let batch = await consumer.nextBatch() {
             for delivery in batch {
-                if let cancel = try? Wire.decode(ActivityCancel.self, from: delivery.message.body, what: "cancel"),
+                let body = delivery.message.body
+                if delivery.message.type == WireType.coordinatorEpoch.rawValue {
+                    if let notice = try? Wire.decode(CoordinatorEpochNotice.self, from: body, what: "coordinator epoch") {
+                        epochs.heard(notice.coordinatorEpoch)
+                    }
+                } else if let cancel = try? Wire.decode(ActivityCancel.self, from: body, what: "cancel"),
                     self.cancel(cancel.attemptKey)
                 {
                     logger.info("attempt \(cancel.attemptKey) cancelled by the coordinator: \(cancel.reason)")

@@ -11,15 +11,17 @@ import Synchronization
 ///   without waiting for a timeout) and dead-lettered;
 /// - a task RabbitMQ delivered again is never run: an earlier delivery went unacknowledged, so a
 ///   worker may have run it and died; it is reported, and the coordinator decides;
-/// - a copy the coordinator republished, a task that spends a budget (an LLM call), and a task
-///   from an older coordinator epoch than one seen before, run only once their claim is
-///   granted: the coordinator refuses it if another worker started the attempt or the run or
-///   activity ended while the task waited in RabbitMQ;
+/// - a copy the coordinator republished, a task that spends a budget (an LLM call), a task
+///   from an older coordinator epoch than one seen before, and any task that comes before a
+///   coordinator told this worker its epoch, run only once their claim is granted: the
+///   coordinator refuses it if another worker started the attempt or the run or activity ended
+///   while the task waited in RabbitMQ;
 /// - anything else runs.
 struct TaskAdmission: Sendable {
     let activities: Set<String>
     var limits = MessageLimits()
-    /// The latest coordinator epoch seen on a task: an older one is claimed before it runs.
+    /// The latest coordinator epoch seen on a task, an announcement or a claim's answer: an older
+    /// one is claimed before it runs.
     let epochs = EpochWatermark()
 
     enum Decision: Sendable, Hashable {
@@ -45,7 +47,10 @@ struct TaskAdmission: Sendable {
         }
         if message.redelivered { return .reportRedelivered(task) }
         let stale = epochs.isStale(task.coordinatorEpoch)
-        if task.republished == true || task.claimBeforeRunning == true || stale { return .claim(task) }
+        // Until a coordinator has said its epoch, this may be the first copy of a task whose
+        // coordinator stopped after publishing it, while its successor publishes another.
+        let unheard = task.coordinatorEpoch != nil && epochs.hasHeardNone
+        if task.republished == true || task.claimBeforeRunning == true || stale || unheard { return .claim(task) }
         return .run(task)
     }
 

@@ -54,6 +54,9 @@ public final class WorkerService: Service {
     private let claims: ClaimClient
     private let admission: TaskAdmission
     private let stopping = ShutdownSignal()
+    /// Switched once the coordinator's epoch was asked at start (answered or not): tasks wait
+    /// for it, so that one taken first is decided knowing the epoch (``TaskAdmission``).
+    private let epochAsked = ShutdownSignal()
     /// What runs now, for the coordinator's cancels.
     private let attempts = RunningAttempts()
     /// The starts held back for ``Configuration/startReportDelay``.
@@ -147,7 +150,18 @@ public final class WorkerService: Service {
                 // Running activities still need their connection for acknowledgements.
                 consumer.stopDelivering()
             }
-            group.addTask { await self.attempts.serveCancels(from: cancels, logger: self.logger) }
+            group.addTask { await self.attempts.serveControl(from: cancels, epochs: self.admission.epochs, logger: self.logger) }
+            // Once the coordinator's announcements reach this worker, it asks the epoch; tasks
+            // wait for the answer (3 s at most), and without one are claimed before they run
+            // until a coordinator says its epoch (TaskAdmission).
+            group.addTask {
+                if await cancels.consuming() { await self.learnCoordinatorEpoch(reports) }
+                self.epochAsked.trigger()
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(3))
+                self.epochAsked.trigger()
+            }
             if configuration.startReportDelay > .zero { group.addTask { await self.delayedStarts.run() } }
             // Announced once the broker counts this consumer (a SIGTERM before that ends the wait).
             if await consumer.consuming() {
@@ -199,6 +213,7 @@ public final class WorkerService: Service {
         _ consumer: AMQPConsumer,
         _ publisher: AMQPPublisher, _ reports: ReportSender, _ queueName: String, done: @escaping @Sendable () -> Void
     ) async -> Bool {
+        if !epochAsked.isTriggered { await epochAsked.wait() }
         let message = delivery.message
         let task: ActivityTask
         let slot: ActivitySlots.Slot
@@ -452,6 +467,19 @@ public final class WorkerService: Service {
     private func notRun(_ task: ActivityTask, reason: String) {
         Counter(label: "keel_worker_tasks_not_run_total", dimensions: [("task_queue", task.taskQueue), ("reason", reason)])
             .increment()
+    }
+
+    /// Asks the coordinator's epoch with a claim of no attempt (docs/protocol.md, step 0b),
+    /// which it refuses with its epoch; waits 2 s at most. Without an answer (no coordinator
+    /// runs yet), tasks are claimed until one answers or announces itself.
+    private func learnCoordinatorEpoch(_ reports: ReportSender) async {
+        let probe = ActivityClaim(
+            runId: "", activityId: 0, attempt: 0, worker: configuration.identity, claimId: "epoch-\(UUID().uuidString)")
+        do {
+            _ = try await claims.claim(probe, workflowId: "", through: reports, timeout: 2)
+        } catch {
+            logger.info("no coordinator told its epoch within 2 s (\(error)): tasks are claimed before they run until one does")
+        }
     }
 
     /// Claims a task from the coordinator, asking until it answers (nil: the worker stopped

@@ -131,6 +131,16 @@ class EpochWatermark:
 
     def __init__(self):
         self.highest = 0
+        # Whether a coordinator said its epoch itself (on keel.control, or in a claim's answer):
+        # a task's own epoch proves nothing about the coordinator running now.
+        self.heard = False
+
+    def hear(self, epoch):
+        """A coordinator said its epoch (None: a message without one)."""
+        if epoch is None:
+            return
+        self.highest = max(self.highest, epoch)
+        self.heard = True
 
     def is_stale(self, epoch):
         """Whether ``epoch`` (None: a message without one) is older than one seen; records it

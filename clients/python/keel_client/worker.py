@@ -183,7 +183,10 @@ class Worker:
         # A task from an older coordinator epoch than one seen may come from a coordinator that
         # lost its lease while paused: it runs only if its attempt still waits.
         stale = self._epochs.is_stale(task.get("coordinatorEpoch"))
-        if (task.get("republished") or task.get("claimBeforeRunning") or stale) and not self._claim(key):
+        # Until a coordinator said its epoch, this may be the first copy of a task whose
+        # coordinator stopped after publishing it, while its successor publishes another.
+        unheard = task.get("coordinatorEpoch") is not None and not self._epochs.heard
+        if (task.get("republished") or task.get("claimBeforeRunning") or stale or unheard) and not self._claim(key):
             # Another copy runs (or the attempt is over): this one is dropped unrun.
             self._channel.basic_ack(method.delivery_tag)
             print("dropped a %s copy of %s" % ("republished" if task.get("republished") else "claimed", _name(key)), flush=True)
@@ -218,9 +221,17 @@ class Worker:
         answer = json.loads(body)
         # One from an older coordinator epoch is skipped: the wait goes on for the current one's.
         if not self._epochs.is_stale(answer.get("coordinatorEpoch")):
+            self._epochs.hear(answer.get("coordinatorEpoch"))
             self._answers[properties.correlation_id] = answer
 
     def _on_control(self, channel, method, properties, body):
+        if properties.type == "coordinator-epoch":
+            # A coordinator starting: tasks from older epochs are claimed from now on.
+            try:
+                self._epochs.hear(json.loads(body)["coordinatorEpoch"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            return
         try:
             cancel = json.loads(body)
             context = self._running.get((cancel["runId"], cancel["activityId"], cancel["attempt"]))
