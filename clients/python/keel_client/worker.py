@@ -123,7 +123,6 @@ class Worker:
         channel.basic_qos(prefetch_count=1)
         self._channel = channel
         self._task_queue = self.topology.task_queue(self.queue)
-        self._consume()
         # Claims over direct reply-to, on a channel of their own.
         self._claims = connection.channel()
         self._claims.basic_consume("amq.rabbitmq.reply-to", self._on_answer, auto_ack=True)
@@ -134,6 +133,12 @@ class Worker:
             "%s.%s.%s" % (self.topology.control, self.name, uuid.uuid4().hex[:8]), exclusive=True, auto_delete=True)
         control.queue_bind(declared.method.queue, self.topology.control)
         control.basic_consume(declared.method.queue, self._on_control, auto_ack=True)
+        # Before any task: the epoch of the coordinator running now, asked with a claim of no
+        # attempt, which it refuses with its epoch (step 0b). Without an answer within 3 s, tasks
+        # with an epoch are claimed until a coordinator says its own.
+        self._await_answer(self._send_claim(dict(runId="", activityId=0, attempt=0, worker=self.name,
+                                                 claimId="epoch-" + str(uuid.uuid4()))), timeout=3)
+        self._consume()
         print("python worker %s serving %s, concurrency %d, activities %s"
               % (self.name, self._task_queue, self.concurrency, ", ".join(sorted(self.activities))), flush=True)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -204,18 +209,27 @@ class Worker:
         self._pool.submit(self._execute, task, key, context)
 
     def _claim(self, key):
-        body = _broker.encode(dict(key, worker=self.name, claimId=str(uuid.uuid4())))
+        claim = dict(key, worker=self.name, claimId=str(uuid.uuid4()))
         while True:
-            correlation = str(uuid.uuid4())
-            self._claims.basic_publish(
-                self.topology.results, "results", body,
-                _broker.properties("claim", reply_to="amq.rabbitmq.reply-to", correlation_id=correlation))
-            deadline = time.time() + 30
-            while correlation not in self._answers and time.time() < deadline:
-                self._connection.process_data_events(time_limit=0.2)
-            if correlation in self._answers:
-                return self._answers.pop(correlation).get("ok", False)
+            answer = self._await_answer(self._send_claim(claim), timeout=30)
+            if answer is not None:
+                return answer.get("ok", False)
             print("no answer to the claim of %s; asking again" % key, flush=True)
+
+    def _send_claim(self, claim):
+        """Publishes ``claim``; returns the correlation id its answer will carry."""
+        correlation = str(uuid.uuid4())
+        self._claims.basic_publish(
+            self.topology.results, "results", _broker.encode(claim),
+            _broker.properties("claim", reply_to="amq.rabbitmq.reply-to", correlation_id=correlation))
+        return correlation
+
+    def _await_answer(self, correlation, timeout):
+        """The answer with ``correlation``, or None if none came within ``timeout`` seconds."""
+        deadline = time.time() + timeout
+        while correlation not in self._answers and time.time() < deadline:
+            self._connection.process_data_events(time_limit=0.2)
+        return self._answers.pop(correlation, None)
 
     def _on_answer(self, channel, method, properties, body):
         answer = json.loads(body)
