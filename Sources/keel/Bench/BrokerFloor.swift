@@ -41,9 +41,19 @@ struct BrokerFloor {
         try admin.declareQueue(tasks, deadLetterExchange: nil)
         try admin.declareQueue(results, deadLetterExchange: nil)
         let stop = StopFlag()
-        let worker = Thread { Self.serve(url: url, tasks: tasks, results: results, window: window, stop: stop) }
+        let ended = DispatchSemaphore(value: 0)
+        let worker = Thread {
+            Self.serve(url: url, tasks: tasks, results: results, window: window, stop: stop)
+            ended.signal()
+        }
         worker.start()
-        defer { stop.set() }
+        // The worker ends before its queues are deleted (the defer above, which runs after this
+        // one): RabbitMQ tells a consumer that its queue was deleted, and the worker would print
+        // that as an error after the bench's last line.
+        defer {
+            stop.set()
+            ended.wait()
+        }
         let throughput = try pipelined(tasks: tasks, results: results)
         let latencies = try sequential(tasks: tasks, results: results).sorted()
         func percentile(_ p: Double) -> Double { latencies[min(Int(Double(latencies.count) * p), latencies.count - 1)] }
