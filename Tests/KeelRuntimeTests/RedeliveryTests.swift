@@ -14,14 +14,23 @@ struct RedeliveryTests {
     private func deployment(running workflowId: String, milliseconds: Int = 0) async throws -> Deployment {
         let deployment = try Deployment()
         try deployment.startCoordinator()
+        try await startOneStep(deployment, workflowId, milliseconds: milliseconds)
+        return deployment
+    }
+
+    /// Starts a one-step run of `workflowId` on `deployment`'s coordinator.
+    private func startOneStep(
+        _ deployment: Deployment, _ workflowId: String, milliseconds: Int, heartbeats: Bool? = nil
+    ) async throws {
         try await deployment.client.start(
             StartRequest(
                 workflowType: "bench-steps", workflowId: workflowId,
                 // A long heartbeat timeout: on a loaded machine the next worker may take seconds to
                 // start, and the attempt must end by its redelivery, not by a timeout.
                 input: Payload(
-                    encoding: StepsInput(steps: 1, milliseconds: milliseconds, heartbeatTimeoutSeconds: 60), field: "input")))
-        return deployment
+                    encoding: StepsInput(
+                        steps: 1, milliseconds: milliseconds, heartbeatTimeoutSeconds: 60, heartbeats: heartbeats),
+                    field: "input")))
     }
 
     /// Takes the first task of `default` without acknowledging it; the caller closes the
@@ -201,18 +210,9 @@ struct RedeliveryTests {
         #expect(await eventually(20) { workerLog(deployment).contains("serving") }, "the worker consumes")
         try deployment.startCoordinator()
         // No heartbeats: a heartbeat reports the start.
-        func start(_ id: String, milliseconds: Int) async throws {
-            try await deployment.client.start(
-                StartRequest(
-                    workflowType: "bench-steps", workflowId: id,
-                    input: Payload(
-                        encoding: StepsInput(
-                            steps: 1, milliseconds: milliseconds, heartbeatTimeoutSeconds: 60, heartbeats: false),
-                        field: "input")))
-        }
-        try await start("busy", milliseconds: 8000)
+        try await startOneStep(deployment, "busy", milliseconds: 8000, heartbeats: false)
         #expect(await eventually(20) { deployment.executions.contains { $0.workflowId == "busy" } }, "the worker runs busy")
-        try await start("held", milliseconds: 0)
+        try await startOneStep(deployment, "held", milliseconds: 0, heartbeats: false)
         let inspector = try AMQPConnection(url: deployment.url)
         defer { inspector.close() }
         let queue = deployment.topology.queue(forTaskQueue: "default")

@@ -6,13 +6,15 @@ import Logging
 // Committing a unit of work, then publishing what it produced (transactional outbox).
 extension Coordinator {
     /// Publishes tasks and dead-letter entries left in their outboxes (after a crash or a failed
-    /// publish). Returns how many.
+    /// publish). With `holdingUntil`, the tasks wait until then instead (``recover()``). Returns
+    /// how many it sent or holds.
     @discardableResult
-    public func flushOutbox() async throws -> Int {
+    public func flushOutbox(holdingUntil: Date? = nil) async throws -> Int {
         // Failed publishes rejoin the outbox and confirmed rows go before it is read.
         deleteConfirmedOutbox()
         let skip = publishing
         var stale = StoreBatch()
+        var held = 0
         let now = clock.now()
         // A held task whose row went another way (its attempt sent again, confirmed and deleted)
         // is forgotten a minute after it was due.
@@ -32,6 +34,11 @@ extension Coordinator {
                 if notBefore > now { return false }
                 heldTasks.removeValue(forKey: task.attemptKey)
             }
+            if let holdingUntil {
+                heldTasks[task.attemptKey] = holdingUntil
+                held += 1
+                return false
+            }
             return true
         }
         // The first copy of each may have gone out before the crash (or the failed publish):
@@ -39,10 +46,10 @@ extension Coordinator {
         for index in tasks.indices { tasks[index].republished = true }
         let deadLetters = try store.deadLetterOutbox(skipping: skip)
         try store.commit(stale)
-        guard !tasks.isEmpty || !deadLetters.isEmpty else { return 0 }
+        guard !tasks.isEmpty || !deadLetters.isEmpty else { return held }
         let outgoing = Outgoing(tasks: tasks, deadLetters: deadLetters)
         publishing.formUnion(outgoing.keys)
-        return await publish(outgoing) ? tasks.count + deadLetters.count : 0
+        return held + (await publish(outgoing) ? tasks.count + deadLetters.count : 0)
     }
 
     /// Commits the work, wakes waiters of closed runs, then publishes the new tasks.

@@ -75,10 +75,7 @@ extension Coordinator {
         // (``redeliveredTaskDelay``), so that such a start arrives before this coordinator could
         // grant the claim of a second copy. ``flushOutbox()`` sends them once due (the timers'
         // loop calls it every second), unless the first copy started meanwhile.
-        let due = work.now.addingTimeInterval(Self.redeliveredTaskDelay)
-        let outbox = try store.outbox(skipping: publishing)
-        for task in outbox { heldTasks[task.attemptKey] = due }
-        report.republished = outbox.count + (try await flushOutbox())
+        report.republished = try await flushOutbox(holdingUntil: work.now.addingTimeInterval(Self.redeliveredTaskDelay))
         if let restoredFrom {
             try store.clearRestorePoint()
             logger.warning(

@@ -31,6 +31,14 @@ final class EpochWatermark: Sendable {
         }
     }
 
-    /// Whether no coordinator has said its epoch to this watermark yet.
-    var hasHeardNone: Bool { state.withLock { !$0.heard } }
+    /// Whether a task of `epoch` is claimed before it runs: it is older than one seen before,
+    /// or no coordinator has said its epoch yet (a task without one: never). Records it otherwise.
+    func mustClaim(_ epoch: Int64?) -> Bool {
+        guard let epoch else { return false }
+        return state.withLock { state in
+            if epoch < state.highest { return true }
+            state.highest = epoch
+            return !state.heard
+        }
+    }
 }

@@ -46,11 +46,10 @@ struct TaskAdmission: Sendable {
             return .failUnknownActivity(task, Failure(error))
         }
         if message.redelivered { return .reportRedelivered(task) }
-        let stale = epochs.isStale(task.coordinatorEpoch)
-        // Until a coordinator has said its epoch, this may be the first copy of a task whose
-        // coordinator stopped after publishing it, while its successor publishes another.
-        let unheard = task.coordinatorEpoch != nil && epochs.hasHeardNone
-        if task.republished == true || task.claimBeforeRunning == true || stale || unheard { return .claim(task) }
+        // An older epoch, or none said by a coordinator yet: this may be the first copy of a task
+        // whose coordinator stopped after publishing it, while its successor publishes another.
+        let unvouched = epochs.mustClaim(task.coordinatorEpoch)
+        if task.republished == true || task.claimBeforeRunning == true || unvouched { return .claim(task) }
         return .run(task)
     }
 
