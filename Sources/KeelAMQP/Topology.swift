@@ -100,6 +100,22 @@ public struct Topology: Sendable, Hashable {
         }
     }
 
+    /// Deletes this namespace's exchanges and queues (the standard task queues and `taskQueues`),
+    /// with whatever they hold: for a namespace made for one run, such as a test's or a bench's.
+    /// Call it once nothing consumes them. What is already gone, or cannot be reached, is skipped.
+    public func remove(from url: AMQPURL, taskQueues: [String] = []) {
+        guard let connection = try? AMQPConnection(url: url) else { return }
+        defer { connection.close() }
+        for queue in [jobsQueue, resultsQueue, deadLetterQueue, historyStream]
+            + (Self.standardTaskQueues + taskQueues).map(queue(forTaskQueue:))
+        {
+            try? connection.deleteQueue(queue)
+        }
+        for exchange in [jobsExchange, tasksExchange, resultsExchange, deadLetterExchange, controlExchange] {
+            try? connection.deleteExchange(exchange)
+        }
+    }
+
     private func checkExists(
         exchanges: [String], queues: [String], on connection: AMQPConnection, refusal: AMQPError
     )

@@ -83,16 +83,7 @@ struct BenchDeployment {
 
     func stop() {
         for process in processes { process.terminate() }
-        if let connection = try? AMQPConnection(url: url) {
-            for queue in [topology.jobsQueue, topology.resultsQueue, topology.deadLetterQueue, topology.historyStream]
-                + Topology.standardTaskQueues.map(topology.queue(forTaskQueue:))
-            { try? connection.deleteQueue(queue) }
-            for exchange in [topology.jobsExchange, topology.tasksExchange, topology.resultsExchange, topology.deadLetterExchange]
-            {
-                try? connection.deleteExchange(exchange)
-            }
-            connection.close()
-        }
+        topology.remove(from: url, taskQueues: [queue])
         try? FileManager.default.removeItem(at: directory)
     }
 }
