@@ -137,6 +137,7 @@ public final class LLMStack: @unchecked Sendable {
         return try await runToEnd(KeelProcess.binary, arguments, environment: [:])
     }
 
+    /// Stops the services and the mock; the namespace goes once the services ended (``BackgroundCleanups``).
     public func stop() {
         coordinator.stop()
         worker.stop()
@@ -144,8 +145,6 @@ public final class LLMStack: @unchecked Sendable {
         gpuWorker?.stop()
         client.close()
         mock.stop()
-        // Off the caller's thread: tests call this from a `defer` on the cooperative pool.
-        let (topology, url) = (self.topology, self.url)
-        Thread.detachNewThread { topology.remove(from: url) }
+        BackgroundCleanups.remove(topology, from: url, after: tasks)
     }
 }

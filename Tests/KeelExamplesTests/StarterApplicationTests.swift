@@ -104,7 +104,7 @@ struct StarterApplicationTests {
                 })
         }
         defer {
-            Thread.detachNewThread {
+            BackgroundCleanups.run {
                 let down = Process()
                 down.executableURL = URL(fileURLWithPath: "/bin/bash")
                 down.arguments = [Self.root.appendingPathComponent("scripts/stack").path, "down"]

@@ -103,7 +103,7 @@ final class Deployment: @unchecked Sendable {
             kill(process.process.processIdentifier, SIGTERM)
         }
         let (client, topology, url, taskQueues) = (self.client, self.topology, self.url, Array(self.taskQueues))
-        Thread.detachNewThread {
+        BackgroundCleanups.run {
             for process in processes { process.terminate() }
             client.close()
             topology.remove(from: url, taskQueues: taskQueues)
