@@ -229,16 +229,7 @@ package struct JSONReader {
         guard index == bytes.count else { throw failure("unexpected text after the JSON value") }
     }
 
-    /// The value of a required member, once its object is read. Inlinable, so that the decoders
-    /// in other modules get it specialized (it was 1.3 % of a worker's CPU looking up `T?`'s
-    /// metadata on every call).
-    @inlinable
-    package func required<T>(_ value: T?, _ name: String) throws -> T {
-        guard let value else { throw missingField(name) }
-        return value
-    }
-
-    @usableFromInline
+    /// The failure for a required member the object did not have.
     package func missingField(_ name: String) -> Failure { failure("missing field '\(name)'") }
 
     /// An `Int` member's value, read as a 64-bit integer.

@@ -39,19 +39,22 @@ public struct Payload: Sendable, Hashable {
     /// The size limit applied when nothing else is configured: 2 MB.
     public static let defaultSizeLimit = 2 * 1024 * 1024
 
-    /// Encodes `value` as JSON; `field` names the value in the error when it is too large.
+    /// Encodes `value` as JSON; `field` names the value in the error when it is too large (worked
+    /// out only then: the activities and workflows of every step name theirs after their type).
     public init<T: Encodable>(
-        encoding value: T, field: String, limit: Int = Payload.defaultSizeLimit
+        encoding value: T, field: @autoclosure () -> String, limit: Int = Payload.defaultSizeLimit
     ) throws {
         let data: Data
         do {
             data = try JSONCoding.encoder.encode(value)
         } catch {
+            let field = field()
             throw PayloadError(
                 field: field, kind: .encodingFailed,
                 message: "\(field) could not be encoded as JSON: \(error)")
         }
         guard data.count <= limit else {
+            let field = field()
             throw PayloadError(
                 field: field, kind: .tooLarge,
                 message: "\(field) is \(data.count) bytes, over the \(limit)-byte payload limit; "
@@ -60,11 +63,12 @@ public struct Payload: Sendable, Hashable {
         self.data = data
     }
 
-    /// Decodes the JSON as `T`; `field` names the value in the error.
-    public func decode<T: Decodable>(_ type: T.Type, field: String = "payload") throws -> T {
+    /// Decodes the JSON as `T`; `field` names the value in the error (worked out only then).
+    public func decode<T: Decodable>(_ type: T.Type, field: @autoclosure () -> String = "payload") throws -> T {
         do {
             return try JSONCoding.decoder.decode(T.self, from: data)
         } catch {
+            let field = field()
             throw PayloadError(
                 field: field, kind: .decodingFailed,
                 message: "\(field) is not a valid \(T.self): \(error). JSON was: \(preview)")

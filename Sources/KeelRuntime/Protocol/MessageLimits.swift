@@ -101,14 +101,9 @@ public struct MessageLimits: Sendable, Hashable {
         try check(task.taskQueue, "taskQueue", limit: name)
         try check(task.input, "input of activity \(task.activityType.prefix(name))")
         try check(task.heartbeatDetails, "heartbeatDetails")
-        for (field, value) in [
-            ("startToCloseTimeout", task.startToCloseTimeout), ("scheduleToCloseTimeout", task.scheduleToCloseTimeout),
-            ("heartbeatTimeout", task.heartbeatTimeout)
-        ] {
-            if let value, !(value > 0 && value <= Self.longestTimeout) {
-                throw LimitError.seconds(field, value)
-            }
-        }
+        try checkTimeout(task.startToCloseTimeout, "startToCloseTimeout")
+        try checkTimeout(task.scheduleToCloseTimeout, "scheduleToCloseTimeout")
+        try checkTimeout(task.heartbeatTimeout, "heartbeatTimeout")
     }
 
     /// Ten years, in seconds: no timeout is longer.
@@ -124,6 +119,11 @@ public struct MessageLimits: Sendable, Hashable {
             nonRetryable: true)
     }
 
+    /// A timeout is a positive, finite number of seconds, ten years at most.
+    private func checkTimeout(_ seconds: Double?, _ field: String) throws {
+        if let seconds, !(seconds > 0 && seconds <= Self.longestTimeout) { throw LimitError.seconds(field, seconds) }
+    }
+
     private func check(_ value: String?, _ field: String, limit: Int, allowEmpty: Bool = true) throws {
         guard let value else { return }
         if !allowEmpty, value.isEmpty { throw LimitError.empty(field) }
@@ -131,8 +131,11 @@ public struct MessageLimits: Sendable, Hashable {
         if size > limit { throw LimitError.tooLarge(field, size: size, limit: limit) }
     }
 
-    private func check(_ value: Payload?, _ field: String) throws {
+    /// `field` is worked out only for the error: a task's names it after its activity type, and
+    /// every task is checked.
+    private func check(_ value: Payload?, _ field: @autoclosure () -> String) throws {
         guard let value, value.data.count > payload else { return }
+        let field = field()
         throw PayloadError(
             field: field, kind: .tooLarge,
             message: "\(field) is \(value.data.count) bytes, over the \(payload)-byte payload limit; "
