@@ -304,9 +304,11 @@ public final class WorkerService: Service {
             // The acknowledgement must be able to follow on the connection that delivered the task.
             guard stillCurrent(task, delivery, consumer) else { return false }
         }
+        // Logged before the delay starts, so that a start held back is reported at least the delay
+        // after the logged time (a loaded machine wrote the line 11 ms late, after the delay began).
+        if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         // Reports the start of an activity that outlives the delay.
         let startLater = holdsBackStart ? delayedStarts.schedule { _ = reportStart() } : nil
-        if let path = configuration.executionLog { ExecutionLog.append(task, worker: configuration.identity, to: path) }
         let heartbeats = HeartbeatThrottle(task: task) { details in
             // The coordinator takes heartbeats of a started attempt only.
             guard reportStart(), await start.written() else { return }
