@@ -54,8 +54,10 @@ public func stopProcess(_ process: Process, grace: Double = 10) {
 /// Whether `process` is alive, asked of the kernel: Foundation's `isRunning` turns false only
 /// once its monitor has seen the exit, which lags under load, and a zombie (dead, not yet
 /// reaped) is not alive.
-func processExists(_ process: Process) -> Bool {
-    let pid = process.processIdentifier
+func processExists(_ process: Process) -> Bool { processExists(pid: process.processIdentifier) }
+
+/// Whether process `pid` is alive (a zombie is not).
+func processExists(pid: pid_t) -> Bool {
     guard pid > 0, kill(pid, 0) == 0 else { return false }
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
     else { return true }

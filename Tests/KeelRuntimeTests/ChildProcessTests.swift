@@ -33,6 +33,42 @@ struct ChildProcessTests {
         #expect(await eventually(5) { !child.exists }, "sleep (no handler of its own) ends on SIGTERM")
     }
 
+    /// Foundation starts each child in a process group of its own, so a terminal's Ctrl-C reaches
+    /// only `keel bench`: stopped by SIGINT or SIGTERM, it left its coordinator and worker
+    /// running. It now kills them and exits with 128 + the signal.
+    @Test(.tags(.integration), .timeLimit(.minutes(2)), arguments: [SIGINT, SIGTERM])
+    func aBenchStoppedBySignalTakesItsCoordinatorAndWorkerWithIt(signal: Int32) async throws {
+        let directory = makeTemporaryDirectory("keel-bench-signal")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bench = try KeelProcess(
+            ["bench", "latency", "--steps", "1000000", "--no-floor"], environment: [:],
+            log: directory.appendingPathComponent("bench.log"))
+        let pid = bench.process.processIdentifier
+        #expect(await eventually(30) { Self.children(of: pid).count == 2 }, "the bench started a coordinator and a worker")
+        let children = Self.children(of: pid)
+        kill(pid, signal)
+        #expect(await eventually(10) { !bench.exists })
+        // Read once Foundation has seen the exit too (it traps before).
+        try #require(await eventually(10) { !bench.process.isRunning })
+        #expect(bench.process.terminationReason == .exit)
+        #expect(bench.process.terminationStatus == 128 + signal)
+        #expect(await eventually(5) { !children.contains(where: processExists(pid:)) }, "no child of the bench runs on")
+        for child in children { kill(child, SIGKILL) }
+    }
+
+    /// The processes whose parent is `pid` (field 4 of `/proc/PID/stat`).
+    static func children(of pid: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry in
+            guard let child = pid_t(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == pid ? child : nil
+        }
+    }
+
     /// What the test process kills when it exits: its children still running, not a process that
     /// took the pid of one since.
     @Test func aChildIsKilledAtExitOnlyUnderItsOwnStartTime() async throws {

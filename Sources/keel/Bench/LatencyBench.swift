@@ -14,6 +14,8 @@ struct BenchDeployment {
 
     let environment: [String: String]
     let concurrency: Int
+    /// Removes the namespace and the folder if the bench is stopped by a signal.
+    private let cleanUpOnSignal: Int
     private(set) var coordinatorStarts = 0
 
     /// The task queue the workers serve.
@@ -37,6 +39,10 @@ struct BenchDeployment {
         if countExecutions { environment["KEEL_EXECUTION_LOG"] = directory.appendingPathComponent("executions.log").path }
         self.environment = environment.merging(extra) { $1 }
         self.concurrency = concurrency
+        cleanUpOnSignal = cleanUpOnStopSignal { [topology, directory] in
+            topology.remove(from: url, taskQueues: [queue])
+            try? FileManager.default.removeItem(at: directory)
+        }
         try startCoordinator()
         try startWorkers(workers)
     }
@@ -82,6 +88,7 @@ struct BenchDeployment {
     }
 
     func stop() {
+        cancelCleanUpOnStopSignal(cleanUpOnSignal)
         for process in processes { process.terminate() }
         topology.remove(from: url, taskQueues: [queue])
         try? FileManager.default.removeItem(at: directory)
