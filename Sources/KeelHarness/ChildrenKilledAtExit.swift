@@ -36,7 +36,8 @@ enum ChildrenKilledAtExit {
     /// The signal sources, kept for the life of the process.
     nonisolated(unsafe) private static var stopping: [any DispatchSourceSignal] = []
 
-    private static func isIgnored(_ signal: Int32) -> Bool {
+    /// Whether this process ignores `signal` (SIG_IGN).
+    static func isIgnored(_ signal: Int32) -> Bool {
         var action = sigaction()
         sigaction(signal, nil, &action)
         return unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self) == 1
