@@ -15,6 +15,8 @@ struct BenchDeployment {
     let environment: [String: String]
     let concurrency: Int
     /// Removes the namespace and the folder if the bench is stopped by a signal.
+    /// Deletes the namespace and the folder: at ``stop()``, or on a stop signal.
+    private let cleanUp: @Sendable () -> Void
     private let cleanUpOnSignal: Int
     private(set) var coordinatorStarts = 0
 
@@ -39,10 +41,11 @@ struct BenchDeployment {
         if countExecutions { environment["KEEL_EXECUTION_LOG"] = directory.appendingPathComponent("executions.log").path }
         self.environment = environment.merging(extra) { $1 }
         self.concurrency = concurrency
-        cleanUpOnSignal = cleanUpOnStopSignal { [topology, directory] in
+        cleanUp = { [topology, directory] in
             topology.remove(from: url, taskQueues: [queue])
             try? FileManager.default.removeItem(at: directory)
         }
+        cleanUpOnSignal = cleanUpOnStopSignal(cleanUp)
         try startCoordinator()
         try startWorkers(workers)
     }
@@ -90,8 +93,7 @@ struct BenchDeployment {
     func stop() {
         cancelCleanUpOnStopSignal(cleanUpOnSignal)
         for process in processes { process.terminate() }
-        topology.remove(from: url, taskQueues: [queue])
-        try? FileManager.default.removeItem(at: directory)
+        cleanUp()
     }
 }
 
