@@ -244,6 +244,12 @@ public final class AMQPConsumer: @unchecked Sendable {
 
     public func ack(_ delivery: Delivery) { settle(delivery, .ack(delivery.message.deliveryTag)) }
 
+    /// Acknowledges deliveries finished in any order together: those below the oldest one still
+    /// unsettled fold into one `multiple` frame (one queue operation in the broker for the lot).
+    public func ack(_ deliveries: [Delivery]) {
+        settle(deliveries.map { (generation: $0.generation, settlement: Settlement.ack($0.message.deliveryTag)) })
+    }
+
     /// Acknowledges `batch` with one frame (`multiple`): for consumers that finish deliveries in
     /// the order they came, so that nothing earlier is still being worked on.
     public func ackInOrder(_ batch: [Delivery]) {
@@ -272,22 +278,27 @@ public final class AMQPConsumer: @unchecked Sendable {
     }
 
     private func settle(_ delivery: Delivery, _ settlement: Settlement) {
-        if settleDirectly(delivery, settlement) { return }
-        state.withLock { $0.pending.append((delivery.generation, settlement)) }
+        settle([(delivery.generation, settlement)])
+    }
+
+    private func settle(_ settlements: [Pending]) {
+        guard !settlements.isEmpty else { return }
+        if settleDirectly(settlements) { return }
+        state.withLock { $0.pending += settlements }
         wakeup.signal()
     }
 
-    /// Sends the settlement on the caller's thread if the connection that delivered it is up and
-    /// free and no settlement waits for the thread (it would then go after this one). Returns
-    /// false if it left it to the thread.
-    private func settleDirectly(_ delivery: Delivery, _ settlement: Settlement) -> Bool {
+    /// Sends the settlements on the caller's thread if the connection that delivered them is up
+    /// and free and no settlement waits for the thread (it would then go after these). Returns
+    /// false if it left them to the thread.
+    private func settleDirectly(_ settlements: [Pending]) -> Bool {
         guard line.try() else { return false }
         defer { line.unlock() }
-        guard let live, live.generation == delivery.generation, broken == nil,
+        guard let live, settlements.allSatisfy({ $0.generation == live.generation }), broken == nil,
             state.withLock({ !$0.stopped && $0.pending.isEmpty && !$0.windowChanged })
         else { return false }
         do {
-            try settle([settlement], on: live.connection)
+            try settle(settlements.map(\.settlement), on: live.connection)
         } catch {
             // Lost with the connection: the broker delivers the message again.
             broken = error

@@ -358,11 +358,9 @@ public final class WorkerService: Service {
         // The usual end of a short activity: its task is acknowledged from the publishing thread
         // once the result is confirmed, and the delivery ends there, without waking a thread of
         // Swift's pool for the confirm. A stopping worker closes its connection only after `done`.
-        reports.send(.result(result), workflowId: task.workflowId) { [self, result] error in
-            guard let error else {
-                consumer.ack(delivery)
-                return done()
-            }
+        reports.send(.result(result), workflowId: task.workflowId, acknowledging: (consumer, delivery)) {
+            [self, result] error in
+            guard let error else { return done() }
             Task {
                 await sendResult(result, after: error, task, delivery, consumer, reports, start, resultStandsForStart: true)
                 done()
