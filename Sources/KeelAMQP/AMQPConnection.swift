@@ -295,6 +295,22 @@ public final class AMQPConnection: @unchecked Sendable {
     /// The socket, for waiting on it together with other descriptors (`poll`).
     public var socketDescriptor: Int32 { amqp_get_sockfd(state) }
 
+    /// Runs `body` with the socket corked (`TCP_CORK`): the frames it writes leave together when it
+    /// returns, in as few segments as they fill, instead of one segment per message or
+    /// acknowledgement. The broker then reads a batch with one wake-up of its connection's
+    /// reader.
+    public func corked<T>(_ body: () throws -> T) rethrows -> T {
+        let socket = socketDescriptor
+        guard socket >= 0 else { return try body() }
+        var on: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &on, socklen_t(MemoryLayout<Int32>.size))
+        defer {
+            var off: Int32 = 0
+            setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &off, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return try body()
+    }
+
     /// Whether rabbitmq-c already holds input that `poll` on the socket would not report.
     public var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
 

@@ -223,12 +223,16 @@ public final class AMQPConsumer: @unchecked Sendable {
     /// Holds `line`.
     private func settle(_ settlements: [Settlement], on connection: AMQPConnection) throws {
         guard !settlements.isEmpty else { return }
-        for frame in unsettled.frames(settling: settlements) {
-            switch frame {
-            case .ack(let tag, let multiple): try connection.ack(tag, multiple: multiple)
-            case .reject(let tag): try connection.reject(tag)
+        let frames = unsettled.frames(settling: settlements)
+        func send() throws {
+            for frame in frames {
+                switch frame {
+                case .ack(let tag, let multiple): try connection.ack(tag, multiple: multiple)
+                case .reject(let tag): try connection.reject(tag)
+                }
             }
         }
+        if frames.count > 1 { try connection.corked(send) } else { try send() }
     }
 
     private func finish() {

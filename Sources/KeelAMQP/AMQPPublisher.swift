@@ -154,7 +154,11 @@ public final class AMQPPublisher: @unchecked Sendable {
             declaredTaskQueues.insert(name)
         }
         request.firstTag = connection.lastPublishedTag + 1
-        for message in request.messages { try connection.publish(message) }
+        if request.messages.count > 1 {
+            try connection.corked { for message in request.messages { try connection.publish(message) } }
+        } else {
+            for message in request.messages { try connection.publish(message) }
+        }
         request.lastTag = connection.lastPublishedTag
         request.sentAt = Date()
         inFlight.append(request)

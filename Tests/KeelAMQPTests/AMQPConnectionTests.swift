@@ -42,6 +42,42 @@ struct AMQPConnectionTests {
         #expect(try connection.messageCount(queue: queue) == 0)
     }
 
+    /// Publishes written corked all arrive, in order, and the socket is uncorked afterwards, also
+    /// when the body throws (a corked socket holds small writes for up to 200 ms).
+    @Test func corkedPublishesArriveInOrderAndTheCorkIsLifted() throws {
+        let url = try AMQPURL.fromEnvironment()
+        let queue = "keel.test.corked.\(UUID().uuidString.prefix(8))"
+        let connection = try AMQPConnection(url: url)
+        defer {
+            try? connection.deleteQueue(queue)
+            connection.close()
+        }
+        try connection.declareQueue(queue, deadLetterExchange: nil)
+        try connection.enableConfirms()
+        func isCorked() -> Bool {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(connection.socketDescriptor, Int32(IPPROTO_TCP), TCP_CORK, &value, &length)
+            return value != 0
+        }
+        try connection.corked {
+            #expect(isCorked())
+            for index in 0..<50 {
+                try connection.publish(AMQPMessage(exchange: "", routingKey: queue, body: Data("\(index)".utf8)))
+            }
+        }
+        #expect(!isCorked())
+        try connection.waitForConfirms()
+        struct Thrown: Error {}
+        #expect(throws: Thrown.self) { try connection.corked { throw Thrown() } }
+        #expect(!isCorked())
+        var bodies: [String] = []
+        while let delivery = try connection.get(queue: queue) {
+            bodies.append(String(decoding: delivery.body, as: UTF8.self))
+        }
+        #expect(bodies == (0..<50).map { "\($0)" })
+    }
+
     @Test func badURLsAndUnreachableBrokersSayWhatIsWrong() {
         #expect(throws: AMQPError.self) { try AMQPURL("http://x") }
         let error = #expect(throws: AMQPError.self) {

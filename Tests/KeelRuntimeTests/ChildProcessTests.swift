@@ -42,12 +42,17 @@ struct ChildProcessTests {
     func aBenchStoppedBySignalTakesItsCoordinatorAndWorkerWithIt(signal: Int32) async throws {
         let directory = makeTemporaryDirectory("keel-bench-signal")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let bench = try KeelProcess(
-            ["bench", "latency", "--steps", "1000000", "--no-floor"], environment: [:],
-            log: directory.appendingPathComponent("bench.log"))
+        let log = directory.appendingPathComponent("bench.log")
+        let bench = try KeelProcess(["bench", "latency", "--steps", "1000000", "--no-floor"], environment: [:], log: log)
         let pid = bench.process.processIdentifier
         #expect(await eventually(30) { Self.children(of: pid).count == 2 }, "the bench started a coordinator and a worker")
         let children = Self.children(of: pid)
+        // Whatever fails below, nothing the test started runs on (an orphaned coordinator and
+        // worker kept two cores half busy for the rest of a session).
+        defer {
+            for child in children { kill(child, SIGKILL) }
+            kill(pid, SIGKILL)
+        }
         // The bench inherits what this process ignores.
         let ignored = ChildrenKilledAtExit.isIgnored(signal)
         kill(pid, signal)
@@ -58,13 +63,16 @@ struct ChildProcessTests {
             kill(pid, SIGTERM)
             stoppedBy = SIGTERM
         }
-        #expect(await eventually(10) { !bench.exists })
+        let ended = await eventually(10) { !bench.exists }
+        #expect(
+            ended,
+            "the bench ran on after signal \(stoppedBy); its log: \(ended ? "" : (try? String(contentsOf: log, encoding: .utf8)) ?? "none")"
+        )
         // Read once Foundation has seen the exit too (it traps before).
         try #require(await eventually(10) { !bench.process.isRunning })
         #expect(bench.process.terminationReason == .exit)
         #expect(bench.process.terminationStatus == 128 + stoppedBy)
         #expect(await eventually(5) { !children.contains(where: processExists(pid:)) }, "no child of the bench runs on")
-        for child in children { kill(child, SIGKILL) }
     }
 
     /// The processes whose parent is `pid` (field 4 of `/proc/PID/stat`).

@@ -68,14 +68,12 @@ struct ReportSenderTests {
     /// confirmed, before its `settled` is called, together with the deliveries of the reports
     /// confirmed with it, whatever order they finish in: none comes back when the consumer goes.
     @Test func aConfirmedReportAcknowledgesItsTask() async throws {
-        let url = try AMQPURL.fromEnvironment()
-        let topology = Topology.forTest()
-        defer { topology.remove(from: url) }
-        let setup = try AMQPConnection(url: url)
-        defer { setup.close() }
-        try topology.declare(on: setup)
         let tasks = try TestQueue("acknowledged-tasks")
         defer { tasks.remove() }
+        let url = tasks.url
+        let topology = Topology.forTest()
+        defer { topology.remove(from: url) }
+        try topology.declare(on: tasks.setup)
         try tasks.setup.enableConfirms()
         let count = 40
         for index in 0..<count {

@@ -77,10 +77,12 @@ struct BrokerFloor {
                 // Waits for the first task, then takes those already there.
                 var last: UInt64?
                 var count = 0
-                while count < window, let task = try consumer.next(timeout: last == nil ? 0.1 : 0) {
-                    try publisher.publish(AMQPMessage(exchange: "", routingKey: results, body: resultBody))
-                    last = task.deliveryTag
-                    count += 1
+                try publisher.corked {
+                    while count < window, let task = try consumer.next(timeout: last == nil ? 0.1 : 0) {
+                        try publisher.publish(AMQPMessage(exchange: "", routingKey: results, body: resultBody))
+                        last = task.deliveryTag
+                        count += 1
+                    }
                 }
                 guard let last else { continue }
                 try publisher.waitForConfirms()
@@ -109,7 +111,11 @@ struct BrokerFloor {
             // Fill the window, confirm what was published, then take the results that came back.
             let batch = min(window - (published - completed), pipelinedSteps - published)
             if batch > 0 {
-                for _ in 0..<batch { try publisher.publish(AMQPMessage(exchange: "", routingKey: tasks, body: Self.taskBody)) }
+                try publisher.corked {
+                    for _ in 0..<batch {
+                        try publisher.publish(AMQPMessage(exchange: "", routingKey: tasks, body: Self.taskBody))
+                    }
+                }
                 try publisher.waitForConfirms()
                 published += batch
             }
