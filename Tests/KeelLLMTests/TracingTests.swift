@@ -70,10 +70,11 @@ struct TracingTests {
         #expect(attempts[2].attributes["gen_ai.usage.input_tokens"]?.toSpanAttribute() == .int64(40))
         #expect(attempts[2].attributes["gen_ai.usage.output_tokens"]?.toSpanAttribute() == .int64(9))
         #expect(attempts[0].attributes["keel.cost_usd"] != nil)
-        // The context travelled in the task messages' AMQP headers: the worker extracted it there.
+        // The context travelled in the task messages' AMQP headers (a task's say `keel-version: 2`):
+        // the worker extracted it there.
         #expect(
             tracer.performedContextExtractions.contains { extraction in
-                (extraction.carrier as? [String: String])?["keel-type"] == "task"
+                (extraction.carrier as? [String: String])?["keel-version"] == "2"
                     && extraction.context.inMemorySpanContext?.spanID == root.spanID
             })
     }

@@ -44,6 +44,18 @@ struct WireCodingTests {
         return task
     }
 
+    /// A task's envelope (version 2): its type in the `type` property, its attempt key as the
+    /// message id, `keel-version: 2` and the trace context as headers, nothing else.
+    @Test func aTaskCarriesItsTypeInThePropertyAndOnlyItsVersionAndTraceAsHeaders() throws {
+        let topology = Topology(namespace: "keel")
+        let traced = try Self.fullTask.message(topology: topology)
+        #expect(traced.type == "task" && traced.messageId == Self.fullTask.attemptKey)
+        #expect(traced.exchange == topology.tasksExchange && traced.routingKey == "llm")
+        #expect(traced.headers == ["keel-version": "2", "traceparent": "00-abc-def-01", "tracestate": "k=v"])
+        #expect(try Self.minimalTask.message(topology: topology).headers == ["keel-version": "2"])
+        #expect(try Self.normalized(ActivityTask(wireBody: traced.body)) == Self.normalized(Self.fullTask))
+    }
+
     @Test(arguments: [fullTask, minimalTask])
     func aTaskReadsBackTheSameThroughEitherCoder(task: ActivityTask) throws {
         let handWritten = try task.wireBody()

@@ -10,7 +10,7 @@ public struct MessageLimits: Sendable, Hashable {
     /// Largest JSON payload: a workflow input, a signal input, a query argument, an activity
     /// result or heartbeat details.
     public var payload: Int
-    /// A workflow id travels in every task's `keel-workflow-id` header.
+    /// A workflow id travels in a dead letter's `keel-workflow-id` header.
     public var workflowId = 1_000
     /// A request id is stored with its run and may come from the AMQP `message_id` (255 at most).
     public var requestId = 1_000

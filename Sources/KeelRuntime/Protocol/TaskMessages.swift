@@ -3,13 +3,10 @@ import KeelAMQP
 import KeelCore
 
 extension ActivityTask {
-    /// The task as it goes to `keel.tasks`, routed by its task queue. The workflow id, activity
-    /// type and trace context travel as headers too, so tools read them without the body.
+    /// The task as it goes to `keel.tasks`, routed by its task queue: its type in the `type`
+    /// property, `keel-version: 2` and, when traced, the trace context (W3C headers).
     func message(topology: Topology) throws -> AMQPMessage {
-        var headers = [
-            "keel-type": WireType.task.rawValue, "keel-version": wireVersion,
-            "keel-workflow-id": workflowId, "keel-activity-type": activityType
-        ]
+        var headers = ["keel-version": taskWireVersion]
         if let trace { headers.merge(trace) { keel, _ in keel } }
         return AMQPMessage(
             exchange: topology.tasksExchange, routingKey: taskQueue, body: try wireBody(),

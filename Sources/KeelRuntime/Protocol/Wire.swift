@@ -37,8 +37,14 @@ extension WireType {
     ]
 }
 
-/// The protocol version in the `keel-version` header.
+/// The protocol version in the `keel-version` header of every message but a task.
 public let wireVersion = "1"
+
+/// The version in a task's `keel-version` header, its only `keel-*` header: version 2 dropped
+/// the task's `keel-type`, `keel-workflow-id` and `keel-activity-type` headers (the `type`
+/// property and the body carry them), which RabbitMQ decoded and Keel built and parsed for every
+/// step (docs/protocol.md, "Versioning").
+public let taskWireVersion = "2"
 
 /// JSON coding for wire bodies: times are seconds since 1970 (exact, and easy for any language).
 public enum Wire {
