@@ -20,45 +20,60 @@ enum ChildrenKilledAtExit {
     private static let installed: Void = {
         atexit { ChildrenKilledAtExit.killAll() }
     }()
-    /// Not in every process that starts children (a test process): until libdispatch has put
-    /// its own handler in place of the SIG_IGN these start with, about 2 ms, a child started on
-    /// another thread would inherit the ignored signals.
+    /// Opt-in (``cleanUpOnStopSignal(_:)``), not in every process that starts children: a test
+    /// process keeps the signal actions it was given.
+    ///
+    /// A handler of our own writes the signal's number to a pipe, and a thread of ours reads it
+    /// and stops the process. A libdispatch signal source did this before: it needed SIG_IGN in
+    /// place until libdispatch installed its own handler (a child started meanwhile inherited the
+    /// ignore), and in one full test suite a bench sent SIGINT ran on, with its coordinator and
+    /// worker, for a reason not found. A plain handler runs on whichever thread the signal lands
+    /// on, and a child resets it to the default action when it runs its program.
     fileprivate static let signalsTaken: Void = {
         _ = installed
-        stopping = [SIGINT, SIGTERM, SIGHUP].compactMap(killAllOnSignal)
-        // Children started from here on get the default actions (a handler is reset on exec).
-        let deadline = Date().addingTimeInterval(1)
-        while stopping.contains(where: { isIgnored(Int32($0.handle)) }), Date() < deadline { usleep(1000) }
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { return }
+        // Not inherited by the children.
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        stopPipe = ends[1]
+        let readEnd = ends[0]
+        let reader = Thread {
+            var signal: UInt8 = 0
+            while read(readEnd, &signal, 1) != 1 {}
+            killAll()
+            for cleanUp in cleanUps.withLock({ Array($0.clean.values) }) { cleanUp() }
+            exit(128 + Int32(signal))
+        }
+        reader.name = "keel.stop-signals"
+        reader.start()
+        for signal in [SIGINT, SIGTERM, SIGHUP] where hasDefaultAction(signal) {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { signal in
+                // Async-signal-safe: one write(2) of one byte.
+                var number = UInt8(truncatingIfNeeded: signal)
+                _ = write(ChildrenKilledAtExit.stopPipe, &number, 1)
+            }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(signal, &action, nil)
+        }
     }()
-    /// What runs on a stop signal once the children are killed (``cleanUpOnStopSignal(_:)``).
-    fileprivate static let cleanUps = Mutex<[Int: @Sendable () -> Void]>([:])
-    fileprivate static let lastCleanUp = Atomic<Int>(0)
-    /// The signal sources, kept for the life of the process.
-    nonisolated(unsafe) private static var stopping: [any DispatchSourceSignal] = []
+    /// What runs on a stop signal once the children are killed (``cleanUpOnStopSignal(_:)``), by
+    /// token, and the last token given.
+    fileprivate static let cleanUps = Mutex((clean: [Int: @Sendable () -> Void](), lastToken: 0))
+    /// The pipe's end the signal handler writes to (set once, before any handler is installed).
+    nonisolated(unsafe) private static var stopPipe: Int32 = -1
 
     /// Whether this process ignores `signal` (SIG_IGN).
-    static func isIgnored(_ signal: Int32) -> Bool {
+    static func isIgnored(_ signal: Int32) -> Bool { handler(of: signal) == 1 }
+
+    /// Whether `signal` has its default action (SIG_DFL): neither ignored nor handled.
+    private static func hasDefaultAction(_ signal: Int32) -> Bool { handler(of: signal) == 0 }
+
+    private static func handler(of signal: Int32) -> Int {
         var action = sigaction()
         sigaction(signal, nil, &action)
-        return unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self) == 1
-    }
-
-    /// Kills the children and exits on `signal`, unless something else handles or ignores it.
-    private static func killAllOnSignal(_ signal: Int32) -> (any DispatchSourceSignal)? {
-        let previous = Foundation.signal(signal, SIG_IGN)
-        guard previous == nil else {
-            // Not the default action (SIG_DFL): put it back.
-            Foundation.signal(signal, previous)
-            return nil
-        }
-        let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
-        source.setEventHandler {
-            killAll()
-            for cleanUp in cleanUps.withLock({ Array($0.values) }) { cleanUp() }
-            exit(128 + signal)
-        }
-        source.resume()
-        return source
+        return unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self)
     }
 
     static func watch(_ pid: pid_t) {
@@ -96,12 +111,14 @@ enum ChildrenKilledAtExit {
 /// ``cancelCleanUpOnStopSignal(_:)``.
 public func cleanUpOnStopSignal(_ cleanUp: @escaping @Sendable () -> Void) -> Int {
     _ = ChildrenKilledAtExit.signalsTaken
-    let token = ChildrenKilledAtExit.lastCleanUp.add(1, ordering: .relaxed).newValue
-    ChildrenKilledAtExit.cleanUps.withLock { $0[token] = cleanUp }
-    return token
+    return ChildrenKilledAtExit.cleanUps.withLock { cleanUps in
+        cleanUps.lastToken += 1
+        cleanUps.clean[cleanUps.lastToken] = cleanUp
+        return cleanUps.lastToken
+    }
 }
 
 /// Drops a clean-up of ``cleanUpOnStopSignal(_:)`` (its owner cleaned up itself).
 public func cancelCleanUpOnStopSignal(_ token: Int) {
-    _ = ChildrenKilledAtExit.cleanUps.withLock { $0.removeValue(forKey: token) }
+    _ = ChildrenKilledAtExit.cleanUps.withLock { $0.clean.removeValue(forKey: token) }
 }
