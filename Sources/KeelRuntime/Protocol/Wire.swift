@@ -42,7 +42,7 @@ public let wireVersion = "1"
 
 /// The version in a task's `keel-version` header, its only `keel-*` header: version 2 dropped
 /// the task's `keel-type`, `keel-workflow-id` and `keel-activity-type` headers (the `type`
-/// property and the body carry them), which RabbitMQ decoded and Keel built and parsed for every
+/// property and the body carry them), which cost the broker and both processes work on every
 /// step (docs/protocol.md, "Versioning").
 public let taskWireVersion = "2"
 
