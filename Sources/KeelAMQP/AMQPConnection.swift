@@ -298,10 +298,10 @@ public final class AMQPConnection: @unchecked Sendable {
     /// Runs `body` with the socket corked (`TCP_CORK`): the frames it writes leave together when it
     /// returns, in as few segments as they fill, instead of one segment per message or
     /// acknowledgement. The broker then reads a batch with one wake-up of its connection's
-    /// reader.
-    public func corked<T>(_ body: () throws -> T) rethrows -> T {
+    /// reader. With `needed` false (one frame to write) the cork's two system calls are skipped.
+    public func corked<T>(if needed: Bool = true, _ body: () throws -> T) rethrows -> T {
         let socket = socketDescriptor
-        guard socket >= 0 else { return try body() }
+        guard needed, socket >= 0 else { return try body() }
         var on: Int32 = 1
         setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &on, socklen_t(MemoryLayout<Int32>.size))
         defer {

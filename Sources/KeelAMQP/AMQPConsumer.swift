@@ -224,7 +224,7 @@ public final class AMQPConsumer: @unchecked Sendable {
     private func settle(_ settlements: [Settlement], on connection: AMQPConnection) throws {
         guard !settlements.isEmpty else { return }
         let frames = unsettled.frames(settling: settlements)
-        func send() throws {
+        try connection.corked(if: frames.count > 1) {
             for frame in frames {
                 switch frame {
                 case .ack(let tag, let multiple): try connection.ack(tag, multiple: multiple)
@@ -232,7 +232,6 @@ public final class AMQPConsumer: @unchecked Sendable {
                 }
             }
         }
-        if frames.count > 1 { try connection.corked(send) } else { try send() }
     }
 
     private func finish() {

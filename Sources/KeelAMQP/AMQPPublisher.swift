@@ -154,9 +154,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             declaredTaskQueues.insert(name)
         }
         request.firstTag = connection.lastPublishedTag + 1
-        if request.messages.count > 1 {
-            try connection.corked { for message in request.messages { try connection.publish(message) } }
-        } else {
+        try connection.corked(if: request.messages.count > 1) {
             for message in request.messages { try connection.publish(message) }
         }
         request.lastTag = connection.lastPublishedTag

@@ -39,7 +39,13 @@ enum ChildrenKilledAtExit {
         let readEnd = ends[0]
         let reader = Thread {
             var signal: UInt8 = 0
-            while read(readEnd, &signal, 1) != 1 {}
+            // Retried only when interrupted; another error (the pipe cannot fail so while the
+            // process holds both ends) ends the thread instead of spinning.
+            while true {
+                let count = read(readEnd, &signal, 1)
+                if count == 1 { break }
+                guard count < 0, errno == EINTR else { return }
+            }
             killAll()
             for cleanUp in cleanUps.withLock({ Array($0.clean.values) }) { cleanUp() }
             exit(128 + Int32(signal))
@@ -96,12 +102,8 @@ enum ChildrenKilledAtExit {
     }
 
     static func startTime(of pid: pid_t) -> String? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // After the command's closing parenthesis: state is field 3, start time field 22.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 19 ? String(fields[19]) : nil
+        guard let fields = processStatFields(of: pid), fields.count > 19 else { return nil }
+        return String(fields[19])
     }
 }
 

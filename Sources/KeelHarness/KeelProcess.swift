@@ -59,9 +59,8 @@ func processExists(_ process: Process) -> Bool { processExists(pid: process.proc
 /// Whether process `pid` is alive (a zombie is not).
 func processExists(pid: pid_t) -> Bool {
     guard pid > 0, kill(pid, 0) == 0 else { return false }
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
-    else { return true }
-    return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+    guard let state = processStatFields(of: pid)?.first else { return true }
+    return state != "Z"
 }
 
 /// Polls until `process` has exited, at most `seconds`. Not `waitUntilExit()`: on Linux it can

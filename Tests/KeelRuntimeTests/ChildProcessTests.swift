@@ -75,16 +75,12 @@ struct ChildProcessTests {
         #expect(await eventually(5) { !children.contains(where: processExists(pid:)) }, "no child of the bench runs on")
     }
 
-    /// The processes whose parent is `pid` (field 4 of `/proc/PID/stat`).
+    /// The processes whose parent is `pid`.
     static func children(of pid: pid_t) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { entry in
-            guard let child = pid_t(entry),
-                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { return nil }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 1 && pid_t(fields[1]) == pid ? child : nil
+            guard let child = pid_t(entry), let fields = processStatFields(of: child), fields.count > 1 else { return nil }
+            return pid_t(fields[1]) == pid ? child : nil
         }
     }
 

@@ -128,9 +128,7 @@ final class ReportSender: Sendable {
 
     /// Acknowledges the deliveries of `batch`'s reports, one call per consumer.
     private static func acknowledge(_ batch: [Item]) {
-        let acknowledging = batch.compactMap(\.acknowledging)
-        guard !acknowledging.isEmpty else { return }
-        for (_, deliveries) in Dictionary(grouping: acknowledging, by: { ObjectIdentifier($0.consumer) }) {
+        for (_, deliveries) in Dictionary(grouping: batch.compactMap(\.acknowledging), by: { ObjectIdentifier($0.consumer) }) {
             deliveries[0].consumer.ack(deliveries.map(\.delivery))
         }
     }

@@ -14,9 +14,9 @@ struct BenchDeployment {
 
     let environment: [String: String]
     let concurrency: Int
-    /// Removes the namespace and the folder if the bench is stopped by a signal.
     /// Deletes the namespace and the folder: at ``stop()``, or on a stop signal.
     private let cleanUp: @Sendable () -> Void
+    /// The token of `cleanUp` as the stop signals' clean-up, dropped at ``stop()``.
     private let cleanUpOnSignal: Int
     private(set) var coordinatorStarts = 0
 

@@ -1,17 +1,15 @@
 import Foundation
 import Keel
+import KeelHarness
 
 /// CPU time (user + system) of the bench's processes and of the broker, from /proc, so a bench
 /// can say where each step's CPU goes.
 struct ProcessCPU {
     /// The CPU seconds a process has used so far; nil when it is gone or /proc cannot say.
     static func seconds(pid: Int32) -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
+        guard let fields = processStatFields(of: pid), fields.count > 12, let user = Double(fields[11]),
+            let system = Double(fields[12])
         else { return nil }
-        // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
