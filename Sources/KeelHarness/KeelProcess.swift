@@ -57,7 +57,7 @@ public func stopProcess(_ process: Process, grace: Double = 10) {
 func processExists(_ process: Process) -> Bool { processExists(pid: process.processIdentifier) }
 
 /// Whether process `pid` is alive (a zombie is not).
-func processExists(pid: pid_t) -> Bool {
+public func processExists(pid: pid_t) -> Bool {
     guard pid > 0, kill(pid, 0) == 0 else { return false }
     guard let state = processStatFields(of: pid)?.first else { return true }
     return state != "Z"

@@ -11,6 +11,20 @@ public func freeLocalPort() -> String {
     return "0"
 }
 
+/// A port for a broker of a test's own, free, and so is RabbitMQ's distribution port (port +
+/// 20000). A fixed port collides with a broker an interrupted run left behind. Both stay below
+/// Linux's ephemeral range: a test that stops its broker and starts it again leaves both ports
+/// unbound for seconds, and an outgoing connection of a test beside it can take one of them
+/// meanwhile and keep the node from listening (the likely cause of a CI run, 2026-12-03, whose
+/// restarted node never came back within 120 s).
+public func freeBrokerPort() -> String {
+    for _ in 0..<500 {
+        let port = Int.random(in: 10_000..<12_700)
+        if portIsFree(port), portIsFree(port + 20_000) { return String(port) }
+    }
+    return "5681"
+}
+
 /// Whether a TCP socket can bind `port` on every address.
 public func portIsFree(_ port: Int) -> Bool {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -89,7 +89,11 @@ struct OperationsTests {
         // A coordinator that died is started again by `up`; the dead one's log is kept.
         let stack = URL(fileURLWithPath: environment["KEEL_STACK_DIR"]!)
         let pid = try String(contentsOf: stack.appendingPathComponent("pids/coordinator.pid"), encoding: .utf8)
-        _ = try await Self.run(["kill", "-KILL", pid.trimmingCharacters(in: .whitespacesAndNewlines)])
+        let coordinator = try #require(pid_t(pid.trimmingCharacters(in: .whitespacesAndNewlines)))
+        _ = try await Self.run(["kill", "-KILL", String(coordinator)])
+        // The kill is delivered, not done, when `kill` returns: an `up` before the process is gone
+        // still finds the coordinator running and starts none.
+        #expect(await eventually(20) { !processExists(pid: coordinator) }, "the killed coordinator is gone")
         let again = try await Self.run(["bash", "scripts/stack", "up", "default=1", "llm=1"], environment: environment)
         #expect(again.status == 0, "\(again.output)")
         let logs = stack.appendingPathComponent("logs")

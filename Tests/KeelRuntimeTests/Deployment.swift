@@ -162,24 +162,19 @@ extension Deployment {
 
 /// Runs `scripts/rabbitmq COMMAND` for a broker of a test's own on `port`. Through `system()`:
 /// Foundation's `Process.waitUntilExit` does not return once the script has left a broker daemon
-/// behind.
+/// behind. A failed start throws with what the script printed (its last lines name the node's log).
 func localBroker(_ command: String, port: String, environment: String = "") throws {
     let script = ForeignClientTests.root.appendingPathComponent("scripts/rabbitmq").path
-    let status = system("\(environment) KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >/dev/null 2>&1")
-    if command == "start" && status != 0 { throw WireError(message: "scripts/rabbitmq start failed (\(status))") }
+    let output = FileManager.default.temporaryDirectory.appendingPathComponent("keel-rabbitmq-\(port)-\(UUID()).log")
+    defer { try? FileManager.default.removeItem(at: output) }
+    let status = system("\(environment) KEEL_AMQP_PORT=\(port) '\(script)' \(command) </dev/null >'\(output.path)' 2>&1")
+    if command == "start" && status != 0 {
+        let printed = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        throw WireError(message: "scripts/rabbitmq start failed (\(status)): \(printed.suffix(3_000))")
+    }
 }
 
 /// ``localBroker(_:port:environment:)`` off the cooperative pool.
 func startLocalBroker(port: String, environment: String = "") async throws {
     try await offPool { try localBroker("start", port: port, environment: environment) }
-}
-
-/// A port for a broker of a test's own: free, and so is RabbitMQ's distribution port
-/// (port + 20000). A fixed port collides with a broker an interrupted run left behind.
-func freeBrokerPort() -> String {
-    for _ in 0..<500 {
-        let port = Int.random(in: 30_000..<40_000)
-        if portIsFree(port), portIsFree(port + 20_000) { return String(port) }
-    }
-    return "5681"
 }
