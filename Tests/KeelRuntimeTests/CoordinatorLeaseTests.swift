@@ -122,11 +122,26 @@ struct CoordinatorLeaseTests {
         kill(active.process.processIdentifier, SIGCONT)
         try deployment.startWorker(concurrency: 8)
         for request in requests {
-            #expect(try await deployment.client.waitForResult(workflowId: request.workflowId, timeout: 60).status == .completed)
+            do {
+                #expect(
+                    try await deployment.client.waitForResult(workflowId: request.workflowId, timeout: 60).status == .completed)
+            } catch {
+                Issue.record("\(request.workflowId): \(error)\n\(Self.logs(deployment))")
+                throw error
+            }
         }
-        #expect(await eventually(30) { !active.exists }, "the resumed coordinator stopped")
+        #expect(await eventually(30) { !active.exists }, "the resumed coordinator stopped\n\(Self.logs(deployment))")
         let log = (try? String(contentsOf: deployment.directory.appendingPathComponent("coordinator.log"), encoding: .utf8)) ?? ""
         return (requests, log)
+    }
+
+    /// The last lines of the coordinators' and the worker's logs: what a failed wait needs to be
+    /// read (a CI run once found no coordinator answering for 60 s, with nothing else to go on).
+    static func logs(_ deployment: Deployment) -> String {
+        ["coordinator.log", "standby.log", "worker-0.log"].map { name in
+            let text = (try? String(contentsOf: deployment.directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            return "--- \(name), last lines:\n" + text.split(separator: "\n").suffix(25).joined(separator: "\n")
+        }.joined(separator: "\n")
     }
 
     /// Each of the 20 runs' 3 steps ran once: nothing the fenced coordinator held ran twice.
