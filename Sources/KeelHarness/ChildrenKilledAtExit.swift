@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// A process that asks for it (``cleanUpOnStopSignal(_:)``, `keel bench`) also kills them when it
 /// is told to stop: on SIGINT (Ctrl-C), SIGTERM or SIGHUP it kills its children, runs its
-/// clean-ups and exits with status 128 + the signal. Foundation starts each child in a process
+/// clean-ups (for ``cleanUpGrace`` at most) and exits with status 128 + the signal. Foundation starts each child in a process
 /// group of its own, so a terminal's Ctrl-C reaches only this process, and a signal's default
 /// action skips the `atexit` handlers: `keel bench` stopped that way left its coordinator and
 /// worker running. A signal that already has a handler, or that the process started out
@@ -47,8 +47,20 @@ enum ChildrenKilledAtExit {
                 guard count < 0, errno == EINTR else { return }
             }
             killAll()
-            for cleanUp in cleanUps.withLock({ Array($0.clean.values) }) { cleanUp() }
-            exit(128 + Int32(signal))
+            // The clean-ups get a few seconds (one that talks to a broker that is gone or slow
+            // would otherwise keep a stopped process alive), then the process ends without the
+            // `atexit` handlers: an exit that waits on a lock another thread holds would be a
+            // process that does not stop. Children started meanwhile (the process's other
+            // threads run on) are killed here instead of by the handler.
+            let cleaned = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                for cleanUp in cleanUps.withLock({ Array($0.clean.values) }) { cleanUp() }
+                cleaned.signal()
+            }
+            _ = cleaned.wait(timeout: .now() + cleanUpGrace)
+            killAll()
+            fflush(nil)
+            _exit(128 + Int32(signal))
         }
         reader.name = "keel.stop-signals"
         reader.start()
@@ -64,6 +76,8 @@ enum ChildrenKilledAtExit {
             sigaction(signal, &action, nil)
         }
     }()
+    /// How long a stop signal waits for the clean-ups before the process ends anyway, seconds.
+    static let cleanUpGrace = 5.0
     /// What runs on a stop signal once the children are killed (``cleanUpOnStopSignal(_:)``), by
     /// token, and the last token given.
     fileprivate static let cleanUps = Mutex((clean: [Int: @Sendable () -> Void](), lastToken: 0))
