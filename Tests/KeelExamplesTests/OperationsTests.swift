@@ -90,7 +90,7 @@ struct OperationsTests {
         let stack = URL(fileURLWithPath: environment["KEEL_STACK_DIR"]!)
         let pid = try String(contentsOf: stack.appendingPathComponent("pids/coordinator.pid"), encoding: .utf8)
         let coordinator = try #require(pid_t(pid.trimmingCharacters(in: .whitespacesAndNewlines)))
-        _ = try await Self.run(["kill", "-KILL", String(coordinator)])
+        kill(coordinator, SIGKILL)
         // The kill is delivered, not done, when `kill` returns: an `up` before the process is gone
         // still finds the coordinator running and starts none.
         #expect(await eventually(20) { !processExists(pid: coordinator) }, "the killed coordinator is gone")
