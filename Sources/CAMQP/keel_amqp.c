@@ -32,7 +32,8 @@ int keel_amqp_describe_reply(amqp_rpc_reply_t reply, char *out, size_t out_len) 
 }
 
 int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_max, int heartbeat,
-                    const char *user, const char *password, char *error, size_t error_len) {
+                    const char *user, const char *password, const char *connection_name, char *error,
+                    size_t error_len) {
     /* rabbitmq-c announces only authentication_failure_close and exchange_exchange_bindings;
        without connection.blocked the broker blocks publishers silently during an alarm, and
        without consumer_cancel_notify it drops a consumer whose queue is deleted without a word
@@ -46,7 +47,7 @@ int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_m
         capabilities[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
         capabilities[i].value.value.boolean = 1;
     }
-    amqp_table_entry_t properties[2];
+    amqp_table_entry_t properties[3];
     properties[0].key = amqp_cstring_bytes("capabilities");
     properties[0].value.kind = AMQP_FIELD_KIND_TABLE;
     properties[0].value.value.table.num_entries = 4;
@@ -54,16 +55,23 @@ int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_m
     properties[1].key = amqp_cstring_bytes("product");
     properties[1].value.kind = AMQP_FIELD_KIND_UTF8;
     properties[1].value.value.bytes = amqp_cstring_bytes("keel");
-    amqp_table_t client_properties = {2, properties};
+    int property_count = 2;
+    if (connection_name != NULL) {
+        properties[2].key = amqp_cstring_bytes("connection_name");
+        properties[2].value.kind = AMQP_FIELD_KIND_UTF8;
+        properties[2].value.value.bytes = amqp_cstring_bytes(connection_name);
+        property_count = 3;
+    }
+    amqp_table_t client_properties = {property_count, properties};
     amqp_rpc_reply_t reply = amqp_login_with_properties(
         conn, vhost, 0, frame_max, heartbeat, &client_properties, AMQP_SASL_METHOD_PLAIN, user, password);
     return keel_amqp_describe_reply(reply, error, error_len);
 }
 
 int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
-                            const char *dead_letter_exchange, const char *queue_type, char *error,
-                            size_t error_len) {
-    amqp_table_entry_t entries[2];
+                            const char *dead_letter_exchange, const char *queue_type, int64_t max_length,
+                            char *error, size_t error_len) {
+    amqp_table_entry_t entries[3];
     amqp_table_t arguments = amqp_empty_table;
     int count = 0;
     if (dead_letter_exchange != NULL) {
@@ -76,6 +84,12 @@ int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel
         entries[count].key = amqp_cstring_bytes("x-queue-type");
         entries[count].value.kind = AMQP_FIELD_KIND_UTF8;
         entries[count].value.value.bytes = amqp_cstring_bytes(queue_type);
+        count++;
+    }
+    if (max_length > 0) {
+        entries[count].key = amqp_cstring_bytes("x-max-length");
+        entries[count].value.kind = AMQP_FIELD_KIND_I64;
+        entries[count].value.value.i64 = max_length;
         count++;
     }
     if (count > 0) {

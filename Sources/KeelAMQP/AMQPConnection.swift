@@ -21,8 +21,10 @@ public final class AMQPConnection: @unchecked Sendable {
     var nacked = false
     var isOpen = false
 
+    /// `name`: what the broker shows for this connection (`connection_name`), nil for none.
     public init(
-        url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5, logger: Logger = Logger(label: "keel.amqp")
+        url: AMQPURL, heartbeat: Int = 30, connectTimeout: Double = 5, name: String? = nil,
+        logger: Logger = Logger(label: "keel.amqp")
     ) throws {
         self.url = url
         self.logger = logger
@@ -49,7 +51,7 @@ public final class AMQPConnection: @unchecked Sendable {
             throw AMQPError(.connectionFailed, "cannot reach RabbitMQ at \(url): \(String(cString: amqp_error_string2(status)))")
         }
         var error = [CChar](repeating: 0, count: 512)
-        if keel_amqp_login(state, url.vhost, 131_072, Int32(heartbeat), url.user, url.password, &error, error.count) != 0 {
+        if keel_amqp_login(state, url.vhost, 131_072, Int32(heartbeat), url.user, url.password, name, &error, error.count) != 0 {
             amqp_destroy_connection(state)
             throw AMQPError(.loginFailed, "login to \(url) failed: \(cText(error))")
         }
@@ -82,10 +84,13 @@ public final class AMQPConnection: @unchecked Sendable {
         try check(.declareFailed, "declaring exchange \(name)")
     }
 
-    /// A durable queue; `queueType` nil leaves the broker's default (classic).
-    public func declareQueue(_ name: String, deadLetterExchange: String?, queueType: String? = nil) throws {
+    /// A durable queue; `queueType` nil leaves the broker's default (classic); with `maxLength`
+    /// it keeps only its newest `maxLength` messages.
+    public func declareQueue(_ name: String, deadLetterExchange: String?, queueType: String? = nil, maxLength: Int? = nil) throws
+    {
         var error = [CChar](repeating: 0, count: 512)
-        if keel_amqp_queue_declare(state, channel, name, deadLetterExchange, queueType, &error, error.count) != 0 {
+        let maxLength = Int64(maxLength ?? 0)
+        if keel_amqp_queue_declare(state, channel, name, deadLetterExchange, queueType, maxLength, &error, error.count) != 0 {
             let text = cText(error)
             let hint =
                 text.contains("x-queue-type")

@@ -42,7 +42,7 @@ public struct Topology: Sendable, Hashable {
 
     /// The `x-queue-type` to declare: none for classic (the broker's default, so queues declared
     /// before this setting existed still match).
-    var queueTypeArgument: String? { queueType == .quorum ? "quorum" : nil }
+    public var queueTypeArgument: String? { queueType == .quorum ? "quorum" : nil }
 
     public var jobsExchange: String { "\(namespace).jobs" }
     public var jobsQueue: String { "\(namespace).jobs" }
@@ -64,6 +64,11 @@ public struct Topology: Sendable, Hashable {
     /// The replicated history log (a stream queue): each write transaction of the active
     /// coordinator, followed by standbys (docs/operations.md, "Replicated history").
     public var historyStream: String { "\(namespace).history" }
+    /// The active coordinator's lease on the namespace: an exclusive queue of its connection
+    /// (docs/operations.md, "One coordinator per namespace, and a standby").
+    public var coordinatorLeaseQueue: String { "\(namespace).coordinator" }
+    /// Which coordinator took the lease last: a queue that keeps its newest message only.
+    public var leaseHolderQueue: String { "\(namespace).coordinator-holder" }
     public static let jobsRoutingKey = "jobs"
     public static let resultsRoutingKey = "results"
     /// The queues every deployment has; workflows may name more.
@@ -106,7 +111,7 @@ public struct Topology: Sendable, Hashable {
     public func remove(from url: AMQPURL, taskQueues: [String] = []) {
         guard let connection = try? AMQPConnection(url: url) else { return }
         defer { connection.close() }
-        for queue in [jobsQueue, resultsQueue, deadLetterQueue, historyStream]
+        for queue in [jobsQueue, resultsQueue, deadLetterQueue, historyStream, leaseHolderQueue]
             + (Self.standardTaskQueues + taskQueues).map(queue(forTaskQueue:))
         {
             try? connection.deleteQueue(queue)

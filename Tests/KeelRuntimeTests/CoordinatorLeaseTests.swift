@@ -83,15 +83,7 @@ struct CoordinatorLeaseTests {
     /// looks every second, races that check after the resume: this test does not tell which of
     /// the two stopped it.)
     @Test func aPausedCoordinatorWithAFileOfItsOwnActsNoMoreAfterAStandbyTookOver() async throws {
-        let deployment = try Deployment()
-        deployment.extraEnvironment["KEEL_LEASE_HEARTBEAT"] = "1"
-        deployment.extraEnvironment["KEEL_REPLICATION"] = "stream"
-        try deployment.startCoordinator()
-        try await deployment.waitUntilCoordinatorServes()
-        let active = try #require(deployment.coordinator)
-        let standbyPath = deployment.directory.appendingPathComponent("standby.sqlite").path
-        let (standby, standbyText, tookOver) = try await Self.pauseUntilAStandbyTookOver(
-            active, deployment, ["--db", standbyPath])
+        let (deployment, active, standby, standbyPath, standbyText, tookOver) = try await Self.replicatedAndTakenOver()
         #expect(standbyText.contains("caught up to transaction"), "\(standbyText)")
 
         let (requests, activeLog) = try await Self.startRunsAndResume(active, deployment)
@@ -106,6 +98,70 @@ struct CoordinatorLeaseTests {
             "with replication, the standby took over \(String(format: "%.2f", tookOver)) s after the active coordinator was paused"
         )
         try await offPool { standby.terminate() }
+    }
+
+    /// A fenced coordinator does not take the namespace back in a gap: the standby that took
+    /// over loses its lease connection for a moment (paused until the broker dropped it), and
+    /// the old coordinator resumes right then and finds the lease free. It reads in
+    /// the holder record that the standby took over, and stops; the standby takes its lease back
+    /// and goes on, and every run completes once.
+    @Test func aFencedCoordinatorDoesNotTakeBackALeaseItsStandbyLostForAMoment() async throws {
+        let (deployment, active, standby, _, _, _) = try await Self.replicatedAndTakenOver()
+        let standbyLog = deployment.directory.appendingPathComponent("standby.log")
+        func standbyText() -> String { (try? String(contentsOf: standbyLog, encoding: .utf8)) ?? "" }
+        let activeLog = deployment.directory.appendingPathComponent("coordinator.log")
+        func activeText() -> String { (try? String(contentsOf: activeLog, encoding: .utf8)) ?? "" }
+
+        kill(standby.process.processIdentifier, SIGSTOP)
+        #expect(await eventually(30) { Self.leaseIsFree(deployment) }, "the broker dropped the paused standby's lease")
+        kill(active.process.processIdentifier, SIGCONT)
+        #expect(await eventually(30) { !active.exists }, "the resumed coordinator stopped\n\(Self.logs(deployment))")
+        kill(standby.process.processIdentifier, SIGCONT)
+        #expect(activeText().contains("it recorded its takeover"), "\(activeText())")
+        #expect(!activeText().contains("is back: resuming"), "\(activeText())")
+        #expect(await eventually(30) { standbyText().contains("is back: resuming") }, "\(standbyText())")
+
+        let requests = try (1...20).map {
+            StartRequest(
+                workflowType: "bench-sequential", workflowId: "fenced-\($0)", input: try Payload(encoding: 3, field: "input"))
+        }
+        try await deployment.client.start(requests)
+        try deployment.startWorker(concurrency: 8)
+        for request in requests {
+            #expect(try await deployment.client.waitForResult(workflowId: request.workflowId, timeout: 60).status == .completed)
+        }
+        Self.expectEachStepRanOnce(deployment)
+        #expect(standby.exists, "the standby goes on\n\(standbyText())")
+        try await offPool { standby.terminate() }
+    }
+
+    /// A coordinator with the replicated history (lease heartbeats every second), paused until a
+    /// standby with a file of its own took over: the deployment, the paused coordinator, the
+    /// standby, its file, its log then, and the seconds from the pause to its takeover.
+    static func replicatedAndTakenOver() async throws -> (Deployment, KeelProcess, KeelProcess, String, String, Double) {
+        let deployment = try Deployment()
+        deployment.extraEnvironment["KEEL_LEASE_HEARTBEAT"] = "1"
+        deployment.extraEnvironment["KEEL_REPLICATION"] = "stream"
+        try deployment.startCoordinator()
+        try await deployment.waitUntilCoordinatorServes()
+        let active = try #require(deployment.coordinator)
+        let standbyPath = deployment.directory.appendingPathComponent("standby.sqlite").path
+        let (standby, standbyText, tookOver) = try await pauseUntilAStandbyTookOver(active, deployment, ["--db", standbyPath])
+        return (deployment, active, standby, standbyPath, standbyText, tookOver)
+    }
+
+    /// Whether the namespace's lease queue is gone: its holder's connection was closed (the
+    /// broker drops the connection of a paused process after two missed heartbeats).
+    static func leaseIsFree(_ deployment: Deployment) -> Bool {
+        guard let connection = try? AMQPConnection(url: deployment.url) else { return false }
+        defer { connection.close() }
+        do {
+            _ = try connection.inspect(queue: deployment.topology.coordinatorLeaseQueue)
+            return false
+        } catch {
+            // RESOURCE_LOCKED while another connection holds it.
+            return "\(error)".contains("NOT_FOUND")
+        }
     }
 
     /// Publishes 20 starts while `active` is paused (they reach both coordinators: the paused

@@ -9,16 +9,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/// Logs in with PLAIN credentials. Returns 0, or -1 with a message in `error`.
+/// Logs in with PLAIN credentials; `connection_name` (may be NULL) is the name the broker shows
+/// for the connection (`rabbitmqctl list_connections client_properties`, the management UI).
+/// Returns 0, or -1 with a message in `error`.
 int keel_amqp_login(amqp_connection_state_t conn, const char *vhost, int frame_max, int heartbeat,
-                    const char *user, const char *password, char *error, size_t error_len);
+                    const char *user, const char *password, const char *connection_name, char *error,
+                    size_t error_len);
 
 /// Declares a durable queue; `dead_letter_exchange` (may be NULL) becomes x-dead-letter-exchange,
-/// `queue_type` (may be NULL: the broker's default, classic) x-queue-type.
+/// `queue_type` (may be NULL: the broker's default, classic) x-queue-type, and `max_length`
+/// (0: none) x-max-length: the queue keeps its newest `max_length` messages.
 /// Returns 0, or -1 with a message in `error`.
 int keel_amqp_queue_declare(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
-                            const char *dead_letter_exchange, const char *queue_type, char *error,
-                            size_t error_len);
+                            const char *dead_letter_exchange, const char *queue_type, int64_t max_length,
+                            char *error, size_t error_len);
 
 /// Publishes one message. `header_keys`/`header_values` are `header_count` string headers.
 /// Optional strings may be NULL. Returns the rabbitmq-c status (0 is success).

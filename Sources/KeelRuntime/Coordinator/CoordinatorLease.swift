@@ -10,10 +10,19 @@ import Synchronization
 /// `kill -9`), so a second coordinator cannot take the namespace while the first is connected,
 /// and can as soon as it is not. The holder checks every second that it still has the lease,
 /// and stops when it has not (a broker restart, a network partition) before it acts again.
+///
+/// Each coordinator that takes the lease first records it in `<namespace>.coordinator-holder`
+/// (a queue that keeps its newest message only), on the lease connection, confirmed. A
+/// coordinator that takes the lease back after losing it reads that record: when it names
+/// another coordinator, that one took over meanwhile, and this one stops even though the lease
+/// happened to be free (the other one's connection dropped for a moment).
 final class CoordinatorLease: Sendable {
     let queue: String
     let url: AMQPURL
     let namespace: String
+    let topology: Topology
+    /// This coordinator's mark in the holder record.
+    let token: String
     /// The connection that holds the lease; nil while it is being taken back.
     private let connection: Mutex<AMQPConnection?>
     /// When the broker last said the lease is this coordinator's.
@@ -26,10 +35,12 @@ final class CoordinatorLease: Sendable {
     /// Set when ``confirmFresh(maxAge:)`` found the lease gone: the watch looks at once.
     private let lookNow = Mutex(false)
 
-    private init(queue: String, url: AMQPURL, namespace: String, connection: AMQPConnection) {
-        self.queue = queue
+    private init(url: AMQPURL, topology: Topology, token: String, connection: AMQPConnection) {
+        queue = topology.coordinatorLeaseQueue
         self.url = url
-        self.namespace = namespace
+        namespace = topology.namespace
+        self.topology = topology
+        self.token = token
         self.connection = Mutex(connection)
     }
 
@@ -64,21 +75,73 @@ final class CoordinatorLease: Sendable {
         while !isHeld { try await Task.sleep(for: .milliseconds(100)) }
     }
 
-    /// One try on a new connection: the connection when the lease was free, nil when another
-    /// connection holds it; throws when the broker cannot be reached.
-    private static func take(_ queue: String, url: AMQPURL) throws -> AMQPConnection? {
-        let connection = try AMQPConnection(url: url, heartbeat: heartbeat)
+    /// What one try to take the lease found.
+    private enum Take {
+        /// The lease was free: this connection holds it now.
+        case taken(AMQPConnection)
+        /// Another connection holds it; the holder record names `recordedHolder`.
+        case heldElsewhere(recordedHolder: String?)
+    }
+
+    /// One try on a new connection; throws when the broker cannot be reached.
+    private static func take(_ topology: Topology, url: AMQPURL) throws -> Take {
+        let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+        let connection = try AMQPConnection(
+            url: url, heartbeat: heartbeat, name: "keel coordinator lease \(topology.namespace) \(holder)")
         do {
-            try connection.declareExclusiveQueue(queue)
-            return connection
+            try connection.declareExclusiveQueue(topology.coordinatorLeaseQueue)
+            return .taken(connection)
         } catch let error as AMQPError where "\(error)".contains("RESOURCE_LOCKED") {
-            connection.close()
-            return nil
+            defer { connection.close() }
+            try connection.reopenChannel()
+            return .heldElsewhere(recordedHolder: try recordedHolder(on: connection, topology))
         } catch {
             connection.close()
             throw error
         }
     }
+
+    /// Records on the lease connection that this coordinator took the lease: the broker confirms
+    /// it only while the connection, and so the lease, is there.
+    private static func recordHolder(_ token: String, on connection: AMQPConnection, _ topology: Topology) throws {
+        try declareHolderQueue(on: connection, topology)
+        let record: [String: String] = [
+            "holder": "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)", "lease": token,
+            "takenAt": ISO8601DateFormatter().string(from: Date())
+        ]
+        try connection.enableConfirms()
+        try connection.publish(
+            AMQPMessage(
+                exchange: "", routingKey: topology.leaseHolderQueue, body: try JSONEncoder().encode(record),
+                type: "coordinator-lease", messageId: token))
+        try connection.waitForConfirms(timeout: 10)
+    }
+
+    /// The mark of the coordinator that recorded the lease last; nil when none did (the record
+    /// is gone with the broker's data). Leaves the record in place. Another coordinator may be
+    /// reading it at the same moment (it is theirs until they put it back), so an empty queue is
+    /// looked at again for a second before it counts as empty.
+    private static func recordedHolder(on connection: AMQPConnection, _ topology: Topology) throws -> String? {
+        try declareHolderQueue(on: connection, topology)
+        for _ in 0..<5 {
+            if let record = try connection.get(queue: topology.leaseHolderQueue) {
+                try connection.reject(record.deliveryTag, requeue: true)
+                return record.messageId ?? ""
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return nil
+    }
+
+    private static func declareHolderQueue(on connection: AMQPConnection, _ topology: Topology) throws {
+        try connection.declareQueue(
+            topology.leaseHolderQueue, deadLetterExchange: nil, queueType: topology.queueTypeArgument, maxLength: 1)
+    }
+
+    /// How long a coordinator that lost its lease waits for a holder that took it without
+    /// recording a takeover (a coordinator it superseded, which lets go once it reads the
+    /// record) before it stops.
+    static let supersededHolderGrace: Duration = .seconds(10)
 
     /// The lease connection's AMQP heartbeat, seconds (`KEEL_LEASE_HEARTBEAT`, default 10): the
     /// broker drops the lease of a coordinator that stopped answering (paused, cut off) after
@@ -97,14 +160,20 @@ final class CoordinatorLease: Sendable {
     static func acquire(
         url: AMQPURL, topology: Topology, standby: Bool, grace: Double = 5, logger: Logger, stopped: @Sendable () -> Bool
     ) async throws -> CoordinatorLease? {
-        let queue = topology.namespace + ".coordinator"
+        let queue = topology.coordinatorLeaseQueue
         let deadline = Date().addingTimeInterval(grace)
         var announced = false
         while !stopped() {
             let attempt: CoordinatorLease? = try await offPool {
-                try take(queue, url: url).map {
-                    CoordinatorLease(queue: queue, url: url, namespace: topology.namespace, connection: $0)
+                guard case .taken(let connection) = try take(topology, url: url) else { return nil }
+                let token = UUID().uuidString
+                do {
+                    try recordHolder(token, on: connection, topology)
+                } catch {
+                    connection.close()
+                    throw error
                 }
+                return CoordinatorLease(url: url, topology: topology, token: token, connection: connection)
             }
             if let attempt {
                 if announced { logger.info("standby: the namespace \(topology.namespace) is free; taking over") }
@@ -146,23 +215,65 @@ final class CoordinatorLease: Sendable {
             close(current)
             logger.warning(
                 "the lease on \(queue) is gone with its broker connection; pausing this coordinator's writes to take it back")
-            while !Task.isCancelled {
-                let retaken: AMQPConnection?
+            try await takeBack(interval: interval, logger: logger)
+        }
+    }
+
+    /// Takes the lease back after its connection was lost, unless another coordinator took it
+    /// over meanwhile (the holder record names it): then throws, to stop this one.
+    private func takeBack(interval: Double, logger: Logger) async throws {
+        var heldBySuperseded: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            let taken: Take
+            do {
+                taken = try await offPool { [topology, url] in try Self.take(topology, url: url) }
+            } catch {
+                // The broker is still out of reach: try again.
+                try await Task.sleep(for: .seconds(double: interval))
+                continue
+            }
+            switch taken {
+            case .taken(let retaken):
+                let recorded: String?
                 do {
-                    retaken = try await offPool { [queue, url] in try Self.take(queue, url: url) }
+                    recorded = try await offPool { [topology] in try Self.recordedHolder(on: retaken, topology) }
+                    if recorded == nil {
+                        logger.warning(
+                            "the lease holder record \(topology.leaseHolderQueue) is gone (the broker lost its data?): recording this coordinator again"
+                        )
+                        try await offPool { [token, topology] in try Self.recordHolder(token, on: retaken, topology) }
+                    }
                 } catch {
-                    // The broker is still out of reach: try again.
+                    retaken.close()
                     try await Task.sleep(for: .seconds(double: interval))
                     continue
                 }
-                guard let retaken else {
-                    logger.critical("another coordinator took namespace \(namespace) while this one was cut off: stopping")
+                if let recorded, recorded != token {
+                    retaken.close()
+                    logger.critical(
+                        "another coordinator took namespace \(namespace) while this one was cut off (it recorded its takeover in \(topology.leaseHolderQueue)): stopping"
+                    )
                     throw Self.heldElsewhere(namespace, queue)
                 }
                 connection.withLock { $0 = retaken }
                 confirmedAt.withLock { $0 = .now }
                 logger.info("the lease on \(queue) is back: resuming")
-                break
+                return
+            case .heldElsewhere(let recorded) where recorded == token:
+                // The holder took the lease without recording a takeover: a coordinator this one
+                // superseded (it reads the record and lets go), or one that is recording it now.
+                let since = heldBySuperseded ?? .now
+                heldBySuperseded = since
+                if ContinuousClock.now - since > Self.supersededHolderGrace {
+                    logger.critical(
+                        "another coordinator has held namespace \(namespace) for \(Self.supersededHolderGrace) without recording a takeover: stopping"
+                    )
+                    throw Self.heldElsewhere(namespace, queue)
+                }
+                try await Task.sleep(for: .seconds(double: interval))
+            case .heldElsewhere:
+                logger.critical("another coordinator took namespace \(namespace) while this one was cut off: stopping")
+                throw Self.heldElsewhere(namespace, queue)
             }
         }
     }
