@@ -35,6 +35,8 @@ let package = Package(
         .target(name: "CCrashMarker"),
         // SQLite's session extension (Debian: libsqlite3-dev): changesets for the replicated history.
         .target(name: "CSQLiteSession", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // A VFS that writes a commit's write-ahead log frames with one system call.
+        .target(name: "CSQLiteWALBuffer", linkerSettings: [.linkedLibrary("sqlite3")]),
         // The RabbitMQ transport: connections, confirms, consumers, topology, reconnects.
         .target(
             name: "KeelAMQP",
@@ -58,6 +60,7 @@ let package = Package(
             dependencies: [
                 "KeelCore",
                 "CSQLiteSession",
+                "CSQLiteWALBuffer",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift")
             ]
