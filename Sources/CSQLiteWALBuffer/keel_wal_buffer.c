@@ -37,9 +37,9 @@ struct BufferedFile {
     uint64_t requested;
     uint64_t written;
     // For logs, guarded by `lock`.
+    /// KEEL_WAL_BUFFER_LIMIT bytes, allocated at the log's first write (readers never write).
     unsigned char *data;
     int length;
-    int capacity;
     sqlite3_int64 offset;
     /// The last write was the header of a commit frame: its page ends the transaction.
     int commitPageNext;
@@ -66,10 +66,15 @@ static const sqlite3_io_methods *realMethods(sqlite3_file *file) { return ((Buff
 /// Writes `file`'s buffer; the buffer is emptied whether or not the write succeeds (SQLite
 /// rolls the transaction back on a failure, and its frames must not reach the file later).
 /// Called with `lock` held.
+/// Writes to the file itself, counting the write.
+static int writeThrough(BufferedFile *file, const void *data, int amount, sqlite3_int64 offset) {
+    file->written += 1;
+    return file->real->pMethods->xWrite(file->real, data, amount, offset);
+}
+
 static int flushLocked(BufferedFile *file) {
     if (file->length == 0) return SQLITE_OK;
-    int rc = file->real->pMethods->xWrite(file->real, file->data, file->length, file->offset);
-    file->written += 1;
+    int rc = writeThrough(file, file->data, file->length, file->offset);
     file->length = 0;
     file->commitPageNext = 0;
     atomic_store(&file->holding, 0);
@@ -137,23 +142,9 @@ static int append(BufferedFile *file, const void *data, int amount, sqlite3_int6
         int rc = flushLocked(file);
         if (rc != SQLITE_OK) return rc;
     }
-    if (amount > KEEL_WAL_BUFFER_LIMIT) {
-        file->written += 1;
-        return file->real->pMethods->xWrite(file->real, data, amount, offset);
-    }
-    if (file->length + amount > file->capacity) {
-        int capacity = file->capacity == 0 ? 32 * 1024 : file->capacity;
-        while (capacity < file->length + amount) capacity *= 2;
-        unsigned char *grown = realloc(file->data, (size_t)capacity);
-        if (grown == NULL) {
-            int rc = flushLocked(file);
-            if (rc != SQLITE_OK) return rc;
-            file->written += 1;
-            return file->real->pMethods->xWrite(file->real, data, amount, offset);
-        }
-        file->data = grown;
-        file->capacity = capacity;
-    }
+    if (file->data == NULL) file->data = malloc(KEEL_WAL_BUFFER_LIMIT);
+    // Too large to hold, or no memory to hold it in (then the buffer is empty): written as is.
+    if (amount > KEEL_WAL_BUFFER_LIMIT || file->data == NULL) return writeThrough(file, data, amount, offset);
     if (file->length == 0) {
         file->offset = offset;
         atomic_store(&file->holding, 1);
