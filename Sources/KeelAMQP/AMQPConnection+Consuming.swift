@@ -57,6 +57,14 @@ extension AMQPConnection {
         }
     }
 
+    /// The next delivery from what was already read off the socket (nil when rabbitmq-c holds
+    /// no input, without a system call): after one ``next(timeout:)`` read all that a `poll`
+    /// found, the rest of a batch comes from here.
+    public func nextBuffered() throws -> AMQPDelivery? {
+        guard hasBufferedInput else { return nil }
+        return try next(timeout: 0)
+    }
+
     /// Acknowledges a delivery; with `multiple`, every earlier unacknowledged one too.
     public func ack(_ deliveryTag: UInt64, multiple: Bool = false) throws {
         let status = amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0)

@@ -289,12 +289,14 @@ public final class AMQPConnection: @unchecked Sendable {
     /// The delivery tag of the last message published in confirm mode.
     public var lastPublishedTag: UInt64 { lastTag }
 
-    /// Reads what the broker sent within `timeout` seconds (confirms, alarms, channel closes)
-    /// without waiting for anything in particular: for publishers that keep publishing while
-    /// earlier confirms are on their way.
-    public func readConfirms(timeout: Double) throws {
-        guard try readFrame(timeout: timeout) else { return }
-        while try readFrame(timeout: 0) {}
+    /// Reads what the broker sent (confirms, alarms, channel closes) without waiting: for
+    /// publishers that keep publishing while earlier confirms are on their way. Reads the socket
+    /// only when `socketReadable` (a `poll` found input, or did not look): one `recv` takes all
+    /// that is there, and what comes after it is for the next `poll`. Asking an empty socket
+    /// costs a `recv` that fails and, in rabbitmq-c, a `poll` that does not wait.
+    public func readArrived(socketReadable: Bool) throws {
+        guard socketReadable || hasBufferedInput, try readFrame(timeout: 0) else { return }
+        while hasBufferedInput, try readFrame(timeout: 0) {}
     }
 
     /// The socket, for waiting on it together with other descriptors (`poll`).

@@ -381,6 +381,9 @@ public final class AMQPConsumer: @unchecked Sendable {
                 settleRegistration(true)
                 if generation > 1 { logger.info("consuming \(queue) again after reconnecting to \(url)") }
                 backoff = 0.2
+                // Whether the socket may have input: false only after a wake-up by a settlement,
+                // a job or stop() alone, or once a read took what a wake-up found.
+                var readable = true
                 while !state.withLock({ $0.stopped }) {
                     executor?.runPending()
                     let (batch, buffered) = try line.withLock { () throws -> ([Delivery], Bool) in
@@ -391,9 +394,15 @@ public final class AMQPConsumer: @unchecked Sendable {
                         if changed || rebalancing { rebalancing = try !rebalance(to: limit) }
                         try settle(takePending(generation), on: connection)
                         var batch: [Delivery] = []
-                        while batch.count < maxBatch, let message = try connection.next(timeout: 0) {
+                        // One read of the socket takes all that is there; the rest of the batch
+                        // is in rabbitmq-c's buffer.
+                        while batch.count < maxBatch,
+                            let message = try readable ? connection.next(timeout: 0) : connection.nextBuffered()
+                        {
                             batch.append(Delivery(message: message, generation: generation))
+                            readable = false
                         }
+                        readable = false
                         // Before anyone may settle them.
                         for delivery in batch {
                             unsettled.delivered(delivery.message.deliveryTag, to: delivery.message.consumerTag)
@@ -404,7 +413,7 @@ public final class AMQPConsumer: @unchecked Sendable {
                         hand(batch)
                     } else if !buffered {
                         // Woken by a delivery, a settlement to send or stop(); the timeout only bounds a lost wakeup.
-                        wakeup.sleep(socket: connection.socketDescriptor, timeout: 1)
+                        readable = wakeup.sleep(socket: connection.socketDescriptor, timeout: 1)
                     }
                 }
                 // Acknowledge what finished before the stop, then close (a reject still pending is

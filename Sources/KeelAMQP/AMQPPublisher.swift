@@ -167,6 +167,8 @@ public final class AMQPPublisher: @unchecked Sendable {
     /// Publishes what was handed over and settles what was confirmed until closed and idle.
     private func run() {
         var backoff = 0.2
+        // Whether the socket may have input: false only after a wake-up by a caller alone.
+        var readable = true
         while true {
             var written: [@Sendable () -> Void] = []
             var settled: [(Request, (any Error)?)] = []
@@ -196,7 +198,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                     if let callback = try write(request, on: connection) { written.append(callback) }
                     pending = pending.dropFirst()
                 }
-                try connection.readConfirms(timeout: 0)
+                try connection.readArrived(socketReadable: readable)
                 while let first = inFlight.first, connection.isSettled(through: first.lastTag) {
                     inFlight.removeFirst()
                     let refused = connection.takeRefusals(in: first.firstTag...first.lastTag)
@@ -242,8 +244,11 @@ public final class AMQPPublisher: @unchecked Sendable {
             for (request, error) in settled { request.settled(error) }
             if let pause {
                 Thread.sleep(forTimeInterval: pause)
+                readable = true
             } else if let sleepOn {
-                wakeup.sleep(socket: sleepOn, timeout: 1)
+                readable = wakeup.sleep(socket: sleepOn, timeout: 1)
+            } else {
+                readable = false  // what is buffered is read without the socket
             }
         }
         line.lock()

@@ -29,14 +29,21 @@ public final class Wakeup: Sendable {
         _ = write(writeEnd, &one, 1)
     }
 
-    /// Sleeps until ``signal()``, input on `socket` (if given), or `timeout` seconds.
-    public func sleep(socket: Int32?, timeout: Double) {
+    /// Sleeps until ``signal()``, input on `socket` (if given), or `timeout` seconds. Returns
+    /// whether `socket` may have input to read: false only when a ``signal()`` alone ended the
+    /// sleep, so the caller need not ask the socket (a `recv` that fails and a `poll` that does
+    /// not wait, in rabbitmq-c) before it sleeps again. A timeout returns true, so that an idle
+    /// connection still goes through rabbitmq-c's reads, which send and check its heartbeats.
+    @discardableResult
+    public func sleep(socket: Int32?, timeout: Double) -> Bool {
         var descriptors = [pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)]
         if let socket { descriptors.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
-        _ = poll(&descriptors, nfds_t(descriptors.count), Int32(max(timeout, 0) * 1000))
+        let ready = poll(&descriptors, nfds_t(descriptors.count), Int32(max(timeout, 0) * 1000))
         if descriptors[0].revents != 0 {
             var drained = [UInt8](repeating: 0, count: 256)
             while read(readEnd, &drained, drained.count) > 0 {}
         }
+        guard socket != nil, ready > 0, descriptors[1].revents == 0 else { return true }
+        return false
     }
 }
