@@ -63,15 +63,15 @@ static sqlite3_io_methods methods[3];
 
 static const sqlite3_io_methods *realMethods(sqlite3_file *file) { return ((BufferedFile *)file)->real->pMethods; }
 
-/// Writes `file`'s buffer; the buffer is emptied whether or not the write succeeds (SQLite
-/// rolls the transaction back on a failure, and its frames must not reach the file later).
-/// Called with `lock` held.
 /// Writes to the file itself, counting the write.
 static int writeThrough(BufferedFile *file, const void *data, int amount, sqlite3_int64 offset) {
     file->written += 1;
     return file->real->pMethods->xWrite(file->real, data, amount, offset);
 }
 
+/// Writes `file`'s buffer; the buffer is emptied whether or not the write succeeds (SQLite
+/// rolls the transaction back on a failure, and its frames must not reach the file later).
+/// Called with `lock` held.
 static int flushLocked(BufferedFile *file) {
     if (file->length == 0) return SQLITE_OK;
     int rc = writeThrough(file, file->data, file->length, file->offset);

@@ -394,13 +394,13 @@ public final class AMQPConsumer: @unchecked Sendable {
                         if changed || rebalancing { rebalancing = try !rebalance(to: limit) }
                         try settle(takePending(generation), on: connection)
                         var batch: [Delivery] = []
-                        // One read of the socket takes all that is there; the rest of the batch
-                        // is in rabbitmq-c's buffer.
+                        // One read of the socket, for the batch's first delivery, takes all that
+                        // is there; the rest of the batch is in rabbitmq-c's buffer.
                         while batch.count < maxBatch,
-                            let message = try readable ? connection.next(timeout: 0) : connection.nextBuffered()
+                            let message = try readable && batch.isEmpty
+                                ? connection.next(timeout: 0) : connection.nextBuffered()
                         {
                             batch.append(Delivery(message: message, generation: generation))
-                            readable = false
                         }
                         readable = false
                         // Before anyone may settle them.
