@@ -8,7 +8,9 @@ import Synchronization
 ///
 /// A process that asks for it (``cleanUpOnStopSignal(_:)``, `keel bench`) also kills them when it
 /// is told to stop: on SIGINT (Ctrl-C), SIGTERM or SIGHUP it kills its children, runs its
-/// clean-ups (for ``cleanUpGrace`` at most) and exits with status 128 + the signal. Foundation starts each child in a process
+/// clean-ups (for ``cleanUpGrace`` at most) and exits with status 128 + the signal, also when
+/// another thread exits meanwhile (its work fails once the children are gone): that exit waits.
+/// Foundation starts each child in a process
 /// group of its own, so a terminal's Ctrl-C reaches only this process, and a signal's default
 /// action skips the `atexit` handlers: `keel bench` stopped that way left its coordinator and
 /// worker running. A signal that already has a handler, or that the process started out
@@ -18,8 +20,19 @@ enum ChildrenKilledAtExit {
     /// to another process since is not killed.
     private static let children = Mutex<[pid_t: String]>([:])
     private static let installed: Void = {
-        atexit { ChildrenKilledAtExit.killAll() }
+        atexit {
+            ChildrenKilledAtExit.killAll()
+            // A stop signal is being handled: the thread that took it runs the clean-ups and
+            // ends the process with 128 + the signal. Another thread's exit must not end it
+            // first. Killing the children and deleting the namespace makes the bench's own work
+            // fail, and its error exit (status 1) won that race in one CI run.
+            if ChildrenKilledAtExit.stopping.load(ordering: .acquiring) {
+                while true { pause() }
+            }
+        }
     }()
+    /// Set by the thread that took a stop signal before it kills anything.
+    private static let stopping = Atomic<Bool>(false)
     /// Opt-in (``cleanUpOnStopSignal(_:)``), not in every process that starts children: a test
     /// process keeps the signal actions it was given.
     ///
@@ -46,6 +59,7 @@ enum ChildrenKilledAtExit {
                 if count == 1 { break }
                 guard count < 0, errno == EINTR else { return }
             }
+            stopping.store(true, ordering: .releasing)
             killAll()
             // The clean-ups get a few seconds (one that talks to a broker that is gone or slow
             // would otherwise keep a stopped process alive), then the process ends without the

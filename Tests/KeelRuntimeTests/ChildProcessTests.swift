@@ -76,6 +76,25 @@ struct ChildProcessTests {
         #expect(await eventually(5) { !children.contains(where: processExists(pid:)) }, "no child of the bench runs on")
     }
 
+    /// Killing a bench's children and deleting its namespace makes the bench's own work fail, and
+    /// in one CI run its error exit (status 1) ended the process while the clean-ups still ran.
+    /// An exit from another thread now waits for the clean-ups and the exit with 128 + the signal.
+    @Test func anExitDuringTheStopCleanUpsWaitsForThemAndTheSignalsStatus() async throws {
+        let result = try await #require(processExitsWith: .exitCode(128 + SIGTERM), observing: [\.standardOutputContent]) {
+            let cleaning = DispatchSemaphore(value: 0)
+            _ = cleanUpOnStopSignal {
+                cleaning.signal()
+                Thread.sleep(forTimeInterval: 0.5)
+                print("cleaned up")
+            }
+            kill(getpid(), SIGTERM)
+            cleaning.wait()
+            // What the bench's failing work does: an error exit.
+            exit(1)
+        }
+        #expect(String(decoding: result.standardOutputContent, as: UTF8.self).contains("cleaned up"))
+    }
+
     /// The processes whose parent is `pid`.
     static func children(of pid: pid_t) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
