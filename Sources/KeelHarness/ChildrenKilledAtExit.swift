@@ -10,11 +10,11 @@ import Synchronization
 /// is told to stop: on SIGINT (Ctrl-C), SIGTERM or SIGHUP it kills its children, runs its
 /// clean-ups (for ``cleanUpGrace`` at most) and exits with status 128 + the signal, also when
 /// another thread exits meanwhile (its work fails once the children are gone): that exit waits.
-/// Foundation starts each child in a process
-/// group of its own, so a terminal's Ctrl-C reaches only this process, and a signal's default
-/// action skips the `atexit` handlers: `keel bench` stopped that way left its coordinator and
-/// worker running. A signal that already has a handler, or that the process started out
-/// ignoring (SIGINT in a job started in the background), is left as it is.
+/// Foundation starts each child in a process group of its own, so a terminal's Ctrl-C reaches
+/// only this process, and a signal's default action skips the `atexit` handlers: `keel bench`
+/// stopped that way left its coordinator and worker running. A signal that already has a
+/// handler, or that the process started out ignoring (SIGINT in a job started in the
+/// background), is left as it is.
 enum ChildrenKilledAtExit {
     /// Each child's start time (field 22 of `/proc/PID/stat`), so that a pid the kernel has given
     /// to another process since is not killed.
